@@ -1,0 +1,184 @@
+// Package bus connects rehome's services to NATS JetStream and owns the names
+// and configuration of every stream and KV bucket. Ensure is idempotent: every
+// service calls it at start, so whichever starts first creates the resources.
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/event"
+)
+
+// DefaultURL is where the CLI and services look for NATS unless told otherwise.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// EnvURL names the environment variable that overrides DefaultURL.
+const EnvURL = "REHOME_NATS_URL"
+
+// Stream and bucket names.
+const (
+	StreamHeartbeats = "REHOME_HEARTBEATS"
+	StreamEvents     = "REHOME_EVENTS"
+	StreamTasks      = "REHOME_TASKS"
+	BucketNodes      = "rehome-nodes"
+	BucketLiveness   = "rehome-liveness"
+	BucketPlacement  = "rehome-placement"
+	BucketObjects    = "rehome-objects"
+	// MoverConsumer is the one durable consumer all movers share on StreamTasks.
+	MoverConsumer = "movers"
+	// PlannerConsumer is the planner's durable consumer of mover results.
+	PlannerConsumer = "planner-results"
+)
+
+// URL returns the NATS URL from flag (if set), then $REHOME_NATS_URL, then DefaultURL.
+func URL(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if u := os.Getenv(EnvURL); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// Connect dials NATS as the named client. It fails within timeout when no
+// server answers, naming the URL; once connected it reconnects forever.
+func Connect(url, name string, timeout time.Duration) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.Timeout(timeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// Config sets how resources are created: Replicas is 1 on a single server and
+// 3 on a NATS cluster.
+type Config struct {
+	Replicas int
+}
+
+func (c Config) replicas() int {
+	if c.Replicas < 1 {
+		return 1
+	}
+	return c.Replicas
+}
+
+// Ensure creates or updates every stream and KV bucket rehome uses. It is
+// idempotent and safe to call from many processes at once. On a cluster still
+// electing its leader it retries until ctx ends.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	r := cfg.replicas()
+	streams := []jetstream.StreamConfig{{
+		Name:              StreamHeartbeats,
+		Subjects:          []string{event.HeartbeatPrefix + "*"},
+		MaxMsgsPerSubject: 1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          r,
+		Discard:           jetstream.DiscardOld,
+	}, {
+		Name: StreamEvents,
+		Subjects: []string{
+			"rehome.node.>", event.PlanPrefix + ">", event.DonePrefix + ">", event.FailedPrefix + ">",
+			"rehome.shard.>", "rehome.heal.>",
+		},
+		MaxAge:     24 * time.Hour,
+		MaxBytes:   256 << 20,
+		Storage:    jetstream.FileStorage,
+		Replicas:   r,
+		Duplicates: 2 * time.Minute,
+	}, {
+		Name:       StreamTasks,
+		Subjects:   []string{event.TaskPrefix + "*"},
+		Retention:  jetstream.WorkQueuePolicy,
+		Storage:    jetstream.FileStorage,
+		Replicas:   r,
+		Duplicates: 2 * time.Minute,
+	}}
+	for _, sc := range streams {
+		if err := retry(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, sc)
+			return err
+		}); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	for _, b := range []string{BucketNodes, BucketLiveness, BucketPlacement, BucketObjects} {
+		kc := jetstream.KeyValueConfig{Bucket: b, Storage: jetstream.FileStorage, Replicas: r, History: 1}
+		if err := retry(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, kc)
+			return err
+		}); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// retry calls f with a short per-attempt timeout until it succeeds or ctx ends.
+func retry(ctx context.Context, f func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Call sends a control request to the acting planner and decodes the reply
+// into out. It fails with a clear error when no planner answers before ctx ends.
+func Call(ctx context.Context, nc *nats.Conn, subject string, req, out any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode %s request: %w", subject, err)
+	}
+	msg, err := nc.RequestWithContext(ctx, subject, body)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("%s: no planner is running", subject)
+		}
+		return fmt.Errorf("%s: %w", subject, err)
+	}
+	return control.DecodeReply(msg.Data, out)
+}
+
+// Publish encodes p and publishes it to JetStream on subject, with msgID as the
+// dedup id when non-empty. It blocks until the stream acknowledges.
+func Publish(ctx context.Context, js jetstream.JetStream, subject string, p event.Payload, msgID string) error {
+	data, err := event.Encode(p)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", subject, err)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if _, err := js.PublishMsg(ctx, msg, opts...); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+// Package bustest gives tests a real embedded JetStream server with every
+// rehome stream and bucket created, in a temp dir, on a free port.
+package bustest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/embedded"
+)
+
+// Env is a running test bus.
+type Env struct {
+	Server *server.Server
+	URL    string
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+}
+
+// Start runs a server for the test's lifetime; cleanup is registered on t.
+func Start(t testing.TB) *Env {
+	t.Helper()
+	s, err := embedded.Start(embedded.Config{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := bus.Connect(s.ClientURL(), "test", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := bus.Ensure(ctx, js, bus.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	return &Env{Server: s, URL: s.ClientURL(), NC: nc, JS: js}
+}
+
+// Eventually polls cond every 20 ms until it holds or timeout passes, then
+// fails the test with msg.
+func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s: %s", timeout, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,172 @@
+// Package control defines the request/reply calls the CLI makes to the acting
+// planner over NATS (subjects event.Ctl*): allocation of nodes for new shards,
+// committing a written object, deleting one, and status queries. Every reply
+// is a Reply envelope so a caller can tell a refusal from a transport error.
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/rehome/rehome/shared/model"
+)
+
+// Reply wraps every control answer: Error is set when the call was refused.
+// Code is "invalid", "conflict", "not_found" or "unavailable".
+type Reply struct {
+	OK    bool            `json:"ok"`
+	Error string          `json:"error,omitempty"`
+	Code  string          `json:"code,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+}
+
+// Error codes of a refused call.
+const (
+	CodeInvalid     = "invalid"
+	CodeConflict    = "conflict"
+	CodeNotFound    = "not_found"
+	CodeUnavailable = "unavailable"
+)
+
+// RemoteError is a refusal returned by the planner.
+type RemoteError struct {
+	Code string
+	Msg  string
+}
+
+func (e *RemoteError) Error() string { return e.Msg }
+
+// ErrConflict and ErrNotFound let callers test refusals with errors.Is.
+var (
+	ErrConflict = errors.New("conflict")
+	ErrNotFound = errors.New("not found")
+)
+
+// Is maps remote codes onto ErrConflict, ErrNotFound and model.ErrInvalid.
+func (e *RemoteError) Is(target error) bool {
+	switch target {
+	case ErrConflict:
+		return e.Code == CodeConflict
+	case ErrNotFound:
+		return e.Code == CodeNotFound
+	case model.ErrInvalid:
+		return e.Code == CodeInvalid
+	}
+	return false
+}
+
+// OKReply encodes a successful reply carrying v.
+func OKReply(v any) ([]byte, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode reply: %w", err)
+	}
+	return json.Marshal(Reply{OK: true, Data: data})
+}
+
+// ErrorReply encodes a refusal; the code is derived from err.
+func ErrorReply(err error) []byte {
+	code := CodeUnavailable
+	switch {
+	case errors.Is(err, model.ErrInvalid):
+		code = CodeInvalid
+	case errors.Is(err, ErrConflict):
+		code = CodeConflict
+	case errors.Is(err, ErrNotFound):
+		code = CodeNotFound
+	}
+	b, _ := json.Marshal(Reply{Error: err.Error(), Code: code})
+	return b
+}
+
+// DecodeReply unpacks a reply into out (which may be nil), returning the
+// planner's refusal as a *RemoteError.
+func DecodeReply(data []byte, out any) error {
+	var r Reply
+	if err := json.Unmarshal(data, &r); err != nil {
+		return fmt.Errorf("malformed reply: %w", err)
+	}
+	if !r.OK {
+		return &RemoteError{Code: r.Code, Msg: r.Error}
+	}
+	if out == nil || len(r.Data) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(r.Data, out); err != nil {
+		return fmt.Errorf("malformed reply data: %w", err)
+	}
+	return nil
+}
+
+// ShardSpec asks for placement of one shard of a new object.
+type ShardSpec struct {
+	ID     string `json:"id"`
+	Stripe int    `json:"stripe"`
+	Index  int    `json:"index"`
+	Size   int64  `json:"size"`
+}
+
+// AllocateRequest asks the planner where to write the shards of one object.
+// For a replicated layout each shard gets Layout.RF nodes; for erasure coding
+// the pieces of one stripe get one distinct node each.
+type AllocateRequest struct {
+	Key    string       `json:"key"`
+	Layout model.Layout `json:"layout"`
+	Shards []ShardSpec  `json:"shards"`
+}
+
+// Endpoint names a node and where to reach its shard API.
+type Endpoint struct {
+	Node string `json:"node"`
+	Rack string `json:"rack"`
+	Addr string `json:"addr"`
+}
+
+// Allocation is where one shard goes.
+type Allocation struct {
+	Shard string     `json:"shard"`
+	Nodes []Endpoint `json:"nodes"`
+}
+
+// AllocateReply lists one Allocation per requested shard, in request order.
+type AllocateReply struct {
+	Allocations []Allocation `json:"allocations"`
+}
+
+// CommitRequest records a written object: its manifest and, per shard, the
+// nodes that acknowledged a verified write. Overwrite replaces an existing key.
+type CommitRequest struct {
+	Manifest  model.Manifest      `json:"manifest"`
+	Nodes     map[string][]string `json:"nodes"`
+	Overwrite bool                `json:"overwrite"`
+}
+
+// DeleteRequest removes an object and schedules its shards for deletion.
+type DeleteRequest struct {
+	Key string `json:"key"`
+}
+
+// NodeStatus is one node's line in cluster status.
+type NodeStatus struct {
+	ID            string      `json:"id"`
+	Rack          string      `json:"rack"`
+	State         model.State `json:"state"`
+	Addr          string      `json:"addr"`
+	Shards        int         `json:"shards"`
+	Bytes         int64       `json:"bytes"`
+	UsedBytes     int64       `json:"used_bytes"`
+	CapacityBytes int64       `json:"capacity_bytes"`
+	Fill          float64     `json:"fill"`
+}
+
+// ClusterStatus answers CtlStatus (SPEC §3 `cluster status --json`).
+type ClusterStatus struct {
+	Nodes           []NodeStatus `json:"nodes"`
+	Shards          int          `json:"shards"`
+	Objects         int          `json:"objects"`
+	UnderReplicated int          `json:"under_replicated"`
+	Lost            int          `json:"lost"`
+	BytesRemaining  int64        `json:"bytes_remaining"`
+	InFlight        int          `json:"in_flight"`
+}

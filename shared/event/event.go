@@ -1,0 +1,286 @@
+// Package event defines rehome's public events: their subjects and JSON
+// payloads (schema version 1, see SPEC §4). Encode stamps the version and a UTC
+// timestamp; Decode refuses anything that is not a well-formed version-1 payload,
+// so a consumer can count and drop it instead of acting on it.
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/rehome/rehome/shared/model"
+)
+
+// Subject prefixes and fixed subjects. Node, shard and incident ids are single
+// subject tokens (model ids contain no dots).
+const (
+	Root            = "rehome"
+	HeartbeatPrefix = "rehome.heartbeat."
+	SuspectPrefix   = "rehome.node.suspect."
+	DownPrefix      = "rehome.node.down."
+	UpPrefix        = "rehome.node.up."
+	PlanPrefix      = "rehome.repair.plan."
+	TaskPrefix      = "rehome.repair.task."
+	DonePrefix      = "rehome.repair.done."
+	FailedPrefix    = "rehome.repair.failed."
+	LostPrefix      = "rehome.shard.lost."
+	HealProgress    = "rehome.heal.progress"
+	HealStalled     = "rehome.heal.stalled"
+	// ControlPrefix carries request/reply calls to the acting planner; it is not
+	// an event subject and is left out of event tails.
+	ControlPrefix = "rehome.ctl."
+)
+
+// Control request subjects (JSON request, JSON reply; see Reply).
+const (
+	CtlAllocate   = "rehome.ctl.allocate"
+	CtlCommit     = "rehome.ctl.commit"
+	CtlDelete     = "rehome.ctl.delete"
+	CtlStatus     = "rehome.ctl.status"
+	CtlHealStatus = "rehome.ctl.heal.status"
+)
+
+// Header is the envelope every payload embeds: schema version and UTC time.
+type Header struct {
+	V  int       `json:"v"`
+	TS time.Time `json:"ts"`
+}
+
+func (h *Header) header() *Header { return h }
+
+// Payload is implemented by every event type (through its embedded Header).
+type Payload interface{ header() *Header }
+
+// ErrMalformed marks a payload that is not JSON, has the wrong version, or
+// misses required fields. Consumers count it and drop the message.
+var ErrMalformed = errors.New("malformed event")
+
+// Encode stamps p with version 1 and the current UTC time (unless already
+// set) and marshals it.
+func Encode(p Payload) ([]byte, error) {
+	h := p.header()
+	h.V = model.Version
+	if h.TS.IsZero() {
+		h.TS = time.Now().UTC()
+	}
+	return json.Marshal(p)
+}
+
+// Decode unmarshals data into p and checks the version and, where p has a
+// Validate method, its fields. Every failure wraps ErrMalformed.
+func Decode(data []byte, p Payload) error {
+	if err := json.Unmarshal(data, p); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if v := p.header().V; v != model.Version {
+		return fmt.Errorf("%w: version %d, want %d", ErrMalformed, v, model.Version)
+	}
+	if val, ok := p.(interface{ Validate() error }); ok {
+		if err := val.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+	}
+	return nil
+}
+
+// LastToken returns the last dot-separated token of a subject (the node,
+// shard or incident id of the subjects above).
+func LastToken(subject string) string {
+	if i := strings.LastIndexByte(subject, '.'); i >= 0 {
+		return subject[i+1:]
+	}
+	return subject
+}
+
+// Heartbeat is published every interval by each storage node on
+// rehome.heartbeat.<node>.
+type Heartbeat struct {
+	Header
+	Node          string `json:"node"`
+	Rack          string `json:"rack"`
+	Addr          string `json:"addr"`
+	BootID        string `json:"boot_id"`
+	Shards        int    `json:"shards"`
+	UsedBytes     int64  `json:"used_bytes"`
+	CapacityBytes int64  `json:"capacity_bytes"`
+}
+
+// Validate rejects a heartbeat with a bad node id or negative sizes.
+func (h Heartbeat) Validate() error {
+	if err := model.ValidateNodeID(h.Node); err != nil {
+		return err
+	}
+	if h.Shards < 0 || h.UsedBytes < 0 || h.CapacityBytes < 0 || h.BootID == "" {
+		return errors.New("heartbeat: negative counts or no boot id")
+	}
+	return nil
+}
+
+// Verdict is the detector's judgement on rehome.node.{suspect,down,up}.<node>.
+type Verdict struct {
+	Header
+	Node     string      `json:"node"`
+	State    model.State `json:"state"`
+	Reason   string      `json:"reason"`
+	SilentMS int64       `json:"silent_ms"`
+	Incident string      `json:"incident,omitempty"`
+}
+
+// Validate rejects a verdict with a bad node id or unknown state.
+func (v Verdict) Validate() error {
+	if err := model.ValidateNodeID(v.Node); err != nil {
+		return err
+	}
+	switch v.State {
+	case model.StateUp, model.StateSuspect, model.StateDown:
+		return nil
+	}
+	return fmt.Errorf("verdict: unknown state %q", v.State)
+}
+
+// Task kinds.
+const (
+	KindCopy    = "copy"
+	KindRebuild = "rebuild"
+	KindDelete  = "delete"
+)
+
+// Task is one unit of mover work on rehome.repair.task.<target>: copy a shard
+// from one of Sources to Target (verified against SHA256), or delete a surplus
+// copy from Target.
+type Task struct {
+	Header
+	Task     string   `json:"task"`
+	Incident string   `json:"incident,omitempty"`
+	Shard    string   `json:"shard"`
+	Kind     string   `json:"kind"`
+	Sources  []string `json:"sources"`
+	Target   string   `json:"target"`
+	Bytes    int64    `json:"bytes"`
+	SHA256   string   `json:"sha256"`
+	Attempt  int      `json:"attempt"`
+	// RackRelaxed is set when no target outside the surviving copies' racks existed.
+	RackRelaxed bool `json:"rack_relaxed,omitempty"`
+}
+
+// Validate rejects a task a mover must not run.
+func (t Task) Validate() error {
+	if t.Task == "" {
+		return errors.New("task: no id")
+	}
+	if err := model.ValidateShardID(t.Shard); err != nil {
+		return err
+	}
+	if err := model.ValidateNodeID(t.Target); err != nil {
+		return err
+	}
+	switch t.Kind {
+	case KindCopy:
+		if len(t.Sources) == 0 || len(t.SHA256) != 64 || t.Bytes < 0 {
+			return errors.New("task: copy needs sources, sha256 and bytes")
+		}
+	case KindDelete:
+	default:
+		return fmt.Errorf("task: unknown kind %q", t.Kind)
+	}
+	for _, s := range t.Sources {
+		if err := model.ValidateNodeID(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Done reports a verified copy (or a completed delete) on rehome.repair.done.<target>.
+type Done struct {
+	Header
+	Task       string `json:"task"`
+	Incident   string `json:"incident,omitempty"`
+	Shard      string `json:"shard"`
+	Kind       string `json:"kind"`
+	Source     string `json:"source,omitempty"`
+	Target     string `json:"target"`
+	Bytes      int64  `json:"bytes"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// Validate rejects a done report naming no valid shard or target.
+func (d Done) Validate() error {
+	if err := model.ValidateShardID(d.Shard); err != nil {
+		return err
+	}
+	if d.Bytes < 0 {
+		return errors.New("done: negative bytes")
+	}
+	return model.ValidateNodeID(d.Target)
+}
+
+// Failed reports a task attempt that did not succeed, on rehome.repair.failed.<target>.
+type Failed struct {
+	Header
+	Task     string `json:"task"`
+	Incident string `json:"incident,omitempty"`
+	Shard    string `json:"shard"`
+	Kind     string `json:"kind"`
+	Target   string `json:"target"`
+	Error    string `json:"error"`
+	Attempt  int    `json:"attempt"`
+	// Final is set when the mover gives the task up; the planner re-plans it.
+	Final bool `json:"final"`
+}
+
+// Validate rejects a failure report naming no valid shard.
+func (f Failed) Validate() error { return model.ValidateShardID(f.Shard) }
+
+// PlanTarget summarises what one plan sends to one node.
+type PlanTarget struct {
+	Node   string `json:"node"`
+	Shards int    `json:"shards"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// Plan is published on rehome.repair.plan.<incident> whenever the planner
+// issues a batch of tasks.
+type Plan struct {
+	Header
+	Incident    string       `json:"incident"`
+	Shards      int          `json:"shards"`
+	Bytes       int64        `json:"bytes"`
+	Targets     []PlanTarget `json:"targets"`
+	RackRelaxed int          `json:"rack_relaxed"`
+}
+
+// Lost is published on rehome.shard.lost.<shard> when no live copy remains.
+type Lost struct {
+	Header
+	Shard string   `json:"shard"`
+	Key   string   `json:"key"`
+	Nodes []string `json:"nodes"`
+}
+
+// Progress is the heal state, published on rehome.heal.progress and returned
+// by the heal-status control call.
+type Progress struct {
+	Header
+	UnderReplicated int     `json:"under_replicated"`
+	Lost            int     `json:"lost"`
+	BytesRemaining  int64   `json:"bytes_remaining"`
+	RateBytesPerSec float64 `json:"rate_bytes_per_sec"`
+	ETASeconds      float64 `json:"eta_seconds"`
+	Stalled         bool    `json:"stalled"`
+	InFlight        int     `json:"in_flight"`
+	VerifiedBytes   int64   `json:"verified_bytes"`
+	Shards          int     `json:"shards"`
+}
+
+// Stalled is published on rehome.heal.stalled when work remains and nothing
+// was verified for the stall timeout.
+type Stalled struct {
+	Header
+	UnderReplicated int     `json:"under_replicated"`
+	BytesRemaining  int64   `json:"bytes_remaining"`
+	IdleSeconds     float64 `json:"idle_seconds"`
+}

@@ -1,0 +1,270 @@
+// Package model holds rehome's durable records: node registrations, liveness,
+// object manifests and placement-map entries, as they are stored in JetStream KV.
+// Every record is JSON with a "v" version field; Validate methods reject what a
+// reader must not act on.
+package model
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Version is the schema version written into every record and event.
+const Version = 1
+
+// DefaultRF is the replication factor of a replicated object unless told otherwise.
+const DefaultRF = 3
+
+// DefaultChunkSize is the size of one replicated chunk (the last one may be shorter).
+const DefaultChunkSize = 4 << 20
+
+// MaxShardIDLen bounds a shard id; longer ids are refused everywhere.
+const MaxShardIDLen = 128
+
+// MaxKeyLen bounds an object key in bytes.
+const MaxKeyLen = 1024
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// ErrInvalid marks input that can never become valid by retrying.
+var ErrInvalid = errors.New("invalid")
+
+// ValidateShardID reports whether id may name a shard: 1..128 characters of
+// [A-Za-z0-9_-]. Such ids are safe as file names, KV keys and subject tokens.
+func ValidateShardID(id string) error {
+	if id == "" || len(id) > MaxShardIDLen || !idPattern.MatchString(id) {
+		return fmt.Errorf("%w shard id %.40q: want 1-%d characters of A-Z a-z 0-9 _ -", ErrInvalid, id, MaxShardIDLen)
+	}
+	return nil
+}
+
+// ValidateNodeID reports whether id may name a node (same alphabet as shard ids,
+// at most 64 characters): it appears in subjects and KV keys.
+func ValidateNodeID(id string) error {
+	if id == "" || len(id) > 64 || !idPattern.MatchString(id) {
+		return fmt.Errorf("%w node id %.40q: want 1-64 characters of A-Z a-z 0-9 _ -", ErrInvalid, id)
+	}
+	return nil
+}
+
+// ValidateKey reports whether k may name an object: 1..1024 bytes, no NUL.
+func ValidateKey(k string) error {
+	if k == "" || len(k) > MaxKeyLen {
+		return fmt.Errorf("%w key: want 1-%d bytes", ErrInvalid, MaxKeyLen)
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] == 0 {
+			return fmt.Errorf("%w key: contains NUL", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// ObjectKVKey encodes a user key into a JetStream KV key (base64url, unpadded),
+// so any key a user types is a legal KV key.
+func ObjectKVKey(key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(key))
+}
+
+// ObjectKeyFromKV reverses ObjectKVKey.
+func ObjectKeyFromKV(k string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(k)
+	if err != nil {
+		return "", fmt.Errorf("%w object kv key %q: %w", ErrInvalid, k, err)
+	}
+	return string(b), nil
+}
+
+// Layout says how an object is made redundant: either RF replicas of each
+// chunk, or K data + M parity pieces per stripe (erasure coded).
+type Layout struct {
+	RF int `json:"rf,omitempty"`
+	K  int `json:"k,omitempty"`
+	M  int `json:"m,omitempty"`
+}
+
+// Erasure reports whether the layout is erasure coded.
+func (l Layout) Erasure() bool { return l.K > 0 }
+
+// Validate checks that exactly one of the two layouts is set, within bounds.
+func (l Layout) Validate() error {
+	switch {
+	case l.RF > 0 && (l.K > 0 || l.M > 0):
+		return fmt.Errorf("%w layout: rf and k+m are exclusive", ErrInvalid)
+	case l.RF > 0:
+		if l.RF > 16 {
+			return fmt.Errorf("%w layout: rf %d above 16", ErrInvalid, l.RF)
+		}
+		return nil
+	case l.K >= 1 && l.M >= 1 && l.K+l.M <= 255:
+		return nil
+	default:
+		return fmt.Errorf("%w layout: want rf >= 1 or k >= 1, m >= 1, k+m <= 255", ErrInvalid)
+	}
+}
+
+// Copies is how many distinct nodes hold one shard at full redundancy:
+// RF for a replicated chunk, 1 for an erasure-coded piece.
+func (l Layout) Copies() int {
+	if l.Erasure() {
+		return 1
+	}
+	return l.RF
+}
+
+// String renders "rf=3" or "ec=4+2".
+func (l Layout) String() string {
+	if l.Erasure() {
+		return fmt.Sprintf("ec=%d+%d", l.K, l.M)
+	}
+	return fmt.Sprintf("rf=%d", l.RF)
+}
+
+// Node is a storage node's registration (KV bucket nodes, key = node id),
+// written by the node itself when it starts.
+type Node struct {
+	V             int       `json:"v"`
+	ID            string    `json:"id"`
+	Rack          string    `json:"rack"`
+	Addr          string    `json:"addr"` // host:port of the shard HTTP API
+	BootID        string    `json:"boot_id"`
+	CapacityBytes int64     `json:"capacity_bytes"`
+	Started       time.Time `json:"started"`
+}
+
+// Validate rejects a registration nobody could use.
+func (n Node) Validate() error {
+	if n.V != Version {
+		return fmt.Errorf("%w node record: version %d", ErrInvalid, n.V)
+	}
+	if err := ValidateNodeID(n.ID); err != nil {
+		return err
+	}
+	if n.Addr == "" || n.Rack == "" || n.CapacityBytes < 0 {
+		return fmt.Errorf("%w node record %s: addr, rack and capacity required", ErrInvalid, n.ID)
+	}
+	return nil
+}
+
+// State is a node's liveness as judged by the detector.
+type State string
+
+// Node states. Suspect and maintenance nodes still count as holding their
+// shards; only down nodes are re-homed away from.
+const (
+	StateUp          State = "up"
+	StateSuspect     State = "suspect"
+	StateDown        State = "down"
+	StateMaintenance State = "maintenance"
+)
+
+// Live reports whether shards on a node in state s count as present.
+func (s State) Live() bool { return s != StateDown }
+
+// Liveness is the detector's current verdict on a node (KV bucket liveness,
+// key = node id). Only detectors write it.
+type Liveness struct {
+	V         int       `json:"v"`
+	Node      string    `json:"node"`
+	State     State     `json:"state"`
+	Since     time.Time `json:"since"`
+	Reason    string    `json:"reason,omitempty"`
+	LastHeard time.Time `json:"last_heard"`
+	BootID    string    `json:"boot_id,omitempty"`
+}
+
+// ShardRef is one shard of an object as its manifest lists it.
+type ShardRef struct {
+	ID     string `json:"id"`
+	Stripe int    `json:"stripe"`
+	Index  int    `json:"index"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Manifest describes one object (KV bucket objects, key = ObjectKVKey(key)).
+// Replicated objects have one shard per chunk (Stripe = chunk number, Index 0);
+// erasure-coded ones have K+M pieces per stripe.
+type Manifest struct {
+	V         int        `json:"v"`
+	Key       string     `json:"key"`
+	ID        string     `json:"id"`
+	Size      int64      `json:"size"`
+	SHA256    string     `json:"sha256"`
+	Layout    Layout     `json:"layout"`
+	ChunkSize int64      `json:"chunk_size"`
+	Shards    []ShardRef `json:"shards"`
+	Created   time.Time  `json:"created"`
+}
+
+// Validate checks the manifest's internal consistency: shard ids, sizes and
+// the layout.
+func (m Manifest) Validate() error {
+	if m.V != Version {
+		return fmt.Errorf("%w manifest: version %d", ErrInvalid, m.V)
+	}
+	if err := ValidateKey(m.Key); err != nil {
+		return err
+	}
+	if err := m.Layout.Validate(); err != nil {
+		return err
+	}
+	if m.Size < 0 || m.ChunkSize <= 0 {
+		return fmt.Errorf("%w manifest %q: bad size or chunk size", ErrInvalid, m.Key)
+	}
+	var total int64
+	for _, s := range m.Shards {
+		if err := ValidateShardID(s.ID); err != nil {
+			return err
+		}
+		if s.Size < 0 || len(s.SHA256) != 64 {
+			return fmt.Errorf("%w manifest %q: shard %s has bad size or checksum", ErrInvalid, m.Key, s.ID)
+		}
+		total += s.Size
+	}
+	if !m.Layout.Erasure() && total != m.Size {
+		return fmt.Errorf("%w manifest %q: shards add to %d bytes, object is %d", ErrInvalid, m.Key, total, m.Size)
+	}
+	return nil
+}
+
+// Placement is one entry of the placement map (KV bucket placement, key =
+// shard id): which nodes hold the shard. Nodes may include down nodes: their
+// copies are counted again if they return. Only the acting planner writes it.
+type Placement struct {
+	V        int      `json:"v"`
+	Shard    string   `json:"shard"`
+	Key      string   `json:"key"`
+	ObjectID string   `json:"object_id"`
+	Stripe   int      `json:"stripe"`
+	Index    int      `json:"index"`
+	Size     int64    `json:"size"`
+	SHA256   string   `json:"sha256"`
+	Layout   Layout   `json:"layout"`
+	Nodes    []string `json:"nodes"`
+}
+
+// Validate rejects a placement entry the planner must not act on.
+func (p Placement) Validate() error {
+	if p.V != Version {
+		return fmt.Errorf("%w placement: version %d", ErrInvalid, p.V)
+	}
+	if err := ValidateShardID(p.Shard); err != nil {
+		return err
+	}
+	if err := p.Layout.Validate(); err != nil {
+		return err
+	}
+	if p.Size < 0 || len(p.SHA256) != 64 {
+		return fmt.Errorf("%w placement %s: bad size or checksum", ErrInvalid, p.Shard)
+	}
+	for _, n := range p.Nodes {
+		if err := ValidateNodeID(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
