@@ -1,0 +1,227 @@
+// Package shardapi is the storage node's HTTP shard protocol, shared by its
+// server (services/storage) and its clients (mover, CLI):
+//
+//	PUT    /v1/shards/{id}   body = the bytes; headers X-Rehome-Sha256 (hex) and
+//	                         Content-Length required. 201 written and verified,
+//	                         200 already present with that checksum, 409 present
+//	                         with another, 422 body did not match the checksum,
+//	                         413 too large, 507 disk full, 400 bad id or header.
+//	GET    /v1/shards/{id}   200 with X-Rehome-Sha256; the server verifies while it
+//	                         streams and cuts the connection on a mismatch.
+//	HEAD   /v1/shards/{id}   as GET without the body; 404 if absent.
+//	DELETE /v1/shards/{id}   204, or 404 if absent.
+//	GET    /v1/shards        inventory: {"node":..., "shards":[Info...]}
+//
+// With a token configured every /v1 request needs "Authorization: Bearer <token>" (401).
+package shardapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HeaderSHA256 carries a shard's hex SHA-256 on PUT requests and GET/HEAD responses.
+const HeaderSHA256 = "X-Rehome-Sha256"
+
+// EnvToken names the environment variable holding the storage API bearer token.
+const EnvToken = "REHOME_TOKEN"
+
+// Info describes one stored shard.
+type Info struct {
+	ID     string `json:"id"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Inventory is the body of GET /v1/shards.
+type Inventory struct {
+	Node   string `json:"node"`
+	Shards []Info `json:"shards"`
+}
+
+// Errors a caller may branch on (wrapped in *StatusError).
+var (
+	ErrNotFound = errors.New("shard not found")
+	ErrConflict = errors.New("shard exists with another checksum")
+	ErrChecksum = errors.New("checksum mismatch")
+	ErrFull     = errors.New("node full")
+)
+
+// StatusError is a non-success HTTP answer from a storage node.
+type StatusError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("storage answered %d: %s", e.Code, e.Msg) }
+
+// Is maps status codes onto the sentinel errors above.
+func (e *StatusError) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Code == http.StatusNotFound
+	case ErrConflict:
+		return e.Code == http.StatusConflict
+	case ErrChecksum:
+		return e.Code == http.StatusUnprocessableEntity
+	case ErrFull:
+		return e.Code == http.StatusInsufficientStorage
+	}
+	return false
+}
+
+// Permanent reports whether retrying the same request cannot help (4xx other
+// than 404/408/429).
+func (e *StatusError) Permanent() bool {
+	return e.Code >= 400 && e.Code < 500 && e.Code != http.StatusNotFound &&
+		e.Code != http.StatusRequestTimeout && e.Code != http.StatusTooManyRequests
+}
+
+// Client talks to storage nodes. It is safe for concurrent use and reuses
+// connections across nodes.
+type Client struct {
+	HTTP  *http.Client
+	Token string
+}
+
+// New returns a client with pooled connections and sane dial and header
+// timeouts (bodies may stream for as long as ctx allows).
+func New(token string) *Client {
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		DisableCompression:    true,
+	}
+	return &Client{HTTP: &http.Client{Transport: tr}, Token: token}
+}
+
+func (c *Client) request(ctx context.Context, method, addr, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s%s: %w", method, addr, path, err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return req, nil
+}
+
+func statusError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return &StatusError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(b))}
+}
+
+// Put streams size bytes from body to shard id on addr. It returns nil once the
+// node has verified sha against the bytes and made them durable (or already
+// held them with that checksum).
+func (c *Client) Put(ctx context.Context, addr, id, sha string, size int64, body io.Reader) error {
+	req, err := c.request(ctx, http.MethodPut, addr, "/v1/shards/"+id, body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	req.Header.Set(HeaderSHA256, sha)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("put %s to %s: %w", id, addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("put %s to %s: %w", id, addr, statusError(resp))
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return nil
+}
+
+// Get opens shard id on addr. The caller reads and closes the body and should
+// verify the bytes against the checksum it expects.
+func (c *Client) Get(ctx context.Context, addr, id string) (io.ReadCloser, Info, error) {
+	req, err := c.request(ctx, http.MethodGet, addr, "/v1/shards/"+id, nil)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("get %s from %s: %w", id, addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, Info{}, fmt.Errorf("get %s from %s: %w", id, addr, statusError(resp))
+	}
+	return resp.Body, infoFrom(id, resp), nil
+}
+
+// Head returns what addr holds under id, or an error matching ErrNotFound.
+func (c *Client) Head(ctx context.Context, addr, id string) (Info, error) {
+	req, err := c.request(ctx, http.MethodHead, addr, "/v1/shards/"+id, nil)
+	if err != nil {
+		return Info{}, err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return Info{}, fmt.Errorf("head %s on %s: %w", id, addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Info{}, fmt.Errorf("head %s on %s: %w", id, addr, &StatusError{Code: resp.StatusCode, Msg: resp.Status})
+	}
+	return infoFrom(id, resp), nil
+}
+
+// Delete removes shard id from addr. Deleting an absent shard is not an error.
+func (c *Client) Delete(ctx context.Context, addr, id string) error {
+	req, err := c.request(ctx, http.MethodDelete, addr, "/v1/shards/"+id, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("delete %s on %s: %w", id, addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
+		return fmt.Errorf("delete %s on %s: %w", id, addr, statusError(resp))
+	}
+	return nil
+}
+
+// List returns addr's inventory.
+func (c *Client) List(ctx context.Context, addr string) (Inventory, error) {
+	var inv Inventory
+	req, err := c.request(ctx, http.MethodGet, addr, "/v1/shards", nil)
+	if err != nil {
+		return inv, err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return inv, fmt.Errorf("list %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return inv, fmt.Errorf("list %s: %w", addr, statusError(resp))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&inv); err != nil {
+		return inv, fmt.Errorf("list %s: %w", addr, err)
+	}
+	return inv, nil
+}
+
+func infoFrom(id string, resp *http.Response) Info {
+	size, _ := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
+	if resp.ContentLength >= 0 {
+		size = resp.ContentLength
+	}
+	return Info{ID: id, Size: size, SHA256: resp.Header.Get(HeaderSHA256)}
+}
