@@ -1,0 +1,70 @@
+package model_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/rehome/rehome/shared/model"
+)
+
+func TestShardIDs(t *testing.T) {
+	good := []string{"a", "3f2a-c000001", strings.Repeat("x", 128), "A_b-9"}
+	bad := []string{"", "..", "a/b", "a\\b", "a.b", "a\x00b", strings.Repeat("x", 129), "%2F", "a b"}
+	for _, id := range good {
+		if err := model.ValidateShardID(id); err != nil {
+			t.Errorf("%q refused: %v", id, err)
+		}
+	}
+	for _, id := range bad {
+		if model.ValidateShardID(id) == nil {
+			t.Errorf("%q accepted", id)
+		}
+	}
+}
+
+func TestObjectKeysRoundTripAsKVKeys(t *testing.T) {
+	for _, k := range []string{"a", "dir/file.txt", "ünï cödé", "..", "a.b.c", "*", ">"} {
+		enc := model.ObjectKVKey(k)
+		if strings.ContainsAny(enc, ".*> /") {
+			t.Errorf("%q encodes to %q: not a safe KV key", k, enc)
+		}
+		dec, err := model.ObjectKeyFromKV(enc)
+		if err != nil || dec != k {
+			t.Errorf("%q: round trip gave %q, %v", k, dec, err)
+		}
+	}
+	if model.ValidateKey("") == nil || model.ValidateKey("a\x00") == nil || model.ValidateKey(strings.Repeat("k", 1025)) == nil {
+		t.Fatal("bad keys accepted")
+	}
+}
+
+func TestLayouts(t *testing.T) {
+	valid := []model.Layout{{RF: 3}, {RF: 1}, {K: 4, M: 2}, {K: 1, M: 1}}
+	invalid := []model.Layout{{}, {RF: 3, K: 4, M: 2}, {K: 4}, {K: 200, M: 100}, {RF: -1}, {RF: 17}}
+	for _, l := range valid {
+		if err := l.Validate(); err != nil {
+			t.Errorf("%+v refused: %v", l, err)
+		}
+	}
+	for _, l := range invalid {
+		if l.Validate() == nil {
+			t.Errorf("%+v accepted", l)
+		}
+	}
+	if (model.Layout{K: 4, M: 2}).Copies() != 1 || (model.Layout{RF: 3}).Copies() != 3 {
+		t.Fatal("copies per shard wrong")
+	}
+}
+
+func TestManifestValidate(t *testing.T) {
+	sha := strings.Repeat("a", 64)
+	m := model.Manifest{V: 1, Key: "k", ID: "id", Size: 10, SHA256: sha, Layout: model.Layout{RF: 3}, ChunkSize: 4,
+		Shards: []model.ShardRef{{ID: "id-c0", Size: 4, SHA256: sha}, {ID: "id-c1", Size: 4, SHA256: sha}, {ID: "id-c2", Size: 2, SHA256: sha}}}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m.Size = 11
+	if m.Validate() == nil {
+		t.Fatal("size mismatch accepted")
+	}
+}
