@@ -1,0 +1,323 @@
+// Package storage is a rehome storage node: it keeps immutable shards on
+// local disk (package disk), serves them over the HTTP protocol of package
+// shardapi, registers itself in the nodes bucket and publishes a heartbeat
+// every interval (SPEC §5).
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rehome/rehome/services/storage/disk"
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+)
+
+// Service is one running storage node. Create it with New, then call Run once.
+type Service struct {
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *slog.Logger
+	store    *disk.Store
+	ln       net.Listener
+	srv      *http.Server
+	addr     string
+	bootID   string
+	capacity int64
+	started  time.Time
+	reg      *prometheus.Registry
+	m        *metrics
+	now      func() time.Time
+
+	ran       atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store in cfg.Dir (removing crash leftovers, rebuilding the
+// index), binds the HTTP listener (so Addr is known before Run) and draws a
+// fresh boot id. It does not touch NATS yet. If Run is never called, Close
+// releases the directory and the port.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*Service, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if nc == nil || js == nil {
+		return nil, errors.New("storage: a NATS connection and JetStream context are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node", cfg.ID)
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("storage dir: %w", err)
+	}
+	capacity := cfg.CapacityBytes
+	if capacity == 0 {
+		if capacity, err = disk.FilesystemSize(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("storage capacity: %w", err)
+		}
+	}
+	store, err := disk.Open(cfg.Dir, disk.Options{CapacityBytes: capacity}, log)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("storage listen on %s: %w", cfg.Listen, err)
+	}
+	hostname, _ := os.Hostname()
+	s := &Service{
+		cfg:      cfg,
+		nc:       nc,
+		js:       js,
+		log:      log,
+		store:    store,
+		ln:       ln,
+		addr:     advertiseAddr(cfg.Advertise, ln.Addr().String(), hostname),
+		bootID:   uuid.NewString(),
+		capacity: capacity,
+		reg:      prometheus.NewRegistry(),
+		now:      time.Now,
+	}
+	s.started = s.now().UTC()
+	s.m = newMetrics(s.reg, store, capacity)
+	a := &api{
+		store:    store,
+		node:     cfg.ID,
+		token:    []byte(cfg.Token),
+		maxShard: cfg.MaxShardBytes,
+		m:        s.m,
+		reg:      s.reg,
+		log:      log,
+	}
+	s.srv = &http.Server{
+		Handler:           a.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Addr is the address published for this node (Config.Advertise or the bound
+// listen address). Known as soon as New returns.
+func (s *Service) Addr() string { return s.addr }
+
+// BootID is this start's boot id: a fresh uuid each time New is called.
+func (s *Service) BootID() string { return s.bootID }
+
+// Registry is the node's own Prometheus registry (also served on /metrics).
+func (s *Service) Registry() *prometheus.Registry { return s.reg }
+
+// Handler is the node's HTTP handler (the one Run serves).
+func (s *Service) Handler() http.Handler { return s.srv.Handler }
+
+// Close releases the listener and the data directory. It is idempotent and is
+// called by Run on return; call it directly only if Run is never called.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		lerr := s.ln.Close()
+		if errors.Is(lerr, net.ErrClosed) {
+			lerr = nil
+		}
+		s.closeErr = errors.Join(lerr, s.store.Close())
+	})
+	return s.closeErr
+}
+
+// Run serves the shard API, registers the node in the nodes bucket and
+// publishes heartbeats (the first at once) until ctx ends; then it shuts the
+// HTTP server down gracefully (bounded by Config.ShutdownTimeout), closes the
+// store and returns nil. NATS trouble never stops the node: registration is
+// retried and heartbeats resume when the bus is back. It returns an error
+// only if the HTTP server fails. Run may be called once.
+func (s *Service) Run(ctx context.Context) error {
+	if !s.ran.CompareAndSwap(false, true) {
+		return errors.New("storage: Run called twice")
+	}
+	defer s.Close()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.srv.Serve(s.ln) }()
+	s.log.Info("storage node serving", "addr", s.addr, "listen", s.ln.Addr().String(), "rack", s.cfg.Rack,
+		"boot_id", s.bootID, "capacity_bytes", s.capacity)
+
+	regCtx, stopReg := context.WithCancel(ctx)
+	want := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.registrar(regCtx, want) })
+
+	err := s.heartbeats(ctx, want, serveErr)
+	stopReg()
+	wg.Wait()
+
+	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := s.srv.Shutdown(shCtx); serr != nil {
+		s.log.Warn("graceful shutdown incomplete, closing connections", "err", serr)
+		_ = s.srv.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("storage http server: %w", err)
+	}
+	s.log.Info("storage node stopped")
+	return nil
+}
+
+// heartbeats publishes one heartbeat now and one per interval, and asks the
+// registrar to (re)register when needRegister says so. It returns nil when
+// ctx ends, or the HTTP server's error if it stops.
+func (s *Service) heartbeats(ctx context.Context, want chan<- struct{}, serveErr <-chan error) error {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	lastReconnects := s.nc.Stats().Reconnects
+	for tick := 0; ; tick++ {
+		reconnects := s.nc.Stats().Reconnects
+		if needRegister(tick, s.cfg.RegisterEvery, reconnects != lastReconnects) {
+			select {
+			case want <- struct{}{}:
+			default: // a registration is already pending
+			}
+		}
+		lastReconnects = reconnects
+		s.publishHeartbeat()
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-serveErr:
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// needRegister decides whether the node record is re-put on heartbeat number
+// tick: at start, every `every` heartbeats, and right after a reconnect.
+func needRegister(tick, every int, reconnected bool) bool {
+	return tick == 0 || reconnected || (every > 0 && tick%every == 0)
+}
+
+// registrar writes the node record each time it is asked, retrying every
+// heartbeat interval until a write succeeds. It returns when ctx ends.
+func (s *Service) registrar(ctx context.Context, want <-chan struct{}) {
+	var kv jetstream.KeyValue
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-want:
+		}
+		for {
+			var err error
+			kv, err = s.register(ctx, kv)
+			if err == nil {
+				s.m.registrations.WithLabelValues("ok").Inc()
+				if failing {
+					s.log.Info("node registered again")
+				}
+				failing = false
+				break
+			}
+			s.m.registrations.WithLabelValues("error").Inc()
+			if ctx.Err() != nil {
+				return
+			}
+			if !failing {
+				s.log.Warn("cannot register node, will retry", "err", err)
+			}
+			failing = true
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(s.cfg.HeartbeatInterval):
+			}
+		}
+	}
+}
+
+// register puts the node record into the nodes bucket, looking the bucket up
+// first if kv is nil. It returns the bucket handle for reuse.
+func (s *Service) register(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyValue, error) {
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if kv == nil {
+		var err error
+		if kv, err = s.js.KeyValue(actx, bus.BucketNodes); err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", bus.BucketNodes, err)
+		}
+	}
+	data, err := json.Marshal(s.nodeRecord())
+	if err != nil {
+		return kv, fmt.Errorf("encode node record: %w", err)
+	}
+	if _, err := kv.Put(actx, s.cfg.ID, data); err != nil {
+		return kv, fmt.Errorf("put node record: %w", err)
+	}
+	return kv, nil
+}
+
+// nodeRecord is this node's registration.
+func (s *Service) nodeRecord() model.Node {
+	return model.Node{
+		V:             model.Version,
+		ID:            s.cfg.ID,
+		Rack:          s.cfg.Rack,
+		Addr:          s.addr,
+		BootID:        s.bootID,
+		CapacityBytes: s.capacity,
+		Started:       s.started,
+	}
+}
+
+// heartbeat is the payload published now.
+func (s *Service) heartbeat() *event.Heartbeat {
+	shards, used := s.store.Usage()
+	return &event.Heartbeat{
+		Header:        event.Header{TS: s.now().UTC()},
+		Node:          s.cfg.ID,
+		Rack:          s.cfg.Rack,
+		Addr:          s.addr,
+		BootID:        s.bootID,
+		Shards:        shards,
+		UsedBytes:     used,
+		CapacityBytes: s.capacity,
+	}
+}
+
+// publishHeartbeat sends one heartbeat with core NATS (the heartbeat stream
+// captures it). Failures are logged at debug level: the next beat retries.
+func (s *Service) publishHeartbeat() {
+	data, err := event.Encode(s.heartbeat())
+	if err != nil {
+		s.log.Error("encode heartbeat", "err", err)
+		return
+	}
+	if err := s.nc.Publish(event.HeartbeatPrefix+s.cfg.ID, data); err != nil {
+		s.log.Debug("heartbeat not published", "err", err)
+		return
+	}
+	s.m.heartbeats.Inc()
+}
