@@ -1,0 +1,151 @@
+package mover
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/shardapi"
+)
+
+// Class says whether retrying a failed task attempt can help.
+type Class int
+
+// Failure classes.
+const (
+	// Transient failures (network, 5xx, a source that may come back, an
+	// unreachable target) are retried with backoff until MaxDeliver.
+	Transient Class = iota
+	// Permanent failures (a malformed task, a conflicting copy on the target,
+	// a checksum the target refused, every source holding wrong bytes) are
+	// given up at once so the planner re-plans the shard.
+	Permanent
+)
+
+func (c Class) String() string {
+	if c == Permanent {
+		return "permanent"
+	}
+	return "transient"
+}
+
+// Errors an attempt can end with, besides those of shardapi and the network.
+var (
+	// errCorrupt: a source served (or announced) bytes that do not match the task.
+	errCorrupt = errors.New("source bytes do not match the task")
+	// errConflict: the target already holds the shard with another checksum.
+	errConflict = errors.New("target holds the shard with another checksum")
+	// errUnknownNode: no registration for a node id in the nodes bucket.
+	errUnknownNode = errors.New("node not registered")
+)
+
+// sourceFailure is why one source could not supply a shard.
+type sourceFailure struct {
+	node string
+	err  error
+}
+
+// sourcesError reports that no source could supply the shard. It is permanent
+// when there was nothing to try or every source served wrong bytes (retrying
+// the same sources yields the same bytes); otherwise a source may come back.
+type sourcesError struct {
+	failures []sourceFailure
+}
+
+func (e *sourcesError) Error() string {
+	if len(e.failures) == 0 {
+		return "no source other than the target"
+	}
+	parts := make([]string, len(e.failures))
+	for i, f := range e.failures {
+		parts[i] = f.node + ": " + f.err.Error()
+	}
+	return "no source could supply the shard: " + strings.Join(parts, "; ")
+}
+
+// Unwrap exposes every source's error to errors.Is and errors.As.
+func (e *sourcesError) Unwrap() []error {
+	errs := make([]error, len(e.failures))
+	for i, f := range e.failures {
+		errs[i] = f.err
+	}
+	return errs
+}
+
+func (e *sourcesError) allCorrupt() bool {
+	for _, f := range e.failures {
+		if !errors.Is(f.err, errCorrupt) {
+			return false
+		}
+	}
+	return true
+}
+
+// Classify decides whether an attempt's error is worth retrying. It is a pure
+// function of the error value: malformed tasks, conflicts, checksum refusals,
+// a full target, other 4xx answers and sources that all served wrong bytes
+// are Permanent; everything else (network errors, 5xx, 404 from a source,
+// unknown or unreachable nodes) is Transient.
+func Classify(err error) Class {
+	var srcs *sourcesError
+	var st *shardapi.StatusError
+	switch {
+	case err == nil:
+		return Transient
+	case errors.As(err, &srcs):
+		if srcs.allCorrupt() {
+			return Permanent
+		}
+		return Transient
+	case errors.Is(err, model.ErrInvalid), errors.Is(err, event.ErrMalformed),
+		errors.Is(err, errConflict), errors.Is(err, errCorrupt):
+		return Permanent
+	case errors.As(err, &st):
+		if st.Code == http.StatusInsufficientStorage || st.Permanent() {
+			return Permanent
+		}
+		return Transient
+	}
+	return Transient
+}
+
+// Backoff returns the delay before a task delivered attempt times (1-based)
+// is retried: min, doubling per earlier attempt, capped at max.
+func Backoff(attempt int, min, max time.Duration) time.Duration {
+	d := min
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// maxErrorLen bounds the error text of a Failed event.
+const maxErrorLen = 400
+
+// oneLine renders err as a single line of at most maxErrorLen bytes.
+func oneLine(err error) string {
+	s := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	if len(s) > maxErrorLen {
+		s = strings.ToValidUTF8(s[:maxErrorLen-3], "") + "..."
+	}
+	return s
+}
+
+// decodeTask decodes a task message and checks that it was published on its
+// target's subject. Every failure wraps event.ErrMalformed.
+func decodeTask(subject string, data []byte, t *event.Task) error {
+	if err := event.Decode(data, t); err != nil {
+		return err
+	}
+	if got := event.LastToken(subject); got != t.Target {
+		return fmt.Errorf("%w: task for %s published on %s", event.ErrMalformed, t.Target, subject)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package mover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/shardapi"
+)
+
+func TestClassify(t *testing.T) {
+	netErr := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	status := func(code int) error { return fmt.Errorf("put x: %w", &shardapi.StatusError{Code: code}) }
+	corrupt := fmt.Errorf("%w: bad bytes", errCorrupt)
+	cases := []struct {
+		name string
+		err  error
+		want Class
+	}{
+		{"network error", fmt.Errorf("target b: %w", netErr), Transient},
+		{"context deadline", context.DeadlineExceeded, Transient},
+		{"unknown node", fmt.Errorf("%w: storage-9", errUnknownNode), Transient},
+		{"500", status(500), Transient},
+		{"503", status(503), Transient},
+		{"404", status(404), Transient},
+		{"429", status(429), Transient},
+		{"409 conflict", status(409), Permanent},
+		{"422 checksum refused", status(422), Permanent},
+		{"413 too large", status(413), Permanent},
+		{"507 target full", status(507), Permanent},
+		{"conflict found by HEAD", fmt.Errorf("target b: %w", errConflict), Permanent},
+		{"invalid", fmt.Errorf("%w shard id", model.ErrInvalid), Permanent},
+		{"malformed", fmt.Errorf("%w: kind", event.ErrMalformed), Permanent},
+		{"no source but the target", &sourcesError{}, Permanent},
+		{"every source corrupt", &sourcesError{failures: []sourceFailure{{"a", corrupt}, {"b", corrupt}}}, Permanent},
+		{"one source down, one corrupt", &sourcesError{failures: []sourceFailure{{"a", netErr}, {"b", corrupt}}}, Transient},
+		{"source 404", &sourcesError{failures: []sourceFailure{{"a", status(404)}}}, Transient},
+		{"source 401 is the source's problem", &sourcesError{failures: []sourceFailure{{"a", status(401)}}}, Transient},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := Classify(c.err); got != c.want {
+				t.Fatalf("Classify(%v) = %s, want %s", c.err, got, c.want)
+			}
+		})
+	}
+}
+
+func TestBackoffDoublesFromMinToMax(t *testing.T) {
+	min, max := 250*time.Millisecond, 10*time.Second
+	want := []time.Duration{250, 500, 1000, 2000, 4000, 8000, 10000, 10000}
+	for i, w := range want {
+		if got := Backoff(i+1, min, max); got != w*time.Millisecond {
+			t.Errorf("Backoff(%d) = %s, want %s", i+1, got, w*time.Millisecond)
+		}
+	}
+	// Properties over a wide range: within bounds and never decreasing.
+	prev := time.Duration(0)
+	for a := -2; a < 200; a++ {
+		d := Backoff(a, min, max)
+		if d < min || d > max || d < prev {
+			t.Fatalf("Backoff(%d) = %s: outside [%s, %s] or below the previous %s", a, d, min, max, prev)
+		}
+		prev = d
+	}
+}
+
+func TestOneLine(t *testing.T) {
+	got := oneLine(errors.Join(errors.New("first\tproblem"), errors.New("second")))
+	if got != "first problem; second" {
+		t.Fatalf("oneLine = %q", got)
+	}
+	long := oneLine(errors.New(strings.Repeat("é", 1000)))
+	if len(long) > maxErrorLen || strings.ContainsRune(long, '\n') || !strings.HasSuffix(long, "...") {
+		t.Fatalf("oneLine of a long error: %d bytes %q", len(long), long[len(long)-10:])
+	}
+	if !strings.HasPrefix(long, "é") || !isValidUTF8(long) {
+		t.Fatal("oneLine cut a rune in half")
+	}
+}
+
+func isValidUTF8(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+func TestDecodeTask(t *testing.T) {
+	sha := strings.Repeat("ab", 32)
+	good := func() *event.Task {
+		return &event.Task{Task: "t1", Shard: "s1", Kind: event.KindCopy, Sources: []string{"a"}, Target: "b", Bytes: 3, SHA256: sha}
+	}
+	enc := func(tk *event.Task) []byte {
+		b, err := event.Encode(tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	v2 := enc(good())
+	v2 = []byte(strings.Replace(string(v2), `"v":1`, `"v":2`, 1))
+	cases := []struct {
+		name    string
+		subject string
+		data    []byte
+		ok      bool
+	}{
+		{"valid", event.TaskPrefix + "b", enc(good()), true},
+		{"not json", event.TaskPrefix + "b", []byte("not json"), false},
+		{"wrong version", event.TaskPrefix + "b", v2, false},
+		{"wrong subject", event.TaskPrefix + "c", enc(good()), false},
+		{"rebuild is not a task kind yet", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Kind = event.KindRebuild; return tk }()), false},
+		{"path trick in shard id", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Shard = "../x"; return tk }()), false},
+		{"copy without sources", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Sources = nil; return tk }()), false},
+		{"delete needs no sources", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Kind = event.KindDelete; tk.Sources = nil; return tk }()), true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var tk event.Task
+			err := decodeTask(c.subject, c.data, &tk)
+			if (err == nil) != c.ok {
+				t.Fatalf("decodeTask: err = %v, want ok=%v", err, c.ok)
+			}
+			if err != nil && !errors.Is(err, event.ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,72 @@
+package mover
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/rehome/rehome/shared/event"
+)
+
+// Task results, the values of the "result" label of rehome_mover_tasks_total.
+const (
+	ResultDone           = "done"            // copied and verified, or deleted
+	ResultAlreadyPresent = "already_present" // the target already held the shard: nothing written
+	ResultRetry          = "retry"           // failed, handed back for a later attempt
+	ResultFailed         = "failed"          // given up (permanent, or MaxDeliver reached)
+	ResultAborted        = "aborted"         // interrupted by shutdown, handed back at once
+)
+
+// Subjects of rehome_mover_malformed_events_total.
+const (
+	malformedTask     = "task"
+	malformedNode     = "node"
+	malformedAdvisory = "advisory"
+)
+
+// metrics are the mover's Prometheus series, on a registry of its own.
+type metrics struct {
+	reg       *prometheus.Registry
+	tasks     *prometheus.CounterVec
+	bytes     prometheus.Counter
+	duration  *prometheus.HistogramVec
+	inFlight  prometheus.Gauge
+	malformed *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rehome_mover_tasks_total",
+			Help: "Task attempts finished by this mover, by kind (copy, delete) and result (done, already_present, retry, failed, aborted).",
+		}, []string{"kind", "result"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_mover_bytes_copied_total",
+			Help: "Shard bytes streamed from a source into a target that verified them.",
+		}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rehome_mover_task_duration_seconds",
+			Help:    "Time from receiving a task to its outcome, by kind.",
+			Buckets: prometheus.ExponentialBuckets(0.002, 2, 16),
+		}, []string{"kind"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_mover_tasks_in_flight",
+			Help: "Tasks this mover is executing now.",
+		}),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rehome_mover_malformed_events_total",
+			Help: "Messages dropped because they were not valid: task messages, node records, delivery advisories.",
+		}, []string{"subject"}),
+	}
+	m.reg.MustRegister(m.tasks, m.bytes, m.duration, m.inFlight, m.malformed,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, s := range []string{malformedTask, malformedNode, malformedAdvisory} {
+		m.malformed.WithLabelValues(s)
+	}
+	for _, k := range []string{event.KindCopy, event.KindDelete} {
+		for _, r := range []string{ResultDone, ResultAlreadyPresent, ResultRetry, ResultFailed, ResultAborted} {
+			m.tasks.WithLabelValues(k, r)
+		}
+	}
+	return m
+}

@@ -1,0 +1,225 @@
+package mover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/event"
+)
+
+// publishTimeout bounds one result publish.
+const publishTimeout = 10 * time.Second
+
+// maxDeliveriesSubject carries the bus's advisory for a task that reached
+// MaxDeliver without an answer (a mover died on it each time).
+var maxDeliveriesSubject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + bus.StreamTasks + "." + bus.MoverConsumer
+
+// handle runs one delivered task to its outcome and answers the bus: Ack after
+// a published Done, Nak with backoff or Term after a published Failed, Term for
+// a malformed message. It never panics on bad input and returns when answered.
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
+	start := s.now()
+	var t event.Task
+	md, err := msg.Metadata()
+	if err == nil {
+		err = decodeTask(msg.Subject(), msg.Data(), &t)
+	}
+	if err != nil {
+		s.m.malformed.WithLabelValues(malformedTask).Inc()
+		s.log.Debug("dropping malformed task", "subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
+		if err := msg.TermWithReason("malformed task"); err != nil {
+			s.log.Warn("terminating a malformed task", "err", err)
+		}
+		return
+	}
+	s.m.inFlight.Inc()
+	defer s.m.inFlight.Dec()
+	attempt := int(md.NumDelivered)
+	log := s.log.With("task", t.Task, "kind", t.Kind, "shard", t.Shard, "target", t.Target, "attempt", attempt)
+
+	stop := s.keepAlive(msg)
+	var out outcome
+	switch t.Kind {
+	case event.KindCopy:
+		out, err = s.exec.copy(ctx, t)
+	case event.KindDelete:
+		err = s.exec.delete(ctx, t)
+	default: // Validate admits no other kind.
+		err = fmt.Errorf("%w: kind %q", event.ErrMalformed, t.Kind)
+	}
+	stop()
+	elapsed := s.now().Sub(start)
+	s.m.duration.WithLabelValues(t.Kind).Observe(elapsed.Seconds())
+
+	switch {
+	case err == nil:
+		s.succeed(ctx, msg, t, out, elapsed, log)
+	case ctx.Err() != nil:
+		s.m.tasks.WithLabelValues(t.Kind, ResultAborted).Inc()
+		log.Info("task aborted by shutdown; handing it back", "err", err)
+		if err := msg.Nak(); err != nil {
+			log.Warn("handing back an aborted task", "err", err)
+		}
+	default:
+		s.fail(ctx, msg, t, attempt, err, log)
+	}
+}
+
+// keepAlive tells the bus every AckWait/3 that msg is still being worked on.
+// The returned stop is idempotent and returns once no more signal will be sent.
+func (s *Service) keepAlive(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(s.cfg.AckWait / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if err := msg.InProgress(); err != nil {
+					s.log.Debug("signalling task progress", "err", err)
+				}
+			}
+		}
+	})
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// succeed publishes Done and only then acknowledges the task. If Done cannot
+// be published the task is handed back; its redelivery finds the shard in place.
+func (s *Service) succeed(ctx context.Context, msg jetstream.Msg, t event.Task, out outcome, elapsed time.Duration, log *slog.Logger) {
+	done := &event.Done{
+		Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind,
+		Source: out.source, Target: t.Target, DurationMS: elapsed.Milliseconds(),
+	}
+	if t.Kind == event.KindCopy {
+		done.Bytes = t.Bytes
+	}
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	err := bus.Publish(pctx, s.js, event.DonePrefix+t.Target, done, "done-"+t.Task)
+	cancel()
+	if err != nil {
+		s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
+		log.Warn("task done but its report could not be published; handing it back", "err", err)
+		if err := msg.Nak(); err != nil {
+			log.Warn("handing back a task", "err", err)
+		}
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Warn("acknowledging a done task (it will be redelivered and found done)", "err", err)
+	}
+	result := ResultDone
+	if out.present {
+		result = ResultAlreadyPresent
+	}
+	s.m.tasks.WithLabelValues(t.Kind, result).Inc()
+	s.m.bytes.Add(float64(out.copied))
+	log.Info("task done", "result", result, "source", out.source, "bytes", out.copied, "duration", elapsed)
+}
+
+// fail reports a failed attempt and answers the bus: a transient failure
+// before MaxDeliver is handed back with backoff, anything else is given up
+// (Term) once its final Failed is published. If that report cannot be
+// published the task is handed back so the report is not lost.
+func (s *Service) fail(ctx context.Context, msg jetstream.Msg, t event.Task, attempt int, cause error, log *slog.Logger) {
+	class := Classify(cause)
+	final := class == Permanent || attempt >= s.cfg.MaxDeliver
+	f := &event.Failed{
+		Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
+		Error: oneLine(cause), Attempt: attempt, Final: final,
+	}
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	perr := bus.Publish(pctx, s.js, event.FailedPrefix+t.Target, f, "failed-"+t.Task+"-"+strconv.Itoa(attempt))
+	cancel()
+	delay := Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)
+	switch {
+	case perr != nil:
+		s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
+		log.Warn("task failed and its report could not be published; handing it back", "err", cause, "publish_err", perr)
+		if err := msg.NakWithDelay(delay); err != nil {
+			log.Warn("handing back a task", "err", err)
+		}
+	case final:
+		s.m.tasks.WithLabelValues(t.Kind, ResultFailed).Inc()
+		log.Warn("task given up", "class", class, "err", cause)
+		if err := msg.TermWithReason(f.Error); err != nil {
+			log.Warn("terminating a given-up task", "err", err)
+		}
+	default:
+		s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
+		log.Info("task failed; will retry", "class", class, "retry_in", delay, "err", cause)
+		if err := msg.NakWithDelay(delay); err != nil {
+			log.Warn("handing back a task", "err", err)
+		}
+	}
+}
+
+// deliveryExceeded is the part of the bus's max-deliveries advisory used here.
+type deliveryExceeded struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// giveUp handles a max-deliveries advisory: the task went MaxDeliver times
+// without an answer (movers died on it), so the bus will not deliver it again
+// and it would sit in the work queue forever. One mover of the pool (queue
+// group) publishes its final Failed so the planner re-plans it, then removes
+// it. It is idempotent: a task already gone is ignored.
+func (s *Service) giveUp(ctx context.Context, data []byte) {
+	var adv deliveryExceeded
+	if err := json.Unmarshal(data, &adv); err != nil || adv.StreamSeq == 0 || adv.Stream != bus.StreamTasks {
+		s.m.malformed.WithLabelValues(malformedAdvisory).Inc()
+		s.log.Debug("ignoring malformed delivery advisory", "bytes", len(data), "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	log := s.log.With("stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
+	stream, err := s.js.Stream(ctx, bus.StreamTasks)
+	if err != nil {
+		log.Warn("task reached max deliveries but its stream is unavailable", "err", err)
+		return
+	}
+	raw, err := stream.GetMsg(ctx, adv.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return
+	}
+	if err != nil {
+		log.Warn("task reached max deliveries but could not be read", "err", err)
+		return
+	}
+	var t event.Task
+	if err := decodeTask(raw.Subject, raw.Data, &t); err != nil {
+		s.m.malformed.WithLabelValues(malformedTask).Inc()
+	} else {
+		f := &event.Failed{
+			Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
+			Error:   fmt.Sprintf("gave up after %d deliveries without an answer", adv.Deliveries),
+			Attempt: int(adv.Deliveries), Final: true,
+		}
+		if err := bus.Publish(ctx, s.js, event.FailedPrefix+t.Target, f, "failed-"+t.Task+"-final"); err != nil {
+			log.Warn("task reached max deliveries; its final report could not be published", "task", t.Task, "err", err)
+			return
+		}
+		s.m.tasks.WithLabelValues(t.Kind, ResultFailed).Inc()
+		log.Warn("task given up after max deliveries", "task", t.Task, "shard", t.Shard, "target", t.Target)
+	}
+	if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		log.Warn("removing a given-up task from the queue", "err", err)
+	}
+}
