@@ -1,0 +1,518 @@
+package planner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rehome/rehome/services/planner/placement"
+	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+)
+
+// queueGroup is the control subjects' queue group: one planner answers each call.
+const queueGroup = "planner"
+
+// writeParallel bounds concurrent KV writes of one commit or delete.
+const writeParallel = 16
+
+// serveControl subscribes the control subjects. Mutating calls run on their
+// own goroutines (at most cap(ctlSem) at once); status calls answer inline.
+func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error) {
+	handlers := []struct {
+		subject string
+		inline  bool
+		fn      func(ctx context.Context, data []byte) (any, error)
+	}{
+		{event.CtlAllocate, false, s.ctlAllocate},
+		{event.CtlCommit, false, s.ctlCommit},
+		{event.CtlDelete, false, s.ctlDelete},
+		{event.CtlStatus, true, s.ctlStatus},
+		{event.CtlHealStatus, true, s.ctlHealStatus},
+	}
+	var subs []*nats.Subscription
+	for _, h := range handlers {
+		serve := func(msg *nats.Msg) {
+			out, err := h.fn(ctx, msg.Data)
+			s.reply(msg, h.subject, out, err)
+		}
+		sub, err := s.nc.QueueSubscribe(h.subject, queueGroup, func(msg *nats.Msg) {
+			if h.inline {
+				serve(msg)
+				return
+			}
+			select {
+			case s.ctlSem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			s.ctlWG.Add(1)
+			go func() {
+				defer func() { <-s.ctlSem; s.ctlWG.Done() }()
+				serve(msg)
+			}()
+		})
+		if err != nil {
+			return subs, fmt.Errorf("subscribe %s: %w", h.subject, err)
+		}
+		subs = append(subs, sub)
+	}
+	return subs, nil
+}
+
+// reply answers a control call (if it asked for an answer).
+func (s *Service) reply(msg *nats.Msg, subject string, out any, err error) {
+	var body []byte
+	if err != nil {
+		if errors.Is(err, model.ErrInvalid) {
+			s.malformed(subject, err)
+		} else {
+			s.log.Info("control call refused", "subject", subject, "err", err)
+		}
+		body = control.ErrorReply(err)
+	} else if body, err = control.OKReply(out); err != nil {
+		body = control.ErrorReply(err)
+	}
+	if msg.Reply == "" {
+		return
+	}
+	if err := msg.Respond(body); err != nil {
+		s.log.Warn("control reply", "subject", subject, "err", err)
+	}
+}
+
+// refusal is an error whose message is exactly msg and which matches kind
+// (control.ErrConflict, control.ErrNotFound) with errors.Is.
+type refusal struct {
+	kind error
+	msg  string
+}
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return r.kind }
+
+func refuse(kind error, format string, args ...any) error {
+	return &refusal{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// decodeRequest unmarshals a control request; bad JSON is invalid input.
+func decodeRequest(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w request: %w", model.ErrInvalid, err)
+	}
+	return nil
+}
+
+func (s *Service) ctlStatus(_ context.Context, _ []byte) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.v.clusterStatus(), nil
+}
+
+func (s *Service) ctlHealStatus(_ context.Context, _ []byte) (any, error) {
+	now := s.now()
+	s.mu.Lock()
+	p := s.v.progress(now, s.cfg.StallAfter)
+	s.mu.Unlock()
+	p.V, p.TS = model.Version, now.UTC()
+	return p, nil
+}
+
+// validateAllocate checks an allocate request.
+func (s *Service) validateAllocate(req control.AllocateRequest) error {
+	if err := model.ValidateKey(req.Key); err != nil {
+		return err
+	}
+	if err := req.Layout.Validate(); err != nil {
+		return err
+	}
+	if n := len(req.Shards); n == 0 || n > s.cfg.MaxAllocateShards {
+		return fmt.Errorf("%w allocate: %d shards, want 1-%d", model.ErrInvalid, n, s.cfg.MaxAllocateShards)
+	}
+	seen := make(map[string]bool, len(req.Shards))
+	for _, sh := range req.Shards {
+		if err := model.ValidateShardID(sh.ID); err != nil {
+			return err
+		}
+		if seen[sh.ID] {
+			return fmt.Errorf("%w allocate: shard %s twice", model.ErrInvalid, sh.ID)
+		}
+		seen[sh.ID] = true
+		if sh.Size < 0 || sh.Stripe < 0 || sh.Index < 0 {
+			return fmt.Errorf("%w allocate: shard %s has a negative size, stripe or index", model.ErrInvalid, sh.ID)
+		}
+		if l := req.Layout; l.Erasure() && sh.Index >= l.K+l.M {
+			return fmt.Errorf("%w allocate: shard %s index %d outside %s", model.ErrInvalid, sh.ID, sh.Index, l)
+		}
+	}
+	return nil
+}
+
+// ctlAllocate picks nodes for the shards of a new object and counts their
+// bytes as pending on those nodes until commit (or AllocationTTL).
+func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
+	var req control.AllocateRequest
+	if err := decodeRequest(data, &req); err != nil {
+		return nil, err
+	}
+	if err := s.validateAllocate(req); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cands := s.v.candidates()
+	picks := make([][]int, len(req.Shards))
+	if !req.Layout.Erasure() {
+		shards := make([]placement.Shard, len(req.Shards))
+		for i, sh := range req.Shards {
+			shards[i] = placement.Shard{ID: sh.ID, Size: sh.Size}
+		}
+		p, err := placement.Allocate(cands, req.Layout.RF, shards)
+		if err != nil {
+			return nil, fmt.Errorf("allocate %q: %w", req.Key, err)
+		}
+		picks = p
+	} else {
+		// Erasure coding: the pieces of one stripe each get their own node.
+		stripes := map[int][]int{}
+		var order []int
+		for i, sh := range req.Shards {
+			if _, ok := stripes[sh.Stripe]; !ok {
+				order = append(order, sh.Stripe)
+			}
+			stripes[sh.Stripe] = append(stripes[sh.Stripe], i)
+		}
+		for _, st := range order {
+			pieces := stripes[st]
+			var size int64
+			for _, i := range pieces {
+				size = max(size, req.Shards[i].Size)
+			}
+			p, err := placement.Allocate(cands, len(pieces), []placement.Shard{{ID: req.Shards[pieces[0]].ID, Size: size}})
+			if err != nil {
+				return nil, fmt.Errorf("allocate %q stripe %d: %w", req.Key, st, err)
+			}
+			for k, i := range pieces {
+				picks[i] = []int{p[0][k]}
+				cands[p[0][k]].PendingBytes += req.Shards[i].Size
+			}
+		}
+	}
+	pending := map[nodeRef]int64{}
+	reply := control.AllocateReply{Allocations: make([]control.Allocation, len(req.Shards))}
+	for i, sh := range req.Shards {
+		a := control.Allocation{Shard: sh.ID, Nodes: make([]control.Endpoint, len(picks[i]))}
+		for k, ni := range picks[i] {
+			n := &s.v.nodes[ni]
+			a.Nodes[k] = control.Endpoint{Node: n.id, Rack: n.rack, Addr: n.addr}
+			pending[nodeRef(ni)] += sh.Size
+		}
+		reply.Allocations[i] = a
+	}
+	s.v.addAllocation(req.Key, pending, now.Add(s.cfg.AllocationTTL))
+	return reply, nil
+}
+
+// validateCommit checks a commit request against the manifest's own rules
+// and the known nodes.
+func (s *Service) validateCommit(req control.CommitRequest) error {
+	m := req.Manifest
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	if m.ID == "" || len(m.ID) > model.MaxShardIDLen {
+		return fmt.Errorf("%w manifest %q: object id must be 1-%d bytes", model.ErrInvalid, m.Key, model.MaxShardIDLen)
+	}
+	seen := make(map[string]bool, len(m.Shards))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sh := range m.Shards {
+		if seen[sh.ID] {
+			return fmt.Errorf("%w manifest %q: shard %s twice", model.ErrInvalid, m.Key, sh.ID)
+		}
+		seen[sh.ID] = true
+		nodes := req.Nodes[sh.ID]
+		if len(nodes) == 0 || len(nodes) > maxHolders {
+			return fmt.Errorf("%w commit %q: shard %s has %d nodes", model.ErrInvalid, m.Key, sh.ID, len(nodes))
+		}
+		for i, n := range nodes {
+			if err := model.ValidateNodeID(n); err != nil {
+				return err
+			}
+			if slices.Contains(nodes[:i], n) {
+				return fmt.Errorf("%w commit %q: shard %s names node %s twice", model.ErrInvalid, m.Key, sh.ID, n)
+			}
+			if r, ok := s.v.nodeIdx[n]; !ok || !s.v.nodes[r].registered {
+				return fmt.Errorf("%w commit %q: shard %s on unknown node %s", model.ErrInvalid, m.Key, sh.ID, n)
+			}
+		}
+	}
+	return nil
+}
+
+// ctlCommit records a written object: placement entries first (Create), then
+// the manifest (Create, or Update at the read revision when overwriting); an
+// overwritten object's shards are then unmapped and scheduled for deletion.
+// A retried identical commit (same object id) succeeds again.
+func (s *Service) ctlCommit(ctx context.Context, data []byte) (any, error) {
+	var req control.CommitRequest
+	if err := decodeRequest(data, &req); err != nil {
+		return nil, err
+	}
+	if err := s.validateCommit(req); err != nil {
+		return nil, err
+	}
+	m := req.Manifest
+	kvKey := model.ObjectKVKey(m.Key)
+	old, oldRev, err := s.getManifest(ctx, kvKey)
+	exists := err == nil
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("read manifest %q: %w", m.Key, err)
+	}
+	retried := exists && old.ID == m.ID
+	if exists && !retried && !req.Overwrite {
+		return nil, refuse(control.ErrConflict, "object %s exists", m.Key)
+	}
+	created, err := s.createPlacements(ctx, m, req.Nodes)
+	if err != nil {
+		s.deletePlacements(ctx, created)
+		return nil, err
+	}
+	if retried {
+		s.releaseAllocation(m.Key)
+		s.awaitPlacement(ctx)
+		return struct{}{}, nil
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, opTimeout)
+	if exists {
+		_, err = s.kvObjects.Update(wctx, kvKey, body, oldRev)
+	} else {
+		_, err = s.kvObjects.Create(wctx, kvKey, body)
+	}
+	cancel()
+	if err != nil {
+		if now, _, gerr := s.getManifest(ctx, kvKey); gerr == nil && now.ID == m.ID {
+			s.releaseAllocation(m.Key)
+			s.awaitPlacement(ctx)
+			return struct{}{}, nil // a concurrent retry of the same commit won
+		}
+		s.deletePlacements(ctx, created)
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return nil, refuse(control.ErrConflict, "object %s exists (written concurrently)", m.Key)
+		}
+		return nil, fmt.Errorf("write manifest %q: %w", m.Key, err)
+	}
+	s.releaseAllocation(m.Key)
+	s.log.Info("object committed", "key", m.Key, "id", m.ID, "shards", len(m.Shards), "bytes", m.Size, "overwrite", exists)
+	if exists {
+		keep := make(map[string]bool, len(m.Shards))
+		for _, sh := range m.Shards {
+			keep[sh.ID] = true
+		}
+		var gone []string
+		for _, sh := range old.Shards {
+			if !keep[sh.ID] {
+				gone = append(gone, sh.ID)
+			}
+		}
+		if err := s.unmapShards(ctx, gone); err != nil {
+			s.log.Warn("overwritten object: some old shards remain mapped", "key", m.Key, "err", err)
+		}
+	}
+	s.awaitPlacement(ctx)
+	return struct{}{}, nil
+}
+
+func (s *Service) releaseAllocation(key string) {
+	s.mu.Lock()
+	s.v.releaseAllocation(key)
+	s.mu.Unlock()
+}
+
+// getManifest reads an object's manifest and revision.
+func (s *Service) getManifest(ctx context.Context, kvKey string) (model.Manifest, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	e, err := s.kvObjects.Get(ctx, kvKey)
+	if err != nil {
+		return model.Manifest{}, 0, err
+	}
+	var m model.Manifest
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		s.malformed(s.kvObjects.Bucket(), err)
+		return model.Manifest{Key: kvKey}, e.Revision(), nil // present but unreadable
+	}
+	return m, e.Revision(), nil
+}
+
+// parallel runs f over items with at most writeParallel at once and returns
+// the first error.
+func parallel[T any](items []T, f func(T) error) error {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		sem      = make(chan struct{}, writeParallel)
+	)
+	for _, it := range items {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := f(it); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// createPlacements writes one placement entry per shard with Create. An
+// entry already there for the same object counts as written (a retry); one of
+// another object is a conflict. It returns the entries it created.
+func (s *Service) createPlacements(ctx context.Context, m model.Manifest, nodes map[string][]string) ([]string, error) {
+	var (
+		mu      sync.Mutex
+		created []string
+	)
+	err := parallel(m.Shards, func(sh model.ShardRef) error {
+		p := model.Placement{
+			V: model.Version, Shard: sh.ID, Key: m.Key, ObjectID: m.ID, Stripe: sh.Stripe, Index: sh.Index,
+			Size: sh.Size, SHA256: sh.SHA256, Layout: m.Layout, Nodes: nodes[sh.ID],
+		}
+		body, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("encode placement: %w", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, opTimeout)
+		_, err = s.kvPlace.Create(wctx, sh.ID, body)
+		cancel()
+		if err == nil {
+			mu.Lock()
+			created = append(created, sh.ID)
+			mu.Unlock()
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("write placement %s: %w", sh.ID, err)
+		}
+		had, _, gerr := s.getPlacement(ctx, sh.ID)
+		if gerr != nil {
+			return fmt.Errorf("read placement %s: %w", sh.ID, gerr)
+		}
+		if had.ObjectID != m.ID {
+			return refuse(control.ErrConflict, "shard %s is mapped for another object", sh.ID)
+		}
+		return nil
+	})
+	return created, err
+}
+
+// deletePlacements removes entries (best effort: a rollback).
+func (s *Service) deletePlacements(ctx context.Context, shards []string) {
+	_ = parallel(shards, func(id string) error {
+		dctx, cancel := context.WithTimeout(ctx, opTimeout)
+		defer cancel()
+		if err := s.kvPlace.Delete(dctx, id); err != nil {
+			s.log.Warn("roll back placement", "shard", id, "err", err)
+		}
+		return nil
+	})
+}
+
+// ctlDelete removes an object: its manifest, then each shard's placement
+// entry, with a delete task for each copy on a live holder.
+func (s *Service) ctlDelete(ctx context.Context, data []byte) (any, error) {
+	var req control.DeleteRequest
+	if err := decodeRequest(data, &req); err != nil {
+		return nil, err
+	}
+	if err := model.ValidateKey(req.Key); err != nil {
+		return nil, err
+	}
+	kvKey := model.ObjectKVKey(req.Key)
+	m, rev, err := s.getManifest(ctx, kvKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, refuse(control.ErrNotFound, "object %s not found", req.Key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %q: %w", req.Key, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, opTimeout)
+	err = s.kvObjects.Delete(dctx, kvKey, jetstream.LastRevision(rev))
+	cancel()
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, refuse(control.ErrConflict, "object %s changed while deleting it, try again", req.Key)
+		}
+		return nil, fmt.Errorf("delete manifest %q: %w", req.Key, err)
+	}
+	ids := make([]string, len(m.Shards))
+	for i, sh := range m.Shards {
+		ids[i] = sh.ID
+	}
+	if err := s.unmapShards(ctx, ids); err != nil {
+		s.log.Warn("deleted object: some shards remain mapped", "key", req.Key, "err", err)
+	}
+	s.log.Info("object deleted", "key", req.Key, "shards", len(ids))
+	s.awaitPlacement(ctx)
+	return struct{}{}, nil
+}
+
+// unmapShards deletes the placement entries of shards and publishes a
+// delete task for each copy on a live holder.
+func (s *Service) unmapShards(ctx context.Context, ids []string) error {
+	return parallel(ids, func(id string) error {
+		for try := 0; ; try++ {
+			p, rev, err := s.getPlacement(ctx, id)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read placement %s: %w", id, err)
+			}
+			dctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err = s.kvPlace.Delete(dctx, id, jetstream.LastRevision(rev))
+			cancel()
+			if err != nil {
+				if (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)) && try < 10 {
+					continue
+				}
+				return fmt.Errorf("delete placement %s: %w", id, err)
+			}
+			s.mu.Lock()
+			var live []string
+			for _, n := range p.Nodes {
+				if r, ok := s.v.nodeIdx[n]; ok && s.v.live(r) {
+					live = append(live, n)
+				}
+			}
+			s.mu.Unlock()
+			for _, n := range live {
+				t := &event.Task{Task: "delete-" + id + "-" + n, Shard: id, Kind: event.KindDelete,
+					Target: n, Bytes: p.Size, SHA256: p.SHA256}
+				if _, err := s.publishTask(ctx, t); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	})
+}

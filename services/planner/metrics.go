@@ -1,0 +1,48 @@
+package planner
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the planner's prometheus series (all rehome_planner_*).
+type metrics struct {
+	underReplicated prometheus.Gauge
+	lost            prometheus.Gauge
+	bytesRemaining  prometheus.Gauge
+	repairedBytes   prometheus.Counter
+	inFlight        prometheus.Gauge
+	issued          *prometheus.CounterVec
+	failures        prometheus.Counter
+	stalled         prometheus.Gauge
+	malformed       *prometheus.CounterVec
+	shards          prometheus.Gauge
+	rescanSeconds   prometheus.Gauge
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	m := &metrics{
+		underReplicated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_under_replicated_shards", Help: "Shards with fewer live copies than their layout needs (at least one)."}),
+		lost: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_lost_shards", Help: "Shards no live copy can restore."}),
+		bytesRemaining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_repair_bytes_remaining", Help: "Bytes still to copy to restore full redundancy."}),
+		repairedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_repaired_bytes_total", Help: "Bytes of verified repair copies recorded in the placement map."}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_tasks_in_flight", Help: "Repair copies issued and not yet resolved."}),
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rehome_planner_tasks_issued_total", Help: "Tasks published on the work queue, by kind."}, []string{"kind"}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_task_failures_total", Help: "Failure reports received from movers."}),
+		stalled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_stalled", Help: "1 while repair work remains and nothing was verified for the stall timeout."}),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rehome_planner_malformed_events_total", Help: "Events, records and requests dropped as malformed, by subject or bucket."}, []string{"subject"}),
+		shards: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_shards", Help: "Entries of the placement map."}),
+		rescanSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_rescan_seconds", Help: "Duration of the last full derivation of the repair queue."}),
+	}
+	reg.MustRegister(m.underReplicated, m.lost, m.bytesRemaining, m.repairedBytes, m.inFlight,
+		m.issued, m.failures, m.stalled, m.malformed, m.shards, m.rescanSeconds)
+	return m
+}

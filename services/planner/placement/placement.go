@@ -1,0 +1,355 @@
+// Package placement holds the planner's pure placement decisions: where the
+// replicas of a new shard go (Allocate), which node receives a lost replica
+// (ChooseTarget) and which holder it is read from (ChooseSource). Nothing here
+// does I/O or keeps state; every function is deterministic in its arguments and
+// safe for concurrent use on distinct inputs.
+package placement
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/rehome/rehome/shared/model"
+)
+
+// Errors returned by the choosers. ErrBusy means a choice exists but every
+// eligible node is at its throttle: try again later rather than relaxing a rule.
+var (
+	ErrNotEnoughNodes = errors.New("not enough live nodes")
+	ErrNoTarget       = errors.New("no eligible target node")
+	ErrNoSource       = errors.New("no live holder to read from")
+	ErrBusy           = errors.New("every eligible node is busy")
+	// ErrRackBusy (an ErrBusy) says the nodes in racks without a live copy
+	// exist but are all busy: it depends only on those racks, so a caller may
+	// remember it for other shards whose live copies sit in the same racks
+	// and that are at least as large.
+	ErrRackBusy = fmt.Errorf("%w in the racks without a live copy", ErrBusy)
+)
+
+// unknownCapacity stands in for a capacity nobody reported, so that fill
+// still orders nodes by bytes.
+const unknownCapacity = 1 << 40
+
+// Candidate is one node as the placement functions see it.
+type Candidate struct {
+	ID    string
+	Rack  string
+	State model.State
+	// UsedBytes is what the node stores now; CapacityBytes its size (0: unknown).
+	UsedBytes     int64
+	CapacityBytes int64
+	// PendingBytes is what has been assigned to the node and is not yet in
+	// UsedBytes (allocations being written, copies in flight).
+	PendingBytes int64
+	// OtherBytes is disk space taken beyond UsedBytes (other data, a disk
+	// shared with other nodes): it reduces the room left, not the load.
+	OtherBytes int64
+	// PendingTasks counts copies being written to the node now.
+	PendingTasks int
+	// Reads counts copies being read from the node now.
+	Reads int
+}
+
+// Shard is one shard to place: its id (which also salts tie-breaks) and size.
+type Shard struct {
+	ID   string
+	Size int64
+}
+
+// Load is the node's bytes used plus bytes on their way to it.
+func (c Candidate) Load() int64 { return c.UsedBytes + c.PendingBytes }
+
+// Fill is Load over capacity (an unknown capacity counts as 1 TiB).
+func (c Candidate) Fill() float64 {
+	capacity := c.CapacityBytes
+	if capacity <= 0 {
+		capacity = unknownCapacity
+	}
+	return float64(c.Load()) / float64(capacity)
+}
+
+// fits reports whether size more bytes fit (always, when capacity is unknown).
+func (c Candidate) fits(size int64) bool {
+	return c.CapacityBytes <= 0 || c.Load()+c.OtherBytes+size <= c.CapacityBytes
+}
+
+// Salt derives the tie-break salt of a shard id.
+func Salt(id string) uint64 { return hash64(id) }
+
+func hash64(s string) uint64 {
+	h := uint64(14695981039346656037) // FNV-1a
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// mix scrambles a node's hash with a shard's salt (splitmix64 finaliser), so
+// ties between equally loaded nodes fall differently for every shard: no
+// fixed groups of nodes share all their shards.
+func mix(salt, node uint64) uint64 {
+	z := salt ^ node
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// ranker orders candidates for one shard.
+type ranker struct {
+	cands []Candidate
+	hash  []uint64 // per candidate: hash64(ID)
+	salt  uint64
+}
+
+func newRanker(cands []Candidate) *ranker {
+	r := &ranker{cands: cands, hash: make([]uint64, len(cands))}
+	for i := range cands {
+		r.hash[i] = hash64(cands[i].ID)
+	}
+	return r
+}
+
+// less orders candidates i and j by fill, then in-flight writes, then a
+// per-shard hash, then id.
+func (r *ranker) less(i, j int) bool {
+	a, b := &r.cands[i], &r.cands[j]
+	fa, fb := a.Fill(), b.Fill()
+	if fa != fb {
+		return fa < fb
+	}
+	if a.PendingTasks != b.PendingTasks {
+		return a.PendingTasks < b.PendingTasks
+	}
+	if ha, hb := mix(r.salt, r.hash[i]), mix(r.salt, r.hash[j]); ha != hb {
+		return ha < hb
+	}
+	return a.ID < b.ID
+}
+
+// rackIndex maps every candidate to a dense rack number.
+func rackIndex(cands []Candidate) (idx []int, racks int) {
+	seen := make(map[string]int)
+	idx = make([]int, len(cands))
+	for i, c := range cands {
+		r, ok := seen[c.Rack]
+		if !ok {
+			r = len(seen)
+			seen[c.Rack] = r
+		}
+		idx[i] = r
+	}
+	return idx, len(seen)
+}
+
+// Allocate picks rf distinct up nodes for each shard and returns, per shard,
+// indexes into cands. Racks are distinct while racks allow, then spread as
+// evenly as possible; within that the least filled node wins, ties broken by
+// a hash of shard and node ids (deterministic, and different per shard so
+// that no fixed groups of nodes share their shards). Each choice counts as
+// pending bytes for the next, so one call balances many shards. cands is not
+// modified. It fails with ErrNotEnoughNodes when fewer than rf nodes are up,
+// or when no node has room.
+func Allocate(cands []Candidate, rf int, shards []Shard) ([][]int, error) {
+	if rf < 1 {
+		return nil, fmt.Errorf("allocate: rf %d: %w", rf, model.ErrInvalid)
+	}
+	up := 0
+	for _, c := range cands {
+		if c.State == model.StateUp {
+			up++
+		}
+	}
+	if up < rf {
+		return nil, fmt.Errorf("allocate %d replicas: %d nodes up: %w", rf, up, ErrNotEnoughNodes)
+	}
+	work := make([]Candidate, len(cands))
+	copy(work, cands)
+	rk := newRanker(work)
+	rackOf, nracks := rackIndex(work)
+	rackUse := make([]int, nracks)
+	chosen := make([]bool, len(work))
+	out := make([][]int, len(shards))
+	flat := make([]int, len(shards)*rf)
+	for s, sh := range shards {
+		size := sh.Size
+		rk.salt = hash64(sh.ID)
+		picks := flat[s*rf : (s+1)*rf : (s+1)*rf]
+		clear(rackUse)
+		for r := 0; r < rf; r++ {
+			best := -1
+			for i := range work {
+				c := &work[i]
+				if c.State != model.StateUp || chosen[i] || !c.fits(size) {
+					continue
+				}
+				if best < 0 {
+					best = i
+					continue
+				}
+				ru, rb := rackUse[rackOf[i]], rackUse[rackOf[best]]
+				if ru < rb || (ru == rb && rk.less(i, best)) {
+					best = i
+				}
+			}
+			if best < 0 {
+				for _, p := range picks[:r] {
+					chosen[p] = false
+				}
+				return nil, fmt.Errorf("allocate %d replicas of %d bytes: only %d nodes up with room: %w", rf, size, r, ErrNotEnoughNodes)
+			}
+			picks[r] = best
+			chosen[best] = true
+			rackUse[rackOf[best]]++
+			work[best].PendingBytes += size
+		}
+		for _, p := range picks {
+			chosen[p] = false
+		}
+		out[s] = picks
+	}
+	return out, nil
+}
+
+// TargetOptions narrows ChooseTarget.
+type TargetOptions struct {
+	// Size is the shard's size: a node without room for it is skipped.
+	Size int64
+	// MaxTasks skips nodes already writing this many copies (0: no limit).
+	MaxTasks int
+	// Exclude lists candidate indexes not to choose (e.g. a target that failed).
+	Exclude []int
+	// Salt varies tie-breaks per shard (Salt(shard id)).
+	Salt uint64
+}
+
+// Target is ChooseTarget's answer.
+type Target struct {
+	// Index into the candidates.
+	Index int
+	// RackRelaxed is set when every eligible node shares a rack with a
+	// surviving copy, so the rack rule was dropped.
+	RackRelaxed bool
+}
+
+// ChooseTarget picks the node that receives a new copy of a shard held by
+// holders (indexes into cands, live or not). The target is up, holds no copy
+// (even a dead one), is not excluded, has room, and sits in a rack holding no
+// live copy where such a node exists; among those the least filled wins (fill
+// counts in-flight bytes), then the one writing fewest copies, then by id.
+// When only rack-sharing nodes exist it picks among them, fewest live copies
+// in the rack first, and says so. When eligible nodes exist but all are at
+// MaxTasks it returns ErrBusy (ErrRackBusy when the rack rule held) instead
+// of relaxing; with none at all, ErrNoTarget.
+func ChooseTarget(holders []int, cands []Candidate, opt TargetOptions) (Target, error) {
+	skip := make([]bool, len(cands))
+	for _, h := range holders {
+		if h >= 0 && h < len(cands) {
+			skip[h] = true
+		}
+	}
+	for _, x := range opt.Exclude {
+		if x >= 0 && x < len(cands) {
+			skip[x] = true
+		}
+	}
+	rk := newRanker(cands)
+	rk.salt = opt.Salt
+	rackOf, nracks := rackIndex(cands)
+	liveInRack := make([]int, nracks)
+	for _, h := range holders {
+		if h >= 0 && h < len(cands) && cands[h].State.Live() {
+			liveInRack[rackOf[h]]++
+		}
+	}
+	var (
+		best, bestRelaxed   = -1, -1
+		strictSeen, anySeen bool
+	)
+	for i := range cands {
+		c := &cands[i]
+		if skip[i] || c.State != model.StateUp || !c.fits(opt.Size) {
+			continue
+		}
+		strict := liveInRack[rackOf[i]] == 0
+		anySeen = true
+		strictSeen = strictSeen || strict
+		if opt.MaxTasks > 0 && c.PendingTasks >= opt.MaxTasks {
+			continue
+		}
+		if strict && (best < 0 || rk.less(i, best)) {
+			best = i
+		}
+		if bestRelaxed < 0 {
+			bestRelaxed = i
+			continue
+		}
+		ri, rb := liveInRack[rackOf[i]], liveInRack[rackOf[bestRelaxed]]
+		if ri < rb || (ri == rb && rk.less(i, bestRelaxed)) {
+			bestRelaxed = i
+		}
+	}
+	switch {
+	case best >= 0:
+		return Target{Index: best}, nil
+	case strictSeen:
+		return Target{}, ErrRackBusy
+	case bestRelaxed >= 0:
+		return Target{Index: bestRelaxed, RackRelaxed: true}, nil
+	case anySeen:
+		return Target{}, ErrBusy
+	}
+	return Target{}, ErrNoTarget
+}
+
+// SourceOptions narrows ChooseSource.
+type SourceOptions struct {
+	// MaxReads skips holders already reading this many copies (0: no limit).
+	MaxReads int
+	// Salt varies tie-breaks per shard (Salt(shard id)).
+	Salt uint64
+}
+
+// ChooseSource picks the holder a copy is read from: an up holder reading
+// fewest copies (then writing fewest, then by a per-shard hash); a suspect or
+// maintenance holder only when no holder is up. Holders at MaxReads are
+// skipped; if that leaves none of the preferred kind it returns ErrBusy.
+// With no live holder at all it returns ErrNoSource.
+func ChooseSource(holders []int, cands []Candidate, opt SourceOptions) (int, error) {
+	key := func(h int) (int, int, uint64) {
+		c := &cands[h]
+		return c.Reads, c.PendingTasks, mix(opt.Salt, hash64(c.ID))
+	}
+	pick := func(want func(model.State) bool) (int, bool) {
+		best, seen := -1, false
+		var br, bp int
+		var bh uint64
+		for _, h := range holders {
+			if h < 0 || h >= len(cands) || !want(cands[h].State) {
+				continue
+			}
+			seen = true
+			if opt.MaxReads > 0 && cands[h].Reads >= opt.MaxReads {
+				continue
+			}
+			r, p, x := key(h)
+			if best < 0 || r < br || (r == br && (p < bp || (p == bp && x < bh))) {
+				best, br, bp, bh = h, r, p, x
+			}
+		}
+		return best, seen
+	}
+	if i, seen := pick(func(s model.State) bool { return s == model.StateUp }); seen {
+		if i < 0 {
+			return -1, ErrBusy
+		}
+		return i, nil
+	}
+	if i, seen := pick(func(s model.State) bool { return s.Live() && s != model.StateUp }); seen {
+		if i < 0 {
+			return -1, ErrBusy
+		}
+		return i, nil
+	}
+	return -1, ErrNoSource
+}

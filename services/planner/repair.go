@@ -1,0 +1,355 @@
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+)
+
+// seedFlights reads the copy tasks still waiting in (or being worked from)
+// the work-queue stream, without consuming them, and counts them in flight,
+// so a restarted planner does not issue the same work twice.
+func (s *Service) seedFlights(ctx context.Context) error {
+	ictx, cancel := context.WithTimeout(ctx, opTimeout)
+	info, err := s.tasks.Info(ictx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("task stream info: %w", err)
+	}
+	first, last := info.State.FirstSeq, info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	now := s.now()
+	seeded := 0
+	for seq := first; seq <= last; {
+		gctx, cancel := context.WithTimeout(ctx, opTimeout)
+		m, err := s.tasks.GetMsg(gctx, seq, jetstream.WithGetMsgSubject(event.TaskPrefix+"*"))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read task %d: %w", seq, err)
+		}
+		seq = m.Sequence + 1
+		var t event.Task
+		if event.Decode(m.Data, &t) != nil || (t.Kind != event.KindCopy && t.Kind != event.KindRebuild) {
+			continue
+		}
+		s.mu.Lock()
+		if s.v.seedFlight(t, m.Sequence, now.Add(s.cfg.TaskTimeout)) {
+			seeded++
+		}
+		s.mu.Unlock()
+	}
+	if seeded > 0 {
+		s.log.Info("resumed tasks still queued", "tasks", seeded)
+	}
+	return nil
+}
+
+// publishTask publishes a task on the work queue with its id as dedup id.
+// It returns the stream ack (Duplicate set when that id was seen recently).
+func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.PubAck, error) {
+	data, err := event.Encode(t)
+	if err != nil {
+		return nil, fmt.Errorf("encode task: %w", err)
+	}
+	msg := nats.NewMsg(event.TaskPrefix + t.Target)
+	msg.Data = data
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(t.Task))
+	if err != nil {
+		return nil, fmt.Errorf("publish task %s: %w", t.Task, err)
+	}
+	if t.Kind == event.KindDelete {
+		s.m.issued.WithLabelValues(t.Kind).Inc()
+	}
+	return ack, nil
+}
+
+// awaitPlacement waits (at most opTimeout) until the view has applied every
+// placement write made so far, so a control call's effects show in the next
+// status (read your writes).
+func (s *Service) awaitPlacement(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	st, err := s.kvPlace.Status(ctx)
+	if err != nil {
+		return
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return
+	}
+	last := bs.StreamInfo().State.LastSeq
+	for s.placeSeen.Load() < last {
+		select {
+		case <-ctx.Done():
+			s.log.Warn("placement watch lags behind writes", "seen", s.placeSeen.Load(), "written", last)
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// getPlacement reads one map entry.
+func (s *Service) getPlacement(ctx context.Context, shard string) (model.Placement, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	e, err := s.kvPlace.Get(ctx, shard)
+	if err != nil {
+		return model.Placement{}, 0, err
+	}
+	var p model.Placement
+	if err := decodeRecord(e.Value(), &p); err != nil {
+		return p, 0, err
+	}
+	return p, e.Revision(), nil
+}
+
+// tick runs one planning round: forget expired tasks, issue new copies,
+// announce lost shards, refresh the gauges.
+func (s *Service) tick(ctx context.Context) {
+	now := s.now()
+	s.expireFlights(ctx, now)
+
+	s.mu.Lock()
+	s.v.expire(now)
+	ds := s.v.plan(now, s.limits())
+	s.v.reserve(ds, now, s.cfg.TaskTimeout)
+	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())
+	s.mu.Unlock()
+
+	if len(ds) > 0 {
+		s.issue(ctx, ds)
+	}
+	s.announceLost(ctx)
+	s.refreshGauges()
+}
+
+// expireFlights re-plans tasks past their deadline, unless the task message
+// still sits in the work queue (no mover took it yet, or one is retrying it).
+func (s *Service) expireFlights(ctx context.Context, now time.Time) {
+	s.mu.Lock()
+	exp := s.v.expired(now)
+	type check struct {
+		h    uint32
+		task string
+		seq  uint64
+	}
+	checks := make([]check, 0, len(exp))
+	for _, h := range exp {
+		f := s.v.flights[h]
+		checks = append(checks, check{h, f.task, f.seq})
+	}
+	s.mu.Unlock()
+	for _, c := range checks {
+		queued := false
+		if c.seq != 0 {
+			gctx, cancel := context.WithTimeout(ctx, opTimeout)
+			_, err := s.tasks.GetMsg(gctx, c.seq)
+			cancel()
+			queued = err == nil
+			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue // cannot tell now: look again next tick
+			}
+		}
+		s.mu.Lock()
+		if f := s.v.flights[c.h]; f != nil && f.task == c.task {
+			if queued {
+				f.deadline = now.Add(s.cfg.TaskTimeout)
+			} else {
+				s.log.Warn("task timed out, re-planning", "task", c.task)
+				s.v.endFlight(c.h)
+				s.v.bumpAttempt(c.h, now)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// issue publishes the tasks of reserved decisions and one plan event per incident.
+func (s *Service) issue(ctx context.Context, ds []decision) {
+	type agg struct {
+		plan    event.Plan
+		targets map[string]*event.PlanTarget
+	}
+	plans := map[string]*agg{}
+	var order []string
+	for _, d := range ds {
+		t, ok := s.issueOne(ctx, d)
+		if !ok {
+			continue
+		}
+		a := plans[d.incident]
+		if a == nil {
+			a = &agg{plan: event.Plan{Incident: d.incident}, targets: map[string]*event.PlanTarget{}}
+			plans[d.incident] = a
+			order = append(order, d.incident)
+		}
+		a.plan.Shards++
+		a.plan.Bytes += t.Bytes
+		if t.RackRelaxed {
+			a.plan.RackRelaxed++
+		}
+		pt := a.targets[t.Target]
+		if pt == nil {
+			pt = &event.PlanTarget{Node: t.Target}
+			a.targets[t.Target] = pt
+		}
+		pt.Shards++
+		pt.Bytes += t.Bytes
+	}
+	for _, inc := range order {
+		a := plans[inc]
+		for _, pt := range a.targets {
+			a.plan.Targets = append(a.plan.Targets, *pt)
+		}
+		slices.SortFunc(a.plan.Targets, func(x, y event.PlanTarget) int { return strings.Compare(x.Node, y.Node) })
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		if err := bus.Publish(pctx, s.js, event.PlanPrefix+inc, &a.plan, ""); err != nil {
+			s.log.Warn("publish plan", "incident", inc, "err", err)
+		}
+		cancel()
+		s.log.Info("repair plan", "incident", inc, "shards", a.plan.Shards, "bytes", a.plan.Bytes, "targets", len(a.plan.Targets))
+	}
+}
+
+// issueOne reads the shard's entry (checksum, revision) and publishes its
+// task; on any failure the reservation is released.
+func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) {
+	s.mu.Lock()
+	taskID := s.v.taskID(d)
+	target := s.v.nodes[d.target].id
+	sources := make([]string, len(d.sources))
+	for i, r := range d.sources {
+		sources[i] = s.v.nodes[r].id
+	}
+	s.mu.Unlock()
+	release := func(bump bool) {
+		s.mu.Lock()
+		if f := s.v.flights[d.shard]; f != nil && f.task == taskID {
+			s.v.endFlight(d.shard)
+			if bump {
+				s.v.bumpAttempt(d.shard, s.now())
+			}
+		}
+		s.mu.Unlock()
+	}
+	p, rev, err := s.getPlacement(ctx, d.id)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			s.log.Warn("read placement for task", "shard", d.id, "err", err)
+		}
+		release(false)
+		return nil, false
+	}
+	t := &event.Task{
+		Task: taskID, Incident: d.incident, Shard: d.id, Kind: event.KindCopy,
+		Sources: sources, Target: target, Bytes: p.Size, SHA256: p.SHA256,
+		Attempt: d.attempt, RackRelaxed: d.relaxed,
+	}
+	ack, err := s.publishTask(ctx, t)
+	if err != nil {
+		s.log.Warn("publish task", "task", taskID, "err", err)
+		release(false)
+		return nil, false
+	}
+	if ack.Duplicate {
+		// That id was used recently (before a restart): take a new attempt number.
+		release(true)
+		return nil, false
+	}
+	s.m.issued.WithLabelValues(event.KindCopy).Inc()
+	s.mu.Lock()
+	if f := s.v.flights[d.shard]; f != nil && f.task == taskID {
+		f.seq, f.rev, f.entry = ack.Sequence, rev, &p
+	}
+	s.mu.Unlock()
+	s.log.Debug("task issued", "task", taskID, "source", sources[0], "target", target, "bytes", p.Size)
+	return t, true
+}
+
+// announceLost publishes event.Lost once for each newly lost shard.
+func (s *Service) announceLost(ctx context.Context) {
+	s.mu.Lock()
+	hs := s.v.lostToAnnounce(256)
+	ids := make([]string, len(hs))
+	for i, h := range hs {
+		ids[i] = s.v.ids.String(h)
+	}
+	s.mu.Unlock()
+	for i, id := range ids {
+		p, _, err := s.getPlacement(ctx, id)
+		if err != nil {
+			continue
+		}
+		l := &event.Lost{Shard: id, Key: p.Key, Nodes: p.Nodes}
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err = bus.Publish(pctx, s.js, event.LostPrefix+id, l, "lost-"+id)
+		cancel()
+		if err != nil {
+			s.log.Warn("publish lost", "shard", id, "err", err)
+			continue
+		}
+		s.log.Error("shard lost: no live copy", "shard", id, "key", p.Key, "nodes", p.Nodes)
+		s.mu.Lock()
+		if h, ok := s.v.ids.Lookup(id); ok && h == hs[i] {
+			s.v.rec(h).flags |= flagLostSent
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Service) refreshGauges() {
+	s.mu.Lock()
+	t := s.v.totals()
+	s.mu.Unlock()
+	s.m.underReplicated.Set(float64(t.underReplicated))
+	s.m.lost.Set(float64(t.lost))
+	s.m.bytesRemaining.Set(float64(t.bytesRemaining))
+	s.m.inFlight.Set(float64(t.inFlight))
+	s.m.shards.Set(float64(t.shards))
+}
+
+// publishProgress publishes rehome.heal.progress, and rehome.heal.stalled
+// once per stall.
+func (s *Service) publishProgress(ctx context.Context) {
+	now := s.now()
+	s.mu.Lock()
+	p := s.v.progress(now, s.cfg.StallAfter)
+	announce := p.Stalled && !s.v.stallSent
+	s.v.stallSent = p.Stalled
+	idle := now.Sub(s.v.idleSince()).Seconds()
+	s.mu.Unlock()
+	if p.Stalled {
+		s.m.stalled.Set(1)
+	} else {
+		s.m.stalled.Set(0)
+	}
+	pctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := bus.Publish(pctx, s.js, event.HealProgress, &p, ""); err != nil {
+		s.log.Warn("publish progress", "err", err)
+	}
+	if announce {
+		st := &event.Stalled{UnderReplicated: p.UnderReplicated, BytesRemaining: p.BytesRemaining, IdleSeconds: idle}
+		if err := bus.Publish(pctx, s.js, event.HealStalled, st, ""); err != nil {
+			s.log.Warn("publish stalled", "err", err)
+		}
+		s.log.Warn("heal stalled", "under_replicated", p.UnderReplicated, "bytes_remaining", p.BytesRemaining, "idle_seconds", idle)
+	}
+}

@@ -1,0 +1,189 @@
+package planner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+)
+
+// nonFinalRecheck is how soon a task reported failed but not final is
+// checked again (is the mover still retrying it?).
+const nonFinalRecheck = 10 * time.Second
+
+// consumeResults starts the durable consumer of mover results.
+func (s *Service) consumeResults(ctx context.Context) (jetstream.ConsumeContext, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cons, err := s.js.CreateOrUpdateConsumer(cctx, bus.StreamEvents, jetstream.ConsumerConfig{
+		Durable:        bus.PlannerConsumer,
+		Description:    "planner: repair results",
+		FilterSubjects: []string{event.DonePrefix + ">", event.FailedPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        30 * time.Second,
+		MaxAckPending:  1024,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("results consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) { s.onResult(ctx, msg) })
+	if err != nil {
+		return nil, fmt.Errorf("consume results: %w", err)
+	}
+	return cc, nil
+}
+
+// onResult handles one mover result. Malformed results are acked and
+// dropped; a result that could not be recorded (bus trouble) is redelivered.
+func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
+	subj := msg.Subject()
+	var err error
+	switch {
+	case strings.HasPrefix(subj, event.DonePrefix):
+		var d event.Done
+		if derr := event.Decode(msg.Data(), &d); derr != nil {
+			s.malformed(strings.TrimSuffix(event.DonePrefix, "."), derr)
+			break
+		}
+		err = s.onDone(ctx, d)
+	case strings.HasPrefix(subj, event.FailedPrefix):
+		var f event.Failed
+		if derr := event.Decode(msg.Data(), &f); derr != nil {
+			s.malformed(strings.TrimSuffix(event.FailedPrefix, "."), derr)
+			break
+		}
+		s.onFailed(f)
+	default:
+		s.malformed(subj, errors.New("unexpected result subject"))
+	}
+	if err != nil {
+		s.log.Warn("recording result failed, will retry", "subject", subj, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// onDone records a verified copy in the placement map (compare-and-set; the
+// down holders stay listed). The task leaves the in-flight set when the map
+// watch shows the new holder, so the shard is never planned twice in between.
+// A copy of a shard no longer in the map is scheduled for deletion.
+func (s *Service) onDone(ctx context.Context, d event.Done) error {
+	if d.Kind == event.KindDelete {
+		return nil
+	}
+	s.mu.Lock()
+	var (
+		entry *model.Placement
+		rev   uint64
+	)
+	if h, ok := s.v.ids.Lookup(d.Shard); ok {
+		if f := s.v.flights[h]; f != nil && f.task == d.Task && f.entry != nil {
+			e := *f.entry
+			e.Nodes = slices.Clone(e.Nodes)
+			entry, rev = &e, f.rev
+		}
+	}
+	s.mu.Unlock()
+
+	added := false
+	for try := 0; ; try++ {
+		if entry == nil {
+			p, r, err := s.getPlacement(ctx, d.Shard)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return s.deleteOrphan(ctx, d.Shard, d.Target, d.Bytes)
+			}
+			if err != nil {
+				return fmt.Errorf("read placement %s: %w", d.Shard, err)
+			}
+			entry, rev = &p, r
+		}
+		if slices.Contains(entry.Nodes, d.Target) {
+			break // recorded already (a redelivered result)
+		}
+		entry.Nodes = append(entry.Nodes, d.Target)
+		data, err := json.Marshal(entry)
+		if err != nil {
+			return fmt.Errorf("encode placement: %w", err)
+		}
+		uctx, cancel := context.WithTimeout(ctx, opTimeout)
+		_, err = s.kvPlace.Update(uctx, d.Shard, data, rev)
+		cancel()
+		if err == nil {
+			added = true
+			break
+		}
+		if (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)) && try < 20 {
+			entry = nil // someone wrote it since: re-read and retry
+			continue
+		}
+		return fmt.Errorf("update placement %s: %w", d.Shard, err)
+	}
+	if added {
+		s.m.repairedBytes.Add(float64(d.Bytes))
+		s.mu.Lock()
+		s.v.verifiedCopy(d.Bytes, s.now())
+		s.mu.Unlock()
+		s.log.Debug("copy recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
+	}
+	return nil
+}
+
+// deleteOrphan schedules the deletion of a copy whose shard left the map
+// (its object was deleted while the copy ran).
+func (s *Service) deleteOrphan(ctx context.Context, shard, node string, bytes int64) error {
+	t := &event.Task{Task: "delete-" + shard + "-" + node, Shard: shard, Kind: event.KindDelete, Target: node, Bytes: bytes}
+	if _, err := s.publishTask(ctx, t); err != nil {
+		return err
+	}
+	s.log.Info("copy of a deleted shard: scheduled its deletion", "shard", shard, "node", node)
+	return nil
+}
+
+// onFailed handles a failure report. A final failure ends the task and
+// re-plans the shard with backoff, avoiding that target; a non-final one (the
+// mover retries) keeps it in flight and has it checked again soon.
+func (s *Service) onFailed(f event.Failed) {
+	s.m.failures.Inc()
+	if f.Kind == event.KindDelete {
+		s.log.Warn("delete task failed", "task", f.Task, "shard", f.Shard, "target", f.Target, "err", f.Error)
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok := s.v.ids.Lookup(f.Shard)
+	if !ok {
+		return
+	}
+	fl := s.v.flights[h]
+	if fl == nil || fl.task != f.Task {
+		return // an older attempt
+	}
+	if !f.Final {
+		fl.deadline = minTime(fl.deadline, now.Add(nonFinalRecheck))
+		return
+	}
+	target := fl.target
+	s.v.endFlight(h)
+	s.v.failed(h, target, fl.attempt, now)
+	s.log.Warn("copy failed, re-planning", "task", f.Task, "shard", f.Shard, "target", f.Target, "err", f.Error,
+		"next_attempt", s.v.retries[h].attempt)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
