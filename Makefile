@@ -1,8 +1,8 @@
 # rehome — make run (local cluster), make test (everything).
 GO      ?= go
 BIN     := $(CURDIR)/bin
-PKGS    := ./shared/... ./services/... ./cmd/...
 MODULES := shared services/storage services/detector services/planner services/mover cmd/rehome
+PKGS    := $(addsuffix /...,$(addprefix ./,$(MODULES)))
 ARGS    ?=
 
 export CGO_ENABLED = 0

@@ -381,7 +381,14 @@ func (v *view) progress(now time.Time, stallAfter time.Duration) event.Progress 
 	default:
 		eta = -1
 	}
+	suspects := 0
+	for i := range v.nodes {
+		if v.nodes[i].shards > 0 && v.nodes[i].effState() == model.StateSuspect {
+			suspects++
+		}
+	}
 	return event.Progress{
+		SuspectNodes:    suspects,
 		UnderReplicated: t.underReplicated,
 		Lost:            t.lost,
 		BytesRemaining:  t.bytesRemaining,

@@ -274,6 +274,9 @@ type Progress struct {
 	InFlight        int     `json:"in_flight"`
 	VerifiedBytes   int64   `json:"verified_bytes"`
 	Shards          int     `json:"shards"`
+	// SuspectNodes counts nodes holding shards whose verdict is pending: their
+	// copies still count, but they may yet be declared down.
+	SuspectNodes int `json:"suspect_nodes"`
 }
 
 // Stalled is published on rehome.heal.stalled when work remains and nothing

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rehome/rehome/cmd/rehome/devcluster"
+	"github.com/rehome/rehome/shared/telemetry"
+)
+
+func devCmd(_ *globals) *cobra.Command {
+	cfg := devcluster.Config{
+		Dir: "rehome-data", Nodes: 6, Racks: 3, Movers: 2, NATSPort: 4222,
+		Grace: 10 * time.Second, SuspectAfter: 3 * time.Second, Heartbeat: time.Second, LogLevel: "info",
+	}
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "run the local cluster (embedded NATS + every service as its own process) until Ctrl-C",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("dev: find own binary: %w", err)
+			}
+			cfg.Exe = exe
+			return devcluster.Run(cmd.Context(), cfg, cmd.OutOrStdout(), telemetry.Logger(os.Stderr, "dev", cfg.LogLevel))
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&cfg.Dir, "dir", cfg.Dir, "data directory (NATS store, node disks, logs, processes.json, secrets.env)")
+	fl.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "storage nodes (storage-1..N)")
+	fl.IntVar(&cfg.Racks, "racks", cfg.Racks, "racks; nodes are dealt round-robin onto rack-1..R")
+	fl.IntVar(&cfg.Movers, "movers", cfg.Movers, "mover processes")
+	fl.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "embedded NATS client port")
+	fl.DurationVar(&cfg.Grace, "grace", cfg.Grace, "silence past suspicion before a node is down")
+	fl.DurationVar(&cfg.SuspectAfter, "suspect-after", cfg.SuspectAfter, "silence before a node is suspect")
+	fl.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "storage heartbeat interval")
+	fl.Int64Var(&cfg.Capacity, "capacity", 0, "per-node capacity in bytes (0: the filesystem's size)")
+	fl.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "children's log level: info or debug")
+	return cmd
+}

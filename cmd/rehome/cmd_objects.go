@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rehome/rehome/cmd/rehome/objects"
+	"github.com/rehome/rehome/shared/model"
+)
+
+// objectSession opens the bus and an objects client.
+func (g *globals) objectSession(ctx context.Context) (*session, *objects.Client, error) {
+	s, err := g.connect("rehome-cli")
+	if err != nil {
+		return nil, nil, err
+	}
+	cctx, cancel := g.callCtx(ctx)
+	defer cancel()
+	c, err := objects.New(cctx, s.nc, s.js, shardClient())
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s, c, nil
+}
+
+func putCmd(g *globals) *cobra.Command {
+	var (
+		key       string
+		rf        int
+		overwrite bool
+	)
+	cmd := &cobra.Command{
+		Use:   "put FILE... [--key K] [--rf 3]",
+		Short: "store files as objects (key defaults to the file name)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if key != "" && len(args) > 1 {
+				return errors.New("--key names one object: give one FILE with it")
+			}
+			layout := model.Layout{RF: rf}
+			if err := layout.Validate(); err != nil {
+				return err
+			}
+			s, c, err := g.objectSession(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			for _, file := range args {
+				k := key
+				if k == "" {
+					k = filepath.Base(file)
+				}
+				m, err := putFile(cmd.Context(), c, file, k, objects.PutOptions{Layout: layout, Overwrite: overwrite})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%d bytes\t%d shards\t%s\n", m.Key, m.Size, len(m.Shards), m.Layout)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "object key (default: the file's base name)")
+	cmd.Flags().IntVar(&rf, "rf", model.DefaultRF, "replicas per chunk")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace an existing object")
+	return cmd
+}
+
+func putFile(ctx context.Context, c *objects.Client, file, key string, opts objects.PutOptions) (model.Manifest, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return model.Manifest{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return model.Manifest{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return model.Manifest{}, fmt.Errorf("%s is not a regular file", file)
+	}
+	return c.Put(ctx, key, f, st.Size(), opts)
+}
+
+func getCmd(g *globals) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "get KEY [-o FILE]",
+		Short: "read an object (to stdout, or atomically to FILE)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, c, err := g.objectSession(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if out != "" && out != "-" {
+				_, err = c.GetFile(cmd.Context(), args[0], out)
+				return err
+			}
+			_, err = c.Get(cmd.Context(), args[0], cmd.OutOrStdout())
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write to this file instead of stdout")
+	return cmd
+}
+
+func lsCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "list objects",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, c, err := g.objectSession(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*g.timeout)
+			defer cancel()
+			ms, err := c.Manifests(ctx)
+			if err != nil {
+				return err
+			}
+			type row struct {
+				Key     string       `json:"key"`
+				Size    int64        `json:"size"`
+				SHA256  string       `json:"sha256"`
+				Layout  model.Layout `json:"layout"`
+				Shards  int          `json:"shards"`
+				Created time.Time    `json:"created"`
+			}
+			rows := make([]row, 0, len(ms))
+			for _, m := range ms {
+				rows = append(rows, row{m.Key, m.Size, m.SHA256, m.Layout, len(m.Shards), m.Created})
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), rows)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "KEY\tSIZE\tLAYOUT\tSHARDS\tCREATED")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Key, humanBytes(r.Size), r.Layout, r.Shards, r.Created.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func rmCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm KEY",
+		Short: "delete an object (its shards are removed from the nodes in the background)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, c, err := g.objectSession(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx, cancel := g.callCtx(cmd.Context())
+			defer cancel()
+			return c.Delete(ctx, args[0])
+		},
+	}
+}
+
+func inspectCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect KEY",
+		Short: "show an object's layout and where each shard lives",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, c, err := g.objectSession(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 4*g.timeout)
+			defer cancel()
+			in, err := c.Inspect(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), in)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "key     %s\nsize    %s (%d bytes)\nsha256  %s\nlayout  %s\nshards  %d\n\n", in.Key, humanBytes(in.Size), in.Size, in.SHA256, in.Layout, len(in.Shards))
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SHARD\tSTRIPE\tINDEX\tSIZE\tNODES\tRACKS\tDOWN")
+			for _, sv := range in.Shards {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", sv.ID, sv.Stripe, sv.Index, humanBytes(sv.Size),
+					strings.Join(sv.Nodes, ","), strings.Join(sv.Racks, ","), strings.Join(sv.DownNodes, ","))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

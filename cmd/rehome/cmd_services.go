@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/rehome/rehome/services/detector"
+	"github.com/rehome/rehome/services/mover"
+	"github.com/rehome/rehome/services/planner"
+	"github.com/rehome/rehome/services/storage"
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/shardapi"
+	"github.com/rehome/rehome/shared/telemetry"
+)
+
+// serviceFlags are shared by every `rehome <service>` command.
+type serviceFlags struct {
+	replicas int
+	metrics  string
+	logLevel string
+	connect  time.Duration
+}
+
+func (f *serviceFlags) register(cmd *cobra.Command, metrics bool) {
+	cmd.Flags().IntVar(&f.replicas, "replicas", 1, "replicas of rehome's streams and buckets (3 on a NATS cluster)")
+	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "info or debug")
+	cmd.Flags().DurationVar(&f.connect, "connect-timeout", 60*time.Second, "how long to keep trying to reach NATS at start")
+	if metrics {
+		cmd.Flags().StringVar(&f.metrics, "metrics", "", "serve /metrics and /healthz on this address (e.g. 127.0.0.1:9100)")
+	}
+}
+
+// serviceEnv is what a service is wired with.
+type serviceEnv struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// startService connects to NATS (retrying until --connect-timeout), ensures
+// rehome's streams and buckets exist and returns the wiring.
+func (g *globals) startService(ctx context.Context, name string, f *serviceFlags) (*serviceEnv, error) {
+	log := telemetry.Logger(os.Stderr, name, f.logLevel)
+	url := bus.URL(g.natsURL)
+	deadline := time.Now().Add(f.connect)
+	var (
+		nc  *nats.Conn
+		err error
+	)
+	for {
+		nc, err = bus.Connect(url, name, 2*time.Second)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("waiting for NATS", "url", url, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	ectx, cancel := context.WithTimeout(ctx, f.connect)
+	defer cancel()
+	if err := bus.Ensure(ectx, js, bus.Config{Replicas: f.replicas}); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	log.Info("connected", "url", nc.ConnectedUrlRedacted())
+	return &serviceEnv{nc: nc, js: js, log: log}, nil
+}
+
+// serveMetrics serves reg on /metrics and the bus connection's health on
+// /healthz until ctx ends. An empty addr serves nothing.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, nc *nats.Conn, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !nc.IsConnected() {
+			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	log.Info("metrics", "addr", ln.Addr().String())
+	return nil
+}
+
+func storageCmd(g *globals) *cobra.Command {
+	var f serviceFlags
+	cfg := storage.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "storage --id ID --rack RACK --dir DIR",
+		Short: "run one storage node (shard HTTP API, heartbeats)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.ID == "" || cfg.Rack == "" || cfg.Dir == "" {
+				return errors.New("storage needs --id, --rack and --dir")
+			}
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv(shardapi.EnvToken)
+			}
+			env, err := g.startService(cmd.Context(), cfg.ID, &f)
+			if err != nil {
+				return err
+			}
+			defer env.nc.Close()
+			svc, err := storage.New(cfg, env.nc, env.js, env.log)
+			if err != nil {
+				return err
+			}
+			env.log.Info("storage node listening", "addr", svc.Addr(), "rack", cfg.Rack, "dir", cfg.Dir)
+			return svc.Run(cmd.Context())
+		},
+	}
+	f.register(cmd, false)
+	fl := cmd.Flags()
+	fl.StringVar(&cfg.ID, "id", "", "stable node identity (e.g. storage-3)")
+	fl.StringVar(&cfg.Rack, "rack", "", "rack (failure domain) of this node")
+	fl.StringVar(&cfg.Dir, "dir", "", "data directory")
+	fl.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP listen address (port 0 picks one)")
+	fl.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "address others use to reach this node (default: the bound listen address)")
+	fl.Int64Var(&cfg.CapacityBytes, "capacity", cfg.CapacityBytes, "capacity in bytes (0: the filesystem's size)")
+	fl.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval")
+	fl.StringVar(&cfg.Token, "token", "", "storage API bearer token (default $"+shardapi.EnvToken+")")
+	return cmd
+}
+
+func detectorCmd(g *globals) *cobra.Command {
+	var f serviceFlags
+	cfg := detector.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "detector",
+		Short: "run a failure detector (heartbeats -> suspect/down/up verdicts)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, err := g.startService(cmd.Context(), "detector", &f)
+			if err != nil {
+				return err
+			}
+			defer env.nc.Close()
+			svc, err := detector.New(cfg, env.nc, env.js, env.log, time.Now)
+			if err != nil {
+				return err
+			}
+			if err := serveMetrics(cmd.Context(), f.metrics, svc.Registry(), env.nc, env.log); err != nil {
+				return err
+			}
+			return svc.Run(cmd.Context())
+		},
+	}
+	f.register(cmd, true)
+	addDetectorFlags(cmd, &cfg)
+	return cmd
+}
+
+func addDetectorFlags(cmd *cobra.Command, cfg *detector.Config) {
+	fl := cmd.Flags()
+	fl.DurationVar(&cfg.SuspectAfter, "suspect-after", cfg.SuspectAfter, "silence after which a node is suspect")
+	fl.DurationVar(&cfg.Grace, "grace", cfg.Grace, "further silence after which a suspect node is down")
+	fl.Float64Var(&cfg.MaxSilentShare, "max-silent-share", cfg.MaxSilentShare, "hold down verdicts when more than this share of nodes is silent at once")
+}
+
+func plannerCmd(g *globals) *cobra.Command {
+	var f serviceFlags
+	cfg := planner.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "planner",
+		Short: "run the planner (placement map, repair plans)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, err := g.startService(cmd.Context(), "planner", &f)
+			if err != nil {
+				return err
+			}
+			defer env.nc.Close()
+			svc, err := planner.New(cfg, env.nc, env.js, env.log, time.Now)
+			if err != nil {
+				return err
+			}
+			if err := serveMetrics(cmd.Context(), f.metrics, svc.Registry(), env.nc, env.log); err != nil {
+				return err
+			}
+			return svc.Run(cmd.Context())
+		},
+	}
+	f.register(cmd, true)
+	fl := cmd.Flags()
+	fl.IntVar(&cfg.PerNodeIn, "per-node-in", cfg.PerNodeIn, "concurrent repairs writing to one node")
+	fl.IntVar(&cfg.PerNodeOut, "per-node-out", cfg.PerNodeOut, "concurrent repairs reading from one node")
+	fl.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "concurrent repairs cluster-wide")
+	fl.DurationVar(&cfg.TaskTimeout, "task-timeout", cfg.TaskTimeout, "re-plan a task with no result after this long")
+	fl.DurationVar(&cfg.StallAfter, "stall-after", cfg.StallAfter, "report a stall when nothing was verified for this long while work remains")
+	return cmd
+}
+
+func moverCmd(g *globals) *cobra.Command {
+	var f serviceFlags
+	cfg := mover.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "mover",
+		Short: "run a mover (copies shards for repair tasks)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv(shardapi.EnvToken)
+			}
+			name := "mover"
+			if cfg.ID != "" {
+				name = cfg.ID
+			}
+			env, err := g.startService(cmd.Context(), name, &f)
+			if err != nil {
+				return err
+			}
+			defer env.nc.Close()
+			svc, err := mover.New(cfg, env.nc, env.js, nil, env.log)
+			if err != nil {
+				return err
+			}
+			if err := serveMetrics(cmd.Context(), f.metrics, svc.Registry(), env.nc, env.log); err != nil {
+				return err
+			}
+			return svc.Run(cmd.Context())
+		},
+	}
+	f.register(cmd, true)
+	fl := cmd.Flags()
+	fl.StringVar(&cfg.ID, "id", "", "mover name in logs")
+	fl.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent tasks")
+	fl.StringVar(&cfg.Token, "token", "", "storage API bearer token (default $"+shardapi.EnvToken+")")
+	return cmd
+}
+
+func healthcheckCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "healthcheck URL",
+		Short: "probe a service's health URL (exit 0 when it answers 2xx)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode/100 != 2 {
+				return fmt.Errorf("%s answered %s", args[0], resp.Status)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,346 @@
+// Package devcluster runs rehome's local cluster: an embedded NATS server with
+// JetStream in this process, and every service as its own OS process of the
+// same binary, supervised until the context ends.
+package devcluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/embedded"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/shardapi"
+)
+
+// Config describes the local cluster.
+type Config struct {
+	Dir          string        // data dir: nats/, storage-N/, logs/, processes.json, secrets.env
+	Nodes        int           // storage nodes, named storage-1..N
+	Racks        int           // racks rack-1..R; nodes are dealt round-robin
+	Movers       int           // mover processes
+	NATSPort     int           // embedded server's client port
+	Grace        time.Duration // detector grace after suspicion
+	SuspectAfter time.Duration // silence before suspicion
+	Heartbeat    time.Duration // storage heartbeat interval
+	Capacity     int64         // per-node capacity in bytes (0: the filesystem's)
+	Exe          string        // the rehome binary to start children from
+	LogLevel     string
+}
+
+// Validate rejects a configuration that cannot run.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("dev: --dir is required")
+	case c.Nodes < 1 || c.Nodes > 64:
+		return fmt.Errorf("dev: --nodes %d: want 1-64", c.Nodes)
+	case c.Racks < 1 || c.Racks > c.Nodes:
+		return fmt.Errorf("dev: --racks %d: want 1-%d (no more racks than nodes)", c.Racks, c.Nodes)
+	case c.Movers < 1:
+		return fmt.Errorf("dev: --movers %d: want at least 1", c.Movers)
+	case c.NATSPort < 1 || c.NATSPort > 65535:
+		return fmt.Errorf("dev: --nats-port %d: want 1-65535", c.NATSPort)
+	case c.Grace <= 0 || c.SuspectAfter <= 0 || c.Heartbeat <= 0:
+		return errors.New("dev: --grace, --suspect-after and --heartbeat must be positive")
+	}
+	return nil
+}
+
+// Process is one line of processes.json.
+type Process struct {
+	Role    string   `json:"role"`
+	ID      string   `json:"id"`
+	Rack    string   `json:"rack,omitempty"`
+	PID     int      `json:"pid"`
+	Running bool     `json:"running"`
+	Args    []string `json:"args"`
+	Log     string   `json:"log"`
+}
+
+type child struct {
+	Process
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	cfg      Config
+	log      *slog.Logger
+	url      string
+	token    string
+	mu       sync.Mutex // guards children and their Process fields
+	children []*child
+	fileMu   sync.Mutex // serialises writes of processes.json
+}
+
+// Run starts the cluster, prints how to use it to out, and blocks until ctx
+// ends; then it stops every child (SIGTERM, SIGKILL after 10 s) and the NATS
+// server. It returns an error only if the cluster could not start.
+func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return err
+	}
+	cfg.Dir = dir
+	for _, d := range []string{dir, filepath.Join(dir, "logs"), filepath.Join(dir, "nats")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+	}
+	token, err := loadOrCreateToken(filepath.Join(dir, "secrets.env"))
+	if err != nil {
+		return err
+	}
+	srv, err := embedded.Start(embedded.Config{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	c := &Cluster{cfg: cfg, log: log, url: srv.ClientURL(), token: token}
+	if err := writeSecrets(filepath.Join(dir, "secrets.env"), c.url, token); err != nil {
+		return err
+	}
+	if err := c.ensure(ctx); err != nil {
+		return err
+	}
+	defer c.stopAll()
+	if err := c.startAll(); err != nil {
+		return err
+	}
+	c.waitReady(ctx)
+	c.banner(out)
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nstopping the cluster...")
+	return nil
+}
+
+func (c *Cluster) ensure(ctx context.Context) error {
+	nc, err := bus.Connect(c.url, "rehome-dev", 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return bus.Ensure(ectx, js, bus.Config{Replicas: 1})
+}
+
+func (c *Cluster) startAll() error {
+	cfg := c.cfg
+	common := []string{"--nats", c.url, "--log-level", cfg.LogLevel}
+	for i := 1; i <= cfg.Nodes; i++ {
+		id := fmt.Sprintf("storage-%d", i)
+		rack := fmt.Sprintf("rack-%d", (i-1)%cfg.Racks+1)
+		args := append([]string{"storage", "--id", id, "--rack", rack, "--dir", filepath.Join(cfg.Dir, id),
+			"--heartbeat", cfg.Heartbeat.String()}, common...)
+		if cfg.Capacity > 0 {
+			args = append(args, "--capacity", strconv.FormatInt(cfg.Capacity, 10))
+		}
+		if err := c.start("storage", id, rack, args); err != nil {
+			return err
+		}
+	}
+	if err := c.start("detector", "detector", "", append([]string{"detector",
+		"--grace", cfg.Grace.String(), "--suspect-after", cfg.SuspectAfter.String()}, common...)); err != nil {
+		return err
+	}
+	if err := c.start("planner", "planner", "", append([]string{"planner"}, common...)); err != nil {
+		return err
+	}
+	for i := 1; i <= cfg.Movers; i++ {
+		id := fmt.Sprintf("mover-%d", i)
+		if err := c.start("mover", id, "", append([]string{"mover", "--id", id}, common...)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// start launches one child with its output in logs/<id>.log. The child dies
+// with this process (Pdeathsig) and is in its own process group, so a terminal's
+// Ctrl-C reaches only the supervisor, which then stops children in order.
+func (c *Cluster) start(role, id, rack string, args []string) error {
+	logPath := filepath.Join(c.cfg.Dir, "logs", id+".log")
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	cmd := exec.Command(c.cfg.Exe, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = append(os.Environ(), bus.EnvURL+"="+c.url, shardapi.EnvToken+"="+c.token)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return fmt.Errorf("dev: start %s: %w", id, err)
+	}
+	ch := &child{
+		Process: Process{Role: role, ID: id, Rack: rack, PID: cmd.Process.Pid, Running: true,
+			Args: append([]string{c.cfg.Exe}, args...), Log: logPath},
+		cmd: cmd, done: make(chan struct{}),
+	}
+	c.mu.Lock()
+	c.children = append(c.children, ch)
+	c.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		lf.Close()
+		c.mu.Lock()
+		ch.Running = false
+		c.mu.Unlock()
+		close(ch.done)
+		c.log.Info("process exited", "id", id, "pid", ch.PID, "status", fmt.Sprint(err))
+		if err := c.writeProcesses(); err != nil {
+			c.log.Error("write processes.json", "err", err)
+		}
+	}()
+	return c.writeProcesses()
+}
+
+// writeProcesses rewrites processes.json atomically from the children's state.
+func (c *Cluster) writeProcesses() error {
+	c.fileMu.Lock()
+	defer c.fileMu.Unlock()
+	c.mu.Lock()
+	list := make([]Process, 0, len(c.children))
+	for _, ch := range c.children {
+		list = append(list, ch.Process)
+	}
+	c.mu.Unlock()
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(c.cfg.Dir, "processes.json"), append(b, '\n'), 0o644)
+}
+
+func (c *Cluster) stopAll() {
+	c.mu.Lock()
+	children := append([]*child(nil), c.children...)
+	c.mu.Unlock()
+	for _, ch := range children {
+		_ = ch.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.After(10 * time.Second)
+	for _, ch := range children {
+		select {
+		case <-ch.done:
+		case <-deadline:
+			_ = ch.cmd.Process.Kill()
+			<-ch.done
+		}
+	}
+}
+
+func (c *Cluster) pidOf(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range c.children {
+		if ch.ID == id {
+			return ch.PID
+		}
+	}
+	return 0
+}
+
+// waitReady polls the planner until it sees every storage node, so the
+// banner's commands work as soon as they are printed. It gives up quietly
+// after a while: the logs say what is wrong.
+func (c *Cluster) waitReady(ctx context.Context) {
+	nc, err := bus.Connect(c.url, "rehome-dev", 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		var st control.ClusterStatus
+		err := bus.Call(cctx, nc, event.CtlStatus, struct{}{}, &st)
+		cancel()
+		if err == nil && len(st.Nodes) >= c.cfg.Nodes {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	c.log.Warn("cluster not ready after 30s; see the logs dir")
+}
+
+func (c *Cluster) banner(out io.Writer) {
+	cfg := c.cfg
+	fmt.Fprintf(out, `rehome dev: %d storage nodes on %d racks, detector, planner, %d movers
+  NATS      %s
+  data dir  %s   (logs in logs/, processes in processes.json)
+  grace     %s after %s of silence
+
+In another shell:
+  set -a; . %s; set +a
+  bin/rehome put README.md && bin/rehome inspect README.md
+  kill -9 %d        # storage-1; its shards are re-homed after the grace
+  bin/rehome heal status --follow
+
+Ctrl-C stops every process.
+`, cfg.Nodes, cfg.Racks, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter,
+		filepath.Join(cfg.Dir, "secrets.env"), c.pidOf("storage-1"))
+}
+
+// loadOrCreateToken reuses the storage token of an earlier run in the same
+// dir, so nodes restarted by hand keep working; else it makes a new one.
+func loadOrCreateToken(path string) (string, error) {
+	if f, err := os.Open(path); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), shardapi.EnvToken+"="); ok && v != "" {
+				return v, nil
+			}
+		}
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("dev: token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func writeSecrets(path, url, token string) error {
+	body := fmt.Sprintf("%s=%s\n%s=%s\n", bus.EnvURL, url, shardapi.EnvToken, token)
+	return writeAtomic(path, []byte(body), 0o600)
+}
+
+func writeAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/shardapi"
+)
+
+// exitError carries an exit code other than 1 out of a command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// globals are the flags every command shares.
+type globals struct {
+	natsURL string
+	timeout time.Duration
+}
+
+// run parses args, runs the command and returns the process exit code.
+func run(args []string) (int, error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "rehome",
+		Short:         "rehome keeps every shard of a distributed store at full redundancy",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.natsURL, "nats", "", "NATS URL (default $"+bus.EnvURL+" or "+bus.DefaultURL+")")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 5*time.Second, "how long to wait for the bus and the planner")
+	root.AddCommand(
+		devCmd(g),
+		putCmd(g), getCmd(g), lsCmd(g), rmCmd(g), inspectCmd(g),
+		clusterCmd(g), healCmd(g), eventsCmd(g),
+		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), healthcheckCmd(),
+	)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0, nil
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code, ee.err
+	}
+	return 1, err
+}
+
+// oneLine folds a multi-line error into one line for stderr.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// session is a CLI's connection to the bus.
+type session struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+func (s *session) Close() { s.nc.Close() }
+
+// connect dials the bus named by --nats / $REHOME_NATS_URL, failing within the
+// timeout and naming the URL when nothing answers.
+func (g *globals) connect(name string) (*session, error) {
+	url := bus.URL(g.natsURL)
+	nc, err := bus.Connect(url, name, g.timeout)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream at %s: %w", url, err)
+	}
+	return &session{nc: nc, js: js}, nil
+}
+
+// shardClient returns a storage API client using $REHOME_TOKEN.
+func shardClient() *shardapi.Client {
+	return shardapi.New(os.Getenv(shardapi.EnvToken))
+}
+
+// callCtx bounds one control call by the --timeout flag.
+func (g *globals) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, g.timeout)
+}
