@@ -123,6 +123,30 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, nc
 	return nil
 }
 
+// service is what runService runs: a blocking Run and its metrics.
+type service interface {
+	Run(ctx context.Context) error
+	Registry() *prometheus.Registry
+}
+
+// runService connects, builds the service with build, serves its metrics and
+// runs it until the command's context ends.
+func (g *globals) runService(ctx context.Context, name string, f *serviceFlags, build func(*serviceEnv) (service, error)) error {
+	env, err := g.startService(ctx, name, f)
+	if err != nil {
+		return err
+	}
+	defer env.nc.Close()
+	svc, err := build(env)
+	if err != nil {
+		return err
+	}
+	if err := serveMetrics(ctx, f.metrics, svc.Registry(), env.nc, env.log); err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}
+
 func storageCmd(g *globals) *cobra.Command {
 	var f serviceFlags
 	cfg := storage.DefaultConfig()
@@ -171,31 +195,17 @@ func detectorCmd(g *globals) *cobra.Command {
 		Short: "run a failure detector (heartbeats -> suspect/down/up verdicts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			env, err := g.startService(cmd.Context(), "detector", &f)
-			if err != nil {
-				return err
-			}
-			defer env.nc.Close()
-			svc, err := detector.New(cfg, env.nc, env.js, env.log, time.Now)
-			if err != nil {
-				return err
-			}
-			if err := serveMetrics(cmd.Context(), f.metrics, svc.Registry(), env.nc, env.log); err != nil {
-				return err
-			}
-			return svc.Run(cmd.Context())
+			return g.runService(cmd.Context(), "detector", &f, func(env *serviceEnv) (service, error) {
+				return detector.New(cfg, env.nc, env.js, env.log, time.Now)
+			})
 		},
 	}
 	f.register(cmd, true)
-	addDetectorFlags(cmd, &cfg)
-	return cmd
-}
-
-func addDetectorFlags(cmd *cobra.Command, cfg *detector.Config) {
 	fl := cmd.Flags()
 	fl.DurationVar(&cfg.SuspectAfter, "suspect-after", cfg.SuspectAfter, "silence after which a node is suspect")
 	fl.DurationVar(&cfg.Grace, "grace", cfg.Grace, "further silence after which a suspect node is down")
 	fl.Float64Var(&cfg.MaxSilentShare, "max-silent-share", cfg.MaxSilentShare, "hold down verdicts when more than this share of nodes is silent at once")
+	return cmd
 }
 
 func plannerCmd(g *globals) *cobra.Command {
@@ -206,19 +216,9 @@ func plannerCmd(g *globals) *cobra.Command {
 		Short: "run the planner (placement map, repair plans)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			env, err := g.startService(cmd.Context(), "planner", &f)
-			if err != nil {
-				return err
-			}
-			defer env.nc.Close()
-			svc, err := planner.New(cfg, env.nc, env.js, env.log, time.Now)
-			if err != nil {
-				return err
-			}
-			if err := serveMetrics(cmd.Context(), f.metrics, svc.Registry(), env.nc, env.log); err != nil {
-				return err
-			}
-			return svc.Run(cmd.Context())
+			return g.runService(cmd.Context(), "planner", &f, func(env *serviceEnv) (service, error) {
+				return planner.New(cfg, env.nc, env.js, env.log, time.Now)
+			})
 		},
 	}
 	f.register(cmd, true)
@@ -246,19 +246,9 @@ func moverCmd(g *globals) *cobra.Command {
 			if cfg.ID != "" {
 				name = cfg.ID
 			}
-			env, err := g.startService(cmd.Context(), name, &f)
-			if err != nil {
-				return err
-			}
-			defer env.nc.Close()
-			svc, err := mover.New(cfg, env.nc, env.js, nil, env.log)
-			if err != nil {
-				return err
-			}
-			if err := serveMetrics(cmd.Context(), f.metrics, svc.Registry(), env.nc, env.log); err != nil {
-				return err
-			}
-			return svc.Run(cmd.Context())
+			return g.runService(cmd.Context(), name, &f, func(env *serviceEnv) (service, error) {
+				return mover.New(cfg, env.nc, env.js, nil, env.log)
+			})
 		},
 	}
 	f.register(cmd, true)

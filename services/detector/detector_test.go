@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehome/rehome/shared/metricstest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/services/detector"
 	"github.com/rehome/rehome/shared/bus"
@@ -221,43 +222,6 @@ func putLiveness(t *testing.T, kv jetstream.KeyValue, rec model.Liveness) {
 	}
 }
 
-// metric returns the value of the series name{labels} from reg (0 if absent).
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
-}
-
 func allUp(t *testing.T, kv jetstream.KeyValue, nodes ...string) func() bool {
 	return func() bool {
 		for _, n := range nodes {
@@ -312,15 +276,15 @@ func TestSilentNodeGoesSuspectThenDownAndComesBackUp(t *testing.T) {
 			t.Fatalf("%s: verdicts %v, record %s; want only up", n, s, stateOf(t, kv, n))
 		}
 	}
-	if got := metric(t, svc.Registry(), "rehome_detector_verdicts_total", "state", "down"); got != 1 {
+	if got := metricstest.Value(t, svc.Registry(), "rehome_detector_verdicts_total", "state", "down"); got != 1 {
 		t.Fatalf("verdicts_total{state=down} = %v, want 1", got)
 	}
-	if got := metric(t, svc.Registry(), "rehome_detector_detection_delay_seconds"); got != 1 {
+	if got := metricstest.Value(t, svc.Registry(), "rehome_detector_detection_delay_seconds"); got != 1 {
 		t.Fatalf("detection delay histogram has %v samples, want 1", got)
 	}
 	bustest.Eventually(t, wait, "node_state gauge shows storage-3 down", func() bool {
-		return metric(t, svc.Registry(), "rehome_detector_node_state", "node", "storage-3", "state", "down") == 1 &&
-			metric(t, svc.Registry(), "rehome_detector_heartbeat_age_seconds", "node", "storage-3") >= 1
+		return metricstest.Value(t, svc.Registry(), "rehome_detector_node_state", "node", "storage-3", "state", "down") == 1 &&
+			metricstest.Value(t, svc.Registry(), "rehome_detector_heartbeat_age_seconds", "node", "storage-3") >= 1
 	})
 
 	b.set("storage-3", true)
@@ -416,7 +380,7 @@ func TestMalformedHeartbeatsAreCountedAndDropped(t *testing.T) {
 		}
 	}
 	bustest.Eventually(t, wait, "every malformed heartbeat counted", func() bool {
-		return metric(t, svc.Registry(), "rehome_detector_malformed_events_total", "subject", "heartbeat") == float64(len(garbage))
+		return metricstest.Value(t, svc.Registry(), "rehome_detector_malformed_events_total", "subject", "heartbeat") == float64(len(garbage))
 	})
 	// Still working: a newcomer is recorded, the garbage names are not.
 	b2 := startBeater(t, env.NC, "storage-4")
@@ -440,12 +404,12 @@ func TestMaintenanceIsNeverDeclaredDown(t *testing.T) {
 
 	putLiveness(t, kv, model.Liveness{Node: "storage-3", State: model.StateMaintenance, Since: time.Now().UTC(), Reason: "operator"})
 	bustest.Eventually(t, wait, "detector sees the maintenance", func() bool {
-		return metric(t, svc.Registry(), "rehome_detector_node_state", "node", "storage-3", "state", "maintenance") == 1
+		return metricstest.Value(t, svc.Registry(), "rehome_detector_node_state", "node", "storage-3", "state", "maintenance") == 1
 	})
 	b.set("storage-3", false)
 	limit := (cfg.SuspectAfter + cfg.Grace).Seconds()
 	bustest.Eventually(t, wait, "storage-3 silent well past suspect + grace", func() bool {
-		return metric(t, svc.Registry(), "rehome_detector_heartbeat_age_seconds", "node", "storage-3") > limit+0.5
+		return metricstest.Value(t, svc.Registry(), "rehome_detector_heartbeat_age_seconds", "node", "storage-3") > limit+0.5
 	})
 	if s := seen.of("storage-3"); len(s) != 1 || stateOf(t, kv, "storage-3") != model.StateMaintenance {
 		t.Fatalf("maintenance node: verdicts %v, record %s; want no verdict and the record kept", s, stateOf(t, kv, "storage-3"))

@@ -21,9 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehome/rehome/shared/metricstest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/services/mover"
 	"github.com/rehome/rehome/services/storage"
@@ -282,41 +283,6 @@ func (c *cluster) waitQueueEmpty() {
 	bustest.Eventually(c.t, timeout, "work queue empty", func() bool { return c.queued() == 0 })
 }
 
-// metric reads one series from a registry, as a /metrics scrape would show it.
-func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
-}
-
 func TestCopyTaskLandsVerifiedBytesOnTheTarget(t *testing.T) {
 	c := newCluster(t)
 	c.storage("storage-a")
@@ -351,17 +317,17 @@ func TestCopyTaskLandsVerifiedBytesOnTheTarget(t *testing.T) {
 	}
 	c.waitQueueEmpty()
 	reg := m.Registry()
-	if got := metric(t, reg, "rehome_mover_bytes_copied_total"); got != float64(len(data)) {
+	if got := metricstest.Value(t, reg, "rehome_mover_bytes_copied_total"); got != float64(len(data)) {
 		t.Fatalf("bytes copied metric = %v, want %d", got, len(data))
 	}
-	if got := metric(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "done"); got != 1 {
+	if got := metricstest.Value(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "done"); got != 1 {
 		t.Fatalf("tasks done metric = %v, want 1", got)
 	}
-	if got := metric(t, reg, "rehome_mover_task_duration_seconds", "kind", "copy"); got != 1 {
+	if got := metricstest.Value(t, reg, "rehome_mover_task_duration_seconds", "kind", "copy"); got != 1 {
 		t.Fatalf("task duration observations = %v, want 1", got)
 	}
 	bustest.Eventually(t, timeout, "nothing in flight", func() bool {
-		return metric(t, reg, "rehome_mover_tasks_in_flight") == 0
+		return metricstest.Value(t, reg, "rehome_mover_tasks_in_flight") == 0
 	})
 }
 
@@ -376,7 +342,7 @@ func TestRedeliveredTaskIsDoneWithoutASecondWrite(t *testing.T) {
 	task := copyTask("task-1", "shard-1", data, "storage-b", "storage-a")
 	c.publish(task)
 	bustest.Eventually(t, timeout, "first done", func() bool { return len(c.doneFor("task-1")) == 1 })
-	written := metric(t, c.nodes["storage-b"].Registry(), "rehome_storage_bytes_written_total")
+	written := metricstest.Value(t, c.nodes["storage-b"].Registry(), "rehome_storage_bytes_written_total")
 	if written != float64(len(data)) {
 		t.Fatalf("storage-b wrote %v bytes, want %d", written, len(data))
 	}
@@ -388,14 +354,14 @@ func TestRedeliveredTaskIsDoneWithoutASecondWrite(t *testing.T) {
 		t.Fatalf("second done = %+v, want no source (nothing copied) and the shard's bytes", d)
 	}
 	c.waitQueueEmpty()
-	if got := metric(t, c.nodes["storage-b"].Registry(), "rehome_storage_bytes_written_total"); got != written {
+	if got := metricstest.Value(t, c.nodes["storage-b"].Registry(), "rehome_storage_bytes_written_total"); got != written {
 		t.Fatalf("storage-b wrote again: %v bytes, want still %v", got, written)
 	}
 	reg := m.Registry()
-	if got := metric(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "already_present"); got != 1 {
+	if got := metricstest.Value(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "already_present"); got != 1 {
 		t.Fatalf("already_present = %v, want 1", got)
 	}
-	if got := metric(t, reg, "rehome_mover_bytes_copied_total"); got != float64(len(data)) {
+	if got := metricstest.Value(t, reg, "rehome_mover_bytes_copied_total"); got != float64(len(data)) {
 		t.Fatalf("bytes copied = %v, want %d (one copy)", got, len(data))
 	}
 	if !bytes.Equal(c.read("storage-b", "shard-1"), data) {
@@ -444,7 +410,7 @@ func TestSourceWithOtherBytesFailsAndLeavesNothing(t *testing.T) {
 	if got := c.read("storage-b", "shard-1"); got != nil {
 		t.Fatalf("storage-b holds %d bytes of a shard that failed", len(got))
 	}
-	if got := metric(t, m.Registry(), "rehome_mover_tasks_total", "kind", "copy", "result", "failed"); got != 1 {
+	if got := metricstest.Value(t, m.Registry(), "rehome_mover_tasks_total", "kind", "copy", "result", "failed"); got != 1 {
 		t.Fatalf("failed metric = %v, want 1", got)
 	}
 }
@@ -481,7 +447,7 @@ func TestCorruptStreamFromSourceNeverReachesTheTarget(t *testing.T) {
 	if got := c.read("storage-b", "shard-1"); got != nil {
 		t.Fatalf("storage-b kept %d corrupt bytes", len(got))
 	}
-	if got := metric(t, c.nodes["storage-b"].Registry(), "rehome_storage_bytes_written_total"); got != 0 {
+	if got := metricstest.Value(t, c.nodes["storage-b"].Registry(), "rehome_storage_bytes_written_total"); got != 0 {
 		t.Fatalf("storage-b wrote %v bytes", got)
 	}
 	c.waitQueueEmpty()
@@ -504,10 +470,10 @@ func TestUnreachableTargetIsRetriedThenGivenUp(t *testing.T) {
 	}
 	c.waitQueueEmpty()
 	reg := m.Registry()
-	if got := metric(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "retry"); got != 2 {
+	if got := metricstest.Value(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "retry"); got != 2 {
 		t.Fatalf("retry metric = %v, want 2", got)
 	}
-	if got := metric(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "failed"); got != 1 {
+	if got := metricstest.Value(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "failed"); got != 1 {
 		t.Fatalf("failed metric = %v, want 1", got)
 	}
 	if len(c.doneFor("task-1")) != 0 {
@@ -536,7 +502,7 @@ func TestGarbageTasksAreDroppedAndCountedWhileValidOnesFlow(t *testing.T) {
 
 	bustest.Eventually(t, timeout, "valid task done", func() bool { return len(c.doneFor("task-ok")) == 1 })
 	bustest.Eventually(t, timeout, "5 malformed tasks counted", func() bool {
-		return metric(t, m.Registry(), "rehome_mover_malformed_events_total", "subject", "task") == 5
+		return metricstest.Value(t, m.Registry(), "rehome_mover_malformed_events_total", "subject", "task") == 5
 	})
 	c.waitQueueEmpty()
 	if !bytes.Equal(c.read("storage-b", "shard-1"), data) {
@@ -606,11 +572,11 @@ func TestTwoMoversShareTheQueue(t *testing.T) {
 	var total float64
 	for _, m := range []*mover.Service{m1, m2} {
 		reg := m.Registry()
-		done := metric(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "done")
+		done := metricstest.Value(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "done")
 		if done == 0 {
 			t.Errorf("mover %s did no work", m.Config().ID)
 		}
-		if again := metric(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "already_present"); again != 0 {
+		if again := metricstest.Value(t, reg, "rehome_mover_tasks_total", "kind", "copy", "result", "already_present"); again != 0 {
 			t.Errorf("mover %s saw %v tasks already done (processed twice)", m.Config().ID, again)
 		}
 		total += done
@@ -778,7 +744,7 @@ func TestLongCopyIsKeptAliveAndNotRedelivered(t *testing.T) {
 	if f := c.failedFor("task-1"); len(f) != 0 {
 		t.Fatalf("failed events: %+v", f)
 	}
-	if got := metric(t, m.Registry(), "rehome_mover_tasks_total", "kind", "copy", "result", "done"); got != 1 {
+	if got := metricstest.Value(t, m.Registry(), "rehome_mover_tasks_total", "kind", "copy", "result", "done"); got != 1 {
 		t.Fatalf("done metric = %v", got)
 	}
 	if !bytes.Equal(c.read("storage-b", "shard-1"), src.data) {
@@ -804,7 +770,7 @@ func TestShutdownAbortsACopyAndHandsTheTaskBack(t *testing.T) {
 
 	c.publish(copyTask("task-1", "shard-1", src.data, "storage-b", "storage-slow"))
 	bustest.Eventually(t, timeout, "copy under way", func() bool {
-		return metric(t, m1.Registry(), "rehome_mover_tasks_in_flight") == 1 && src.requests() == 1
+		return metricstest.Value(t, m1.Registry(), "rehome_mover_tasks_in_flight") == 1 && src.requests() == 1
 	})
 	cancel()
 	select {
@@ -815,7 +781,7 @@ func TestShutdownAbortsACopyAndHandsTheTaskBack(t *testing.T) {
 	case <-time.After(timeout):
 		t.Fatal("Run did not return after cancel")
 	}
-	if got := metric(t, m1.Registry(), "rehome_mover_tasks_total", "kind", "copy", "result", "aborted"); got != 1 {
+	if got := metricstest.Value(t, m1.Registry(), "rehome_mover_tasks_total", "kind", "copy", "result", "aborted"); got != 1 {
 		t.Fatalf("aborted metric = %v, want 1", got)
 	}
 	if got := c.read("storage-b", "shard-1"); got != nil {

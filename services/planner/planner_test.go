@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehome/rehome/shared/metricstest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -709,28 +711,12 @@ func TestGarbageIsDroppedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	bustest.Eventually(t, deadline, "malformed input counted", func() bool {
-		return malformedCount(t, svc) >= 8+3+1+1+1+1
+		return metricstest.Value(t, svc.Registry(), "rehome_planner_malformed_events_total") >= 8+3+1+1+1+1
 	})
 	if st := h.status(); st.Shards != 0 || len(st.Nodes) != 6 || st.Nodes[0].State != model.StateUp {
 		t.Fatalf("status after garbage: %+v", st)
 	}
 	h.put("still-works", 1, 1)
-}
-
-func malformedCount(t *testing.T, svc *planner.Service) float64 {
-	mfs, err := svc.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() == "rehome_planner_malformed_events_total" {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return n
 }
 
 // TestRehomeSpreadsOverSurvivors: with one node per rack, the replicas a dead
