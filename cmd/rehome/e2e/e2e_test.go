@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -180,17 +182,81 @@ func (c *cluster) objects(t *testing.T) *objects.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	oc, err := objects.New(context.Background(), nc, js, shardapi.New(c.token()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return oc
+}
+
+// token is the storage API token rehome dev wrote into secrets.env.
+func (c *cluster) token() string {
 	token := ""
 	for _, kv := range c.env {
 		if v, ok := strings.CutPrefix(kv, shardapi.EnvToken+"="); ok {
 			token = v
 		}
 	}
-	oc, err := objects.New(context.Background(), nc, js, shardapi.New(token))
+	return token
+}
+
+// eventLog collects the subjects `rehome events --json` prints.
+type eventLog struct {
+	mu       sync.Mutex
+	subjects []string
+}
+
+func (l *eventLog) saw(prefix string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.subjects {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// tailEvents runs `rehome events --json` until the test ends; every line must
+// be {"subject":...,"data":{... "v":1 ...}}.
+func (c *cluster) tailEvents(t *testing.T) *eventLog {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, rehomeBin, "events", "--json")
+	cmd.Env = c.env
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return oc
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	log := &eventLog{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var line struct {
+				Subject string `json:"subject"`
+				Data    struct {
+					V int `json:"v"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &line); err != nil || line.Data.V != 1 {
+				t.Errorf("events --json printed a line that is not a v1 event: %q", sc.Text())
+				continue
+			}
+			log.mu.Lock()
+			log.subjects = append(log.subjects, line.Subject)
+			log.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); _ = cmd.Wait(); <-done })
+	// Wait until the subscription is live: progress events arrive every second.
+	waitFor(t, 10*time.Second, "events tail running", func() bool { return log.saw("rehome.heal.progress") })
+	return log
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -290,6 +356,8 @@ func TestKillNodeHeals(t *testing.T) {
 			pid = p.PID
 		}
 	}
+	// The operator tails the events while the node dies.
+	events := c.tailEvents(t)
 	t.Logf("killing %s (pid %d, %d shards)", victim.ID, pid, victim.Shards)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -316,6 +384,11 @@ func TestKillNodeHeals(t *testing.T) {
 	}
 	if st.UnderReplicated != 0 || st.Lost != 0 || st.BytesRemaining != 0 {
 		t.Fatalf("after heal: under-replicated %d lost %d bytes remaining %d", st.UnderReplicated, st.Lost, st.BytesRemaining)
+	}
+
+	// The incident is visible on the event subjects, as JSON lines.
+	for _, subj := range []string{"rehome.node.suspect." + victim.ID, "rehome.node.down." + victim.ID, "rehome.repair.plan.", "rehome.repair.task.", "rehome.repair.done.", "rehome.heal.progress"} {
+		waitFor(t, 10*time.Second, "event "+subj, func() bool { return events.saw(subj) })
 	}
 
 	// Every shard: 3 live replicas on 3 distinct nodes in 3 racks, none on the victim.
@@ -373,6 +446,40 @@ func TestKillNodeHeals(t *testing.T) {
 			t.Fatalf("rehome get %s -o: bytes differ (%v)", name, err)
 		}
 	}
+
+	// rm removes the object, and movers delete its shards from the nodes.
+	gone := before["obj-007"].Shards[0].ID
+	if _, err := c.rehome("rm", "obj-007"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.rehome("get", "obj-007"); err == nil || !strings.Contains(err.Error(), "no such object") {
+		t.Fatalf("get after rm: want 'no such object', got %v", err)
+	}
+	if out, _ := c.rehome("ls"); strings.Contains(out, "obj-007") {
+		t.Fatalf("ls still lists obj-007:\n%s", out)
+	}
+	waitFor(t, 20*time.Second, "shard "+gone+" deleted from every node", func() bool {
+		st, err := c.status()
+		if err != nil {
+			return false
+		}
+		sc := shardapi.New(c.token())
+		for _, n := range st.Nodes {
+			if n.State != "up" {
+				continue
+			}
+			inv, err := sc.List(ctx, n.Addr)
+			if err != nil {
+				return false
+			}
+			for _, sh := range inv.Shards {
+				if sh.ID == gone {
+					return false
+				}
+			}
+		}
+		return true
+	})
 
 	// Ctrl-C stops every process it started.
 	c.stop()
