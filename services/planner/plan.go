@@ -422,6 +422,7 @@ func (v *view) clusterStatus() control.ClusterStatus {
 		ns := control.NodeStatus{
 			ID: n.id, Rack: n.rack, State: n.effState(), Addr: n.addr,
 			Shards: n.shards, Bytes: n.bytes, UsedBytes: n.hbUsed, CapacityBytes: capacity,
+			Flaps: n.flaps, GraceMS: n.graceMS,
 		}
 		if capacity > 0 {
 			ns.Fill = float64(n.hbUsed) / float64(capacity)

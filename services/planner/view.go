@@ -41,6 +41,8 @@ type node struct {
 	capacity   int64
 	state      model.State // "" = no liveness record (up when registered)
 	since      time.Time
+	flaps      int   // from the liveness record, for status
+	graceMS    int64 // from the liveness record, for status
 
 	hbUsed, hbCapacity int64
 	hbAt               time.Time
@@ -204,6 +206,7 @@ func (v *view) setLiveness(l model.Liveness) (bool, error) {
 	nd := &v.nodes[r]
 	before := nd.effState()
 	nd.state, nd.since = l.State, l.Since
+	nd.flaps, nd.graceMS = l.Flaps, l.GraceMS
 	changed := before != nd.effState()
 	if changed {
 		v.needRescan = true
@@ -220,6 +223,7 @@ func (v *view) clearLiveness(id string) bool {
 	nd := &v.nodes[r]
 	before := nd.effState()
 	nd.state, nd.since = "", time.Time{}
+	nd.flaps, nd.graceMS = 0, 0
 	changed := before != nd.effState()
 	if changed {
 		v.needRescan = true

@@ -33,6 +33,9 @@ const (
 	BucketLiveness   = "rehome-liveness"
 	BucketPlacement  = "rehome-placement"
 	BucketObjects    = "rehome-objects"
+	// BucketDetector holds the detectors' guard state and operator overrides
+	// (model.HoldKey, model.OverrideKey).
+	BucketDetector = "rehome-detector"
 	// MoverConsumer is the one durable consumer all movers share on StreamTasks.
 	MoverConsumer = "movers"
 	// PlannerConsumer is the planner's durable consumer of mover results.
@@ -94,7 +97,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	}, {
 		Name: StreamEvents,
 		Subjects: []string{
-			"rehome.node.>", event.PlanPrefix + ">", event.DonePrefix + ">", event.FailedPrefix + ">",
+			"rehome.node.>", "rehome.detector.>", event.PlanPrefix + ">", event.DonePrefix + ">", event.FailedPrefix + ">",
 			"rehome.shard.>", "rehome.heal.>",
 		},
 		MaxAge:     24 * time.Hour,
@@ -118,7 +121,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 	}
-	for _, b := range []string{BucketNodes, BucketLiveness, BucketPlacement, BucketObjects} {
+	for _, b := range []string{BucketNodes, BucketLiveness, BucketPlacement, BucketObjects, BucketDetector} {
 		kc := jetstream.KeyValueConfig{Bucket: b, Storage: jetstream.FileStorage, Replicas: r, History: 1}
 		if err := retry(ctx, func(ctx context.Context) error {
 			_, err := js.CreateOrUpdateKeyValue(ctx, kc)

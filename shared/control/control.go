@@ -158,6 +158,9 @@ type NodeStatus struct {
 	UsedBytes     int64       `json:"used_bytes"`
 	CapacityBytes int64       `json:"capacity_bytes"`
 	Fill          float64     `json:"fill"`
+	// Flaps and GraceMS come from the detector's liveness record.
+	Flaps   int   `json:"flaps"`
+	GraceMS int64 `json:"grace_ms"`
 }
 
 // ClusterStatus answers CtlStatus (SPEC §3 `cluster status --json`).
@@ -169,4 +172,7 @@ type ClusterStatus struct {
 	Lost            int          `json:"lost"`
 	BytesRemaining  int64        `json:"bytes_remaining"`
 	InFlight        int          `json:"in_flight"`
+	// VerdictsHeld is set while the detectors withhold down verdicts; HeldReason says why.
+	VerdictsHeld bool   `json:"verdicts_held"`
+	HeldReason   string `json:"held_reason,omitempty"`
 }

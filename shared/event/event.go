@@ -29,6 +29,9 @@ const (
 	LostPrefix      = "rehome.shard.lost."
 	HealProgress    = "rehome.heal.progress"
 	HealStalled     = "rehome.heal.stalled"
+	// DetectorHeld and DetectorReleased announce the mass-silence guard.
+	DetectorHeld     = "rehome.detector.held"
+	DetectorReleased = "rehome.detector.released"
 	// ControlPrefix carries request/reply calls to the acting planner; it is not
 	// an event subject and is left out of event tails.
 	ControlPrefix = "rehome.ctl."
@@ -277,6 +280,19 @@ type Progress struct {
 	// SuspectNodes counts nodes holding shards whose verdict is pending: their
 	// copies still count, but they may yet be declared down.
 	SuspectNodes int `json:"suspect_nodes"`
+}
+
+// Hold is published on rehome.detector.held when a detector starts withholding
+// down verdicts (too many nodes silent at once) and on rehome.detector.released
+// when it stops (the share dropped, or an operator overrode it).
+type Hold struct {
+	Header
+	Held     bool     `json:"held"`
+	Reason   string   `json:"reason"`
+	Silent   int      `json:"silent"`
+	Judged   int      `json:"judged"`
+	Nodes    []string `json:"nodes,omitempty"`
+	Detector string   `json:"detector,omitempty"`
 }
 
 // Stalled is published on rehome.heal.stalled when work remains and nothing

@@ -174,7 +174,37 @@ type Liveness struct {
 	Reason    string    `json:"reason,omitempty"`
 	LastHeard time.Time `json:"last_heard"`
 	BootID    string    `json:"boot_id,omitempty"`
+	// Flaps counts the suspect/down episodes inside the detector's flap window;
+	// GraceMS is the grace currently applied to the node (longer when it flaps).
+	Flaps   int   `json:"flaps"`
+	GraceMS int64 `json:"grace_ms"`
 }
+
+// Hold is the detector's mass-silence guard state (bucket detector, key
+// HoldKey): while Held, down verdicts are withheld because too many nodes went
+// silent at once (more likely the watcher is cut off than they all died).
+type Hold struct {
+	V      int       `json:"v"`
+	Held   bool      `json:"held"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
+	Silent int       `json:"silent"`
+	Judged int       `json:"judged"`
+}
+
+// HoldOverride is an operator's order (bucket detector, key OverrideKey) to
+// issue down verdicts despite the guard until Until.
+type HoldOverride struct {
+	V     int       `json:"v"`
+	Until time.Time `json:"until"`
+	By    string    `json:"by,omitempty"`
+}
+
+// Keys of the detector bucket.
+const (
+	HoldKey     = "hold"
+	OverrideKey = "override"
+)
 
 // ShardRef is one shard of an object as its manifest lists it.
 type ShardRef struct {
