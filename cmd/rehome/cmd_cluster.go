@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
@@ -19,6 +20,7 @@ import (
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
 )
 
 func clusterCmd(g *globals) *cobra.Command {
@@ -40,6 +42,11 @@ func clusterCmd(g *globals) *cobra.Command {
 			if err := bus.Call(ctx, s.nc, event.CtlStatus, struct{}{}, &st); err != nil {
 				return err
 			}
+			if h, err := readHold(ctx, s.js); err != nil {
+				return err
+			} else if h.Held {
+				st.VerdictsHeld, st.HeldReason = true, h.Reason
+			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), st)
 			}
@@ -48,13 +55,64 @@ func clusterCmd(g *globals) *cobra.Command {
 		},
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(status)
+	var holdFor time.Duration
+	release := &cobra.Command{
+		Use:   "release-hold [--for 10m]",
+		Short: "let detectors issue down verdicts although many nodes are silent at once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if holdFor <= 0 || holdFor > 24*time.Hour {
+				return fmt.Errorf("--for %s: want a duration up to 24h", holdFor)
+			}
+			s, err := g.connect("rehome-cli")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx, cancel := g.callCtx(cmd.Context())
+			defer cancel()
+			kv, err := s.js.KeyValue(ctx, bus.BucketDetector)
+			if err != nil {
+				return fmt.Errorf("open %s: %w", bus.BucketDetector, err)
+			}
+			host, _ := os.Hostname()
+			until := time.Now().Add(holdFor).UTC()
+			b, _ := json.Marshal(model.HoldOverride{V: model.Version, Until: until, By: "operator at " + host})
+			if _, err := kv.Put(ctx, model.OverrideKey, b); err != nil {
+				return fmt.Errorf("write override: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "down verdicts released until %s\n", until.Format(time.RFC3339))
+			return nil
+		},
+	}
+	release.Flags().DurationVar(&holdFor, "for", 10*time.Minute, "how long the guard is overridden")
+	cmd.AddCommand(status, release)
 	return cmd
+}
+
+// readHold returns the detectors' mass-silence guard state (zero if none was written).
+func readHold(ctx context.Context, js jetstream.JetStream) (model.Hold, error) {
+	var h model.Hold
+	kv, err := js.KeyValue(ctx, bus.BucketDetector)
+	if err != nil {
+		return h, fmt.Errorf("open %s: %w", bus.BucketDetector, err)
+	}
+	e, err := kv.Get(ctx, model.HoldKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return h, nil
+	}
+	if err != nil {
+		return h, fmt.Errorf("read hold: %w", err)
+	}
+	if err := json.Unmarshal(e.Value(), &h); err != nil {
+		return h, fmt.Errorf("hold record is corrupt: %w", err)
+	}
+	return h, nil
 }
 
 func printStatus(w io.Writer, st control.ClusterStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RACK\tNODE\tSTATE\tADDR\tSHARDS\tBYTES\tFILL")
+	fmt.Fprintln(tw, "RACK\tNODE\tSTATE\tADDR\tSHARDS\tBYTES\tFILL\tFLAPS\tGRACE")
 	prev := ""
 	for _, n := range st.Nodes {
 		rack := n.Rack
@@ -62,9 +120,16 @@ func printStatus(w io.Writer, st control.ClusterStatus) {
 			rack = ""
 		}
 		prev = n.Rack
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%.1f%%\n", rack, n.ID, n.State, n.Addr, n.Shards, humanBytes(n.Bytes), 100*n.Fill)
+		grace := "-"
+		if n.GraceMS > 0 {
+			grace = (time.Duration(n.GraceMS) * time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%.1f%%\t%d\t%s\n", rack, n.ID, n.State, n.Addr, n.Shards, humanBytes(n.Bytes), 100*n.Fill, n.Flaps, grace)
 	}
 	tw.Flush()
+	if st.VerdictsHeld {
+		fmt.Fprintf(w, "\nVERDICTS HELD: %s\n  (rehome cluster release-hold to override)\n", st.HeldReason)
+	}
 	fmt.Fprintf(w, "\nobjects %d  shards %d  under-replicated %d  lost %d  bytes to rebuild %s  tasks in flight %d\n",
 		st.Objects, st.Shards, st.UnderReplicated, st.Lost, humanBytes(st.BytesRemaining), st.InFlight)
 }

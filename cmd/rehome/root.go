@@ -49,7 +49,7 @@ func run(args []string) (int, error) {
 	root.AddCommand(
 		devCmd(g),
 		putCmd(g), getCmd(g), lsCmd(g), rmCmd(g), inspectCmd(g),
-		clusterCmd(g), healCmd(g), eventsCmd(g),
+		clusterCmd(g), healCmd(g), eventsCmd(g), nodeCmd(g),
 		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), healthcheckCmd(),
 	)
 	root.SetArgs(args)

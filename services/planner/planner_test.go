@@ -567,10 +567,8 @@ func TestRestartMidRepairIssuesNoDuplicates(t *testing.T) {
 	stop()
 
 	h.startPlanner(fastConfig())
-	time.Sleep(300 * time.Millisecond) // several ticks of the new planner: it must add nothing
-	if n := queued(); n != 4 {
-		t.Fatalf("restarted planner queued %d tasks, want the same 4", n)
-	}
+	// Several ticks of the new planner: it must add nothing.
+	bustest.Consistently(t, 300*time.Millisecond, "restarted planner queues the same 4 tasks", func() bool { return queued() == 4 })
 	mv := &mover{}
 	h.runMover(mv)
 	h.waitHealthy()
@@ -637,12 +635,12 @@ func TestStallIsReportedOnce(t *testing.T) {
 		defer mu.Unlock()
 		return stalls > 0 && h.heal().Stalled
 	})
-	time.Sleep(time.Second) // ten more progress rounds, still stalled
-	mu.Lock()
-	defer mu.Unlock()
-	if stalls != 1 {
-		t.Fatalf("stall announced %d times, want once", stalls)
-	}
+	// Ten more progress rounds, still stalled: announced once.
+	bustest.Consistently(t, time.Second, "stall announced once", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return stalls == 1
+	})
 }
 
 func TestLostShardIsAnnounced(t *testing.T) {

@@ -60,3 +60,19 @@ func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() boo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Consistently checks cond every 50 ms for the whole of d and fails the test
+// with msg the first time it is false: a negative assertion needs a window.
+func Consistently(t testing.TB, d time.Duration, msg string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if !cond() {
+			t.Fatalf("within %s: %s no longer holds", d, msg)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
