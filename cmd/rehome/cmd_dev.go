@@ -14,7 +14,7 @@ import (
 func devCmd(_ *globals) *cobra.Command {
 	cfg := devcluster.Config{
 		Dir: "rehome-data", Nodes: 6, Racks: 3, Movers: 2, NATSPort: 4222,
-		Grace: 10 * time.Second, SuspectAfter: 3 * time.Second, Heartbeat: time.Second, LogLevel: "info",
+		Grace: 10 * time.Second, SuspectAfter: 3 * time.Second, Heartbeat: time.Second, MaxSilent: 0.5, LogLevel: "info",
 	}
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -38,6 +38,7 @@ func devCmd(_ *globals) *cobra.Command {
 	fl.DurationVar(&cfg.Grace, "grace", cfg.Grace, "silence past suspicion before a node is down")
 	fl.DurationVar(&cfg.SuspectAfter, "suspect-after", cfg.SuspectAfter, "silence before a node is suspect")
 	fl.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "storage heartbeat interval")
+	fl.Float64Var(&cfg.MaxSilent, "max-silent-share", cfg.MaxSilent, "hold down verdicts when more than this share of nodes is silent at once")
 	fl.Int64Var(&cfg.Capacity, "capacity", 0, "per-node capacity in bytes (0: the filesystem's size)")
 	fl.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "children's log level: info or debug")
 	return cmd

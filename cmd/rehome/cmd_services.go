@@ -205,6 +205,10 @@ func detectorCmd(g *globals) *cobra.Command {
 	fl.DurationVar(&cfg.SuspectAfter, "suspect-after", cfg.SuspectAfter, "silence after which a node is suspect")
 	fl.DurationVar(&cfg.Grace, "grace", cfg.Grace, "further silence after which a suspect node is down")
 	fl.Float64Var(&cfg.MaxSilentShare, "max-silent-share", cfg.MaxSilentShare, "hold down verdicts when more than this share of nodes is silent at once")
+	fl.DurationVar(&cfg.FlapWindow, "flap-window", cfg.FlapWindow, "suspect episodes within this window count as flaps")
+	fl.IntVar(&cfg.FlapThreshold, "flap-threshold", cfg.FlapThreshold, "flaps tolerated before the grace doubles per flap")
+	fl.DurationVar(&cfg.MaxGrace, "max-grace", cfg.MaxGrace, "cap of the damped grace (0: 10 x grace; = grace turns damping off)")
+	fl.StringVar(&cfg.SystemURL, "system-nats", os.Getenv("REHOME_SYSTEM_NATS_URL"), "NATS URL with system-account credentials: suspect a node as soon as its connection closes (default $REHOME_SYSTEM_NATS_URL)")
 	return cmd
 }
 

@@ -3,6 +3,14 @@
 // verdict in the liveness KV bucket and announces it on
 // rehome.node.{suspect,down,up}.<node>.
 //
+// It also makes the mass-silence guard visible and operable: while it holds
+// down verdicts the guard's state is in the detector bucket (model.HoldKey)
+// and announced on rehome.detector.held / rehome.detector.released, and an
+// operator's model.HoldOverride under model.OverrideKey lets verdicts flow
+// until its Until. With Config.SystemURL set it also listens to the NATS
+// server's $SYS.ACCOUNT.*.DISCONNECT events and suspects a storage node the
+// moment its connection closes.
+//
 // Several detectors may run at once: verdict events carry a message id derived
 // from (state, node, last-heard time), so two detectors judging the same
 // silence publish one event, and liveness records are written with
@@ -16,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -48,10 +57,28 @@ type Config struct {
 	// local clock for it to be used as the last-heard time (so that several
 	// detectors agree on it); beyond that the receipt time is used (default 500 ms).
 	MaxClockSkew time.Duration
+	// FlapWindow is how long a suspect episode counts as a flap (default 10 min).
+	FlapWindow time.Duration
+	// FlapThreshold is how many flaps inside FlapWindow a node may have with
+	// the plain Grace (default 2); each one more doubles its grace.
+	FlapThreshold int
+	// MaxGrace caps the lengthened grace of a flapping node; 0 (the default)
+	// means 10 × Grace as configured. Set it to Grace to turn damping off.
+	MaxGrace time.Duration
+	// SystemURL, when set, is a NATS URL with system-account credentials
+	// (e.g. nats://sys:secret@127.0.0.1:4222). The detector then opens a second
+	// connection there, listens to $SYS.ACCOUNT.*.DISCONNECT and suspects a
+	// storage node (one whose connection name is its node id) as soon as its
+	// connection closes. The notice only brings the suspect verdict forward:
+	// down still takes SuspectAfter + the node's grace of silence counted from
+	// its last heartbeat, and a heartbeat after a reconnect makes it up again.
+	// Default "" (heartbeats only).
+	SystemURL string
 }
 
 // DefaultConfig returns SPEC §5 defaults: suspect 3 s, grace 30 s, share 0.5,
-// hold 0 (= suspect + grace), tick 100 ms, skew 500 ms.
+// hold 0 (= suspect + grace), tick 100 ms, skew 500 ms, flap window 10 min,
+// flap threshold 2, max grace 0 (= 10 × grace), no system URL.
 func DefaultConfig() Config {
 	d := liveness.DefaultConfig()
 	return Config{
@@ -61,12 +88,25 @@ func DefaultConfig() Config {
 		StartupHold:    d.StartupHold,
 		Tick:           100 * time.Millisecond,
 		MaxClockSkew:   500 * time.Millisecond,
+		FlapWindow:     d.FlapWindow,
+		FlapThreshold:  d.FlapThreshold,
+		MaxGrace:       d.MaxGrace,
 	}
 }
 
 func (c Config) withDefaults() (Config, error) {
-	if c.SuspectAfter < 0 || c.Grace < 0 || c.StartupHold < 0 || c.Tick < 0 || c.MaxClockSkew < 0 {
-		return c, fmt.Errorf("detector config: negative duration in %+v", c)
+	if c.SuspectAfter < 0 || c.Grace < 0 || c.StartupHold < 0 || c.Tick < 0 || c.MaxClockSkew < 0 ||
+		c.FlapWindow < 0 || c.MaxGrace < 0 {
+		return c, fmt.Errorf("detector config: negative duration in suspect %s, grace %s, hold %s, tick %s, skew %s, flap window %s or max grace %s",
+			c.SuspectAfter, c.Grace, c.StartupHold, c.Tick, c.MaxClockSkew, c.FlapWindow, c.MaxGrace)
+	}
+	if c.FlapThreshold < 0 {
+		return c, fmt.Errorf("detector config: negative flap threshold %d", c.FlapThreshold)
+	}
+	if c.SystemURL != "" {
+		if _, err := url.Parse(c.SystemURL); err != nil {
+			return c, fmt.Errorf("detector config: system URL is not a URL")
+		}
 	}
 	if c.MaxSilentShare < 0 || c.MaxSilentShare > 1 {
 		return c, fmt.Errorf("detector config: max silent share %v outside [0, 1]", c.MaxSilentShare)
@@ -87,7 +127,22 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxClockSkew == 0 {
 		c.MaxClockSkew = d.MaxClockSkew
 	}
+	if c.FlapWindow == 0 {
+		c.FlapWindow = d.FlapWindow
+	}
+	if c.FlapThreshold == 0 {
+		c.FlapThreshold = d.FlapThreshold
+	}
 	return c, nil
+}
+
+// redacted returns u with any password masked, for logs and errors.
+func redacted(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return p.Redacted()
 }
 
 // maxHeartbeatBytes bounds a heartbeat payload; larger ones are malformed.
@@ -98,6 +153,15 @@ const maxBacklog = 4096
 
 // opTimeout bounds one KV write or publish.
 const opTimeout = 5 * time.Second
+
+// disconnectSubject carries the server's client-disconnect events (system account).
+const disconnectSubject = "$SYS.ACCOUNT.*.DISCONNECT"
+
+// maxDisconnectBytes bounds a disconnect event; larger ones are malformed.
+const maxDisconnectBytes = 64 << 10
+
+// disconnectQueue bounds the disconnect notices waiting for the Run loop.
+const disconnectQueue = 1024
 
 // Service is one running detector. Create it with New and call Run once.
 type Service struct {
@@ -112,12 +176,21 @@ type Service struct {
 	mu sync.Mutex // guards tr (heartbeat callbacks run on NATS goroutines)
 	tr *liveness.Tracker
 
+	// disc carries node names from disconnect events to the Run loop.
+	disc chan string
+
 	// Owned by the Run goroutine.
 	kv      jetstream.KeyValue
-	revs    map[string]uint64 // last known liveness revision per node
+	dkv     jetstream.KeyValue // bus.BucketDetector
+	revs    map[string]uint64  // last known liveness revision per node
 	backlog []pending
-	held    bool
 	offline bool
+	// holdAnnounced is the guard state last recorded in the detector bucket
+	// (by this detector, or found there at start); holdSince the Since of the
+	// hold it describes (for the release's message id).
+	holdAnnounced bool
+	holdSince     time.Time
+	holdTries     int
 }
 
 // pending is a decided transition not yet recorded and announced.
@@ -149,6 +222,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 		cfg: cfg, nc: nc, js: js, log: log, now: now, reg: reg,
 		m:    newMetrics(reg, cfg.SuspectAfter+cfg.Grace),
 		revs: map[string]uint64{},
+		disc: make(chan string, disconnectQueue),
 	}, nil
 }
 
@@ -170,19 +244,49 @@ func (s *Service) Held() (bool, string) {
 	return s.tr.Held()
 }
 
+// Hold returns the mass-silence guard's state as of the last tick (zero
+// before Run starts). Safe to call concurrently with Run.
+func (s *Service) Hold() liveness.Hold {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tr == nil {
+		return liveness.Hold{}
+	}
+	return s.tr.Hold()
+}
+
+// Nodes returns the tracker's snapshot of every known node (state, flaps,
+// grace) as of the last tick; nil before Run starts. Safe to call
+// concurrently with Run.
+func (s *Service) Nodes() []liveness.NodeInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tr == nil {
+		return nil
+	}
+	return s.tr.Nodes()
+}
+
 // Run seeds the tracker from the liveness bucket and the heartbeat stream,
 // then judges nodes every Tick until ctx is cancelled, when it returns nil.
-// It returns an error only if it cannot start (bucket or stream missing).
+// It returns an error only if it cannot start: a bucket or stream missing, or
+// a SystemURL that cannot be connected to or does not reach the system account.
 func (s *Service) Run(ctx context.Context) error {
 	kv, err := s.js.KeyValue(ctx, bus.BucketLiveness)
 	if err != nil {
 		return fmt.Errorf("detector: open bucket %s: %w", bus.BucketLiveness, err)
 	}
 	s.kv = kv
+	dkv, err := s.js.KeyValue(ctx, bus.BucketDetector)
+	if err != nil {
+		return fmt.Errorf("detector: open bucket %s: %w", bus.BucketDetector, err)
+	}
+	s.dkv = dkv
 	start := s.now()
 	tc := liveness.Config{
 		SuspectAfter: s.cfg.SuspectAfter, Grace: s.cfg.Grace,
 		MaxSilentShare: s.cfg.MaxSilentShare, StartupHold: s.cfg.StartupHold,
+		FlapWindow: s.cfg.FlapWindow, FlapThreshold: s.cfg.FlapThreshold, MaxGrace: s.cfg.MaxGrace,
 	}
 	s.mu.Lock()
 	s.tr = liveness.New(tc, start)
@@ -211,21 +315,62 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	if err := s.loadHold(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	ow, err := s.seedOverride(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer func() { _ = ow.Stop() }()
+	if s.cfg.SystemURL != "" {
+		sysnc, err := s.listenDisconnects(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		defer sysnc.Close()
+	}
 	// The hold counts from when the detector is actually listening.
 	s.mu.Lock()
 	s.tr.Restart(s.now())
 	holdUntil := s.tr.HoldUntil()
 	s.mu.Unlock()
 	s.log.Info("detector started", "suspect_after", s.cfg.SuspectAfter, "grace", s.cfg.Grace, "max_silent_share", s.cfg.MaxSilentShare,
+		"flap_window", s.cfg.FlapWindow, "flap_threshold", s.cfg.FlapThreshold, "max_grace", s.tr.Config().MaxGrace,
+		"disconnect_events", s.cfg.SystemURL != "",
 		"known_nodes", nodes, "judging_from", holdUntil.UTC().Format(time.RFC3339Nano))
 
 	ticker := time.NewTicker(s.cfg.Tick)
 	defer ticker.Stop()
 	updates := w.Updates()
+	overrides := ow.Updates()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case name := <-s.disc:
+			s.onDisconnect(ctx, name)
+		case e, ok := <-overrides:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				s.log.Warn("override watch ended; restarting it")
+				overrides = nil
+				continue
+			}
+			if e != nil {
+				s.onOverride(e)
+			}
 		case e, ok := <-updates:
 			if !ok {
 				if ctx.Err() != nil {
@@ -243,6 +388,12 @@ func (s *Service) Run(ctx context.Context) error {
 				if nw, err := kv.WatchAll(ctx); err == nil {
 					w = nw
 					updates = w.Updates()
+				}
+			}
+			if overrides == nil {
+				if nw, err := dkv.Watch(ctx, model.OverrideKey); err == nil {
+					ow = nw
+					overrides = ow.Updates()
 				}
 			}
 			s.tick(ctx)
@@ -285,6 +436,7 @@ func (s *Service) seedLiveness(ctx context.Context) (jetstream.KeyWatcher, error
 			}
 			s.mu.Lock()
 			s.tr.Seed(rec.Node, last, rec.State)
+			s.tr.SeedFlaps(rec.Node, rec.Flaps, rec.Since)
 			s.mu.Unlock()
 		}
 	}
@@ -451,17 +603,12 @@ func (s *Service) tick(ctx context.Context) {
 		s.offline = false
 	}
 	trs := s.tr.Tick(now)
-	held, reason := s.tr.Held()
+	hold := s.tr.Hold()
 	nodes := s.tr.Nodes()
 	s.mu.Unlock()
 
-	if held != s.held {
-		if held {
-			s.log.Warn("holding down verdicts", "reason", reason)
-		} else {
-			s.log.Info("releasing held down verdicts")
-		}
-		s.held = held
+	if hold.Held != s.holdAnnounced {
+		s.announceHold(ctx, hold, now)
 	}
 	for _, t := range trs {
 		s.backlog = append(s.backlog, pending{Transition: t, at: now})
@@ -471,7 +618,7 @@ func (s *Service) tick(ctx context.Context) {
 		s.backlog = s.backlog[over:]
 	}
 	s.flush(ctx)
-	s.m.observe(nodes, held, now)
+	s.m.observe(nodes, hold, now)
 }
 
 // flush announces the backlog in order; a node whose verdict fails keeps its
@@ -511,6 +658,7 @@ func (s *Service) announce(ctx context.Context, p pending) error {
 	rec := model.Liveness{
 		V: model.Version, Node: p.Node, State: p.To, Since: p.at.UTC(), Reason: p.Reason,
 		LastHeard: p.LastHeard.UTC(), BootID: p.BootID,
+		Flaps: p.Flaps, GraceMS: p.Grace.Milliseconds(),
 	}
 	publish, err := s.putLiveness(octx, rec)
 	if err != nil || !publish {
@@ -535,7 +683,7 @@ func (s *Service) announce(ctx context.Context, p pending) error {
 		lvl = slog.LevelWarn
 	}
 	s.log.Log(ctx, lvl, "verdict", "node", p.Node, "from", string(p.From), "to", string(p.To),
-		"reason", p.Reason, "silent_ms", v.SilentMS, "incident", v.Incident)
+		"reason", p.Reason, "silent_ms", v.SilentMS, "incident", v.Incident, "flaps", p.Flaps, "grace", p.Grace)
 	return nil
 }
 

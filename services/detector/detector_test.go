@@ -448,7 +448,7 @@ func TestTwoDetectorsPublishEachVerdictOnce(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	env := bustest.Start(t)
-	bad := []detector.Config{{Grace: -time.Second}, {MaxSilentShare: 1.5}}
+	bad := []detector.Config{{Grace: -time.Second}, {MaxSilentShare: 1.5}, {FlapWindow: -time.Second}, {FlapThreshold: -1}, {MaxGrace: -time.Second}}
 	for _, c := range bad {
 		if _, err := detector.New(c, env.NC, env.JS, nil, nil); err == nil {
 			t.Fatalf("New accepted %+v", c)

@@ -16,8 +16,15 @@ type metrics struct {
 	verdicts   *prometheus.CounterVec
 	delay      prometheus.Histogram
 	held       prometheus.Gauge
+	override   prometheus.Gauge
+	flaps      *prometheus.GaugeVec
+	grace      *prometheus.GaugeVec
 	malformed  *prometheus.CounterVec
 	failedPubs prometheus.Counter
+	// disconnects counts server disconnect notices by outcome: suspected
+	// (an up node became suspect), ignored (not an up node, or not a node),
+	// dropped (queue full).
+	disconnects *prometheus.CounterVec
 }
 
 var states = []model.State{model.StateUp, model.StateSuspect, model.StateDown, model.StateMaintenance}
@@ -52,6 +59,22 @@ func newMetrics(reg *prometheus.Registry, timeout time.Duration) *metrics {
 			Name: "rehome_detector_verdicts_held",
 			Help: "1 while down verdicts are held because too many nodes are silent at once.",
 		}),
+		override: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_detector_hold_override_active",
+			Help: "1 while an operator override of the mass-silence guard is in force.",
+		}),
+		flaps: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rehome_detector_node_flaps",
+			Help: "Suspect episodes of the node inside the flap window.",
+		}, []string{"node"}),
+		grace: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rehome_detector_node_grace_seconds",
+			Help: "Grace currently applied to the node (longer while it flaps).",
+		}, []string{"node"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rehome_detector_disconnects_total",
+			Help: "Client-disconnect notices from the NATS server, by outcome (suspected, ignored, dropped).",
+		}, []string{"outcome"}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_detector_malformed_events_total",
 			Help: "Messages dropped because they were not well-formed version-1 payloads.",
@@ -61,9 +84,13 @@ func newMetrics(reg *prometheus.Registry, timeout time.Duration) *metrics {
 			Help: "Failed attempts to record or publish a verdict (retried on the next tick).",
 		}),
 	}
-	reg.MustRegister(m.nodeState, m.age, m.verdicts, m.delay, m.held, m.malformed, m.failedPubs)
-	for _, s := range []string{"heartbeat", "liveness"} {
+	reg.MustRegister(m.nodeState, m.age, m.verdicts, m.delay, m.held, m.override, m.flaps, m.grace,
+		m.disconnects, m.malformed, m.failedPubs)
+	for _, s := range []string{"heartbeat", "liveness", "override", "hold", "disconnect"} {
 		m.malformed.WithLabelValues(s)
+	}
+	for _, s := range []string{"suspected", "ignored", "dropped"} {
+		m.disconnects.WithLabelValues(s)
 	}
 	for _, s := range states[:3] {
 		m.verdicts.WithLabelValues(string(s))
@@ -71,8 +98,8 @@ func newMetrics(reg *prometheus.Registry, timeout time.Duration) *metrics {
 	return m
 }
 
-// observe refreshes the per-node gauges from a tracker snapshot.
-func (m *metrics) observe(nodes []liveness.NodeInfo, held bool, now time.Time) {
+// observe refreshes the per-node and guard gauges from a tracker snapshot.
+func (m *metrics) observe(nodes []liveness.NodeInfo, hold liveness.Hold, now time.Time) {
 	for _, n := range nodes {
 		for _, s := range states {
 			v := 0.0
@@ -84,10 +111,16 @@ func (m *metrics) observe(nodes []liveness.NodeInfo, held bool, now time.Time) {
 		if !n.LastHeard.IsZero() {
 			m.age.WithLabelValues(n.Node).Set(max(now.Sub(n.LastHeard).Seconds(), 0))
 		}
+		m.flaps.WithLabelValues(n.Node).Set(float64(n.Flaps))
+		m.grace.WithLabelValues(n.Node).Set(n.Grace.Seconds())
 	}
-	if held {
-		m.held.Set(1)
-	} else {
-		m.held.Set(0)
+	m.held.Set(boolValue(hold.Held))
+	m.override.Set(boolValue(hold.Overridden))
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
 	}
+	return 0
 }

@@ -5,6 +5,9 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -12,10 +15,85 @@ import (
 
 // Config sets where the embedded server listens and stores its streams.
 // Port -1 picks a free port.
+//
+// SystemUser and SystemPassword (both or neither) add a system account: the
+// server then has two accounts, AppAccount (JetStream enabled, where every
+// client connecting without credentials lands, as before) and SystemAccount
+// (the server's own events, e.g. $SYS.ACCOUNT.*.DISCONNECT), reachable only
+// with those credentials (see SystemURL). Without them the server has the
+// single default account, as before.
 type Config struct {
-	Host     string
-	Port     int
-	StoreDir string
+	Host           string
+	Port           int
+	StoreDir       string
+	SystemUser     string
+	SystemPassword string
+}
+
+// Account names used when Config has a system user.
+const (
+	AppAccount    = "REHOME"
+	SystemAccount = "SYS"
+	// anonUser is the user clients without credentials are mapped to.
+	anonUser = "rehome"
+)
+
+// accountsConf declares the two accounts; JetStream limits of an account can
+// only be set through the configuration parser, so the accounts come from it
+// while the users are added in code (no escaping of passwords needed).
+const accountsConf = `accounts: { ` + AppAccount + `: { jetstream: enabled }, ` + SystemAccount + `: {} }`
+
+// SystemURL returns clientURL (e.g. s.ClientURL()) with the system user's
+// credentials in it, for a connection to the system account. It returns
+// clientURL unchanged when c has no system user.
+func (c Config) SystemURL(clientURL string) string {
+	if c.SystemUser == "" {
+		return clientURL
+	}
+	u, err := url.Parse(clientURL)
+	if err != nil {
+		return clientURL
+	}
+	u.User = url.UserPassword(c.SystemUser, c.SystemPassword)
+	return u.String()
+}
+
+// options builds the server options for cfg (Host already defaulted).
+func options(cfg Config) (*server.Options, error) {
+	opts := &server.Options{}
+	if cfg.SystemUser != "" || cfg.SystemPassword != "" {
+		if cfg.SystemUser == "" || cfg.SystemPassword == "" {
+			return nil, errors.New("embedded nats: system user and password go together")
+		}
+		if cfg.SystemUser == anonUser {
+			return nil, fmt.Errorf("embedded nats: system user may not be %q", anonUser)
+		}
+		if err := opts.ProcessConfigString(accountsConf); err != nil {
+			return nil, fmt.Errorf("embedded nats: accounts: %w", err)
+		}
+		accs := map[string]*server.Account{}
+		for _, a := range opts.Accounts {
+			accs[a.Name] = a
+		}
+		app, sys := accs[AppAccount], accs[SystemAccount]
+		if app == nil || sys == nil {
+			return nil, errors.New("embedded nats: accounts not configured")
+		}
+		opts.Users = []*server.User{
+			{Username: anonUser, Account: app},
+			{Username: cfg.SystemUser, Password: cfg.SystemPassword, Account: sys},
+		}
+		opts.NoAuthUser = anonUser
+		opts.SystemAccount = SystemAccount
+	}
+	opts.Host = cfg.Host
+	opts.Port = cfg.Port
+	opts.JetStream = true
+	opts.StoreDir = cfg.StoreDir
+	opts.NoSigs = true
+	opts.NoLog = true
+	opts.MaxPayload = 8 << 20
+	return opts, nil
 }
 
 // Start launches the server and blocks until it accepts connections (at most
@@ -27,22 +105,18 @@ func Start(cfg Config) (*server.Server, error) {
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
-	s, err := server.NewServer(&server.Options{
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		NoSigs:     true,
-		NoLog:      true,
-		MaxPayload: 8 << 20,
-	})
+	opts, err := options(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		return nil, fmt.Errorf("embedded nats on %s:%d did not become ready (port in use?)", cfg.Host, cfg.Port)
+		return nil, fmt.Errorf("embedded nats on %s did not become ready (port in use?)", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	}
 	return s, nil
 }

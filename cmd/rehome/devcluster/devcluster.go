@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ type Config struct {
 	Grace        time.Duration // detector grace after suspicion
 	SuspectAfter time.Duration // silence before suspicion
 	Heartbeat    time.Duration // storage heartbeat interval
+	MaxSilent    float64       // detector's mass-silence share (0: its default)
 	Capacity     int64         // per-node capacity in bytes (0: the filesystem's)
 	Exe          string        // the rehome binary to start children from
 	LogLevel     string
@@ -59,6 +61,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dev: --movers %d: want at least 1", c.Movers)
 	case c.NATSPort < 1 || c.NATSPort > 65535:
 		return fmt.Errorf("dev: --nats-port %d: want 1-65535", c.NATSPort)
+	case c.MaxSilent <= 0 || c.MaxSilent > 1:
+		return fmt.Errorf("dev: --max-silent-share %v: want a share in (0, 1]", c.MaxSilent)
 	case c.Grace <= 0 || c.SuspectAfter <= 0 || c.Heartbeat <= 0:
 		return errors.New("dev: --grace, --suspect-after and --heartbeat must be positive")
 	}
@@ -88,6 +92,7 @@ type Cluster struct {
 	log      *slog.Logger
 	url      string
 	token    string
+	sysURL   string     // NATS URL with system-account credentials (disconnect events)
 	mu       sync.Mutex // guards children and their Process fields
 	children []*child
 	fileMu   sync.Mutex // serialises writes of processes.json
@@ -110,17 +115,28 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 			return fmt.Errorf("dev: %w", err)
 		}
 	}
-	token, err := loadOrCreateToken(filepath.Join(dir, "secrets.env"))
+	secretsPath := filepath.Join(dir, "secrets.env")
+	old := readSecrets(secretsPath)
+	token, err := secretOr(old[shardapi.EnvToken])
 	if err != nil {
 		return err
 	}
-	srv, err := embedded.Start(embedded.Config{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(dir, "nats")})
+	sysPass, err := secretOr(old[envSysPassword])
+	if err != nil {
+		return err
+	}
+	ncfg := embedded.Config{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(dir, "nats"),
+		SystemUser: "rehome-sys", SystemPassword: sysPass}
+	srv, err := embedded.Start(ncfg)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	c := &Cluster{cfg: cfg, log: log, url: srv.ClientURL(), token: token}
-	if err := writeSecrets(filepath.Join(dir, "secrets.env"), c.url, token); err != nil {
+	c := &Cluster{cfg: cfg, log: log, url: srv.ClientURL(), token: token, sysURL: ncfg.SystemURL(srv.ClientURL())}
+	err = writeSecrets(secretsPath, map[string]string{
+		bus.EnvURL: c.url, shardapi.EnvToken: token, envSystemURL: c.sysURL, envSysPassword: sysPass,
+	})
+	if err != nil {
 		return err
 	}
 	if err := c.ensure(ctx); err != nil {
@@ -168,7 +184,8 @@ func (c *Cluster) startAll() error {
 		}
 	}
 	if err := c.start("detector", "detector", "", append([]string{"detector",
-		"--grace", cfg.Grace.String(), "--suspect-after", cfg.SuspectAfter.String()}, common...)); err != nil {
+		"--grace", cfg.Grace.String(), "--suspect-after", cfg.SuspectAfter.String(),
+		"--max-silent-share", strconv.FormatFloat(cfg.MaxSilent, 'g', -1, 64)}, common...)); err != nil {
 		return err
 	}
 	if err := c.start("planner", "planner", "", append([]string{"planner"}, common...)); err != nil {
@@ -195,6 +212,9 @@ func (c *Cluster) start(role, id, rack string, args []string) error {
 	cmd := exec.Command(c.cfg.Exe, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = append(os.Environ(), bus.EnvURL+"="+c.url, shardapi.EnvToken+"="+c.token)
+	if role == "detector" {
+		cmd.Env = append(cmd.Env, envSystemURL+"="+c.sysURL)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -313,28 +333,57 @@ Ctrl-C stops every process.
 		filepath.Join(cfg.Dir, "secrets.env"), c.pidOf("storage-1"))
 }
 
-// loadOrCreateToken reuses the storage token of an earlier run in the same
-// dir, so nodes restarted by hand keep working; else it makes a new one.
-func loadOrCreateToken(path string) (string, error) {
-	if f, err := os.Open(path); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), shardapi.EnvToken+"="); ok && v != "" {
-				return v, nil
-			}
+// Names in secrets.env besides the bus URL and the storage token.
+const (
+	// envSystemURL is the NATS URL with system-account credentials, which
+	// detectors use to see connections close (`rehome detector --system-nats`).
+	envSystemURL   = "REHOME_SYSTEM_NATS_URL"
+	envSysPassword = "REHOME_SYSTEM_PASSWORD"
+)
+
+// readSecrets returns the KEY=value lines of an earlier run's secrets.env (none
+// if absent), so a restarted cluster keeps its token and passwords and nodes
+// restarted by hand keep working.
+func readSecrets(path string) map[string]string {
+	out := map[string]string{}
+	f, err := os.Open(path)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok && v != "" {
+			out[k] = v
 		}
+	}
+	return out
+}
+
+// secretOr returns v, or a new random secret when v is empty.
+func secretOr(v string) (string, error) {
+	if v != "" {
+		return v, nil
 	}
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("dev: token: %w", err)
+		return "", fmt.Errorf("dev: secret: %w", err)
 	}
 	return hex.EncodeToString(b), nil
 }
 
-func writeSecrets(path, url, token string) error {
-	body := fmt.Sprintf("%s=%s\n%s=%s\n", bus.EnvURL, url, shardapi.EnvToken, token)
-	return writeAtomic(path, []byte(body), 0o600)
+// writeSecrets writes KEY=value lines (sorted), readable by the owner only.
+func writeSecrets(path string, kv map[string]string) error {
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s\n", k, kv[k])
+	}
+	return writeAtomic(path, []byte(b.String()), 0o600)
 }
 
 func writeAtomic(path string, data []byte, perm os.FileMode) error {

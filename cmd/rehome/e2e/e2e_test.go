@@ -61,7 +61,7 @@ func buildAndRun(m *testing.M) (int, error) {
 
 // cluster is a running `rehome dev`.
 type cluster struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	url  string
 	env  []string
@@ -69,7 +69,7 @@ type cluster struct {
 	done chan error
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +79,7 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func startDev(t *testing.T, args ...string) *cluster {
+func startDev(t testing.TB, args ...string) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	port := freePort(t)
@@ -126,7 +126,7 @@ func (c *cluster) stop() {
 	}
 }
 
-func dumpLogs(t *testing.T, dir string) {
+func dumpLogs(t testing.TB, dir string) {
 	files, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
 	files = append(files, filepath.Join(dir, "dev.out"))
 	for _, f := range files {
@@ -204,6 +204,19 @@ func (c *cluster) token() string {
 type eventLog struct {
 	mu       sync.Mutex
 	subjects []string
+	data     []json.RawMessage
+}
+
+// first returns the payload of the first event whose subject has prefix.
+func (l *eventLog) first(prefix string) json.RawMessage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, s := range l.subjects {
+		if strings.HasPrefix(s, prefix) {
+			return l.data[i]
+		}
+	}
+	return nil
 }
 
 func (l *eventLog) saw(prefix string) bool {
@@ -239,17 +252,19 @@ func (c *cluster) tailEvents(t *testing.T) *eventLog {
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			var line struct {
-				Subject string `json:"subject"`
-				Data    struct {
-					V int `json:"v"`
-				} `json:"data"`
+				Subject string          `json:"subject"`
+				Data    json.RawMessage `json:"data"`
 			}
-			if err := json.Unmarshal(sc.Bytes(), &line); err != nil || line.Data.V != 1 {
+			var v struct {
+				V int `json:"v"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &line); err != nil || json.Unmarshal(line.Data, &v) != nil || v.V != 1 {
 				t.Errorf("events --json printed a line that is not a v1 event: %q", sc.Text())
 				continue
 			}
 			log.mu.Lock()
 			log.subjects = append(log.subjects, line.Subject)
+			log.data = append(log.data, line.Data)
 			log.mu.Unlock()
 		}
 	}()
@@ -259,7 +274,7 @@ func (c *cluster) tailEvents(t *testing.T) *eventLog {
 	return log
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -270,7 +285,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func waitHealthy(t *testing.T, c *cluster, nodes int) control.ClusterStatus {
+func waitHealthy(t testing.TB, c *cluster, nodes int) control.ClusterStatus {
 	t.Helper()
 	var st control.ClusterStatus
 	waitFor(t, 60*time.Second, fmt.Sprintf("%d nodes up", nodes), func() bool {
@@ -389,6 +404,12 @@ func TestKillNodeHeals(t *testing.T) {
 	// The incident is visible on the event subjects, as JSON lines.
 	for _, subj := range []string{"rehome.node.suspect." + victim.ID, "rehome.node.down." + victim.ID, "rehome.repair.plan.", "rehome.repair.task.", "rehome.repair.done.", "rehome.heal.progress"} {
 		waitFor(t, 10*time.Second, "event "+subj, func() bool { return events.saw(subj) })
+	}
+
+	// The detector saw the node's NATS connection close before its silence
+	// reached suspect-after (the server's disconnect event).
+	if d := string(events.first("rehome.node.suspect." + victim.ID)); !strings.Contains(d, "connection") {
+		t.Errorf("suspect verdict does not come from the closed connection: %s", d)
 	}
 
 	// Every shard: 3 live replicas on 3 distinct nodes in 3 racks, none on the victim.
