@@ -29,7 +29,7 @@ lint:
 
 ## bench: Go benchmarks of every module
 bench: build
-	REHOME_BIN=$(BIN)/rehome $(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	REHOME_BIN=$(BIN)/rehome $(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
 ## tidy: go mod tidy in every module
 tidy:

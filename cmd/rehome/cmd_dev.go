@@ -13,7 +13,7 @@ import (
 
 func devCmd(_ *globals) *cobra.Command {
 	cfg := devcluster.Config{
-		Dir: "rehome-data", Nodes: 6, Racks: 3, Movers: 2, NATSPort: 4222,
+		Dir: "rehome-data", Nodes: 6, Racks: 3, Movers: 2, Planners: 1, NATSPort: 4222,
 		Grace: 10 * time.Second, SuspectAfter: 3 * time.Second, Heartbeat: time.Second, MaxSilent: 0.5, LogLevel: "info",
 	}
 	cmd := &cobra.Command{
@@ -34,6 +34,8 @@ func devCmd(_ *globals) *cobra.Command {
 	fl.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "storage nodes (storage-1..N)")
 	fl.IntVar(&cfg.Racks, "racks", cfg.Racks, "racks; nodes are dealt round-robin onto rack-1..R")
 	fl.IntVar(&cfg.Movers, "movers", cfg.Movers, "mover processes")
+	fl.IntVar(&cfg.Planners, "planners", cfg.Planners, "planner processes (one acts at a time, the others stand by)")
+	fl.StringArrayVar(&cfg.PlannerArgs, "planner-flag", nil, "extra flag for every planner, repeatable (e.g. --planner-flag=--max-bytes-per-sec=50000000)")
 	fl.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "embedded NATS client port")
 	fl.DurationVar(&cfg.Grace, "grace", cfg.Grace, "silence past suspicion before a node is down")
 	fl.DurationVar(&cfg.SuspectAfter, "suspect-after", cfg.SuspectAfter, "silence before a node is suspect")

@@ -215,18 +215,20 @@ func detectorCmd(g *globals) *cobra.Command {
 func plannerCmd(g *globals) *cobra.Command {
 	var f serviceFlags
 	cfg := planner.DefaultConfig()
+	plannerID := "planner"
 	cmd := &cobra.Command{
 		Use:   "planner",
 		Short: "run the planner (placement map, repair plans)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.runService(cmd.Context(), "planner", &f, func(env *serviceEnv) (service, error) {
+			return g.runService(cmd.Context(), plannerID, &f, func(env *serviceEnv) (service, error) {
 				return planner.New(cfg, env.nc, env.js, env.log, time.Now)
 			})
 		},
 	}
 	f.register(cmd, true)
 	fl := cmd.Flags()
+	fl.StringVar(&plannerID, "id", plannerID, "planner name (lease holder, logs)")
 	fl.IntVar(&cfg.PerNodeIn, "per-node-in", cfg.PerNodeIn, "concurrent repairs writing to one node")
 	fl.IntVar(&cfg.PerNodeOut, "per-node-out", cfg.PerNodeOut, "concurrent repairs reading from one node")
 	fl.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "concurrent repairs cluster-wide")

@@ -38,6 +38,8 @@ type Config struct {
 	Nodes        int           // storage nodes, named storage-1..N
 	Racks        int           // racks rack-1..R; nodes are dealt round-robin
 	Movers       int           // mover processes
+	Planners     int           // planner processes (one acts, the others stand by)
+	PlannerArgs  []string      // extra flags for every planner (throttles)
 	NATSPort     int           // embedded server's client port
 	Grace        time.Duration // detector grace after suspicion
 	SuspectAfter time.Duration // silence before suspicion
@@ -57,6 +59,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dev: --nodes %d: want 1-64", c.Nodes)
 	case c.Racks < 1 || c.Racks > c.Nodes:
 		return fmt.Errorf("dev: --racks %d: want 1-%d (no more racks than nodes)", c.Racks, c.Nodes)
+	case c.Planners < 1 || c.Planners > 5:
+		return fmt.Errorf("dev: --planners %d: want 1-5", c.Planners)
 	case c.Movers < 1:
 		return fmt.Errorf("dev: --movers %d: want at least 1", c.Movers)
 	case c.NATSPort < 1 || c.NATSPort > 65535:
@@ -188,8 +192,15 @@ func (c *Cluster) startAll() error {
 		"--max-silent-share", strconv.FormatFloat(cfg.MaxSilent, 'g', -1, 64)}, common...)); err != nil {
 		return err
 	}
-	if err := c.start("planner", "planner", "", append([]string{"planner"}, common...)); err != nil {
-		return err
+	for i := 1; i <= cfg.Planners; i++ {
+		id := "planner"
+		if cfg.Planners > 1 {
+			id = fmt.Sprintf("planner-%d", i)
+		}
+		args := append(append([]string{"planner", "--id", id}, cfg.PlannerArgs...), common...)
+		if err := c.start("planner", id, "", args); err != nil {
+			return err
+		}
 	}
 	for i := 1; i <= cfg.Movers; i++ {
 		id := fmt.Sprintf("mover-%d", i)
@@ -317,7 +328,7 @@ func (c *Cluster) waitReady(ctx context.Context) {
 
 func (c *Cluster) banner(out io.Writer) {
 	cfg := c.cfg
-	fmt.Fprintf(out, `rehome dev: %d storage nodes on %d racks, detector, planner, %d movers
+	fmt.Fprintf(out, `rehome dev: %d storage nodes on %d racks, detector, %d planner(s), %d movers
   NATS      %s
   data dir  %s   (logs in logs/, processes in processes.json)
   grace     %s after %s of silence
@@ -329,7 +340,7 @@ In another shell:
   bin/rehome heal status --follow
 
 Ctrl-C stops every process.
-`, cfg.Nodes, cfg.Racks, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter,
+`, cfg.Nodes, cfg.Racks, cfg.Planners, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter,
 		filepath.Join(cfg.Dir, "secrets.env"), c.pidOf("storage-1"))
 }
 
