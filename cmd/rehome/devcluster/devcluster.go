@@ -40,6 +40,7 @@ type Config struct {
 	Movers       int           // mover processes
 	Planners     int           // planner processes (one acts, the others stand by)
 	PlannerArgs  []string      // extra flags for every planner (throttles)
+	DetectorArgs []string      // extra flags for the detector (flap damping)
 	NATSPort     int           // embedded server's client port
 	Grace        time.Duration // detector grace after suspicion
 	SuspectAfter time.Duration // silence before suspicion
@@ -189,7 +190,7 @@ func (c *Cluster) startAll() error {
 	}
 	if err := c.start("detector", "detector", "", append([]string{"detector",
 		"--grace", cfg.Grace.String(), "--suspect-after", cfg.SuspectAfter.String(),
-		"--max-silent-share", strconv.FormatFloat(cfg.MaxSilent, 'g', -1, 64)}, common...)); err != nil {
+		"--max-silent-share", strconv.FormatFloat(cfg.MaxSilent, 'g', -1, 64)}, append(cfg.DetectorArgs, common...)...)); err != nil {
 		return err
 	}
 	for i := 1; i <= cfg.Planners; i++ {
