@@ -31,6 +31,7 @@ type metrics struct {
 	duration  *prometheus.HistogramVec
 	inFlight  prometheus.Gauge
 	malformed *prometheus.CounterVec
+	dead      *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -57,11 +58,18 @@ func newMetrics() *metrics {
 			Name: "rehome_mover_malformed_events_total",
 			Help: "Messages dropped because they were not valid: task messages, node records, delivery advisories.",
 		}, []string{"subject"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rehome_mover_dead_letters_total",
+			Help: "Task messages terminated and republished on rehome.repair.dead.<target>, by reason (malformed, permanent, max_deliveries).",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.tasks, m.bytes, m.duration, m.inFlight, m.malformed,
+	m.reg.MustRegister(m.tasks, m.bytes, m.duration, m.inFlight, m.malformed, m.dead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, s := range []string{malformedTask, malformedNode, malformedAdvisory} {
 		m.malformed.WithLabelValues(s)
+	}
+	for _, r := range []string{DeadMalformed, DeadPermanent, DeadMaxDeliveries} {
+		m.dead.WithLabelValues(r)
 	}
 	for _, k := range []string{event.KindCopy, event.KindDelete} {
 		for _, r := range []string{ResultDone, ResultAlreadyPresent, ResultRetry, ResultFailed, ResultAborted} {

@@ -3,7 +3,10 @@
 // each task (event.Task on rehome.repair.task.<target>) is streamed from a
 // source storage node straight into its target, which verifies the checksum
 // before it keeps anything, or deleted from its target. Every outcome is
-// reported as event.Done or event.Failed before the task leaves the queue.
+// reported as event.Done or event.Failed before the task leaves the queue; a
+// task the mover terminates (malformed, failed permanently, or out of
+// deliveries) is first republished, original payload and reason, as
+// event.Dead on rehome.repair.dead.<target>.
 package mover
 
 import (

@@ -36,6 +36,18 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	if err != nil {
 		s.m.malformed.WithLabelValues(malformedTask).Inc()
 		s.log.Debug("dropping malformed task", "subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
+		var seq uint64
+		deliveries := 1
+		if md != nil {
+			seq, deliveries = md.Sequence.Stream, int(md.NumDelivered)
+		}
+		if derr := s.bury(ctx, msg.Subject(), msg.Data(), seq, deliveries, DeadMalformed, oneLine(err)); derr != nil {
+			s.log.Warn("malformed task could not be dead-lettered; handing it back", "err", derr)
+			if err := msg.NakWithDelay(Backoff(deliveries, s.cfg.BackoffMin, s.cfg.BackoffMax)); err != nil {
+				s.log.Warn("handing back a malformed task", "err", err)
+			}
+			return
+		}
 		if err := msg.TermWithReason("malformed task"); err != nil {
 			s.log.Warn("terminating a malformed task", "err", err)
 		}
@@ -132,8 +144,8 @@ func (s *Service) succeed(ctx context.Context, msg jetstream.Msg, t event.Task, 
 
 // fail reports a failed attempt and answers the bus: a transient failure
 // before MaxDeliver is handed back with backoff, anything else is given up
-// (Term) once its final Failed is published. If that report cannot be
-// published the task is handed back so the report is not lost.
+// (Term) once its dead letter and then its final Failed are published. If
+// either cannot be published the task is handed back so nothing is lost.
 func (s *Service) fail(ctx context.Context, msg jetstream.Msg, t event.Task, attempt int, cause error, log *slog.Logger) {
 	class := Classify(cause)
 	final := class == Permanent || attempt >= s.cfg.MaxDeliver
@@ -141,10 +153,28 @@ func (s *Service) fail(ctx context.Context, msg jetstream.Msg, t event.Task, att
 		Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
 		Error: oneLine(cause), Attempt: attempt, Final: final,
 	}
+	delay := Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)
+	if final {
+		kind, reason := DeadPermanent, f.Error
+		if class != Permanent {
+			kind, reason = DeadMaxDeliveries, fmt.Sprintf("attempt %d of %d failed: %s", attempt, s.cfg.MaxDeliver, f.Error)
+		}
+		var seq uint64
+		if md, err := msg.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		if err := s.bury(ctx, msg.Subject(), msg.Data(), seq, attempt, kind, reason); err != nil {
+			s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
+			log.Warn("task given up but its dead letter could not be published; handing it back", "err", cause, "publish_err", err)
+			if err := msg.NakWithDelay(delay); err != nil {
+				log.Warn("handing back a task", "err", err)
+			}
+			return
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	perr := bus.Publish(pctx, s.js, event.FailedPrefix+t.Target, f, "failed-"+t.Task+"-"+strconv.Itoa(attempt))
 	cancel()
-	delay := Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)
 	switch {
 	case perr != nil:
 		s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
@@ -175,11 +205,18 @@ type deliveryExceeded struct {
 	Deliveries uint64 `json:"deliveries"`
 }
 
+// giveUpTimeout bounds how long one max-deliveries advisory is worked on
+// (retrying while the bus is unavailable).
+const giveUpTimeout = time.Minute
+
 // giveUp handles a max-deliveries advisory: the task went MaxDeliver times
 // without an answer (movers died on it), so the bus will not deliver it again
 // and it would sit in the work queue forever. One mover of the pool (queue
-// group) publishes its final Failed so the planner re-plans it, then removes
-// it. It is idempotent: a task already gone is ignored.
+// group) publishes its dead letter and, for a well-formed task, its final
+// Failed so the planner re-plans it, then removes it from the queue. A step
+// that fails is retried with backoff for up to giveUpTimeout; until every
+// report is out the task stays queued. It is idempotent: a task already gone
+// is ignored, and reports published again are deduplicated by the stream.
 func (s *Service) giveUp(ctx context.Context, data []byte) {
 	var adv deliveryExceeded
 	if err := json.Unmarshal(data, &adv); err != nil || adv.StreamSeq == 0 || adv.Stream != bus.StreamTasks {
@@ -187,39 +224,79 @@ func (s *Service) giveUp(ctx context.Context, data []byte) {
 		s.log.Debug("ignoring malformed delivery advisory", "bytes", len(data), "err", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	ctx, cancel := context.WithTimeout(ctx, giveUpTimeout)
 	defer cancel()
 	log := s.log.With("stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
-	stream, err := s.js.Stream(ctx, bus.StreamTasks)
-	if err != nil {
-		log.Warn("task reached max deliveries but its stream is unavailable", "err", err)
-		return
-	}
-	raw, err := stream.GetMsg(ctx, adv.StreamSeq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return
-	}
-	if err != nil {
-		log.Warn("task reached max deliveries but could not be read", "err", err)
-		return
-	}
-	var t event.Task
-	if err := decodeTask(raw.Subject, raw.Data, &t); err != nil {
-		s.m.malformed.WithLabelValues(malformedTask).Inc()
-	} else {
-		f := &event.Failed{
-			Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
-			Error:   fmt.Sprintf("gave up after %d deliveries without an answer", adv.Deliveries),
-			Attempt: int(adv.Deliveries), Final: true,
-		}
-		if err := bus.Publish(ctx, s.js, event.FailedPrefix+t.Target, f, "failed-"+t.Task+"-final"); err != nil {
-			log.Warn("task reached max deliveries; its final report could not be published", "task", t.Task, "err", err)
+	r := &retirement{adv: adv, log: log}
+	for attempt := 1; ; attempt++ {
+		err := s.retire(ctx, r)
+		if err == nil {
 			return
 		}
+		delay := Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)
+		log.Warn("task reached max deliveries but could not be retired yet", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			log.Error("giving up retiring a task that reached max deliveries; it stays in the queue", "err", err)
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// retirement is the progress of one giveUp, so that a retry repeats only the
+// steps that did not happen.
+type retirement struct {
+	adv              deliveryExceeded
+	log              *slog.Logger
+	buried, reported bool
+}
+
+// retire runs the steps of giveUp not yet done; nil once the task is gone.
+func (s *Service) retire(ctx context.Context, r *retirement) error {
+	actx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	stream, err := s.js.Stream(actx, bus.StreamTasks)
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", bus.StreamTasks, err)
+	}
+	raw, err := stream.GetMsg(actx, r.adv.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read task: %w", err)
+	}
+	var t event.Task
+	kind, reason := DeadMaxDeliveries, fmt.Sprintf("no answer after %d deliveries", r.adv.Deliveries)
+	derr := decodeTask(raw.Subject, raw.Data, &t)
+	if derr != nil {
+		kind, reason = DeadMalformed, oneLine(derr)
+	}
+	if !r.buried {
+		if err := s.bury(ctx, raw.Subject, raw.Data, r.adv.StreamSeq, int(r.adv.Deliveries), kind, reason); err != nil {
+			return err
+		}
+		r.buried = true
+		if derr != nil {
+			s.m.malformed.WithLabelValues(malformedTask).Inc()
+		}
+	}
+	if derr == nil && !r.reported {
+		f := &event.Failed{
+			Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
+			Error:   fmt.Sprintf("gave up after %d deliveries without an answer", r.adv.Deliveries),
+			Attempt: int(r.adv.Deliveries), Final: true,
+		}
+		if err := bus.Publish(actx, s.js, event.FailedPrefix+t.Target, f, "failed-"+t.Task+"-final"); err != nil {
+			return fmt.Errorf("final report of %s: %w", t.Task, err)
+		}
+		r.reported = true
 		s.m.tasks.WithLabelValues(t.Kind, ResultFailed).Inc()
-		log.Warn("task given up after max deliveries", "task", t.Task, "shard", t.Shard, "target", t.Target)
+		r.log.Warn("task given up after max deliveries", "task", t.Task, "shard", t.Shard, "target", t.Target)
 	}
-	if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		log.Warn("removing a given-up task from the queue", "err", err)
+	if err := stream.DeleteMsg(actx, r.adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("remove the task from the queue: %w", err)
 	}
+	return nil
 }

@@ -36,11 +36,20 @@ const (
 	// BucketDetector holds the detectors' guard state and operator overrides
 	// (model.HoldKey, model.OverrideKey).
 	BucketDetector = "rehome-detector"
+	// BucketLease holds leases (key LeasePlanner: the acting planner); its
+	// keys expire LeaseTTL after their last write.
+	BucketLease = "rehome-lease"
+	// LeasePlanner is the key of the planner lease in BucketLease.
+	LeasePlanner = "planner"
 	// MoverConsumer is the one durable consumer all movers share on StreamTasks.
 	MoverConsumer = "movers"
 	// PlannerConsumer is the planner's durable consumer of mover results.
 	PlannerConsumer = "planner-results"
 )
+
+// LeaseTTL is the TTL of BucketLease: the longest a lease may go without
+// renewal.
+const LeaseTTL = 5 * time.Second
 
 // URL returns the NATS URL from flag (if set), then $REHOME_NATS_URL, then DefaultURL.
 func URL(flag string) string {
@@ -98,7 +107,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		Name: StreamEvents,
 		Subjects: []string{
 			"rehome.node.>", "rehome.detector.>", event.PlanPrefix + ">", event.DonePrefix + ">", event.FailedPrefix + ">",
-			"rehome.shard.>", "rehome.heal.>",
+			event.DeadPrefix + ">", "rehome.shard.>", "rehome.heal.>",
 		},
 		MaxAge:     24 * time.Hour,
 		MaxBytes:   256 << 20,
@@ -129,6 +138,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		}); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", b, err)
 		}
+	}
+	lc := jetstream.KeyValueConfig{Bucket: BucketLease, Storage: jetstream.FileStorage, Replicas: r, History: 1, TTL: LeaseTTL}
+	if err := retry(ctx, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateKeyValue(ctx, lc)
+		return err
+	}); err != nil {
+		return fmt.Errorf("ensure bucket %s: %w", BucketLease, err)
 	}
 	return nil
 }

@@ -233,10 +233,56 @@ type Failed struct {
 	Attempt  int    `json:"attempt"`
 	// Final is set when the mover gives the task up; the planner re-plans it.
 	Final bool `json:"final"`
+	// RetryAt is set only on the planner's own report that a shard's repair
+	// failed MaxAttempts times in a row (Final, Attempt = that count): the
+	// shard is parked and tried again from attempt 1 at RetryAt.
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // Validate rejects a failure report naming no valid shard.
 func (f Failed) Validate() error { return model.ValidateShardID(f.Shard) }
+
+// DeadPrefix carries the tasks movers gave up on (malformed, permanently
+// failed, or out of deliveries), one Dead per task, on
+// rehome.repair.dead.<target> (DeadUnknownTarget when no target can be read).
+const DeadPrefix = "rehome.repair.dead."
+
+// DeadUnknownTarget is the subject token of a dead letter whose target node
+// cannot be read from the task or its subject.
+const DeadUnknownTarget = "unknown"
+
+// MaxDeadPayload bounds the original bytes a Dead event carries; longer
+// payloads are cut to this length (Size keeps the original length).
+const MaxDeadPayload = 64 << 10
+
+// Dead is a dead letter on rehome.repair.dead.<target>: a task message a
+// mover terminated, with why. Task holds the original payload verbatim when it
+// is JSON (at most MaxDeadPayload bytes); otherwise Payload holds its first
+// MaxDeadPayload bytes (base64 in JSON). Subject is where the task was queued,
+// StreamSeq its sequence in the task stream, Deliveries how often it was
+// delivered.
+type Dead struct {
+	Header
+	Task       json.RawMessage `json:"task,omitempty"`
+	Payload    []byte          `json:"payload,omitempty"`
+	Size       int             `json:"size"`
+	Subject    string          `json:"subject"`
+	Target     string          `json:"target"`
+	Reason     string          `json:"reason"`
+	Deliveries int             `json:"deliveries"`
+	StreamSeq  uint64          `json:"stream_seq,omitempty"`
+}
+
+// Validate rejects a dead letter without a reason or a usable target token.
+func (d Dead) Validate() error {
+	if d.Reason == "" {
+		return errors.New("dead: no reason")
+	}
+	if d.Target != DeadUnknownTarget {
+		return model.ValidateNodeID(d.Target)
+	}
+	return nil
+}
 
 // PlanTarget summarises what one plan sends to one node.
 type PlanTarget struct {
