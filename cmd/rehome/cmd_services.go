@@ -215,25 +215,28 @@ func detectorCmd(g *globals) *cobra.Command {
 func plannerCmd(g *globals) *cobra.Command {
 	var f serviceFlags
 	cfg := planner.DefaultConfig()
-	plannerID := "planner"
 	cmd := &cobra.Command{
 		Use:   "planner",
 		Short: "run the planner (placement map, repair plans)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.runService(cmd.Context(), plannerID, &f, func(env *serviceEnv) (service, error) {
+			return g.runService(cmd.Context(), cfg.ID, &f, func(env *serviceEnv) (service, error) {
 				return planner.New(cfg, env.nc, env.js, env.log, time.Now)
 			})
 		},
 	}
 	f.register(cmd, true)
 	fl := cmd.Flags()
-	fl.StringVar(&plannerID, "id", plannerID, "planner name (lease holder, logs)")
+	fl.StringVar(&cfg.ID, "id", cfg.ID, "planner name (lease holder, logs)")
 	fl.IntVar(&cfg.PerNodeIn, "per-node-in", cfg.PerNodeIn, "concurrent repairs writing to one node")
 	fl.IntVar(&cfg.PerNodeOut, "per-node-out", cfg.PerNodeOut, "concurrent repairs reading from one node")
 	fl.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "concurrent repairs cluster-wide")
 	fl.DurationVar(&cfg.TaskTimeout, "task-timeout", cfg.TaskTimeout, "re-plan a task with no result after this long")
 	fl.DurationVar(&cfg.StallAfter, "stall-after", cfg.StallAfter, "report a stall when nothing was verified for this long while work remains")
+	fl.Int64Var(&cfg.MaxBytesPerSec, "max-bytes-per-sec", cfg.MaxBytesPerSec, "cap on repair bytes per second cluster-wide (0: no cap)")
+	fl.Float64Var(&cfg.MaxFill, "max-fill", cfg.MaxFill, "never choose a repair target fuller than this share of its capacity")
+	fl.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per shard before it is reported failed and parked")
+	fl.DurationVar(&cfg.RetryLater, "retry-later", cfg.RetryLater, "how long a parked shard waits before it is tried again")
 	return cmd
 }
 

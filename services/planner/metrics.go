@@ -15,6 +15,11 @@ type metrics struct {
 	malformed       *prometheus.CounterVec
 	shards          prometheus.Gauge
 	rescanSeconds   prometheus.Gauge
+	acting          prometheus.Gauge
+	gaveUp          prometheus.Counter
+	trims           prometheus.Counter
+	rackRelaxed     prometheus.Counter
+	surplus         prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -28,7 +33,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		repairedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rehome_planner_repaired_bytes_total", Help: "Bytes of verified repair copies recorded in the placement map."}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rehome_planner_tasks_in_flight", Help: "Repair copies issued and not yet resolved."}),
+			Name: "rehome_planner_tasks_in_flight", Help: "Repair copies and trims issued and not yet resolved (0 while standing by)."}),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_planner_tasks_issued_total", Help: "Tasks published on the work queue, by kind."}, []string{"kind"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
@@ -41,8 +46,19 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "rehome_planner_shards", Help: "Entries of the placement map."}),
 		rescanSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rehome_planner_rescan_seconds", Help: "Duration of the last full derivation of the repair queue."}),
+		acting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_acting", Help: "1 while this planner holds the lease and acts, 0 while it stands by."}),
+		gaveUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_repairs_parked_total", Help: "Times a shard's repair failed MaxAttempts times in a row and was parked for RetryLater."}),
+		trims: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_trims_total", Help: "Surplus copies removed from the map and queued for deletion."}),
+		rackRelaxed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_rack_relaxed_total", Help: "Copies sent to a rack already holding a live copy because no other valid target existed."}),
+		surplus: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_surplus_shards", Help: "Shards with more up copies than their layout needs, awaiting a trim."}),
 	}
 	reg.MustRegister(m.underReplicated, m.lost, m.bytesRemaining, m.repairedBytes, m.inFlight,
-		m.issued, m.failures, m.stalled, m.malformed, m.shards, m.rescanSeconds)
+		m.issued, m.failures, m.stalled, m.malformed, m.shards, m.rescanSeconds,
+		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus)
 	return m
 }

@@ -3,9 +3,12 @@ package planner
 import (
 	"cmp"
 	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/rehome/rehome/services/planner/placement"
 	"github.com/rehome/rehome/shared/control"
@@ -13,9 +16,20 @@ import (
 	"github.com/rehome/rehome/shared/model"
 )
 
-// limits are the repair throttles.
+// limits are the repair throttles of a planning round.
 type limits struct {
-	perNodeIn, perNodeOut, maxInFlight int
+	// perNodeIn and perNodeOut bound copies writing to and reading from one
+	// node (a trim takes an out slot of the node it deletes from); a shard
+	// with a single live copy may exceed both by one.
+	perNodeIn, perNodeOut int
+	// maxInFlight bounds copies and trims in flight cluster-wide.
+	maxInFlight int
+	// maxFill skips targets whose disk would be fuller than this (0: no limit).
+	maxFill float64
+	// bytes admits the bytes of copies (nil: no byte cap). Planning consumes
+	// its tokens at the round's time; a copy it cannot admit yet ends the
+	// round's copies (the riskiest shard keeps its place) and sets wait.
+	bytes *rate.Limiter
 }
 
 // decision is one copy the planner wants issued.
@@ -25,9 +39,27 @@ type decision struct {
 	sources  []nodeRef // chosen source first, then the other live holders
 	target   nodeRef
 	bytes    int64
-	attempt  int
+	attempt  int // within the round (1..MaxAttempts)
+	serial   int // task id number, unique per shard
+	margin   int // copies the shard may still lose (0: one live copy left)
 	incident string
 	relaxed  bool
+}
+
+// trimDecision is one surplus copy the planner wants removed.
+type trimDecision struct {
+	shard uint32
+	id    string
+	node  nodeRef
+	bytes int64
+}
+
+// roundPlan is what one planning round decided.
+type roundPlan struct {
+	copies []decision
+	trims  []trimDecision
+	// wait is set when the byte cap held copies back: plan again after it.
+	wait time.Duration
 }
 
 // incidentNone names the repair of shards that lack copies without any
@@ -37,6 +69,11 @@ const incidentNone = "partial-write"
 // relaxAfterAttempt is the attempt from which a shard whose rack-keeping
 // targets keep failing may go to a rack that already holds a copy.
 const relaxAfterAttempt = 3
+
+// maxTrimScan bounds the surplus entries one round looks at, so a large
+// surplus (a big node returning) costs a bounded time per round; the scan
+// resumes where the previous one stopped.
+const maxTrimScan = 4096
 
 // candidates renders every known node for the placement functions; the slice
 // index is the nodeRef. A node's load is the bytes the map places on it (the
@@ -60,6 +97,7 @@ func (v *view) candidates() []placement.Candidate {
 			PendingBytes:  n.inBytes + n.allocBytes,
 			PendingTasks:  n.inTasks,
 			Reads:         n.outTasks,
+			Returning:     n.returning,
 		}
 	}
 	return cs
@@ -81,52 +119,139 @@ func (v *view) incident(h uint32) string {
 	return incidentNone
 }
 
-// plan derives the copies to issue now: under-replicated shards, fewest live
-// copies first then by shard id, skipping those in flight or backing off,
-// within the per-source, per-target and global limits. It does not change
-// the view (see reserve).
-func (v *view) plan(now time.Time, lim limits) []decision {
+// round derives the work to issue now. Copies first: under-replicated
+// shards by risk (fewest copies beyond the minimum, then first seen short
+// earliest, then id), skipping those in flight, backing off or parked,
+// within the per-source, per-target, global and byte limits; a shard with one
+// live copy may use one slot beyond a node's caps. Then, with what the
+// global limit leaves, surplus copies to trim (one per shard, none while a
+// copy of the shard is in flight), each taking an out slot of its node. It
+// does not change the view (see reserve) but consumes lim.bytes tokens.
+func (v *view) round(now time.Time, lim limits) roundPlan {
 	v.fresh()
-	budget := lim.maxInFlight - v.copyFlights
+	var out roundPlan
+	budget := lim.maxInFlight - v.copyFlights - len(v.trims)
 	if budget <= 0 {
-		return nil
+		return out
 	}
 	cands := v.candidates()
-	freeIn := 0 // write slots left on up nodes: none left, nothing to plan
-	for _, c := range cands {
-		if c.State == model.StateUp {
-			freeIn += max(lim.perNodeIn-c.PendingTasks, 0)
-		}
-	}
-	var out []decision
-	pc := planCtx{now: now, lim: lim, cands: cands, busy: map[uint64]int64{}}
+	pc := planCtx{now: now, lim: lim, cands: cands}
 	pc.rackOf, pc.racks = rackIndex(cands)
-	for live := 1; live < len(v.buckets); live++ {
-		for _, h := range v.buckets[live] {
-			if budget == 0 || freeIn == 0 {
-				return out
-			}
-			if d, ok := v.decide(h, &pc); ok {
-				out = append(out, d)
-				budget--
-				freeIn--
-				src, tg := d.sources[0], d.target
-				cands[src].Reads++
-				cands[tg].PendingTasks++
-				cands[tg].PendingBytes += d.bytes
+copies:
+	for b := 1; b < len(v.buckets); b++ {
+		if len(v.buckets[b]) == 0 {
+			continue
+		}
+		pc.maxIn, pc.maxOut = lim.perNodeIn, lim.perNodeOut
+		if b == 1 { // one live copy left: may exceed a node's caps by one
+			pc.maxIn++
+			pc.maxOut++
+		}
+		pc.busy = map[uint64]int64{}
+		freeIn := 0 // write slots left on up nodes: none left, nothing to plan
+		for _, c := range cands {
+			if c.State == model.StateUp {
+				freeIn += max(pc.maxIn-c.PendingTasks, 0)
 			}
 		}
+		for _, h := range v.buckets[b] {
+			if budget == 0 || freeIn == 0 {
+				break
+			}
+			d, ok := v.decide(h, &pc)
+			if !ok {
+				continue
+			}
+			if lim.bytes != nil {
+				if wait := admit(lim.bytes, now, d.bytes); wait > 0 {
+					out.wait = wait
+					break copies
+				}
+			}
+			d.margin = b - 1
+			out.copies = append(out.copies, d)
+			budget--
+			freeIn--
+			src, tg := d.sources[0], d.target
+			cands[src].Reads++
+			cands[tg].PendingTasks++
+			cands[tg].PendingBytes += d.bytes
+		}
+		if budget == 0 {
+			break
+		}
 	}
+	if budget > 0 {
+		out.trims = v.planTrims(&pc, budget)
+	}
+	return out
+}
+
+// admit takes n bytes from the limiter at now, or reports how long until it
+// could (taking nothing). A shard larger than the burst raises the burst to
+// its size: one shard is the smallest unit a copy moves.
+func admit(l *rate.Limiter, now time.Time, n int64) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	k := int(min(n, int64(math.MaxInt32)))
+	if k > l.Burst() {
+		l.SetBurstAt(now, k)
+	}
+	r := l.ReserveN(now, k)
+	if !r.OK() {
+		return time.Second
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d
+	}
+	return 0
+}
+
+// planTrims picks up to budget surplus copies to remove, scanning at most
+// maxTrimScan surplus shards from the cursor on.
+func (v *view) planTrims(pc *planCtx, budget int) []trimDecision {
+	n := len(v.surplus)
+	if n == 0 {
+		return nil
+	}
+	var out []trimDecision
+	if v.trimCursor >= n {
+		v.trimCursor = 0
+	}
+	scan := min(n, maxTrimScan)
+	for k := 0; k < scan && len(out) < budget; k++ {
+		h := v.surplus[(v.trimCursor+k)%n]
+		if v.flights[h] != nil || v.trims[h] != nil {
+			continue
+		}
+		hs := v.holderBuf[:0]
+		for _, x := range v.holders(h) {
+			hs = append(hs, int(x))
+		}
+		v.holderBuf = hs
+		s := v.rec(h)
+		id := v.ids.String(h)
+		x, err := placement.ChooseSurplus(hs, pc.cands, v.layouts[s.layout].Copies(), placement.Salt(id))
+		if err != nil || pc.cands[x].Reads >= pc.lim.perNodeOut {
+			continue
+		}
+		pc.cands[x].Reads++
+		out = append(out, trimDecision{shard: h, id: id, node: nodeRef(x), bytes: s.size})
+	}
+	v.trimCursor = (v.trimCursor + scan) % n
 	return out
 }
 
 // planCtx is the state of one planning round.
 type planCtx struct {
-	now    time.Time
-	lim    limits
-	cands  []placement.Candidate
-	rackOf []int
-	racks  int
+	now           time.Time
+	lim           limits
+	maxIn, maxOut int // the caps of the bucket being planned
+	cands         []placement.Candidate
+	rackOf        []int
+	racks         int
 	// busy maps a set of racks holding live copies (bit mask) to the smallest
 	// shard size for which every target outside those racks was busy.
 	busy map[uint64]int64
@@ -147,8 +272,10 @@ func rackIndex(cands []placement.Candidate) ([]int, int) {
 	return out, len(ids)
 }
 
-// decide chooses source and target for shard h, if it needs and can get a
-// copy now.
+// decide chooses target and source for shard h, if it needs and can get a
+// copy now. The target comes first (placement.ChooseTarget: racks without a
+// live copy, room below maxFill, balanced by bytes and writes); the source is
+// then the least busy live holder, nearest the target's rack.
 func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	now, lim, cands := pc.now, pc.lim, pc.cands
 	if v.flights[h] != nil {
@@ -162,20 +289,27 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	if r != nil && now.Before(r.notBefore) {
 		return decision{}, false
 	}
+	// A copy being trimmed from a node is neither read nor re-made there
+	// until its delete task is done.
+	trimmed := -1
+	if tf := v.trims[h]; tf != nil {
+		trimmed = int(tf.node)
+	}
 	hs := v.holderBuf[:0]
 	for _, x := range v.holders(h) {
-		hs = append(hs, int(x))
+		if int(x) != trimmed {
+			hs = append(hs, int(x))
+		}
 	}
 	v.holderBuf = hs
 	id := v.ids.String(h)
 	salt := placement.Salt(id)
-	src, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: lim.perNodeOut, Salt: salt})
-	if err != nil {
+	if _, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt}); err != nil {
 		return decision{}, false
 	}
 	// Skip the search when targets outside these racks were all busy for a
 	// shard no larger than this one in this round.
-	mask, memo := uint64(0), r == nil && pc.racks <= 64
+	mask, memo := uint64(0), r == nil && trimmed < 0 && pc.racks <= 64
 	if memo {
 		for _, x := range hs {
 			if cands[x].State.Live() {
@@ -186,17 +320,22 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 			return decision{}, false
 		}
 	}
-	opt := placement.TargetOptions{Size: s.size, MaxTasks: lim.perNodeIn, Salt: salt}
+	opt := placement.TargetOptions{Size: s.size, MaxTasks: pc.maxIn, Salt: salt, MaxFill: lim.maxFill}
+	var exclude []int
+	if trimmed >= 0 {
+		exclude = append(exclude, trimmed)
+	}
 	if r != nil {
 		for _, a := range r.avoid {
 			opt.Exclude = append(opt.Exclude, int(a))
 		}
 	}
+	opt.Exclude = append(opt.Exclude, exclude...)
 	tg, err := placement.ChooseTarget(hs, cands, opt)
-	if len(opt.Exclude) > 0 && (err != nil || (tg.RackRelaxed && r.attempt < relaxAfterAttempt)) {
+	if len(opt.Exclude) > len(exclude) && (err != nil || (tg.RackRelaxed && r.attempt < relaxAfterAttempt)) {
 		// Avoiding the failed targets would break the rack rule (or leaves
 		// nothing): retry them, until relaxAfterAttempt failures.
-		opt.Exclude = nil
+		opt.Exclude = exclude
 		if tg2, err2 := placement.ChooseTarget(hs, cands, opt); err2 == nil && (!tg2.RackRelaxed || err != nil) {
 			tg, err = tg2, nil
 		} else if err == nil && tg.RackRelaxed && r.attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy) {
@@ -211,11 +350,15 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 		}
 		return decision{}, false
 	}
+	src, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[tg.Index].Rack})
+	if err != nil {
+		return decision{}, false
+	}
 	sources := []nodeRef{nodeRef(src)}
 	others := make([]nodeRef, 0, len(hs))
-	for _, x := range v.holders(h) {
-		if int(x) != src && cands[x].State.Live() {
-			others = append(others, x)
+	for _, x := range hs {
+		if x != src && cands[x].State.Live() {
+			others = append(others, nodeRef(x))
 		}
 	}
 	slices.SortStableFunc(others, func(a, b nodeRef) int {
@@ -228,44 +371,57 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 		}
 		return cmp.Compare(cands[a].Reads, cands[b].Reads)
 	})
+	attempt, serial := v.nextTask(h)
 	return decision{
 		shard:    h,
 		id:       id,
 		sources:  append(sources, others...),
 		target:   nodeRef(tg.Index),
 		bytes:    s.size,
-		attempt:  v.nextAttempt(h),
+		attempt:  attempt,
+		serial:   serial,
 		incident: v.incident(h),
 		relaxed:  tg.RackRelaxed,
 	}, true
 }
 
-// taskID names the task of a decision: shard-target-attempt.
+// taskID names the task of a decision: shard-target-serial (the serial is
+// the attempt number until a shard is parked or an id is found used).
 func (v *view) taskID(d decision) string {
-	return d.id + "-" + v.nodes[d.target].id + "-" + strconv.Itoa(d.attempt)
+	return d.id + "-" + v.nodes[d.target].id + "-" + strconv.Itoa(d.serial)
 }
 
-// reserve records decisions as in flight (before their tasks are published,
-// so nothing plans them twice); a failed publish calls endFlight.
-func (v *view) reserve(ds []decision, now time.Time, timeout time.Duration) {
-	for _, d := range ds {
+// reserve records a round's copies and trims as in flight (before their
+// tasks are published, so nothing plans them twice); a failed publish calls
+// endFlight or endTrim.
+func (v *view) reserve(p roundPlan, now time.Time, timeout time.Duration) {
+	for _, d := range p.copies {
 		v.startFlight(d.shard, &flight{
 			task: v.taskID(d), target: d.target, source: d.sources[0], bytes: d.bytes,
-			attempt: d.attempt, deadline: now.Add(timeout), incident: d.incident,
+			attempt: d.attempt, serial: d.serial, deadline: now.Add(timeout), incident: d.incident,
 		})
+	}
+	for _, t := range p.trims {
+		v.startTrim(t.shard, &trimFlight{node: t.node, deadline: now.Add(timeout)})
 	}
 }
 
-// expired returns the shards whose task passed its deadline.
-func (v *view) expired(now time.Time) []uint32 {
-	var out []uint32
+// expired returns the shards whose copy passed its deadline, and those
+// whose trim did.
+func (v *view) expired(now time.Time) (copies, trims []uint32) {
 	for h, f := range v.flights {
 		if now.After(f.deadline) {
-			out = append(out, h)
+			copies = append(copies, h)
 		}
 	}
-	slices.Sort(out)
-	return out
+	for h, t := range v.trims {
+		if now.After(t.deadline) {
+			trims = append(trims, h)
+		}
+	}
+	slices.Sort(copies)
+	slices.Sort(trims)
+	return copies, trims
 }
 
 // lostToAnnounce returns lost shards not yet announced (at most n).
@@ -320,13 +476,14 @@ func (v *view) isLost(h uint32, missing map[stripeKey]int) bool {
 type totals struct {
 	shards, objects, underReplicated, lost int
 	bytesRemaining                         int64
-	inFlight                               int
+	inFlight                               int // copies and trims
+	surplus                                int // shards awaiting a trim
 }
 
 // totals counts under-replicated and lost shards and the bytes still to copy.
 func (v *view) totals() totals {
 	v.fresh()
-	t := totals{shards: v.ids.Len(), objects: v.objects, inFlight: v.copyFlights}
+	t := totals{shards: v.ids.Len(), objects: v.objects, inFlight: v.copyFlights + len(v.trims), surplus: len(v.surplus)}
 	for live := 1; live < len(v.buckets); live++ {
 		for _, h := range v.buckets[live] {
 			s := v.rec(h)

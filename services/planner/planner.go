@@ -5,8 +5,11 @@
 //
 // It watches the nodes, liveness and placement buckets and the heartbeats,
 // answers the control calls (allocate, commit, delete, status, heal status),
-// issues copy tasks on the work queue within per-node and global throttles,
-// records verified copies from mover results, and reports progress.
+// issues copy tasks on the work queue most-at-risk first within per-node,
+// global and byte throttles, records verified copies from mover results,
+// re-plans failures with backoff, trims surplus copies, and reports progress.
+// Several planners may run: one acts (a lease in JetStream KV), the others
+// keep their view warm and take over when it stops renewing the lease.
 package planner
 
 import (
@@ -15,10 +18,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,15 +39,42 @@ import (
 
 // Config tunes the planner. Zero fields take the defaults of DefaultConfig.
 type Config struct {
+	// ID names this planner in the lease (default hostname-pid). Planners
+	// sharing a bus must have distinct ids.
+	ID string
+	// LeaseTTL is how long the planner lease lasts without renewal (default
+	// and maximum bus.LeaseTTL); it is renewed every LeaseTTL/3. A standby
+	// takes over at most about LeaseTTL after the acting planner stopped
+	// renewing (at once when it shut down cleanly).
+	LeaseTTL time.Duration
 	// TickInterval is how often the repair queue is planned (default 250 ms);
-	// a liveness change plans at once.
+	// a liveness change or a task result plans at once (after PlanDebounce).
 	TickInterval time.Duration
-	// PerNodeIn bounds copies writing to one node at once (default 4).
+	// PlanDebounce gathers the triggers of an immediate planning round (task
+	// results, liveness changes) for this long (default 20 ms).
+	PlanDebounce time.Duration
+	// PerNodeIn bounds copies writing to one node at once (default 2).
 	PerNodeIn int
-	// PerNodeOut bounds copies reading from one node at once (default 4).
+	// PerNodeOut bounds copies reading from one node at once (default 2); a
+	// surplus trim deleting from a node takes one of these slots too. A shard
+	// with a single live copy may exceed PerNodeIn and PerNodeOut by one.
 	PerNodeOut int
-	// MaxInFlight bounds copies in flight cluster-wide (default 64).
+	// MaxInFlight bounds copies and trims in flight cluster-wide (default 64).
 	MaxInFlight int
+	// MaxBytesPerSec caps the bytes of copies admitted per second
+	// cluster-wide (default 0: no cap). A shard larger than one second's
+	// worth is admitted whole once the cap allows.
+	MaxBytesPerSec int64
+	// MaxFill skips repair targets whose disk (heartbeat used bytes, or the
+	// map's if larger, plus copies in flight and this shard) would exceed
+	// this share of capacity (default 0.9; 1 = up to the capacity).
+	MaxFill float64
+	// MaxAttempts is how many failed attempts a shard's repair gets before
+	// it is reported on rehome.repair.failed (final) and parked (default 5).
+	MaxAttempts int
+	// RetryLater is how long a parked shard waits before a new round of
+	// attempts starts at attempt 1 (default 1 min). Nothing is ever dropped.
+	RetryLater time.Duration
 	// TaskTimeout is how long a task may go without a result before it is
 	// re-planned, unless it still waits in the work queue (default 2 min).
 	TaskTimeout time.Duration
@@ -58,10 +93,16 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
+		ID:                defaultID(),
+		LeaseTTL:          bus.LeaseTTL,
 		TickInterval:      250 * time.Millisecond,
-		PerNodeIn:         4,
-		PerNodeOut:        4,
+		PlanDebounce:      20 * time.Millisecond,
+		PerNodeIn:         2,
+		PerNodeOut:        2,
 		MaxInFlight:       64,
+		MaxFill:           0.9,
+		MaxAttempts:       5,
+		RetryLater:        time.Minute,
 		TaskTimeout:       2 * time.Minute,
 		StallAfter:        60 * time.Second,
 		ProgressInterval:  time.Second,
@@ -70,16 +111,35 @@ func DefaultConfig() Config {
 	}
 }
 
+// defaultID is hostname-pid, reduced to the characters of a node id.
+func defaultID() string {
+	host, _ := os.Hostname()
+	id := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host)
+	if id == "" {
+		id = "planner"
+	}
+	return id + "-" + strconv.Itoa(os.Getpid())
+}
+
 // withDefaults fills zero fields and rejects negative ones.
 func (c Config) withDefaults() (Config, error) {
 	d := DefaultConfig()
+	if c.ID == "" {
+		c.ID = d.ID
+	}
 	durs := []struct {
 		v   *time.Duration
 		def time.Duration
 		n   string
 	}{{&c.TickInterval, d.TickInterval, "TickInterval"}, {&c.TaskTimeout, d.TaskTimeout, "TaskTimeout"},
 		{&c.StallAfter, d.StallAfter, "StallAfter"}, {&c.ProgressInterval, d.ProgressInterval, "ProgressInterval"},
-		{&c.AllocationTTL, d.AllocationTTL, "AllocationTTL"}}
+		{&c.AllocationTTL, d.AllocationTTL, "AllocationTTL"}, {&c.LeaseTTL, d.LeaseTTL, "LeaseTTL"},
+		{&c.PlanDebounce, d.PlanDebounce, "PlanDebounce"}, {&c.RetryLater, d.RetryLater, "RetryLater"}}
 	for _, f := range durs {
 		if *f.v < 0 {
 			return c, fmt.Errorf("planner config: %s is negative", f.n)
@@ -93,7 +153,8 @@ func (c Config) withDefaults() (Config, error) {
 		def int
 		n   string
 	}{{&c.PerNodeIn, d.PerNodeIn, "PerNodeIn"}, {&c.PerNodeOut, d.PerNodeOut, "PerNodeOut"},
-		{&c.MaxInFlight, d.MaxInFlight, "MaxInFlight"}, {&c.MaxAllocateShards, d.MaxAllocateShards, "MaxAllocateShards"}}
+		{&c.MaxInFlight, d.MaxInFlight, "MaxInFlight"}, {&c.MaxAllocateShards, d.MaxAllocateShards, "MaxAllocateShards"},
+		{&c.MaxAttempts, d.MaxAttempts, "MaxAttempts"}}
 	for _, f := range ints {
 		if *f.v < 0 {
 			return c, fmt.Errorf("planner config: %s is negative", f.n)
@@ -102,8 +163,29 @@ func (c Config) withDefaults() (Config, error) {
 			*f.v = f.def
 		}
 	}
+	switch {
+	case c.MaxBytesPerSec < 0:
+		return c, errors.New("planner config: MaxBytesPerSec is negative")
+	case c.MaxFill < 0 || c.MaxFill > 1:
+		return c, fmt.Errorf("planner config: MaxFill %.2f outside 0-1", c.MaxFill)
+	case c.MaxFill == 0:
+		c.MaxFill = d.MaxFill
+	}
+	if c.LeaseTTL < minLeaseTTL {
+		return c, fmt.Errorf("planner config: LeaseTTL %s below %s", c.LeaseTTL, minLeaseTTL)
+	}
+	if c.LeaseTTL > bus.LeaseTTL {
+		return c, fmt.Errorf("planner config: LeaseTTL %s above the lease bucket's TTL %s", c.LeaseTTL, bus.LeaseTTL)
+	}
+	if err := model.ValidateNodeID(c.ID); err != nil {
+		return c, fmt.Errorf("planner config: ID: %w", err)
+	}
 	return c, nil
 }
+
+// minLeaseTTL is the shortest lease: a renewal (one KV round trip) must fit
+// in a third of it.
+const minLeaseTTL = 300 * time.Millisecond
 
 // opTimeout bounds one bus round trip.
 const opTimeout = 10 * time.Second
@@ -118,15 +200,18 @@ type Service struct {
 	reg *prometheus.Registry
 	m   *metrics
 
-	mu sync.Mutex // guards v
-	v  *view
+	mu    sync.Mutex // guards v and bytes
+	v     *view
+	bytes *rate.Limiter // copy bytes admitted per second (nil: no cap)
 
 	kvNodes, kvLive, kvPlace, kvObjects jetstream.KeyValue
 	tasks                               jetstream.Stream
+	lease                               *lease
 
 	kick   chan struct{} // plan now
 	ctlSem chan struct{} // bounds concurrent mutating control calls
 
+	acting    atomic.Bool    // between startActing and stopActing
 	placeSeen atomic.Uint64  // highest placement revision the view has applied
 	ctlWG     sync.WaitGroup // control calls running on their own goroutines
 }
@@ -148,17 +233,28 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 		now = time.Now
 	}
 	reg := prometheus.NewRegistry()
-	return &Service{
-		cfg: cfg, nc: nc, js: js, log: log, now: now, reg: reg, m: newMetrics(reg),
-		v: newView(), kick: make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
-	}, nil
+	s := &Service{
+		cfg: cfg, nc: nc, js: js, log: log.With("planner", cfg.ID), now: now, reg: reg, m: newMetrics(reg),
+		v:    newView(now, policy{maxAttempts: cfg.MaxAttempts, retryLater: cfg.RetryLater}),
+		kick: make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
+	}
+	if cfg.MaxBytesPerSec > 0 {
+		burst := int(min(cfg.MaxBytesPerSec, math.MaxInt32))
+		s.bytes = rate.NewLimiter(rate.Limit(cfg.MaxBytesPerSec), burst)
+	}
+	return s, nil
 }
 
 // Registry returns the planner's own metrics registry.
 func (s *Service) Registry() *prometheus.Registry { return s.reg }
 
+// Acting reports whether this planner holds the lease and acts now (safe
+// for concurrent use).
+func (s *Service) Acting() bool { return s.acting.Load() }
+
 func (s *Service) limits() limits {
-	return limits{perNodeIn: s.cfg.PerNodeIn, perNodeOut: s.cfg.PerNodeOut, maxInFlight: s.cfg.MaxInFlight}
+	return limits{perNodeIn: s.cfg.PerNodeIn, perNodeOut: s.cfg.PerNodeOut, maxInFlight: s.cfg.MaxInFlight,
+		maxFill: s.cfg.MaxFill, bytes: s.bytes}
 }
 
 // plan asks the loop to plan at once (non-blocking).
@@ -174,9 +270,12 @@ func (s *Service) malformed(subject string, err error) {
 	s.log.Debug("dropped malformed input", "subject", subject, "err", err)
 }
 
-// Run loads the cluster view, then serves control calls, consumes mover
-// results and plans repairs until ctx is cancelled (then it returns nil). It
-// returns an error only when it cannot work (buckets missing, bus gone).
+// Run loads the cluster view and keeps it current, and competes for the
+// planner lease: while it holds the lease it serves control calls, consumes
+// mover results, plans repairs and reports progress; otherwise it stands by
+// with its view warm, ready to take over. It blocks until ctx is cancelled,
+// then stops acting (draining results), releases the lease and returns nil.
+// It returns an error only when it cannot work (buckets missing, bus gone).
 func (s *Service) Run(ctx context.Context) error {
 	if err := s.open(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -231,12 +330,6 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	s.seedHeartbeats(ctx)
-	if err := s.seedFlights(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
 	s.mu.Lock()
 	s.v.loading = false
 	s.v.rescan()
@@ -244,32 +337,51 @@ func (s *Service) Run(ctx context.Context) error {
 	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())
 	s.mu.Unlock()
 	s.log.Info("planner view loaded", "shards", t.shards, "objects", t.objects,
-		"under_replicated", t.underReplicated, "lost", t.lost, "in_flight", t.inFlight)
+		"under_replicated", t.underReplicated, "lost", t.lost)
 
-	subs, err := s.serveControl(ctx)
+	// The lease: its own goroutine renews it or tries to take it, and
+	// signals every change of hands.
+	leaseCtx, stopLease := context.WithCancel(ctx)
+	leaseChanged := make(chan struct{}, 1)
+	var leaseWG sync.WaitGroup
+	leaseWG.Go(func() { s.lease.run(leaseCtx, leaseChanged) })
+	var act *acting
 	defer func() {
-		for _, sub := range subs {
-			_ = sub.Unsubscribe()
+		if act != nil {
+			s.stopActing(act, true)
 		}
-		s.ctlWG.Wait() // let calls under way answer
+		stopLease()
+		leaseWG.Wait()
+		s.lease.release()
 	}()
-	if err != nil {
-		return err
-	}
-	cc, err := s.consumeResults(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	defer cc.Stop()
 
 	tick := time.NewTicker(s.cfg.TickInterval)
 	defer tick.Stop()
 	prog := time.NewTicker(s.cfg.ProgressInterval)
 	defer prog.Stop()
-	s.tick(ctx)
+	soon := time.NewTimer(time.Hour) // debounced planning, or the byte cap's wait
+	soon.Stop()
+	armed := false
+	arm := func(d time.Duration) {
+		if !armed {
+			soon.Reset(d)
+			armed = true
+		}
+	}
+	plan := func() {
+		if act == nil {
+			return
+		}
+		if !s.lease.held(s.now()) || s.lease.term.Load() != act.term {
+			s.stopActing(act, false)
+			act = nil
+			s.plan() // start again at once if the lease was taken again meanwhile
+			return
+		}
+		if wait := s.tick(ctx, act); wait > 0 {
+			arm(wait)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -280,12 +392,35 @@ func (s *Service) Run(ctx context.Context) error {
 			err = s.update(bus.BucketLiveness, e, ok)
 		case e, ok := <-ws[2].Updates():
 			err = s.update(bus.BucketPlacement, e, ok)
+		case <-leaseChanged:
+			held := s.lease.held(s.now())
+			if act != nil && (!held || s.lease.term.Load() != act.term) {
+				// Lost (and maybe taken again since: another planner may
+				// have acted in between, so start afresh).
+				s.stopActing(act, false)
+				act = nil
+			}
+			if held && act == nil {
+				act, err = s.startActing(ctx)
+				if err != nil && ctx.Err() == nil {
+					s.log.Warn("could not start acting; giving the lease back", "err", err)
+					s.lease.drop()
+					err = nil
+				}
+			}
 		case <-s.kick:
-			s.tick(ctx)
+			if act != nil {
+				arm(s.cfg.PlanDebounce)
+			}
+		case <-soon.C:
+			armed = false
+			plan()
 		case <-tick.C:
-			s.tick(ctx)
+			plan()
 		case <-prog.C:
-			s.publishProgress(ctx)
+			if act != nil && s.lease.held(s.now()) {
+				s.publishProgress(ctx)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -293,6 +428,90 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 			return err
 		}
+	}
+}
+
+// acting is what a planner runs while it holds the lease.
+type acting struct {
+	term   uint64 // the lease term it acts in
+	subs   []*nats.Subscription
+	cons   jetstream.Consumer
+	cc     jetstream.ConsumeContext
+	cancel context.CancelFunc // ends result handling
+	// gateUntil holds planning back, until then, while results handed to the
+	// previous acting planner are still unacknowledged (they come back to
+	// this one after the consumer's AckWait): re-planning those shards would
+	// duplicate copies already made.
+	gateUntil  time.Time
+	gateLogged bool
+}
+
+// startActing takes over: forgets flights of an earlier term, re-reads the
+// tasks still queued, answers control calls, consumes results and plans.
+// On error the caller gives the lease back.
+func (s *Service) startActing(ctx context.Context) (*acting, error) {
+	s.log.Info("acquired the planner lease: acting", "id", s.cfg.ID)
+	s.m.acting.Set(1)
+	act := &acting{term: s.lease.term.Load()}
+	s.mu.Lock()
+	s.v.clearFlights()
+	s.mu.Unlock()
+	if err := s.seedFlights(ctx); err != nil {
+		s.stopActing(act, false)
+		return nil, err
+	}
+	s.acting.Store(true)
+	subs, err := s.serveControl(ctx)
+	act.subs = subs
+	if err != nil {
+		s.stopActing(act, false)
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	act.cancel = cancel
+	act.cons, act.cc, err = s.consumeResults(rctx)
+	if err != nil {
+		s.stopActing(act, false)
+		return nil, err
+	}
+	act.gateUntil = s.now().Add(resultsAckWait + time.Second)
+	if wait := s.tick(ctx, act); wait > 0 {
+		s.plan()
+	}
+	return act, nil
+}
+
+// stopActing stops answering control calls and consuming results. A clean
+// stop (shutdown) first finishes the results already received; a lost lease
+// stops at once (unacknowledged results go to the next acting planner).
+func (s *Service) stopActing(act *acting, clean bool) {
+	s.acting.Store(false) // calls waiting to read their writes stop waiting
+	for _, sub := range act.subs {
+		_ = sub.Unsubscribe()
+	}
+	s.ctlWG.Wait() // let calls under way answer
+	if act.cc != nil {
+		if clean {
+			act.cc.Drain()
+			select {
+			case <-act.cc.Closed():
+			case <-time.After(5 * time.Second):
+				act.cc.Stop()
+			}
+		} else {
+			act.cc.Stop()
+		}
+	}
+	if act.cancel != nil {
+		act.cancel()
+	}
+	s.m.acting.Set(0)
+	s.m.inFlight.Set(0)
+	s.acting.Store(false)
+	if clean {
+		s.log.Info("stopped acting: shutting down", "id", s.cfg.ID)
+	} else {
+		s.log.Warn("lost the planner lease: standing by", "id", s.cfg.ID, "reason", s.lease.lostReason())
 	}
 }
 
@@ -350,11 +569,16 @@ func (s *Service) open(ctx context.Context) error {
 		return fmt.Errorf("open stream %s: %w", bus.StreamTasks, err)
 	}
 	s.tasks = st
+	kv, err := s.js.KeyValue(ctx, bus.BucketLease)
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", bus.BucketLease, err)
+	}
+	s.lease = newLease(kv, s.cfg.ID, s.cfg.LeaseTTL, s.now, s.log)
 	return nil
 }
 
-// apply folds one KV entry into the view; it reports whether a node's
-// liveness changed (plan at once).
+// apply folds one KV entry into the view; it reports whether to plan at
+// once: a node's liveness changed, or a copy landed and freed its slots.
 func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	key := e.Key()
 	del := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
@@ -403,8 +627,7 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	case bus.BucketPlacement:
 		defer s.placeSeen.Store(max(s.placeSeen.Load(), e.Revision()))
 		if del {
-			s.v.removePlacement(key)
-			return false
+			return s.v.removePlacement(key) // frees the slots of its tasks, if any
 		}
 		var p model.Placement
 		if err := decodeRecord(e.Value(), &p); err != nil {
@@ -415,9 +638,11 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, fmt.Errorf("placement %q: %v", key, err))
 			return false
 		}
-		if err := s.v.upsertPlacement(p); err != nil {
+		landed, err := s.v.upsertPlacement(p)
+		if err != nil {
 			s.malformed(bucket, err)
 		}
+		return landed
 	}
 	return false
 }

@@ -73,9 +73,18 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// startPlanner runs a planner until the returned stop is called (or the test
-// ends) and waits until it answers control calls.
-func (h *harness) startPlanner(cfg planner.Config) (*planner.Service, func()) {
+// runningPlanner is a planner started by the harness.
+type runningPlanner struct {
+	svc  *planner.Service
+	nc   *nats.Conn
+	stop func() // cancel and wait: a clean shutdown, Run must return nil
+	// crash cuts the planner's connection (no lease release, no draining)
+	// and then cancels it, as a killed process would.
+	crash func()
+}
+
+// runPlanner runs a planner until stop or crash is called (or the test ends).
+func (h *harness) runPlanner(cfg planner.Config) *runningPlanner {
 	h.t.Helper()
 	nc, err := bus.Connect(h.env.URL, "planner", 5*time.Second)
 	if err != nil {
@@ -93,26 +102,45 @@ func (h *harness) startPlanner(cfg planner.Config) (*planner.Service, func()) {
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
 	var once sync.Once
-	stop := func() {
+	wait := func(wantNil bool) {
+		select {
+		case err := <-done:
+			if err != nil && wantNil {
+				h.t.Errorf("planner Run returned %v, want nil on shutdown", err)
+			}
+		case <-time.After(deadline):
+			h.t.Error("planner did not stop")
+		}
+	}
+	rp := &runningPlanner{svc: svc, nc: nc}
+	rp.stop = func() {
 		once.Do(func() {
 			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					h.t.Errorf("planner Run returned %v, want nil on shutdown", err)
-				}
-			case <-time.After(deadline):
-				h.t.Error("planner did not stop")
-			}
+			wait(true)
 			nc.Close()
 		})
 	}
-	h.t.Cleanup(stop)
+	rp.crash = func() {
+		once.Do(func() {
+			nc.Close()
+			cancel()
+			h.t.Cleanup(func() { wait(false) })
+		})
+	}
+	h.t.Cleanup(rp.stop)
+	return rp
+}
+
+// startPlanner runs a planner until the returned stop is called (or the test
+// ends) and waits until a planner answers control calls.
+func (h *harness) startPlanner(cfg planner.Config) (*planner.Service, func()) {
+	h.t.Helper()
+	rp := h.runPlanner(cfg)
 	bustest.Eventually(h.t, deadline, "planner answers status", func() bool {
 		var st control.ClusterStatus
 		return h.call(event.CtlStatus, struct{}{}, &st) == nil
 	})
-	return svc, stop
+	return rp.svc, rp.stop
 }
 
 func (h *harness) call(subject string, req, out any) error {
@@ -205,11 +233,13 @@ func (h *harness) setState(node string, st model.State) {
 }
 
 // mover consumes the work queue like the movers' shared consumer, records
-// every task and answers copies through answer (nil: always done).
+// every task and answers copies through answer (nil: always done), after
+// work (nil: at once), which stands for the time a copy takes.
 type mover struct {
 	mu     sync.Mutex
 	tasks  []event.Task
 	answer func(event.Task) *event.Failed
+	work   time.Duration
 }
 
 func (mv *mover) copies() map[string][]event.Task {
@@ -264,8 +294,11 @@ func (h *harness) runMover(mv *mover) (stop func()) {
 				}
 				mv.mu.Lock()
 				mv.tasks = append(mv.tasks, t)
-				answer := mv.answer
+				answer, work := mv.answer, mv.work
 				mv.mu.Unlock()
+				if work > 0 {
+					time.Sleep(work) // the copy itself
+				}
 				var f *event.Failed
 				if answer != nil && t.Kind == event.KindCopy {
 					f = answer(t)
@@ -348,6 +381,20 @@ func (h *harness) checkHealed(down ...string) {
 	}
 }
 
+// setStateSeen sets a node's liveness and waits until the planner's status shows it.
+func (h *harness) setStateSeen(node string, st model.State) {
+	h.t.Helper()
+	h.setState(node, st)
+	bustest.Eventually(h.t, deadline, node+" seen "+string(st), func() bool {
+		for _, n := range h.status().Nodes {
+			if n.ID == node {
+				return n.State == st
+			}
+		}
+		return false
+	})
+}
+
 func (h *harness) waitHealthy() control.ClusterStatus {
 	h.t.Helper()
 	var st control.ClusterStatus
@@ -362,6 +409,7 @@ func fastConfig() planner.Config {
 	cfg := planner.DefaultConfig()
 	cfg.TickInterval = 50 * time.Millisecond
 	cfg.ProgressInterval = 100 * time.Millisecond
+	cfg.LeaseTTL = 2 * time.Second
 	return cfg
 }
 
@@ -551,7 +599,7 @@ func TestRestartMidRepairIssuesNoDuplicates(t *testing.T) {
 		h.placementsBefore[id] = p.Nodes
 	}
 	h.setState("storage-1", model.StateDown)
-	// No mover yet: the planner fills storage-4's four write slots.
+	// No mover yet: the planner fills storage-4's two write slots (PerNodeIn).
 	tasks, err := h.env.JS.Stream(h.ctx, bus.StreamTasks)
 	if err != nil {
 		t.Fatal(err)
@@ -563,12 +611,12 @@ func TestRestartMidRepairIssuesNoDuplicates(t *testing.T) {
 		}
 		return info.State.Msgs
 	}
-	bustest.Eventually(t, deadline, "four tasks queued", func() bool { return queued() == 4 })
+	bustest.Eventually(t, deadline, "two tasks queued", func() bool { return queued() == 2 })
 	stop()
 
 	h.startPlanner(fastConfig())
 	// Several ticks of the new planner: it must add nothing.
-	bustest.Consistently(t, 300*time.Millisecond, "restarted planner queues the same 4 tasks", func() bool { return queued() == 4 })
+	bustest.Consistently(t, 300*time.Millisecond, "restarted planner queues the same 2 tasks", func() bool { return queued() == 2 })
 	mv := &mover{}
 	h.runMover(mv)
 	h.waitHealthy()
@@ -598,8 +646,11 @@ func TestFailedCopyIsReplanned(t *testing.T) {
 	for _, pl := range p {
 		holder = pl.Nodes[0]
 	}
-	h.setState(holder, model.StateDown)
+	h.setStateSeen(holder, model.StateDown)
 	h.waitHealthy()
+	if len(mv.copies()) != 1 {
+		t.Fatalf("copies %+v, want tasks for the one shard", mv.copies())
+	}
 	for shard, ts := range mv.copies() {
 		if len(ts) != 2 || ts[0].Attempt != 1 || ts[1].Attempt != 2 || ts[0].Task == ts[1].Task {
 			t.Fatalf("shard %s tasks %+v: want attempt 1 (failed) then 2", shard, ts)
@@ -730,7 +781,7 @@ func TestRehomeSpreadsOverSurvivors(t *testing.T) {
 		h.placementsBefore[id] = p.Nodes
 	}
 	victim := h.status().Nodes[0]
-	h.setState(victim.ID, model.StateDown)
+	h.setStateSeen(victim.ID, model.StateDown)
 	mv := &mover{}
 	h.runMover(mv)
 	h.waitHealthy()

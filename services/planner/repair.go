@@ -2,9 +2,11 @@ package planner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +18,10 @@ import (
 	"github.com/rehome/rehome/shared/model"
 )
 
-// seedFlights reads the copy tasks still waiting in (or being worked from)
-// the work-queue stream, without consuming them, and counts them in flight,
-// so a restarted planner does not issue the same work twice.
+// seedFlights reads the copy and trim tasks still waiting in (or being
+// worked from) the work-queue stream, without consuming them, and counts
+// them in flight, so a restarted planner or one taking over does not issue
+// the same work twice.
 func (s *Service) seedFlights(ctx context.Context) error {
 	ictx, cancel := context.WithTimeout(ctx, opTimeout)
 	info, err := s.tasks.Info(ictx)
@@ -44,7 +47,7 @@ func (s *Service) seedFlights(ctx context.Context) error {
 		}
 		seq = m.Sequence + 1
 		var t event.Task
-		if event.Decode(m.Data, &t) != nil || (t.Kind != event.KindCopy && t.Kind != event.KindRebuild) {
+		if event.Decode(m.Data, &t) != nil {
 			continue
 		}
 		s.mu.Lock()
@@ -74,7 +77,7 @@ func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.Pu
 	if err != nil {
 		return nil, fmt.Errorf("publish task %s: %w", t.Task, err)
 	}
-	if t.Kind == event.KindDelete {
+	if t.Kind == event.KindDelete && !ack.Duplicate {
 		s.m.issued.WithLabelValues(t.Kind).Inc()
 	}
 	return ack, nil
@@ -95,7 +98,7 @@ func (s *Service) awaitPlacement(ctx context.Context) {
 		return
 	}
 	last := bs.StreamInfo().State.LastSeq
-	for s.placeSeen.Load() < last {
+	for s.placeSeen.Load() < last && s.acting.Load() {
 		select {
 		case <-ctx.Done():
 			s.log.Warn("placement watch lags behind writes", "seen", s.placeSeen.Load(), "written", last)
@@ -120,40 +123,78 @@ func (s *Service) getPlacement(ctx context.Context, shard string) (model.Placeme
 	return p, e.Revision(), nil
 }
 
-// tick runs one planning round: forget expired tasks, issue new copies,
-// announce lost shards, refresh the gauges.
-func (s *Service) tick(ctx context.Context) {
+// resultsPending counts results not yet handled by anyone, or handed out
+// and not acknowledged.
+func (s *Service) resultsPending(ctx context.Context, act *acting) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	info, err := act.cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(info.NumAckPending) + info.NumPending, nil
+}
+
+// tick runs one planning round: forget expired tasks, issue new copies and
+// trims, announce lost shards, refresh the gauges. It returns how soon to
+// plan again when the byte cap held copies back (0: no need). It does
+// nothing unless the lease is held.
+func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	now := s.now()
+	if !s.lease.held(now) {
+		return 0
+	}
+	if !act.gateUntil.IsZero() {
+		if n, err := s.resultsPending(ctx, act); now.Before(act.gateUntil) && (err != nil || n > 0) {
+			if !act.gateLogged {
+				act.gateLogged = true
+				s.log.Info("waiting for results handed to the previous planner before planning", "pending", n, "until", act.gateUntil)
+			}
+			s.refreshGauges()
+			return 0
+		}
+		act.gateUntil = time.Time{}
+	}
 	s.expireFlights(ctx, now)
 
 	s.mu.Lock()
 	s.v.expire(now)
-	ds := s.v.plan(now, s.limits())
-	s.v.reserve(ds, now, s.cfg.TaskTimeout)
+	p := s.v.round(now, s.limits())
+	s.v.reserve(p, now, s.cfg.TaskTimeout)
 	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())
 	s.mu.Unlock()
 
-	if len(ds) > 0 {
-		s.issue(ctx, ds)
+	if len(p.copies) > 0 {
+		s.issue(ctx, p.copies)
+	}
+	for _, t := range p.trims {
+		s.trim(ctx, t)
 	}
 	s.announceLost(ctx)
 	s.refreshGauges()
+	return p.wait
 }
 
 // expireFlights re-plans tasks past their deadline, unless the task message
 // still sits in the work queue (no mover took it yet, or one is retrying it).
+// An expired copy counts as a failed attempt; an expired trim is forgotten.
 func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 	s.mu.Lock()
-	exp := s.v.expired(now)
+	copies, trims := s.v.expired(now)
 	type check struct {
 		h    uint32
 		task string
 		seq  uint64
+		trim bool
 	}
-	checks := make([]check, 0, len(exp))
-	for _, h := range exp {
+	checks := make([]check, 0, len(copies)+len(trims))
+	for _, h := range copies {
 		f := s.v.flights[h]
-		checks = append(checks, check{h, f.task, f.seq})
+		checks = append(checks, check{h, f.task, f.seq, false})
+	}
+	for _, h := range trims {
+		t := s.v.trims[h]
+		checks = append(checks, check{h, t.task, t.seq, true})
 	}
 	s.mu.Unlock()
 	for _, c := range checks {
@@ -167,17 +208,62 @@ func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 				continue // cannot tell now: look again next tick
 			}
 		}
+		if c.trim {
+			s.mu.Lock()
+			if t := s.v.trims[c.h]; t != nil && t.task == c.task {
+				if queued {
+					t.deadline = now.Add(s.cfg.TaskTimeout)
+				} else {
+					s.log.Warn("trim timed out", "task", c.task)
+					s.v.endTrim(c.h)
+				}
+			}
+			s.mu.Unlock()
+			continue
+		}
+		var gaveUp *event.Failed
 		s.mu.Lock()
 		if f := s.v.flights[c.h]; f != nil && f.task == c.task {
 			if queued {
 				f.deadline = now.Add(s.cfg.TaskTimeout)
 			} else {
 				s.log.Warn("task timed out, re-planning", "task", c.task)
-				s.v.endFlight(c.h)
-				s.v.bumpAttempt(c.h, now)
+				gaveUp = s.failedLocked(c.h, f, "no result within the task timeout", now, false)
 			}
 		}
 		s.mu.Unlock()
+		s.reportGaveUp(ctx, gaveUp)
+	}
+}
+
+// failedLocked ends flight f of shard h as a failed attempt (s.mu held). When
+// it was the last attempt of its round it returns the report to publish.
+func (s *Service) failedLocked(h uint32, f *flight, cause string, now time.Time, avoid bool) *event.Failed {
+	s.v.endFlight(h)
+	if !s.v.failed(h, f.target, f.attempt, f.serial, now, avoid) {
+		return nil
+	}
+	s.m.gaveUp.Inc()
+	r := s.v.retries[h]
+	return &event.Failed{
+		Task: f.task, Incident: f.incident, Shard: s.v.ids.String(h), Kind: event.KindCopy,
+		Target: s.v.nodes[f.target].id, Attempt: f.attempt, Final: true, RetryAt: r.notBefore.UTC(),
+		Error: fmt.Sprintf("repair failed %d times in a row (last: %s); retrying from attempt 1 at %s",
+			f.attempt, cause, r.notBefore.UTC().Format(time.RFC3339)),
+	}
+}
+
+// reportGaveUp publishes the planner's final failure report of a parked
+// shard (nil: nothing to report), deduplicated by its task id.
+func (s *Service) reportGaveUp(ctx context.Context, f *event.Failed) {
+	if f == nil {
+		return
+	}
+	s.log.Warn("repair parked after repeated failures", "shard", f.Shard, "attempts", f.Attempt, "retry_at", f.RetryAt, "err", f.Error)
+	pctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := bus.Publish(pctx, s.js, event.FailedPrefix+f.Target, f, "planner-gave-up-"+f.Task); err != nil {
+		s.log.Warn("publish final failure", "shard", f.Shard, "err", err)
 	}
 }
 
@@ -204,6 +290,7 @@ func (s *Service) issue(ctx context.Context, ds []decision) {
 		a.plan.Bytes += t.Bytes
 		if t.RackRelaxed {
 			a.plan.RackRelaxed++
+			s.m.rackRelaxed.Inc()
 		}
 		pt := a.targets[t.Target]
 		if pt == nil {
@@ -224,12 +311,13 @@ func (s *Service) issue(ctx context.Context, ds []decision) {
 			s.log.Warn("publish plan", "incident", inc, "err", err)
 		}
 		cancel()
-		s.log.Info("repair plan", "incident", inc, "shards", a.plan.Shards, "bytes", a.plan.Bytes, "targets", len(a.plan.Targets))
+		s.log.Info("repair plan", "incident", inc, "shards", a.plan.Shards, "bytes", a.plan.Bytes,
+			"targets", len(a.plan.Targets), "rack_relaxed", a.plan.RackRelaxed)
 	}
 }
 
 // issueOne reads the shard's entry (checksum, revision) and publishes its
-// task; on any failure the reservation is released.
+// task; on any failure (or a lease lost meanwhile) the reservation is released.
 func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) {
 	s.mu.Lock()
 	taskID := s.v.taskID(d)
@@ -239,15 +327,19 @@ func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) 
 		sources[i] = s.v.nodes[r].id
 	}
 	s.mu.Unlock()
-	release := func(bump bool) {
+	release := func(used bool) {
 		s.mu.Lock()
 		if f := s.v.flights[d.shard]; f != nil && f.task == taskID {
 			s.v.endFlight(d.shard)
-			if bump {
-				s.v.bumpAttempt(d.shard, s.now())
+			if used {
+				s.v.usedSerial(d.shard, d.serial, s.now())
 			}
 		}
 		s.mu.Unlock()
+	}
+	if !s.lease.held(s.now()) {
+		release(false)
+		return nil, false
 	}
 	p, rev, err := s.getPlacement(ctx, d.id)
 	if err != nil {
@@ -269,8 +361,9 @@ func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) 
 		return nil, false
 	}
 	if ack.Duplicate {
-		// That id was used recently (before a restart): take a new attempt number.
+		// That id was used recently (before a restart): take a new serial.
 		release(true)
+		s.plan()
 		return nil, false
 	}
 	s.m.issued.WithLabelValues(event.KindCopy).Inc()
@@ -279,8 +372,91 @@ func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) 
 		f.seq, f.rev, f.entry = ack.Sequence, rev, &p
 	}
 	s.mu.Unlock()
-	s.log.Debug("task issued", "task", taskID, "source", sources[0], "target", target, "bytes", p.Size)
+	s.log.Debug("task issued", "task", taskID, "source", sources[0], "target", target, "bytes", p.Size,
+		"attempt", d.attempt, "margin", d.margin, "rack_relaxed", d.relaxed)
 	return t, true
+}
+
+// trim removes one surplus copy: it takes the node out of the shard's
+// placement entry with a compare-and-set (never leaving fewer up holders
+// than the layout's copies), then queues the delete task for that node.
+// Anything unexpected (entry changed, lease lost, bus trouble) releases the
+// reservation; the next round looks again.
+func (s *Service) trim(ctx context.Context, td trimDecision) {
+	s.mu.Lock()
+	node := s.v.nodes[td.node].id
+	s.mu.Unlock()
+	release := func() {
+		s.mu.Lock()
+		if t := s.v.trims[td.shard]; t != nil && t.node == td.node && t.task == "" {
+			s.v.endTrim(td.shard)
+		}
+		s.mu.Unlock()
+	}
+	if !s.lease.held(s.now()) {
+		release()
+		return
+	}
+	p, rev, err := s.getPlacement(ctx, td.id)
+	if err != nil {
+		release()
+		return
+	}
+	s.mu.Lock()
+	up := 0
+	for _, n := range p.Nodes {
+		if r, ok := s.v.nodeIdx[n]; ok && s.v.nodes[r].effState() == model.StateUp {
+			up++
+		}
+	}
+	s.mu.Unlock()
+	if !slices.Contains(p.Nodes, node) || up <= p.Layout.Copies() {
+		release()
+		return
+	}
+	entry := p
+	entry.Nodes = slices.DeleteFunc(slices.Clone(p.Nodes), func(n string) bool { return n == node })
+	body, err := json.Marshal(entry)
+	if err != nil {
+		release()
+		return
+	}
+	uctx, cancel := context.WithTimeout(ctx, opTimeout)
+	newRev, err := s.kvPlace.Update(uctx, td.id, body, rev)
+	cancel()
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			s.log.Warn("trim: update placement", "shard", td.id, "err", err)
+		}
+		release()
+		return
+	}
+	taskID := trimPrefix + td.id + "-" + node + "-" + strconv.FormatUint(newRev, 10)
+	s.mu.Lock()
+	if t := s.v.trims[td.shard]; t != nil && t.node == td.node {
+		t.task = taskID
+	}
+	s.mu.Unlock()
+	t := &event.Task{Task: taskID, Incident: "trim", Shard: td.id, Kind: event.KindDelete,
+		Target: node, Bytes: p.Size, SHA256: p.SHA256}
+	ack, err := s.publishTask(ctx, t)
+	if err != nil {
+		// The map no longer lists the copy: it stays on the node's disk, unused.
+		s.log.Warn("trim: copy unmapped but its delete task not queued", "shard", td.id, "node", node, "err", err)
+		s.mu.Lock()
+		if t := s.v.trims[td.shard]; t != nil && t.task == taskID {
+			s.v.endTrim(td.shard)
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.m.trims.Inc()
+	s.mu.Lock()
+	if t := s.v.trims[td.shard]; t != nil && t.task == taskID {
+		t.seq = ack.Sequence
+	}
+	s.mu.Unlock()
+	s.log.Info("surplus copy trimmed", "shard", td.id, "node", node, "task", taskID)
 }
 
 // announceLost publishes event.Lost once for each newly lost shard.
@@ -323,6 +499,7 @@ func (s *Service) refreshGauges() {
 	s.m.bytesRemaining.Set(float64(t.bytesRemaining))
 	s.m.inFlight.Set(float64(t.inFlight))
 	s.m.shards.Set(float64(t.shards))
+	s.m.surplus.Set(float64(t.surplus))
 }
 
 // publishProgress publishes rehome.heal.progress, and rehome.heal.stalled

@@ -20,8 +20,15 @@ import (
 // checked again (is the mover still retrying it?).
 const nonFinalRecheck = 10 * time.Second
 
-// consumeResults starts the durable consumer of mover results.
-func (s *Service) consumeResults(ctx context.Context) (jetstream.ConsumeContext, error) {
+// resultsAckWait is the results consumer's AckWait: how long a result
+// handed to a planner that stopped without answering waits before another
+// gets it. Handling one takes a KV round trip; a late ack only repeats an
+// idempotent update.
+const resultsAckWait = 10 * time.Second
+
+// consumeResults starts the durable consumer of mover results; handling
+// stops when ctx ends.
+func (s *Service) consumeResults(ctx context.Context) (jetstream.Consumer, jetstream.ConsumeContext, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cons, err := s.js.CreateOrUpdateConsumer(cctx, bus.StreamEvents, jetstream.ConsumerConfig{
@@ -30,17 +37,19 @@ func (s *Service) consumeResults(ctx context.Context) (jetstream.ConsumeContext,
 		FilterSubjects: []string{event.DonePrefix + ">", event.FailedPrefix + ">"},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        30 * time.Second,
+		AckWait:        resultsAckWait,
 		MaxAckPending:  1024,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("results consumer: %w", err)
+		return nil, nil, fmt.Errorf("results consumer: %w", err)
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) { s.onResult(ctx, msg) })
+	// A small buffer: what a planner losing the lease had buffered waits
+	// AckWait before the next one gets it.
+	cc, err := cons.Consume(func(msg jetstream.Msg) { s.onResult(ctx, msg) }, jetstream.PullMaxMessages(64))
 	if err != nil {
-		return nil, fmt.Errorf("consume results: %w", err)
+		return nil, nil, fmt.Errorf("consume results: %w", err)
 	}
-	return cc, nil
+	return cons, cc, nil
 }
 
 // onResult handles one mover result. Malformed results are acked and
@@ -62,7 +71,7 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 			s.malformed(strings.TrimSuffix(event.FailedPrefix, "."), derr)
 			break
 		}
-		s.onFailed(f)
+		s.onFailed(ctx, f)
 	default:
 		s.malformed(subj, errors.New("unexpected result subject"))
 	}
@@ -80,6 +89,7 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 // A copy of a shard no longer in the map is scheduled for deletion.
 func (s *Service) onDone(ctx context.Context, d event.Done) error {
 	if d.Kind == event.KindDelete {
+		s.endTrim(d.Shard, d.Task)
 		return nil
 	}
 	s.mu.Lock()
@@ -150,35 +160,65 @@ func (s *Service) deleteOrphan(ctx context.Context, shard, node string, bytes in
 	return nil
 }
 
+// endTrim ends the trim of shard whose delete task is task, if in flight,
+// and plans again (its slot is free).
+func (s *Service) endTrim(shard, task string) {
+	s.mu.Lock()
+	ended := false
+	if h, ok := s.v.ids.Lookup(shard); ok {
+		if t := s.v.trims[h]; t != nil && t.task == task {
+			s.v.endTrim(h)
+			ended = true
+		}
+	}
+	s.mu.Unlock()
+	if ended {
+		s.plan()
+	}
+}
+
 // onFailed handles a failure report. A final failure ends the task and
-// re-plans the shard with backoff, avoiding that target; a non-final one (the
-// mover retries) keeps it in flight and has it checked again soon.
-func (s *Service) onFailed(f event.Failed) {
+// re-plans the shard with backoff, avoiding that target (or parks it after
+// MaxAttempts, reporting so); a non-final one (the mover retries) keeps it in
+// flight and has it checked again soon. The planner's own reports (RetryAt
+// set) are ignored.
+func (s *Service) onFailed(ctx context.Context, f event.Failed) {
+	if !f.RetryAt.IsZero() {
+		return
+	}
 	s.m.failures.Inc()
 	if f.Kind == event.KindDelete {
-		s.log.Warn("delete task failed", "task", f.Task, "shard", f.Shard, "target", f.Target, "err", f.Error)
+		if f.Final {
+			s.log.Warn("delete task failed: the copy stays on the node, unmapped", "task", f.Task, "shard", f.Shard, "target", f.Target, "err", f.Error)
+			s.endTrim(f.Shard, f.Task)
+		}
 		return
 	}
 	now := s.now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	h, ok := s.v.ids.Lookup(f.Shard)
 	if !ok {
+		s.mu.Unlock()
 		return
 	}
 	fl := s.v.flights[h]
 	if fl == nil || fl.task != f.Task {
+		s.mu.Unlock()
 		return // an older attempt
 	}
 	if !f.Final {
 		fl.deadline = minTime(fl.deadline, now.Add(nonFinalRecheck))
+		s.mu.Unlock()
 		return
 	}
-	target := fl.target
-	s.v.endFlight(h)
-	s.v.failed(h, target, fl.attempt, now)
-	s.log.Warn("copy failed, re-planning", "task", f.Task, "shard", f.Shard, "target", f.Target, "err", f.Error,
-		"next_attempt", s.v.retries[h].attempt)
+	gaveUp := s.failedLocked(h, fl, f.Error, now, true)
+	if gaveUp == nil {
+		s.log.Warn("copy failed, re-planning", "task", f.Task, "shard", f.Shard, "target", f.Target, "err", f.Error,
+			"next_attempt", s.v.retries[h].attempt)
+	}
+	s.mu.Unlock()
+	s.reportGaveUp(ctx, gaveUp)
+	s.plan()
 }
 
 func minTime(a, b time.Time) time.Time {

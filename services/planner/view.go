@@ -1,10 +1,12 @@
 package planner
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +31,7 @@ const (
 // Flags of a shard record.
 const (
 	flagLostSent uint8 = 1 << iota // event.Lost published for this loss
+	flagSurplus                    // listed in view.surplus
 )
 
 // node is everything the planner knows about one node id: its registration,
@@ -50,9 +53,11 @@ type node struct {
 	shards int   // map entries naming the node
 	bytes  int64 // their bytes
 
-	inTasks, outTasks int   // copies writing to / reading from the node
+	inTasks, outTasks int   // copies writing to / reading from the node (outTasks counts trims too)
 	inBytes           int64 // bytes of the copies writing to it
 	allocBytes        int64 // bytes allocated to it and not yet committed
+
+	returning bool // it was down and came back (cleared when it goes down again)
 }
 
 // effState is the state the planner acts on: an unregistered node is down,
@@ -78,7 +83,7 @@ type shard struct {
 	index   uint8
 	layout  uint8 // index into view.layouts
 	flags   uint8
-	bucket  uint8 // live-holder count of the repair queue it sits in, or noBucket
+	bucket  uint8 // repair queue it sits in (see view.buckets), or noBucket
 }
 
 // flight is a copy task issued and not yet resolved.
@@ -87,7 +92,8 @@ type flight struct {
 	target   nodeRef
 	source   nodeRef
 	bytes    int64
-	attempt  int
+	attempt  int // attempt within the current round (1..MaxAttempts)
+	serial   int // the task id's number: counts every task of the shard
 	deadline time.Time
 	seq      uint64           // task message's sequence in the work-queue stream (0: unknown)
 	rev      uint64           // placement entry revision when issued (0: unknown)
@@ -95,12 +101,33 @@ type flight struct {
 	incident string
 }
 
+// trimFlight is a surplus copy being removed: the map no longer lists node
+// (or is about to, while the compare-and-set runs) and a delete task is
+// queued for it. It holds one of the node's out slots.
+type trimFlight struct {
+	task     string // "" until the map update succeeded and the task id is known
+	node     nodeRef
+	deadline time.Time
+	seq      uint64 // delete task's sequence in the work-queue stream (0: unknown)
+}
+
 // retry remembers failed attempts at one shard.
 type retry struct {
-	attempt   int       // attempt number of the next task
-	notBefore time.Time // backoff
+	attempt   int       // attempt number of the next task within this round
+	serial    int       // highest task serial used for the shard (task ids stay unique)
+	round     int       // 1, then one more each time MaxAttempts failed attempts parked it
+	notBefore time.Time // backoff, or the end of the parking (RetryLater)
 	avoid     []nodeRef // targets that failed
-	expires   time.Time // forget the avoid list after this
+	expires   time.Time // forget all this after it (unless a task is in flight)
+}
+
+// retryMemory is how long a shard's failures are remembered without news.
+const retryMemory = 10 * time.Minute
+
+// policy is the failure policy of the view.
+type policy struct {
+	maxAttempts int           // failed attempts before a shard is parked
+	retryLater  time.Duration // how long it stays parked
 }
 
 // allocation is bytes promised to nodes by an allocate call, counted as
@@ -112,9 +139,12 @@ type allocation struct {
 
 // view is the planner's in-memory picture of the cluster: nodes, the whole
 // placement map in compact form, the repair queue derived from them, and work
-// in flight. Its methods are pure state transitions (no I/O, time passed in);
-// the service guards it with a mutex.
+// in flight. Its methods are pure state transitions (no I/O; time passed in
+// or read from the injected clock); the service guards it with a mutex.
 type view struct {
+	clock func() time.Time
+	pol   policy
+
 	nodes   []node
 	nodeIdx map[string]nodeRef
 
@@ -124,13 +154,24 @@ type view struct {
 	layouts []model.Layout
 	objects int // entries that are chunk/stripe 0, piece 0: one per object
 
-	// buckets[n] lists, sorted by shard id, the shards with n live holders
-	// and fewer than they need. Bucket 0 holds the lost (or missing EC pieces).
-	buckets     [][]uint32
+	// buckets is the repair queue, ordered by risk. A shard's margin is how
+	// many more copies it can lose and still be restored: live copies - 1 for
+	// a replicated shard (erasure-coded pieces will join on the same scale as
+	// live pieces of the stripe - K when their rebuild is planned). buckets[b]
+	// holds the shards of margin b-1 that lack copies, oldest first (the time
+	// they were first seen short, shortSince), then by id. Bucket 0 holds
+	// the lost shards, and the missing erasure-coded pieces (not planned yet).
+	buckets    [][]uint32
+	shortSince map[uint32]int64 // queued shard -> when first seen short (unix ns)
+	// surplus lists, by handle, the shards with more up holders than they
+	// need (flagSurplus); trimCursor is where the next trim scan starts.
+	surplus     []uint32
+	trimCursor  int
 	needRescan  bool // liveness changed: buckets must be rebuilt
 	loading     bool // initial load: skip incremental queue upkeep
 	flights     map[uint32]*flight
 	copyFlights int
+	trims       map[uint32]*trimFlight
 	retries     map[uint32]*retry
 	allocs      map[string]*allocation
 
@@ -144,16 +185,22 @@ type view struct {
 	rescanDur time.Duration // how long the last rescan took (a measurement only)
 }
 
-func newView() *view {
+// newView returns an empty view reading time from clock, with the failure
+// policy pol.
+func newView(clock func() time.Time, pol policy) *view {
 	return &view{
-		nodeIdx: make(map[string]nodeRef),
-		ids:     intern.New(),
-		spill:   make(map[uint32][]nodeRef),
-		buckets: make([][]uint32, 17),
-		flights: make(map[uint32]*flight),
-		retries: make(map[uint32]*retry),
-		allocs:  make(map[string]*allocation),
-		rate:    rateMeter{window: 20 * time.Second},
+		clock:      clock,
+		pol:        pol,
+		nodeIdx:    make(map[string]nodeRef),
+		ids:        intern.New(),
+		spill:      make(map[uint32][]nodeRef),
+		buckets:    make([][]uint32, 17), // live copies < Copies() <= 16
+		shortSince: make(map[uint32]int64),
+		flights:    make(map[uint32]*flight),
+		trims:      make(map[uint32]*trimFlight),
+		retries:    make(map[uint32]*retry),
+		allocs:     make(map[string]*allocation),
+		rate:       rateMeter{window: 20 * time.Second},
 	}
 }
 
@@ -188,10 +235,23 @@ func (v *view) setNode(n model.Node) error {
 	return nil
 }
 
+// noteTransition records, on a verdict, a node coming back from down
+// (returning) or going down.
+func (n *node) noteTransition(before model.State) {
+	after := n.effState()
+	switch {
+	case !after.Live():
+		n.returning = false
+	case !before.Live():
+		n.returning = true
+	}
+}
+
 // removeNode forgets a registration (the node's copies stop counting).
 func (v *view) removeNode(id string) {
 	if r, ok := v.nodeIdx[id]; ok && v.nodes[r].registered {
 		v.nodes[r].registered = false
+		v.nodes[r].returning = false
 		v.needRescan = true
 	}
 }
@@ -210,6 +270,7 @@ func (v *view) setLiveness(l model.Liveness) (bool, error) {
 	changed := before != nd.effState()
 	if changed {
 		v.needRescan = true
+		nd.noteTransition(before)
 	}
 	return changed, nil
 }
@@ -227,6 +288,7 @@ func (v *view) clearLiveness(id string) bool {
 	changed := before != nd.effState()
 	if changed {
 		v.needRescan = true
+		nd.noteTransition(before)
 	}
 	return changed
 }
@@ -255,13 +317,22 @@ func (v *view) holds(h uint32, r nodeRef) bool { return slices.Contains(v.holder
 func (v *view) live(r nodeRef) bool { return v.nodes[r].effState().Live() }
 
 func (v *view) liveCount(h uint32) int {
-	n := 0
+	live, _ := v.counts(h)
+	return live
+}
+
+// counts returns how many holders of h are live and how many are up.
+func (v *view) counts(h uint32) (live, up int) {
 	for _, r := range v.holders(h) {
-		if v.live(r) {
-			n++
+		switch st := v.nodes[r].effState(); {
+		case st == model.StateUp:
+			live++
+			up++
+		case st.Live():
+			live++
 		}
 	}
-	return n
+	return live, up
 }
 
 func (v *view) layoutIndex(l model.Layout) (uint8, error) {
@@ -282,20 +353,21 @@ func objHash(id string) uint32 {
 }
 
 // upsertPlacement adds or replaces a map entry (already validated). A copy
-// in flight whose target now holds the shard is resolved.
-func (v *view) upsertPlacement(p model.Placement) error {
+// in flight whose target now holds the shard is resolved; landed reports it
+// (its capacity is free: plan again).
+func (v *view) upsertPlacement(p model.Placement) (landed bool, err error) {
 	if len(p.Nodes) > maxHolders {
-		return fmt.Errorf("%w holders (%d) for shard %s", errTooMany, len(p.Nodes), p.Shard)
+		return false, fmt.Errorf("%w holders (%d) for shard %s", errTooMany, len(p.Nodes), p.Shard)
 	}
 	li, err := v.layoutIndex(p.Layout)
 	if err != nil {
-		return err
+		return false, err
 	}
 	refs := make([]nodeRef, 0, len(p.Nodes))
 	for _, id := range p.Nodes {
 		r, err := v.ref(id)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !slices.Contains(refs, r) {
 			refs = append(refs, r)
@@ -322,9 +394,10 @@ func (v *view) upsertPlacement(p model.Placement) error {
 	v.account(h, +1)
 	if f := v.flights[h]; f != nil && v.holds(h, f.target) {
 		v.endFlight(h)
+		landed = true
 	}
 	v.refresh(h)
-	return nil
+	return landed, nil
 }
 
 // account adds (sign +1) or removes (-1) an entry's share of the node and
@@ -348,9 +421,14 @@ func (v *view) removePlacement(id string) bool {
 	}
 	s := v.rec(h)
 	v.unqueue(h)
+	v.unsurplus(h)
+	delete(v.shortSince, h)
 	v.account(h, -1)
 	if v.flights[h] != nil {
 		v.endFlight(h)
+	}
+	if v.trims[h] != nil {
+		v.endTrim(h)
 	}
 	delete(v.spill, h)
 	delete(v.retries, h)
@@ -359,14 +437,16 @@ func (v *view) removePlacement(id string) bool {
 	return true
 }
 
-// wantBucket is the repair queue a shard belongs in (noBucket: healthy).
-func (v *view) wantBucket(h uint32) uint8 {
+// wantBucket is the repair queue a shard belongs in (noBucket: healthy) and
+// whether it has surplus up holders.
+func (v *view) wantBucket(h uint32) (bucket uint8, surplus bool) {
 	s := v.rec(h)
-	live := v.liveCount(h)
-	if live >= v.layouts[s.layout].Copies() {
-		return noBucket
+	live, up := v.counts(h)
+	copies := v.layouts[s.layout].Copies()
+	if live >= copies {
+		return noBucket, up > copies
 	}
-	return uint8(live)
+	return uint8(live), false
 }
 
 // refresh moves one shard to the queue its holders call for.
@@ -376,7 +456,12 @@ func (v *view) refresh(h uint32) {
 		return
 	}
 	s := v.rec(h)
-	want := v.wantBucket(h)
+	want, surplus := v.wantBucket(h)
+	if surplus {
+		v.ensurplus(h)
+	} else {
+		v.unsurplus(h)
+	}
 	if want != 0 {
 		s.flags &^= flagLostSent
 	}
@@ -387,65 +472,139 @@ func (v *view) refresh(h uint32) {
 		return
 	}
 	v.unqueue(h)
-	if want != noBucket {
-		b := v.buckets[want]
-		i := v.search(b, v.ids.String(h))
-		v.buckets[want] = slices.Insert(b, i, h)
-		s.bucket = want
+	if want == noBucket {
+		delete(v.shortSince, h)
+		return
 	}
+	if _, ok := v.shortSince[h]; !ok {
+		v.shortSince[h] = v.clock().UnixNano()
+	}
+	b := v.buckets[want]
+	i := v.search(b, h)
+	v.buckets[want] = slices.Insert(b, i, h)
+	s.bucket = want
 }
 
-// unqueue takes a shard out of its repair queue.
+// unqueue takes a shard out of its repair queue (its shortSince stays).
 func (v *view) unqueue(h uint32) {
 	s := v.rec(h)
 	if s.bucket == noBucket {
 		return
 	}
 	b := v.buckets[s.bucket]
-	if i := v.search(b, v.ids.String(h)); i < len(b) && b[i] == h {
+	if i := v.search(b, h); i < len(b) && b[i] == h {
 		v.buckets[s.bucket] = slices.Delete(b, i, i+1)
 	}
 	s.bucket = noBucket
 }
 
-// search returns where id sits (or would sit) in a bucket sorted by id.
-func (v *view) search(b []uint32, id string) int {
-	i, _ := slices.BinarySearchFunc(b, id, func(h uint32, id string) int {
-		return strings.Compare(v.ids.String(h), id)
-	})
+// queueOrder orders two queued shards: first seen short earlier first, then by id.
+func (v *view) queueOrder(a, b uint32) int {
+	if c := cmp.Compare(v.shortSince[a], v.shortSince[b]); c != 0 {
+		return c
+	}
+	return strings.Compare(v.ids.String(a), v.ids.String(b))
+}
+
+// search returns where h sits (or would sit) in a bucket in queue order.
+func (v *view) search(b []uint32, h uint32) int {
+	i, _ := slices.BinarySearchFunc(b, h, v.queueOrder)
 	return i
 }
 
-// rescan rebuilds every repair queue from the map and node states: the
-// level-triggered heart of the planner. O(shards) plus sorting the queues.
+// ensurplus lists h among the shards with surplus copies.
+func (v *view) ensurplus(h uint32) {
+	s := v.rec(h)
+	if s.flags&flagSurplus != 0 {
+		return
+	}
+	s.flags |= flagSurplus
+	i, _ := slices.BinarySearch(v.surplus, h)
+	v.surplus = slices.Insert(v.surplus, i, h)
+}
+
+// unsurplus takes h off the surplus list.
+func (v *view) unsurplus(h uint32) {
+	s := v.rec(h)
+	if s.flags&flagSurplus == 0 {
+		return
+	}
+	s.flags &^= flagSurplus
+	if i, ok := slices.BinarySearch(v.surplus, h); ok {
+		v.surplus = slices.Delete(v.surplus, i, i+1)
+	}
+}
+
+// queued is a shard of a repair queue with its sort key, while sorting.
+type queued struct {
+	since int64
+	h     uint32
+}
+
+// rescan rebuilds every repair queue and the surplus list from the map and
+// node states: the level-triggered heart of the planner. O(shards) plus
+// sorting the queues. A shard short before keeps the time it was first seen
+// short; one newly short gets the clock's now.
 func (v *view) rescan() {
 	start := time.Now()
 	defer func() { v.rescanDur = time.Since(start) }()
+	now := v.clock().UnixNano()
 	v.needRescan = false
 	for i := range v.buckets {
 		v.buckets[i] = v.buckets[i][:0]
 	}
+	v.surplus = v.surplus[:0]
+	sorting := make([][]queued, len(v.buckets))
 	limit := v.ids.Limit()
 	for h := uint32(0); h < limit; h++ {
 		if !v.ids.Valid(h) {
 			continue
 		}
 		s := v.rec(h)
-		want := v.wantBucket(h)
+		want, surplus := v.wantBucket(h)
 		s.bucket = want
 		if want != 0 {
 			s.flags &^= flagLostSent
 		}
-		if want != noBucket {
-			v.buckets[want] = append(v.buckets[want], h)
+		if surplus {
+			s.flags |= flagSurplus
+			v.surplus = append(v.surplus, h)
 		} else {
-			delete(v.retries, h)
+			s.flags &^= flagSurplus
+		}
+		if want == noBucket {
+			if len(v.retries) > 0 {
+				delete(v.retries, h)
+			}
+			continue
+		}
+		since, ok := v.shortSince[h]
+		if !ok {
+			since = now
+			v.shortSince[h] = now
+		}
+		sorting[want] = append(sorting[want], queued{since, h})
+	}
+	for h := range v.shortSince {
+		if !v.ids.Valid(h) || v.rec(h).bucket == noBucket {
+			delete(v.shortSince, h)
 		}
 	}
-	for i := range v.buckets {
-		slices.SortFunc(v.buckets[i], func(a, b uint32) int {
-			return strings.Compare(v.ids.String(a), v.ids.String(b))
+	for i, q := range sorting {
+		slices.SortFunc(q, func(a, b queued) int {
+			if c := cmp.Compare(a.since, b.since); c != 0 {
+				return c
+			}
+			return strings.Compare(v.ids.String(a.h), v.ids.String(b.h))
 		})
+		b := v.buckets[i]
+		for _, e := range q {
+			b = append(b, e.h)
+		}
+		v.buckets[i] = b
+	}
+	if v.trimCursor > len(v.surplus) {
+		v.trimCursor = 0
 	}
 }
 
@@ -453,6 +612,36 @@ func (v *view) rescan() {
 func (v *view) fresh() {
 	if v.needRescan && !v.loading {
 		v.rescan()
+	}
+}
+
+// startTrim records a surplus removal and charges the node's out slot.
+func (v *view) startTrim(h uint32, tf *trimFlight) {
+	if v.trims[h] != nil {
+		v.endTrim(h)
+	}
+	v.trims[h] = tf
+	v.nodes[tf.node].outTasks++
+}
+
+// endTrim forgets a surplus removal and releases its slot.
+func (v *view) endTrim(h uint32) {
+	tf := v.trims[h]
+	if tf == nil {
+		return
+	}
+	delete(v.trims, h)
+	v.nodes[tf.node].outTasks--
+}
+
+// clearFlights forgets every task in flight (a planner taking over re-reads
+// them from the work queue).
+func (v *view) clearFlights() {
+	for h := range v.flights {
+		v.endFlight(h)
+	}
+	for h := range v.trims {
+		v.endTrim(h)
 	}
 }
 
@@ -481,48 +670,95 @@ func (v *view) endFlight(h uint32) {
 	v.nodes[f.source].outTasks--
 }
 
-// seedFlight records a queued copy task as in flight; it reports whether it did.
+// trimPrefix starts the id of every surplus-removal task.
+const trimPrefix = "trim-"
+
+// taskSerial reads the serial number that ends a task id ("...-7"), or def.
+func taskSerial(id string, def int) int {
+	if i := strings.LastIndexByte(id, '-'); i >= 0 {
+		if n, err := strconv.Atoi(id[i+1:]); err == nil && n > 0 {
+			return n
+		}
+	}
+	return def
+}
+
+// seedFlight records a queued copy or trim task as in flight; it reports
+// whether it did.
 func (v *view) seedFlight(t event.Task, seq uint64, deadline time.Time) bool {
 	h, ok := v.ids.Lookup(t.Shard)
-	if !ok || len(t.Sources) == 0 {
+	if !ok {
 		return false
 	}
 	tg, err := v.ref(t.Target)
 	if err != nil {
 		return false
 	}
+	if t.Kind == event.KindDelete {
+		if !strings.HasPrefix(t.Task, trimPrefix) || v.trims[h] != nil {
+			return false
+		}
+		v.startTrim(h, &trimFlight{task: t.Task, node: tg, deadline: deadline, seq: seq})
+		return true
+	}
+	if len(t.Sources) == 0 {
+		return false
+	}
 	src, err := v.ref(t.Sources[0])
 	if err != nil {
 		return false
 	}
+	serial := taskSerial(t.Task, max(t.Attempt, 1))
 	r := v.retries[h]
 	if r == nil {
-		r = &retry{attempt: 1, expires: deadline}
+		r = &retry{attempt: 1, round: 1, expires: deadline}
 		v.retries[h] = r
 	}
-	r.attempt = max(r.attempt, t.Attempt+1) // the next task gets a fresh id
-	if old := v.flights[h]; old != nil && old.attempt > t.Attempt {
+	r.serial = max(r.serial, serial) // the next task gets a fresh id
+	if old := v.flights[h]; old != nil && old.serial > serial {
 		return false
 	}
+	r.attempt = max(t.Attempt, 1)
 	v.startFlight(h, &flight{task: t.Task, target: tg, source: src, bytes: t.Bytes,
-		attempt: t.Attempt, deadline: deadline, seq: seq, incident: t.Incident})
+		attempt: max(t.Attempt, 1), serial: serial, deadline: deadline, seq: seq, incident: t.Incident})
 	return true
 }
 
-// failed records a final failure of the copy to target: the next attempt
-// avoids it and waits a backoff.
-func (v *view) failed(h uint32, target nodeRef, attempt int, now time.Time) {
+// retryOf returns shard h's retry record, creating it.
+func (v *view) retryOf(h uint32) *retry {
 	r := v.retries[h]
 	if r == nil {
-		r = &retry{attempt: 1}
+		r = &retry{attempt: 1, round: 1}
 		v.retries[h] = r
 	}
-	r.attempt = max(r.attempt, attempt) + 1
-	r.notBefore = now.Add(backoff(r.attempt))
-	r.expires = now.Add(10 * time.Minute)
-	if !slices.Contains(r.avoid, target) {
+	return r
+}
+
+// failed records a failed attempt (attempt, with task serial) at copying
+// shard h to target. The next attempt waits a backoff and, when avoid is
+// set, avoids that target. When attempt was the pol.maxAttempts-th of its
+// round the shard is parked instead: nothing is tried for pol.retryLater,
+// then a new round starts at attempt 1 with no target avoided. gaveUp
+// reports the parking (the caller says so on rehome.repair.failed).
+func (v *view) failed(h uint32, target nodeRef, attempt, serial int, now time.Time, avoid bool) (gaveUp bool) {
+	r := v.retryOf(h)
+	r.serial = max(r.serial, serial)
+	next := max(r.attempt, attempt+1)
+	if next > v.pol.maxAttempts {
+		r.round++
+		r.attempt = 1
+		r.avoid = nil
+		r.notBefore = now.Add(v.pol.retryLater)
+		r.expires = r.notBefore.Add(retryMemory)
+		return true
+	}
+	r.attempt = next
+	r.notBefore = now.Add(backoff(next))
+	r.expires = now.Add(retryMemory)
+	if avoid && !slices.Contains(r.avoid, target) {
 		r.avoid = append(r.avoid, target)
 	}
+	return false
 }
 
 // backoff is the wait before attempt n (n >= 2): 1 s doubling, at most 30 s.
@@ -531,24 +767,20 @@ func backoff(n int) time.Duration {
 	return min(d, 30*time.Second)
 }
 
-// nextAttempt is the attempt number of the next task for shard h.
-func (v *view) nextAttempt(h uint32) int {
+// nextTask is the attempt number and task serial of the next task for shard h.
+func (v *view) nextTask(h uint32) (attempt, serial int) {
 	if r := v.retries[h]; r != nil {
-		return r.attempt
+		return r.attempt, r.serial + 1
 	}
-	return 1
+	return 1, 1
 }
 
-// bumpAttempt moves shard h to a new attempt number (a timed-out task or a
-// task id already used).
-func (v *view) bumpAttempt(h uint32, now time.Time) {
-	r := v.retries[h]
-	if r == nil {
-		r = &retry{attempt: 1}
-		v.retries[h] = r
-	}
-	r.attempt++
-	r.expires = now.Add(10 * time.Minute)
+// usedSerial records that task serial of shard h is taken (its id was
+// already in the stream's dedup window): the next task uses a higher one.
+func (v *view) usedSerial(h uint32, serial int, now time.Time) {
+	r := v.retryOf(h)
+	r.serial = max(r.serial, serial)
+	r.expires = now.Add(retryMemory)
 }
 
 // addAllocation counts bytes promised by an allocate call as pending on the
@@ -581,7 +813,7 @@ func (v *view) expire(now time.Time) {
 		}
 	}
 	for h, r := range v.retries {
-		if now.After(r.expires) && v.flights[h] == nil {
+		if now.After(r.expires) && v.flights[h] == nil && now.After(r.notBefore) {
 			delete(v.retries, h)
 		}
 	}

@@ -1,6 +1,7 @@
 // Package placement holds the planner's pure placement decisions: where the
 // replicas of a new shard go (Allocate), which node receives a lost replica
-// (ChooseTarget) and which holder it is read from (ChooseSource). Nothing here
+// (ChooseTarget), which holder it is read from (ChooseSource) and which
+// surplus copy is removed (ChooseSurplus). Nothing here
 // does I/O or keeps state; every function is deterministic in its arguments and
 // safe for concurrent use on distinct inputs.
 package placement
@@ -19,6 +20,7 @@ var (
 	ErrNoTarget       = errors.New("no eligible target node")
 	ErrNoSource       = errors.New("no live holder to read from")
 	ErrBusy           = errors.New("every eligible node is busy")
+	ErrNoSurplus      = errors.New("no surplus copy")
 	// ErrRackBusy (an ErrBusy) says the nodes in racks without a live copy
 	// exist but are all busy: it depends only on those racks, so a caller may
 	// remember it for other shards whose live copies sit in the same racks
@@ -46,8 +48,12 @@ type Candidate struct {
 	OtherBytes int64
 	// PendingTasks counts copies being written to the node now.
 	PendingTasks int
-	// Reads counts copies being read from the node now.
+	// Reads counts copies being read from the node now (and, in the planner,
+	// surplus deletions running on it).
 	Reads int
+	// Returning marks a node that was down and came back: among equally
+	// placed surplus copies, its copy is the one removed.
+	Returning bool
 }
 
 // Shard is one shard to place: its id (which also salts tie-breaks) and size.
@@ -68,9 +74,28 @@ func (c Candidate) Fill() float64 {
 	return float64(c.Load()) / float64(capacity)
 }
 
+// DiskFill is the share of the node's disk taken: what it stores, what is on
+// its way to it and what others take (OtherBytes), over capacity (0 when the
+// capacity is unknown).
+func (c Candidate) DiskFill() float64 {
+	if c.CapacityBytes <= 0 {
+		return 0
+	}
+	return float64(c.Load()+c.OtherBytes) / float64(c.CapacityBytes)
+}
+
 // fits reports whether size more bytes fit (always, when capacity is unknown).
 func (c Candidate) fits(size int64) bool {
 	return c.CapacityBytes <= 0 || c.Load()+c.OtherBytes+size <= c.CapacityBytes
+}
+
+// fitsBelow reports whether size more bytes fit while keeping the disk fill
+// at most maxFill (0 or >= 1: up to the capacity).
+func (c Candidate) fitsBelow(size int64, maxFill float64) bool {
+	if maxFill <= 0 || maxFill >= 1 || c.CapacityBytes <= 0 {
+		return c.fits(size)
+	}
+	return float64(c.Load()+c.OtherBytes+size) <= maxFill*float64(c.CapacityBytes)
 }
 
 // Salt derives the tie-break salt of a shard id.
@@ -219,6 +244,11 @@ type TargetOptions struct {
 	MaxTasks int
 	// Exclude lists candidate indexes not to choose (e.g. a target that failed).
 	Exclude []int
+	// MaxFill skips nodes whose disk fill (DiskFill, counting this shard)
+	// would exceed it (0: only the capacity limits). A node skipped for fill
+	// is not a valid target: when every node of the racks without a live copy
+	// is skipped, the rack rule is relaxed.
+	MaxFill float64
 	// Salt varies tie-breaks per shard (Salt(shard id)).
 	Salt uint64
 }
@@ -234,7 +264,7 @@ type Target struct {
 
 // ChooseTarget picks the node that receives a new copy of a shard held by
 // holders (indexes into cands, live or not). The target is up, holds no copy
-// (even a dead one), is not excluded, has room, and sits in a rack holding no
+// (even a dead one), is not excluded, has room below MaxFill, and sits in a rack holding no
 // live copy where such a node exists; among those the least filled wins (fill
 // counts in-flight bytes), then the one writing fewest copies, then by id.
 // When only rack-sharing nodes exist it picks among them, fewest live copies
@@ -268,7 +298,7 @@ func ChooseTarget(holders []int, cands []Candidate, opt TargetOptions) (Target, 
 	)
 	for i := range cands {
 		c := &cands[i]
-		if skip[i] || c.State != model.StateUp || !c.fits(opt.Size) {
+		if skip[i] || c.State != model.StateUp || !c.fitsBelow(opt.Size, opt.MaxFill) {
 			continue
 		}
 		strict := liveInRack[rackOf[i]] == 0
@@ -308,22 +338,48 @@ type SourceOptions struct {
 	MaxReads int
 	// Salt varies tie-breaks per shard (Salt(shard id)).
 	Salt uint64
+	// TargetRack is the rack of the node the copy goes to ("": unknown):
+	// among equally busy holders, one in that rack (the nearest) is read.
+	TargetRack string
+}
+
+// sourceKey orders holders as ChooseSource prefers them (smaller first).
+type sourceKey struct {
+	reads, far, writes int
+	hash               uint64
+}
+
+func (a sourceKey) less(b sourceKey) bool {
+	switch {
+	case a.reads != b.reads:
+		return a.reads < b.reads
+	case a.far != b.far:
+		return a.far < b.far
+	case a.writes != b.writes:
+		return a.writes < b.writes
+	}
+	return a.hash < b.hash
 }
 
 // ChooseSource picks the holder a copy is read from: an up holder reading
-// fewest copies (then writing fewest, then by a per-shard hash); a suspect or
-// maintenance holder only when no holder is up. Holders at MaxReads are
-// skipped; if that leaves none of the preferred kind it returns ErrBusy.
-// With no live holder at all it returns ErrNoSource.
+// fewest copies, then the nearest to the target (same rack as
+// opt.TargetRack: racks are the only distance known), then writing fewest,
+// then by a per-shard hash; a suspect or maintenance holder only when no
+// holder is up. Holders at MaxReads are skipped; if that leaves none of the
+// preferred kind it returns ErrBusy. With no live holder at all it returns
+// ErrNoSource.
 func ChooseSource(holders []int, cands []Candidate, opt SourceOptions) (int, error) {
-	key := func(h int) (int, int, uint64) {
+	key := func(h int) sourceKey {
 		c := &cands[h]
-		return c.Reads, c.PendingTasks, mix(opt.Salt, hash64(c.ID))
+		far := 1
+		if opt.TargetRack != "" && c.Rack == opt.TargetRack {
+			far = 0
+		}
+		return sourceKey{reads: c.Reads, far: far, writes: c.PendingTasks, hash: mix(opt.Salt, hash64(c.ID))}
 	}
 	pick := func(want func(model.State) bool) (int, bool) {
 		best, seen := -1, false
-		var br, bp int
-		var bh uint64
+		var bk sourceKey
 		for _, h := range holders {
 			if h < 0 || h >= len(cands) || !want(cands[h].State) {
 				continue
@@ -332,9 +388,8 @@ func ChooseSource(holders []int, cands []Candidate, opt SourceOptions) (int, err
 			if opt.MaxReads > 0 && cands[h].Reads >= opt.MaxReads {
 				continue
 			}
-			r, p, x := key(h)
-			if best < 0 || r < br || (r == br && (p < bp || (p == bp && x < bh))) {
-				best, br, bp, bh = h, r, p, x
+			if k := key(h); best < 0 || k.less(bk) {
+				best, bk = h, k
 			}
 		}
 		return best, seen
@@ -352,4 +407,56 @@ func ChooseSource(holders []int, cands []Candidate, opt SourceOptions) (int, err
 		return i, nil
 	}
 	return -1, ErrNoSource
+}
+
+// ChooseSurplus picks the copy to remove from a shard whose up holders
+// outnumber copies (the copies its layout needs): the worst placed up holder,
+// judged in this order: its rack holds another live copy, then its disk is
+// the fullest (DiskFill), then it is a returning node, then by a per-shard
+// hash (salt) and id. Only up holders are removed, so the shard keeps at
+// least copies up holders (and every suspect or maintenance holder). It
+// returns ErrNoSurplus when up holders do not exceed copies.
+func ChooseSurplus(holders []int, cands []Candidate, copies int, salt uint64) (int, error) {
+	up := 0
+	for _, h := range holders {
+		if h >= 0 && h < len(cands) && cands[h].State == model.StateUp {
+			up++
+		}
+	}
+	if up <= copies {
+		return -1, ErrNoSurplus
+	}
+	sharesRack := func(h int) bool {
+		for _, o := range holders {
+			if o != h && o >= 0 && o < len(cands) && cands[o].State.Live() && cands[o].Rack == cands[h].Rack {
+				return true
+			}
+		}
+		return false
+	}
+	worse := func(a, b int) bool { // a is a worse placed copy than b
+		if sa, sb := sharesRack(a), sharesRack(b); sa != sb {
+			return sa
+		}
+		if fa, fb := cands[a].DiskFill(), cands[b].DiskFill(); fa != fb {
+			return fa > fb
+		}
+		if ra, rb := cands[a].Returning, cands[b].Returning; ra != rb {
+			return ra
+		}
+		if ha, hb := mix(salt, hash64(cands[a].ID)), mix(salt, hash64(cands[b].ID)); ha != hb {
+			return ha < hb
+		}
+		return cands[a].ID < cands[b].ID
+	}
+	best := -1
+	for _, h := range holders {
+		if h < 0 || h >= len(cands) || cands[h].State != model.StateUp {
+			continue
+		}
+		if best < 0 || worse(h, best) {
+			best = h
+		}
+	}
+	return best, nil
 }

@@ -563,3 +563,154 @@ func TestRehomeSpreadsOverAllSurvivors(t *testing.T) {
 		}
 	}
 }
+
+func TestChooseTargetMaxFill(t *testing.T) {
+	cs := cluster(6, 3) // rack-1: storage-01 (down), storage-04
+	cs[0].State = model.StateDown
+	for i := range cs {
+		cs[i].CapacityBytes = 1000
+	}
+	cs[3].OtherBytes = 850 // heartbeat says 85% used
+	tg, err := ChooseTarget([]int{0, 1, 2}, cs, TargetOptions{Size: 40, MaxFill: 0.9})
+	if err != nil || cs[tg.Index].ID != "storage-04" || tg.RackRelaxed {
+		t.Fatalf("40 bytes fit below 90%%: got %+v %v", tg, err)
+	}
+	tg, err = ChooseTarget([]int{0, 1, 2}, cs, TargetOptions{Size: 60, MaxFill: 0.9})
+	if err != nil || cs[tg.Index].ID == "storage-04" || !tg.RackRelaxed {
+		t.Fatalf("60 bytes would take storage-04 past 90%%: got %s relaxed=%v %v, want another rack, relaxed", cs[tg.Index].ID, tg.RackRelaxed, err)
+	}
+	cs[3].PendingBytes = 60 // copies in flight count too
+	if tg, err = ChooseTarget([]int{0, 1, 2}, cs, TargetOptions{Size: 40, MaxFill: 0.9}); err != nil || !tg.RackRelaxed {
+		t.Fatalf("in-flight bytes ignored: %+v %v", tg, err)
+	}
+}
+
+func TestChooseSourceNearestRackAmongEquallyBusy(t *testing.T) {
+	cs := cluster(6, 3) // racks: 1 {01,04} 2 {02,05} 3 {03,06}
+	holders := []int{1, 2, 3}
+	for _, rack := range []string{"rack-1", "rack-2", "rack-3"} {
+		got, err := ChooseSource(holders, cs, SourceOptions{TargetRack: rack})
+		if err != nil || cs[got].Rack != rack {
+			t.Fatalf("target in %s: source %s, want the holder in that rack", rack, cs[got].ID)
+		}
+	}
+	// Busy beats near: the rack-1 holder reads one copy already.
+	cs[3].Reads = 1
+	got, _ := ChooseSource(holders, cs, SourceOptions{TargetRack: "rack-1"})
+	if cs[got].Rack == "rack-1" {
+		t.Fatalf("source %s: a busier near holder chosen over idle ones", cs[got].ID)
+	}
+}
+
+func TestChooseSurplusTable(t *testing.T) {
+	six := func(mod func(c []Candidate)) []Candidate {
+		c := cluster(6, 3)
+		for i := range c {
+			c[i].CapacityBytes = 1000
+		}
+		mod(c)
+		return c
+	}
+	tests := []struct {
+		name    string
+		cands   []Candidate
+		holders []int
+		copies  int
+		want    string
+		wantErr error
+	}{{
+		name:    "the copy sharing its rack goes, even on an emptier node",
+		cands:   six(func(c []Candidate) { c[0].UsedBytes = 100; c[3].UsedBytes = 10; c[1].UsedBytes = 900 }),
+		holders: []int{0, 1, 2, 3}, // storage-01 and -04 share rack-1
+		copies:  3,
+		want:    "storage-01",
+	}, {
+		name:    "then the fullest node",
+		cands:   six(func(c []Candidate) { c[3].OtherBytes = 500 }),
+		holders: []int{0, 1, 2, 3},
+		copies:  3,
+		want:    "storage-04",
+	}, {
+		name:    "then the returning node",
+		cands:   six(func(c []Candidate) { c[3].Returning = true }),
+		holders: []int{0, 1, 2, 3},
+		copies:  3,
+		want:    "storage-04",
+	}, {
+		name:    "distinct racks: the fullest",
+		cands:   func() []Candidate { c := cluster(4, 4); c[2].UsedBytes = 7; return c }(),
+		holders: []int{0, 1, 2, 3},
+		copies:  3,
+		want:    "storage-03",
+	}, {
+		name:    "never a suspect holder, never below copies up",
+		cands:   six(func(c []Candidate) { c[3].State = model.StateSuspect }),
+		holders: []int{0, 1, 2, 3},
+		copies:  3,
+		wantErr: ErrNoSurplus,
+	}, {
+		name:    "a down holder does not count",
+		cands:   six(func(c []Candidate) { c[0].State = model.StateDown }),
+		holders: []int{0, 1, 2, 3},
+		copies:  3,
+		wantErr: ErrNoSurplus,
+	}, {
+		name:    "a down holder in the rack does not make it shared",
+		cands:   six(func(c []Candidate) { c[0].State = model.StateDown; c[4].OtherBytes = 1 }),
+		holders: []int{0, 1, 2, 3, 4}, // 4 up: 02 and 05 share rack-2
+		copies:  3,
+		want:    "storage-05",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ChooseSurplus(tt.holders, tt.cands, tt.copies, Salt("s"))
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v (got %d), want %v", err, got, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || tt.cands[got].ID != tt.want {
+				t.Fatalf("chose %v (err %v), want %s", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestChooseSurplusProperties(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for iter := 0; iter < 3000; iter++ {
+		cs := randomCluster(r)
+		k := 1 + r.IntN(min(len(cs), 6))
+		holders := r.Perm(len(cs))[:k]
+		copies := 1 + r.IntN(3)
+		got, err := ChooseSurplus(holders, cs, copies, uint64(iter))
+		up := 0
+		for _, h := range holders {
+			if cs[h].State == model.StateUp {
+				up++
+			}
+		}
+		if up <= copies {
+			if !errors.Is(err, ErrNoSurplus) {
+				t.Fatalf("iter %d: %d up holders, %d copies: chose %d", iter, up, copies, got)
+			}
+			continue
+		}
+		if err != nil || !slices.Contains(holders, got) || cs[got].State != model.StateUp {
+			t.Fatalf("iter %d: chose %d (%v): not an up holder", iter, got, err)
+		}
+		// If any up holder shares its rack with another live holder, the choice does.
+		shares := func(h int) bool {
+			for _, o := range holders {
+				if o != h && cs[o].State.Live() && cs[o].Rack == cs[h].Rack {
+					return true
+				}
+			}
+			return false
+		}
+		if !shares(got) && slices.ContainsFunc(holders, func(h int) bool { return cs[h].State == model.StateUp && shares(h) }) {
+			t.Fatalf("iter %d: chose %s in a rack of its own while another copy shares a rack", iter, cs[got].ID)
+		}
+	}
+}
