@@ -96,7 +96,7 @@ func DefaultConfig() Config {
 		ID:                defaultID(),
 		LeaseTTL:          bus.LeaseTTL,
 		TickInterval:      250 * time.Millisecond,
-		PlanDebounce:      20 * time.Millisecond,
+		PlanDebounce:      2 * time.Millisecond,
 		PerNodeIn:         2,
 		PerNodeOut:        2,
 		MaxInFlight:       64,
