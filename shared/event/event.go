@@ -167,6 +167,72 @@ type Task struct {
 	Attempt  int      `json:"attempt"`
 	// RackRelaxed is set when no target outside the surviving copies' racks existed.
 	RackRelaxed bool `json:"rack_relaxed,omitempty"`
+
+	// Rebuild tasks (erasure-coded stripes) only. K and M are the layout;
+	// Stripe lists all K+M pieces of the stripe in index order, Node being a
+	// live holder ("" for a piece that is missing); Rebuild lists the pieces to
+	// reconstruct, Node being each one's target. Shard, Target, Bytes and
+	// SHA256 repeat Rebuild[0]; Sources lists the holders the mover may read.
+	K       int     `json:"k,omitempty"`
+	M       int     `json:"m,omitempty"`
+	Stripe  []Piece `json:"stripe,omitempty"`
+	Rebuild []Piece `json:"rebuild,omitempty"`
+}
+
+// Piece is one piece of an erasure-coded stripe in a rebuild task.
+type Piece struct {
+	Shard  string `json:"shard"`
+	Index  int    `json:"index"`
+	Node   string `json:"node,omitempty"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+func (p Piece) validate(k, m int) error {
+	if err := model.ValidateShardID(p.Shard); err != nil {
+		return err
+	}
+	if p.Node != "" {
+		if err := model.ValidateNodeID(p.Node); err != nil {
+			return err
+		}
+	}
+	if p.Index < 0 || p.Index >= k+m || p.Size < 0 || len(p.SHA256) != 64 {
+		return fmt.Errorf("piece %s: bad index, size or checksum", p.Shard)
+	}
+	return nil
+}
+
+// validateRebuild checks a rebuild task's stripe: K+M pieces in index order,
+// at least K of them held, and every piece to rebuild naming a target.
+func (t Task) validateRebuild() error {
+	if t.K < 1 || t.M < 1 || t.K+t.M > 255 || len(t.Stripe) != t.K+t.M || len(t.Rebuild) == 0 || len(t.Rebuild) > t.M {
+		return errors.New("task: rebuild needs k, m, all k+m stripe pieces and 1..m pieces to rebuild")
+	}
+	held := 0
+	for i, p := range t.Stripe {
+		if err := p.validate(t.K, t.M); err != nil {
+			return err
+		}
+		if p.Index != i {
+			return errors.New("task: stripe pieces out of order")
+		}
+		if p.Node != "" {
+			held++
+		}
+	}
+	if held < t.K {
+		return fmt.Errorf("task: %d pieces held, need %d", held, t.K)
+	}
+	for _, p := range t.Rebuild {
+		if err := p.validate(t.K, t.M); err != nil {
+			return err
+		}
+		if p.Node == "" {
+			return fmt.Errorf("task: piece %s to rebuild has no target", p.Shard)
+		}
+	}
+	return nil
 }
 
 // Validate rejects a task a mover must not run.
@@ -184,6 +250,10 @@ func (t Task) Validate() error {
 	case KindCopy:
 		if len(t.Sources) == 0 || len(t.SHA256) != 64 || t.Bytes < 0 {
 			return errors.New("task: copy needs sources, sha256 and bytes")
+		}
+	case KindRebuild:
+		if err := t.validateRebuild(); err != nil {
+			return err
 		}
 	case KindDelete:
 	default:

@@ -72,3 +72,28 @@ func TestLastToken(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestRebuildTaskValidation(t *testing.T) {
+	sha := "0000000000000000000000000000000000000000000000000000000000000000"
+	piece := func(i int, node string) event.Piece {
+		return event.Piece{Shard: "o-s0p" + string(rune('0'+i)), Index: i, Node: node, Size: 10, SHA256: sha}
+	}
+	ok := event.Task{Task: "t", Shard: "o-s0p1", Kind: event.KindRebuild, Sources: []string{"a", "c", "d", "e"}, Target: "x", SHA256: sha, Bytes: 10,
+		K: 4, M: 2,
+		Stripe:  []event.Piece{piece(0, "a"), piece(1, ""), piece(2, "c"), piece(3, "d"), piece(4, "e"), piece(5, "")},
+		Rebuild: []event.Piece{piece(1, "x"), piece(5, "y")}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tooFew := ok
+	tooFew.Stripe = []event.Piece{piece(0, "a"), piece(1, ""), piece(2, ""), piece(3, "d"), piece(4, "e"), piece(5, "")}
+	noTarget := ok
+	noTarget.Rebuild = []event.Piece{piece(1, "")}
+	short := ok
+	short.Stripe = ok.Stripe[:5]
+	for name, tk := range map[string]event.Task{"fewer than k held": tooFew, "no target": noTarget, "short stripe": short} {
+		if tk.Validate() == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
