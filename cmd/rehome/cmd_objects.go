@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,19 +39,37 @@ func putCmd(g *globals) *cobra.Command {
 	var (
 		key       string
 		rf        int
+		ec        string
 		overwrite bool
 	)
 	cmd := &cobra.Command{
-		Use:   "put FILE... [--key K] [--rf 3]",
+		Use:   "put FILE... [--key K] [--rf 3 | --ec 4+2]",
 		Short: "store files as objects (key defaults to the file name)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if key != "" && len(args) > 1 {
-				return errors.New("--key names one object: give one FILE with it")
-			}
 			layout := model.Layout{RF: rf}
+			if cmd.Flags().Changed("ec") {
+				if cmd.Flags().Changed("rf") {
+					return errors.New("--rf and --ec are exclusive: replicate or erasure-code")
+				}
+				// `--ec 4+2` (with a space) reaches us as --ec with its default
+				// and "4+2" as the first FILE: take it as the value unless such
+				// a file exists.
+				if l, err := parseEC(args[0]); err == nil && len(args) > 1 {
+					if _, serr := os.Stat(args[0]); serr != nil {
+						ec, args = fmt.Sprintf("%d+%d", l.K, l.M), args[1:]
+					}
+				}
+				var err error
+				if layout, err = parseEC(ec); err != nil {
+					return err
+				}
+			}
 			if err := layout.Validate(); err != nil {
 				return err
+			}
+			if key != "" && len(args) > 1 {
+				return errors.New("--key names one object: give one FILE with it")
 			}
 			s, c, err := g.objectSession(cmd.Context())
 			if err != nil {
@@ -73,8 +92,25 @@ func putCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&key, "key", "", "object key (default: the file's base name)")
 	cmd.Flags().IntVar(&rf, "rf", model.DefaultRF, "replicas per chunk")
+	cmd.Flags().StringVar(&ec, "ec", "", "erasure-code as K data + M parity pieces per stripe (--ec alone: 4+2)")
+	cmd.Flags().Lookup("ec").NoOptDefVal = "4+2"
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace an existing object")
 	return cmd
+}
+
+// parseEC reads "K+M" (e.g. 4+2).
+func parseEC(s string) (model.Layout, error) {
+	ks, ms, ok := strings.Cut(s, "+")
+	k, kerr := strconv.Atoi(ks)
+	m, merr := strconv.Atoi(ms)
+	if !ok || kerr != nil || merr != nil {
+		return model.Layout{}, fmt.Errorf("--ec %q: want K+M, e.g. 4+2", s)
+	}
+	l := model.Layout{K: k, M: m}
+	if err := l.Validate(); err != nil {
+		return l, fmt.Errorf("--ec %q: want K >= 1, M >= 1, K+M <= 255", s)
+	}
+	return l, nil
 }
 
 func putFile(ctx context.Context, c *objects.Client, file, key string, opts objects.PutOptions) (model.Manifest, error) {

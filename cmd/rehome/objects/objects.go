@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/erasure"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/shardapi"
@@ -78,9 +80,13 @@ type chunk struct {
 	data []byte
 }
 
-// Put stores the size bytes of r under key. It returns once every chunk has
-// been verified by a majority of its replicas and the manifest is committed;
-// replicas that could not be written are left to the repair loop. Writing an
+// Put stores the size bytes of r under key. A replicated object is cut into
+// ChunkSize chunks, each written to Layout.RF nodes; an erasure-coded one into
+// stripes of K pieces of ChunkSize (the last stripe smaller), each encoded
+// into K+M pieces on K+M distinct nodes. Put returns once every chunk is
+// verified by a majority of its replicas, or every stripe by K of its nodes
+// plus one more when M > 1, and the manifest is committed; what could not be
+// written is left to the repair loop. Writing an
 // existing key fails with control.ErrConflict unless opts.Overwrite.
 func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (model.Manifest, error) {
 	if opts.Layout == (model.Layout{}) {
@@ -92,56 +98,64 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err := opts.Layout.Validate(); err != nil {
 		return model.Manifest{}, err
 	}
-	if opts.Layout.Erasure() {
-		return model.Manifest{}, fmt.Errorf("%w: erasure-coded objects are not supported yet", model.ErrInvalid)
-	}
 	if !opts.Overwrite {
 		if _, err := c.objects.Get(ctx, model.ObjectKVKey(key)); err == nil {
 			return model.Manifest{}, fmt.Errorf("object %q exists (use --overwrite to replace it): %w", key, control.ErrConflict)
 		}
 	}
 	objID := uuid.NewString()
-	n := int((size + c.ChunkSize - 1) / c.ChunkSize)
-	if size == 0 {
-		n = 1 // an empty object still has one (empty) chunk, so it has a home
+	units, codec, err := c.cut(objID, size, opts.Layout)
+	if err != nil {
+		return model.Manifest{}, err
 	}
-	specs := make([]control.ShardSpec, n)
-	for i := range specs {
-		sz := min(c.ChunkSize, size-int64(i)*c.ChunkSize)
-		specs[i] = control.ShardSpec{ID: fmt.Sprintf("%s-c%06d", objID, i), Stripe: i, Size: sz}
+	var specs []control.ShardSpec
+	for _, u := range units {
+		specs = append(specs, u.specs...)
 	}
 	var alloc control.AllocateReply
 	if err := bus.Call(ctx, c.nc, event.CtlAllocate, control.AllocateRequest{Key: key, Layout: opts.Layout, Shards: specs}, &alloc); err != nil {
 		return model.Manifest{}, fmt.Errorf("allocate: %w", err)
 	}
-	if len(alloc.Allocations) != n {
-		return model.Manifest{}, fmt.Errorf("allocate: planner answered %d allocations for %d chunks", len(alloc.Allocations), n)
+	if len(alloc.Allocations) != len(specs) {
+		return model.Manifest{}, fmt.Errorf("allocate: planner answered %d allocations for %d shards", len(alloc.Allocations), len(specs))
 	}
 
 	whole := sha256.New()
-	refs := make([]model.ShardRef, n)
-	acked := make(map[string][]string, n)
+	refs := make([]model.ShardRef, 0, len(specs))
+	acked := make(map[string][]string, len(specs))
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.Parallel)
-	for i := 0; i < n; i++ {
-		buf := make([]byte, specs[i].Size)
+	next := 0 // first allocation of the unit
+	for ui, u := range units {
+		buf := make([]byte, u.length)
 		if _, err := io.ReadFull(r, buf); err != nil {
 			_ = g.Wait()
-			return model.Manifest{}, fmt.Errorf("read chunk %d: %w", i, err)
+			return model.Manifest{}, fmt.Errorf("read stripe %d: %w", ui, err)
 		}
 		whole.Write(buf)
-		sum := sha256.Sum256(buf)
-		ref := model.ShardRef{ID: specs[i].ID, Stripe: i, Size: specs[i].Size, SHA256: hex.EncodeToString(sum[:])}
-		refs[i] = ref
-		a := alloc.Allocations[i]
+		pieces := [][]byte{buf}
+		if codec != nil {
+			if pieces, err = codec.Encode(buf); err != nil {
+				_ = g.Wait()
+				return model.Manifest{}, err
+			}
+		}
+		unitRefs := make([]model.ShardRef, len(u.specs))
+		for i, sp := range u.specs {
+			sum := sha256.Sum256(pieces[i])
+			unitRefs[i] = model.ShardRef{ID: sp.ID, Stripe: sp.Stripe, Index: sp.Index, Size: sp.Size, SHA256: hex.EncodeToString(sum[:])}
+		}
+		refs = append(refs, unitRefs...)
+		allocs := alloc.Allocations[next : next+len(u.specs)]
+		next += len(u.specs)
 		g.Go(func() error {
-			nodes, err := c.writeReplicas(gctx, ref, buf, a.Nodes)
+			got, err := c.writeUnit(gctx, opts.Layout, unitRefs, pieces, allocs)
 			if err != nil {
 				return err
 			}
 			mu.Lock()
-			acked[ref.ID] = nodes
+			maps.Copy(acked, got)
 			mu.Unlock()
 			return nil
 		})
@@ -161,6 +175,87 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return model.Manifest{}, fmt.Errorf("commit %q: %w", key, err)
 	}
 	return m, nil
+}
+
+// unit is what Put reads and writes at once: one replicated chunk, or one
+// erasure-coded stripe (its K+M pieces).
+type unit struct {
+	length int // data bytes read from the object
+	specs  []control.ShardSpec
+}
+
+// cut lays an object of size bytes out in units; codec is nil for a
+// replicated layout. An empty object still has one (empty) unit, so it has a home.
+func (c *Client) cut(objID string, size int64, l model.Layout) ([]unit, *erasure.Codec, error) {
+	if !l.Erasure() {
+		n := max(1, int((size+c.ChunkSize-1)/c.ChunkSize))
+		units := make([]unit, n)
+		for i := range units {
+			sz := min(c.ChunkSize, size-int64(i)*c.ChunkSize)
+			units[i] = unit{length: int(sz), specs: []control.ShardSpec{{ID: fmt.Sprintf("%s-c%06d", objID, i), Stripe: i, Size: sz}}}
+		}
+		return units, nil, nil
+	}
+	codec, err := erasure.New(l.K, l.M)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", model.ErrInvalid, err)
+	}
+	var units []unit
+	for s, n := range codec.Stripes(size, int(c.ChunkSize)) {
+		u := unit{length: n}
+		ps := int64(codec.PieceSize(n))
+		for i := 0; i < l.K+l.M; i++ {
+			u.specs = append(u.specs, control.ShardSpec{ID: pieceID(objID, s, i), Stripe: s, Index: i, Size: ps})
+		}
+		units = append(units, u)
+	}
+	return units, codec, nil
+}
+
+// pieceID names piece index of stripe s of an erasure-coded object.
+func pieceID(objID string, s, index int) string { return fmt.Sprintf("%s-s%06dp%03d", objID, s, index) }
+
+// writeUnit writes one unit and returns, per shard, the nodes that verified
+// it. A replicated chunk needs a majority of its replicas; a stripe needs K
+// pieces plus one more when M > 1 (so a stripe is never born a loss away from
+// being unreadable).
+func (c *Client) writeUnit(ctx context.Context, l model.Layout, refs []model.ShardRef, pieces [][]byte, allocs []control.Allocation) (map[string][]string, error) {
+	if !l.Erasure() {
+		nodes, err := c.writeReplicas(ctx, refs[0], pieces[0], allocs[0].Nodes)
+		if err != nil {
+			return nil, err
+		}
+		return map[string][]string{refs[0].ID: nodes}, nil
+	}
+	var (
+		mu   sync.Mutex
+		got  = map[string][]string{}
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for i, ref := range refs {
+		if len(allocs[i].Nodes) != 1 {
+			return nil, fmt.Errorf("allocate: piece %s got %d nodes, want 1", ref.ID, len(allocs[i].Nodes))
+		}
+		ep := allocs[i].Nodes[0]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.shards.Put(ctx, ep.Addr, ref.ID, ref.SHA256, ref.Size, bytes.NewReader(pieces[i]))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", ep.Node, err))
+				return
+			}
+			got[ref.ID] = []string{ep.Node}
+		}()
+	}
+	wg.Wait()
+	if need := l.K + min(1, l.M-1); len(got) < need {
+		return nil, fmt.Errorf("write stripe %d: %d of %d pieces verified, need %d: %w", refs[0].Stripe, len(got), len(refs), need, errors.Join(errs...))
+	}
+	return got, nil
 }
 
 // writeReplicas PUTs one chunk to every allocated node in parallel and returns
@@ -222,6 +317,9 @@ func (c *Client) Get(ctx context.Context, key string, w io.Writer) (model.Manife
 	if err != nil {
 		return m, err
 	}
+	if m.Layout.Erasure() {
+		return m, c.getErasure(ctx, m, view, w)
+	}
 	whole := sha256.New()
 	// Read ahead up to Parallel chunks, write them out in order.
 	type result struct {
@@ -264,6 +362,118 @@ func (c *Client) Get(ctx context.Context, key string, w io.Writer) (model.Manife
 		return m, fmt.Errorf("object %q: checksum %s, manifest says %s", key, got, m.SHA256)
 	}
 	return m, nil
+}
+
+// getErasure writes an erasure-coded object to w stripe by stripe, reading K
+// verified pieces of each (data pieces on live nodes first) and
+// reconstructing from parity whatever is missing or corrupt: a degraded read
+// needs no repair first.
+func (c *Client) getErasure(ctx context.Context, m model.Manifest, v view, w io.Writer) error {
+	codec, err := erasure.New(m.Layout.K, m.Layout.M)
+	if err != nil {
+		return fmt.Errorf("object %q: %w", m.Key, err)
+	}
+	stripes := codec.Stripes(m.Size, int(m.ChunkSize))
+	byStripe := make([][]model.ShardRef, len(stripes))
+	for _, ref := range m.Shards {
+		if ref.Stripe < 0 || ref.Stripe >= len(stripes) || ref.Index < 0 || ref.Index >= m.Layout.K+m.Layout.M {
+			return fmt.Errorf("object %q: manifest names piece %s outside the layout", m.Key, ref.ID)
+		}
+		byStripe[ref.Stripe] = append(byStripe[ref.Stripe], ref)
+	}
+	whole := sha256.New()
+	out := io.MultiWriter(w, whole)
+	for s, n := range stripes {
+		pieces, err := c.readStripe(ctx, v, byStripe[s], m.Layout)
+		if err != nil {
+			return fmt.Errorf("object %q stripe %d: %w", m.Key, s, err)
+		}
+		if err := codec.Join(out, pieces, n); err != nil {
+			return fmt.Errorf("object %q stripe %d: %w", m.Key, s, err)
+		}
+	}
+	if got := hex.EncodeToString(whole.Sum(nil)); got != m.SHA256 {
+		return fmt.Errorf("object %q: checksum %s, manifest says %s", m.Key, got, m.SHA256)
+	}
+	return nil
+}
+
+// readStripe fetches K verified pieces of one stripe, K at a time in
+// parallel, moving on to the next candidate whenever one fails. Candidates are
+// pieces on live nodes before pieces on down ones, data pieces before parity.
+func (c *Client) readStripe(ctx context.Context, v view, refs []model.ShardRef, l model.Layout) ([][]byte, error) {
+	type cand struct {
+		ref  model.ShardRef
+		node string
+	}
+	var cands []cand
+	for _, ref := range refs {
+		p, err := c.placementOf(ctx, ref.ID)
+		if err != nil {
+			continue // no placement entry: the piece cannot be read
+		}
+		for _, n := range v.order(p.Nodes) {
+			cands = append(cands, cand{ref, n})
+		}
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		li, lj := v.live(cands[i].node), v.live(cands[j].node)
+		if li != lj {
+			return li
+		}
+		return (cands[i].ref.Index < l.K) && !(cands[j].ref.Index < l.K)
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		index int
+		data  []byte
+		err   error
+	}
+	results := make(chan result, len(cands))
+	pieces := make([][]byte, l.K+l.M)
+	started := map[int]bool{}
+	next, inflight, have := 0, 0, 0
+	var errs []error
+	launch := func() {
+		for next < len(cands) && inflight+have < l.K {
+			cd := cands[next]
+			next++
+			if started[cd.ref.Index] && pieces[cd.ref.Index] != nil {
+				continue
+			}
+			started[cd.ref.Index] = true
+			addr := v.addr[cd.node]
+			inflight++
+			go func() {
+				if addr == "" {
+					results <- result{cd.ref.Index, nil, fmt.Errorf("%s: address unknown", cd.node)}
+					return
+				}
+				data, err := c.fetch(ctx, addr, cd.ref)
+				if err != nil {
+					err = fmt.Errorf("piece %d on %s: %w", cd.ref.Index, cd.node, err)
+				}
+				results <- result{cd.ref.Index, data, err}
+			}()
+		}
+	}
+	launch()
+	for inflight > 0 {
+		r := <-results
+		inflight--
+		if r.err == nil && pieces[r.index] == nil {
+			pieces[r.index] = r.data
+			have++
+		} else if r.err != nil {
+			errs = append(errs, r.err)
+		}
+		if have == l.K {
+			return pieces, nil
+		}
+		launch()
+	}
+	return nil, fmt.Errorf("%d of %d pieces readable, need %d: %w", have, l.K+l.M, l.K, errors.Join(errs...))
 }
 
 // GetFile writes the object to path atomically: a temp file beside it, synced
