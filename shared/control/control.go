@@ -176,3 +176,33 @@ type ClusterStatus struct {
 	VerdictsHeld bool   `json:"verdicts_held"`
 	HeldReason   string `json:"held_reason,omitempty"`
 }
+
+// InventoryPrefix + node is the subject on which a storage node answers
+// InventoryRequest: its shards, in id order, a page at a time.
+const InventoryPrefix = "rehome.ctl.inventory."
+
+// MaxInventoryPage bounds one page of an inventory answer.
+const MaxInventoryPage = 10000
+
+// InventoryRequest asks a storage node for the shards with ids after After
+// (all when empty), at most Limit (<= MaxInventoryPage; 0 = the maximum).
+type InventoryRequest struct {
+	After string `json:"after,omitempty"`
+	Limit int    `json:"limit,omitempty"`
+}
+
+// InventoryShard is one shard a node holds (verified at write; re-verified by scrub).
+type InventoryShard struct {
+	ID     string `json:"id"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// InventoryPage answers InventoryRequest. Next is the After of the next page,
+// empty on the last one. BootID says which incarnation of the node answered.
+type InventoryPage struct {
+	Node   string           `json:"node"`
+	BootID string           `json:"boot_id"`
+	Shards []InventoryShard `json:"shards"`
+	Next   string           `json:"next,omitempty"`
+}

@@ -27,6 +27,9 @@ const (
 	DonePrefix      = "rehome.repair.done."
 	FailedPrefix    = "rehome.repair.failed."
 	LostPrefix      = "rehome.shard.lost."
+	// CorruptPrefix + node: a node found a shard whose bytes fail their checksum
+	// (on a read or a scrub), quarantined it and no longer serves it.
+	CorruptPrefix = "rehome.shard.corrupt."
 	HealProgress    = "rehome.heal.progress"
 	HealStalled     = "rehome.heal.stalled"
 	// DetectorHeld and DetectorReleased announce the mass-silence guard.
@@ -378,6 +381,24 @@ type Lost struct {
 	Shard string   `json:"shard"`
 	Key   string   `json:"key"`
 	Nodes []string `json:"nodes"`
+}
+
+// Corrupt is published on rehome.shard.corrupt.<node> when a storage node
+// quarantines a shard whose bytes no longer match their checksum.
+type Corrupt struct {
+	Header
+	Node   string `json:"node"`
+	Shard  string `json:"shard"`
+	Reason string `json:"reason"`
+	Found  string `json:"found"` // "read", "scrub" or "open"
+}
+
+// Validate rejects a report naming no valid node or shard.
+func (c Corrupt) Validate() error {
+	if err := model.ValidateNodeID(c.Node); err != nil {
+		return err
+	}
+	return model.ValidateShardID(c.Shard)
 }
 
 // Progress is the heal state, published on rehome.heal.progress and returned
