@@ -30,8 +30,8 @@ const (
 	// CorruptPrefix + node: a node found a shard whose bytes fail their checksum
 	// (on a read or a scrub), quarantined it and no longer serves it.
 	CorruptPrefix = "rehome.shard.corrupt."
-	HealProgress    = "rehome.heal.progress"
-	HealStalled     = "rehome.heal.stalled"
+	HealProgress  = "rehome.heal.progress"
+	HealStalled   = "rehome.heal.stalled"
 	// DetectorHeld and DetectorReleased announce the mass-silence guard.
 	DetectorHeld     = "rehome.detector.held"
 	DetectorReleased = "rehome.detector.released"
