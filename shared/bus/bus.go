@@ -36,6 +36,8 @@ const (
 	// BucketDetector holds the detectors' guard state and operator overrides
 	// (model.HoldKey, model.OverrideKey).
 	BucketDetector = "rehome-detector"
+	// BucketControl holds operator switches (control.HealSwitchKey).
+	BucketControl = "rehome-control"
 	// BucketLease holds leases (key LeasePlanner: the acting planner); its
 	// keys expire LeaseTTL after their last write.
 	BucketLease = "rehome-lease"
@@ -130,7 +132,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 	}
-	for _, b := range []string{BucketNodes, BucketLiveness, BucketPlacement, BucketObjects, BucketDetector} {
+	for _, b := range []string{BucketNodes, BucketLiveness, BucketPlacement, BucketObjects, BucketDetector, BucketControl} {
 		kc := jetstream.KeyValueConfig{Bucket: b, Storage: jetstream.FileStorage, Replicas: r, History: 1}
 		if err := retry(ctx, func(ctx context.Context) error {
 			_, err := js.CreateOrUpdateKeyValue(ctx, kc)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rehome/rehome/shared/model"
 )
@@ -172,6 +173,10 @@ type ClusterStatus struct {
 	Lost            int          `json:"lost"`
 	BytesRemaining  int64        `json:"bytes_remaining"`
 	InFlight        int          `json:"in_flight"`
+	// Risk is set when the request asked for it (cluster status --risk).
+	Risk *Risk `json:"risk,omitempty"`
+	// HealPaused is set while an operator has paused repairs.
+	HealPaused bool `json:"heal_paused"`
 	// VerdictsHeld is set while the detectors withhold down verdicts; HeldReason says why.
 	VerdictsHeld bool   `json:"verdicts_held"`
 	HeldReason   string `json:"held_reason,omitempty"`
@@ -206,3 +211,93 @@ type InventoryPage struct {
 	Shards []InventoryShard `json:"shards"`
 	Next   string           `json:"next,omitempty"`
 }
+
+// Heal control calls (answered by the acting planner).
+const (
+	// CtlHealNode: HealNodeRequest -> HealNodeReply. Reconcile the node's
+	// inventory with the map and rebuild in place what it lacks.
+	CtlHealNode = "rehome.ctl.heal.node"
+	// CtlHealPlan: HealNodeRequest -> HealPlan. The same, as a dry run.
+	CtlHealPlan = "rehome.ctl.heal.plan"
+)
+
+// HealNodeRequest names the node to heal (or plan for).
+type HealNodeRequest struct {
+	Node string `json:"node"`
+}
+
+// HealNodeReply says what a heal of one node found and started.
+type HealNodeReply struct {
+	Node string `json:"node"`
+	// Checked is how many shards the map places on the node.
+	Checked int `json:"checked"`
+	// Missing shards the map places on the node and its disk lacks (or holds corrupt).
+	Missing      int   `json:"missing"`
+	MissingBytes int64 `json:"missing_bytes"`
+	// Rebuilding are planned back onto the node itself; Dropped were already
+	// at full redundancy elsewhere, so the node simply leaves their entries.
+	Rebuilding int `json:"rebuilding"`
+	Dropped    int `json:"dropped"`
+}
+
+// PlannedMove is one line of a heal plan.
+type PlannedMove struct {
+	Shard      string `json:"shard"`
+	Kind       string `json:"kind"`
+	Source     string `json:"source"`
+	SourceRack string `json:"source_rack"`
+	Target     string `json:"target"`
+	TargetRack string `json:"target_rack"`
+	Bytes      int64  `json:"bytes"`
+}
+
+// HealPlan is a dry run: what would move where and how long it would take
+// under the current throttles. Nothing is changed.
+type HealPlan struct {
+	Node             string        `json:"node"`
+	Moves            []PlannedMove `json:"moves"`
+	Shards           int           `json:"shards"`
+	Bytes            int64         `json:"bytes"`
+	EstimatedSeconds float64       `json:"estimated_seconds"`
+	Throttle         string        `json:"throttle"`
+}
+
+// HealStatusRequest narrows heal status to one node's in-place repairs.
+type HealStatusRequest struct {
+	Node string `json:"node,omitempty"`
+}
+
+// StatusRequest asks for cluster status; Risk adds the what-if analysis.
+type StatusRequest struct {
+	Risk bool `json:"risk,omitempty"`
+}
+
+// RiskLine says what losing one more node (or rack) now would cost.
+type RiskLine struct {
+	Node       string `json:"node,omitempty"`
+	Rack       string `json:"rack,omitempty"`
+	Lost       int    `json:"lost"`
+	SingleCopy int    `json:"single_copy"`
+}
+
+// Risk is the what-if part of cluster status --risk: per live node and per
+// rack, the shards that would be lost or left with a single copy (a single
+// piece beyond K for erasure-coded stripes) if it failed now.
+type Risk struct {
+	Nodes     []RiskLine `json:"nodes"`
+	Racks     []RiskLine `json:"racks"`
+	WorstNode *RiskLine  `json:"worst_node,omitempty"`
+	WorstRack *RiskLine  `json:"worst_rack,omitempty"`
+}
+
+// HealSwitch is the durable pause switch (bucket bus.BucketControl, key
+// HealSwitchKey), written by `rehome heal pause|resume`, watched by planners.
+type HealSwitch struct {
+	V      int       `json:"v"`
+	Paused bool      `json:"paused"`
+	By     string    `json:"by,omitempty"`
+	Since  time.Time `json:"since"`
+}
+
+// HealSwitchKey is the key of HealSwitch in bus.BucketControl.
+const HealSwitchKey = "heal"

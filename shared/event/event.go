@@ -414,6 +414,15 @@ type Progress struct {
 	InFlight        int     `json:"in_flight"`
 	VerifiedBytes   int64   `json:"verified_bytes"`
 	Shards          int     `json:"shards"`
+	// Paused is set while an operator has paused repairs (heal pause).
+	Paused bool `json:"paused"`
+	// SingleCopy counts shards left with one live copy (erasure-coded: stripes
+	// with exactly K live pieces); SingleCopyETASeconds estimates when none
+	// will be left at the current rate (-1 unknown, 0 none).
+	SingleCopy           int     `json:"single_copy"`
+	SingleCopyETASeconds float64 `json:"single_copy_eta_seconds"`
+	// Node is set when the progress is narrowed to one node's in-place heal.
+	Node string `json:"node,omitempty"`
 	// SuspectNodes counts nodes holding shards whose verdict is pending: their
 	// copies still count, but they may yet be declared down.
 	SuspectNodes int `json:"suspect_nodes"`
