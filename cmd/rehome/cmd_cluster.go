@@ -14,8 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
@@ -25,9 +23,9 @@ import (
 
 func clusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "cluster-wide views"}
-	var asJSON bool
+	var asJSON, risk bool
 	status := &cobra.Command{
-		Use:   "status",
+		Use:   "status [--risk]",
 		Short: "nodes by rack with state, shards, bytes and fill; redundancy totals",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -39,7 +37,7 @@ func clusterCmd(g *globals) *cobra.Command {
 			ctx, cancel := g.callCtx(cmd.Context())
 			defer cancel()
 			var st control.ClusterStatus
-			if err := bus.Call(ctx, s.nc, event.CtlStatus, struct{}{}, &st); err != nil {
+			if err := bus.Call(ctx, s.nc, event.CtlStatus, control.StatusRequest{Risk: risk}, &st); err != nil {
 				return err
 			}
 			if h, err := readHold(ctx, s.js); err != nil {
@@ -55,6 +53,7 @@ func clusterCmd(g *globals) *cobra.Command {
 		},
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	status.Flags().BoolVar(&risk, "risk", false, "add what one more node or rack failure would cost now")
 	var holdFor time.Duration
 	release := &cobra.Command{
 		Use:   "release-hold [--for 10m]",
@@ -127,155 +126,17 @@ func printStatus(w io.Writer, st control.ClusterStatus) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%.1f%%\t%d\t%s\n", rack, n.ID, n.State, n.Addr, n.Shards, humanBytes(n.Bytes), 100*n.Fill, n.Flaps, grace)
 	}
 	tw.Flush()
+	if st.HealPaused {
+		fmt.Fprintln(w, "\nREPAIRS PAUSED (rehome heal resume)")
+	}
+	if st.Risk != nil {
+		printRisk(w, st.Risk)
+	}
 	if st.VerdictsHeld {
 		fmt.Fprintf(w, "\nVERDICTS HELD: %s\n  (rehome cluster release-hold to override)\n", st.HeldReason)
 	}
 	fmt.Fprintf(w, "\nobjects %d  shards %d  under-replicated %d  lost %d  bytes to rebuild %s  tasks in flight %d\n",
 		st.Objects, st.Shards, st.UnderReplicated, st.Lost, humanBytes(st.BytesRemaining), st.InFlight)
-}
-
-func healCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "heal", Short: "follow and steer repair"}
-	var (
-		asJSON   bool
-		follow   bool
-		interval time.Duration
-	)
-	status := &cobra.Command{
-		Use:   "status [--follow]",
-		Short: "under-replicated shards, bytes remaining, rate, ETA, stalled",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := g.connect("rehome-cli")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			if follow {
-				return followHeal(cmd.Context(), g, s.nc, cmd.OutOrStdout(), interval, asJSON)
-			}
-			p, err := healStatus(cmd.Context(), g, s.nc)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(cmd.OutOrStdout(), p)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), progressLine(p))
-			return nil
-		},
-	}
-	status.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --follow: one line per poll)")
-	status.Flags().BoolVar(&follow, "follow", false, "draw a live progress bar until healthy (exit 0) or only lost shards remain (exit 2)")
-	status.Flags().DurationVar(&interval, "interval", 500*time.Millisecond, "poll interval with --follow")
-	cmd.AddCommand(status)
-	return cmd
-}
-
-func healStatus(ctx context.Context, g *globals, nc *nats.Conn) (event.Progress, error) {
-	var p event.Progress
-	ctx, cancel := g.callCtx(ctx)
-	defer cancel()
-	err := bus.Call(ctx, nc, event.CtlHealStatus, struct{}{}, &p)
-	return p, err
-}
-
-func progressLine(p event.Progress) string {
-	eta := "-"
-	if p.ETASeconds > 0 {
-		eta = (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second).String()
-	}
-	line := fmt.Sprintf("under-replicated %d  lost %d  remaining %s  rate %s/s  eta %s  in flight %d",
-		p.UnderReplicated, p.Lost, humanBytes(p.BytesRemaining), humanBytes(int64(p.RateBytesPerSec)), eta, p.InFlight)
-	if p.SuspectNodes > 0 {
-		line += fmt.Sprintf("  suspect nodes %d", p.SuspectNodes)
-	}
-	if p.Stalled {
-		line += "  STALLED"
-	}
-	return line
-}
-
-// healthy reports whether nothing is left to repair and no verdict is pending.
-func healthy(p event.Progress) bool {
-	return p.UnderReplicated == 0 && p.Lost == 0 && p.InFlight == 0 && p.SuspectNodes == 0
-}
-
-// isTerminal reports whether w is a character device (a live progress bar
-// makes sense there; elsewhere plain lines are printed).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// followHeal polls heal status until the cluster is healthy (nil), only lost
-// shards remain (exit 2) or ctx ends. On a terminal it draws a progress bar of
-// bytes rebuilt; otherwise it prints a line (JSON with asJSON) per change.
-func followHeal(ctx context.Context, g *globals, nc *nats.Conn, w io.Writer, every time.Duration, asJSON bool) error {
-	var (
-		bar      *mpb.Bar
-		progress *mpb.Progress
-		total    int64
-		last     string
-		p        event.Progress
-	)
-	if !asJSON && isTerminal(w) {
-		progress = mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(30), mpb.WithAutoRefresh())
-		bar = progress.New(0, mpb.BarStyle(),
-			mpb.PrependDecorators(decor.Name("heal "), decor.Percentage(decor.WCSyncSpace)),
-			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return "  " + progressLine(p) })))
-	}
-	finish := func() {
-		if progress != nil {
-			bar.SetTotal(-1, true)
-			progress.Wait()
-		}
-	}
-	defer finish()
-	for {
-		var err error
-		if p, err = healStatus(ctx, g, nc); err != nil {
-			return err
-		}
-		switch {
-		case bar != nil:
-			// The total grows when more work appears (a second failure).
-			if rebuilt := bar.Current(); rebuilt+p.BytesRemaining > total {
-				total = rebuilt + p.BytesRemaining
-			}
-			bar.SetTotal(total, false)
-			bar.SetCurrent(total - p.BytesRemaining)
-		case asJSON:
-			if err := json.NewEncoder(w).Encode(p); err != nil {
-				return err
-			}
-		default:
-			if line := progressLine(p); line != last {
-				fmt.Fprintln(w, line)
-				last = line
-			}
-		}
-		switch {
-		case healthy(p):
-			finish()
-			progress = nil
-			if !asJSON {
-				fmt.Fprintln(w, "healthy: every shard is at full redundancy")
-			}
-			return nil
-		case p.UnderReplicated == 0 && p.InFlight == 0 && p.SuspectNodes == 0 && p.Lost > 0:
-			return &exitError{code: 2, err: fmt.Errorf("%d shards lost: no surviving copy can rebuild them", p.Lost)}
-		}
-		select {
-		case <-ctx.Done():
-			return errors.New("interrupted before the cluster was healthy")
-		case <-time.After(every):
-		}
-	}
 }
 
 func eventsCmd(g *globals) *cobra.Command {
@@ -345,4 +206,23 @@ func printEvent(w io.Writer, m *nats.Msg, asJSON bool) error {
 	}
 	_, err := fmt.Fprintf(w, "%s  %-36s %s\n", time.Now().Format("15:04:05.000"), m.Subject, data)
 	return err
+}
+
+func printRisk(w io.Writer, r *control.Risk) {
+	fmt.Fprintln(w, "\nif one more failed now:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FAILURE\tLOST\tSINGLE-COPY")
+	for _, l := range r.Nodes {
+		fmt.Fprintf(tw, "  node %s\t%d\t%d\n", l.Node, l.Lost, l.SingleCopy)
+	}
+	for _, l := range r.Racks {
+		fmt.Fprintf(tw, "  rack %s\t%d\t%d\n", l.Rack, l.Lost, l.SingleCopy)
+	}
+	tw.Flush()
+	if r.WorstNode != nil {
+		fmt.Fprintf(w, "worst node: %s (%d lost, %d single-copy)\n", r.WorstNode.Node, r.WorstNode.Lost, r.WorstNode.SingleCopy)
+	}
+	if r.WorstRack != nil {
+		fmt.Fprintf(w, "worst rack: %s (%d lost, %d single-copy)\n", r.WorstRack.Rack, r.WorstRack.Lost, r.WorstRack.SingleCopy)
+	}
 }

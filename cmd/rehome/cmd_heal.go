@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+)
+
+func healCmd(g *globals) *cobra.Command {
+	var node string
+	cmd := &cobra.Command{
+		Use:   "heal --node ID",
+		Short: "heal a node in place: check its inventory against the map and rebuild what it lacks",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if node == "" {
+				return errors.New("heal needs --node ID (or a subcommand: status, plan, pause, resume)")
+			}
+			s, err := g.connect("rehome-cli")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 6*g.timeout)
+			defer cancel()
+			var r control.HealNodeReply
+			if err := bus.Call(ctx, s.nc, control.CtlHealNode, control.HealNodeRequest{Node: node}, &r); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d shards checked, %d missing (%s): %d being rebuilt onto %s, %d already whole elsewhere\n",
+				r.Node, r.Checked, r.Missing, humanBytes(r.MissingBytes), r.Rebuilding, r.Node, r.Dropped)
+			fmt.Fprintf(cmd.OutOrStdout(), "follow it with: rehome heal status --node %s --follow\n", r.Node)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "the node to heal (a replacement under the old identity, or a node back with a partial disk)")
+	var (
+		asJSON     bool
+		follow     bool
+		interval   time.Duration
+		statusNode string
+	)
+	status := &cobra.Command{
+		Use:   "status [--follow]",
+		Short: "under-replicated shards, bytes remaining, rate, ETA, stalled",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.connect("rehome-cli")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if follow {
+				return followHeal(cmd.Context(), g, s.nc, cmd.OutOrStdout(), statusNode, interval, asJSON)
+			}
+			p, err := healStatus(cmd.Context(), g, s.nc, statusNode)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), p)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), progressLine(p))
+			return nil
+		},
+	}
+	status.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --follow: one line per poll)")
+	status.Flags().BoolVar(&follow, "follow", false, "draw a live progress bar until healthy (exit 0) or only lost shards remain (exit 2)")
+	status.Flags().DurationVar(&interval, "interval", 500*time.Millisecond, "poll interval with --follow")
+	status.Flags().StringVar(&statusNode, "node", "", "only this node's in-place heal")
+	cmd.AddCommand(status, healPlanCmd(g), healSwitchCmd(g, true), healSwitchCmd(g, false))
+	return cmd
+}
+
+func healPlanCmd(g *globals) *cobra.Command {
+	var (
+		node   string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "plan --node ID",
+		Short: "dry run: what a heal of the node would move where, and how long it would take; changes nothing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if node == "" {
+				return errors.New("heal plan needs --node ID")
+			}
+			s, err := g.connect("rehome-cli")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 6*g.timeout)
+			defer cancel()
+			var p control.HealPlan
+			if err := bus.Call(ctx, s.nc, control.CtlHealPlan, control.HealNodeRequest{Node: node}, &p); err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), p)
+			}
+			w := cmd.OutOrStdout()
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SHARD\tKIND\tSOURCE\tRACK\tTARGET\tRACK\tBYTES")
+			for _, m := range p.Moves {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Shard, m.Kind, m.Source, m.SourceRack, m.Target, m.TargetRack, humanBytes(m.Bytes))
+			}
+			tw.Flush()
+			eta := time.Duration(p.EstimatedSeconds * float64(time.Second)).Round(time.Second)
+			fmt.Fprintf(w, "\n%d shards, %s onto %s; about %s under current throttles (%s). Nothing was changed.\n",
+				p.Shards, humanBytes(p.Bytes), p.Node, eta, p.Throttle)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "the node a heal would rebuild")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// healSwitchCmd is `heal pause` or `heal resume`: a durable switch in KV that
+// every planner watches; in-flight tasks finish, no new ones start.
+func healSwitchCmd(g *globals, pause bool) *cobra.Command {
+	use, short := "resume", "resume repairs after a pause"
+	if pause {
+		use, short = "pause", "pause repairs (durable: survives planner restarts) until heal resume"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.connect("rehome-cli")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx, cancel := g.callCtx(cmd.Context())
+			defer cancel()
+			kv, err := s.js.KeyValue(ctx, bus.BucketControl)
+			if err != nil {
+				return fmt.Errorf("open %s: %w", bus.BucketControl, err)
+			}
+			host, _ := os.Hostname()
+			b, _ := json.Marshal(control.HealSwitch{V: model.Version, Paused: pause, By: "operator at " + host, Since: time.Now().UTC()})
+			if _, err := kv.Put(ctx, control.HealSwitchKey, b); err != nil {
+				return fmt.Errorf("write heal switch: %w", err)
+			}
+			if pause {
+				fmt.Fprintln(cmd.OutOrStdout(), "repairs paused: tasks in flight finish, no new ones start (rehome heal resume)")
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), "repairs resumed")
+			}
+			return nil
+		},
+	}
+}
+
+func healStatus(ctx context.Context, g *globals, nc *nats.Conn, node string) (event.Progress, error) {
+	var p event.Progress
+	ctx, cancel := g.callCtx(ctx)
+	defer cancel()
+	err := bus.Call(ctx, nc, event.CtlHealStatus, control.HealStatusRequest{Node: node}, &p)
+	return p, err
+}
+
+func progressLine(p event.Progress) string {
+	eta := "-"
+	if p.ETASeconds > 0 {
+		eta = (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second).String()
+	}
+	line := fmt.Sprintf("under-replicated %d  lost %d  remaining %s  rate %s/s  eta %s  in flight %d",
+		p.UnderReplicated, p.Lost, humanBytes(p.BytesRemaining), humanBytes(int64(p.RateBytesPerSec)), eta, p.InFlight)
+	if p.SingleCopy > 0 {
+		line += fmt.Sprintf("  single-copy %d", p.SingleCopy)
+	}
+	if p.SuspectNodes > 0 {
+		line += fmt.Sprintf("  suspect nodes %d", p.SuspectNodes)
+	}
+	if p.Stalled {
+		line += "  STALLED"
+	}
+	if p.Paused {
+		line += "  PAUSED"
+	}
+	return line
+}
+
+// healthy reports whether nothing is left to repair and no verdict is pending.
+func healthy(p event.Progress) bool {
+	return p.UnderReplicated == 0 && p.Lost == 0 && p.InFlight == 0 && p.SuspectNodes == 0
+}
+
+// isTerminal reports whether w is a character device (a live progress bar
+// makes sense there; elsewhere plain lines are printed).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// followHeal polls heal status until the cluster is healthy (nil), only lost
+// shards remain (exit 2) or ctx ends. On a terminal it draws a progress bar of
+// bytes rebuilt; otherwise it prints a line (JSON with asJSON) per change.
+func followHeal(ctx context.Context, g *globals, nc *nats.Conn, w io.Writer, node string, every time.Duration, asJSON bool) error {
+	var (
+		bar      *mpb.Bar
+		progress *mpb.Progress
+		total    int64
+		last     string
+		p        event.Progress
+	)
+	if !asJSON && isTerminal(w) {
+		progress = mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(30), mpb.WithAutoRefresh())
+		bar = progress.New(0, mpb.BarStyle(),
+			mpb.PrependDecorators(decor.Name("heal "), decor.Percentage(decor.WCSyncSpace)),
+			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return "  " + progressLine(p) })))
+	}
+	finish := func() {
+		if progress != nil {
+			bar.SetTotal(-1, true)
+			progress.Wait()
+		}
+	}
+	defer finish()
+	for {
+		var err error
+		if p, err = healStatus(ctx, g, nc, node); err != nil {
+			return err
+		}
+		switch {
+		case bar != nil:
+			// The total grows when more work appears (a second failure).
+			if rebuilt := bar.Current(); rebuilt+p.BytesRemaining > total {
+				total = rebuilt + p.BytesRemaining
+			}
+			bar.SetTotal(total, false)
+			bar.SetCurrent(total - p.BytesRemaining)
+		case asJSON:
+			if err := json.NewEncoder(w).Encode(p); err != nil {
+				return err
+			}
+		default:
+			if line := progressLine(p); line != last {
+				fmt.Fprintln(w, line)
+				last = line
+			}
+		}
+		switch {
+		case healthy(p):
+			finish()
+			progress = nil
+			if !asJSON {
+				fmt.Fprintln(w, "healthy: every shard is at full redundancy")
+			}
+			return nil
+		case p.UnderReplicated == 0 && p.InFlight == 0 && p.SuspectNodes == 0 && p.Lost > 0:
+			return &exitError{code: 2, err: fmt.Errorf("%d shards lost: no surviving copy can rebuild them", p.Lost)}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("interrupted before the cluster was healthy")
+		case <-time.After(every):
+		}
+	}
+}
