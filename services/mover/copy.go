@@ -33,14 +33,23 @@ type addrBook interface {
 type outcome struct {
 	source  string // node the bytes came from ("" when nothing was copied)
 	copied  int64  // bytes streamed to the target
+	read    int64  // bytes read from sources, failed attempts included
 	present bool   // the target already held the shard
 }
 
-// executor runs one task against the storage nodes. It holds no state of its
-// own and is safe for concurrent use.
+// executor runs one task against the storage nodes. Its only state is shared
+// bookkeeping (codecs, piece buffers, reads in flight per node), each safe for
+// concurrent use, so an executor is safe for concurrent use.
 type executor struct {
 	shards shardStore
 	nodes  addrBook
+	codecs *codecs
+	bufs   *buffers
+	load   *readLoad
+}
+
+func newExecutor(shards shardStore, nodes addrBook) executor {
+	return executor{shards: shards, nodes: nodes, codecs: newCodecs(), bufs: &buffers{}, load: newReadLoad()}
 }
 
 // copy makes the task's target hold the shard, verified against its SHA256.
@@ -63,22 +72,24 @@ func (e executor) copy(ctx context.Context, t event.Task) (outcome, error) {
 		return outcome{}, fmt.Errorf("target %s: %w", t.Target, err)
 	}
 	failed := &sourcesError{}
+	var read int64
 	for _, src := range t.Sources {
 		if src == t.Target {
 			continue
 		}
 		n, srcErr, dstErr := e.copyFrom(ctx, src, dst, t)
+		read += n
 		switch {
 		case srcErr == nil && dstErr == nil:
-			return outcome{source: src, copied: n}, nil
+			return outcome{source: src, copied: n, read: read}, nil
 		case ctx.Err() != nil:
-			return outcome{}, fmt.Errorf("copy from %s: %w", src, ctx.Err())
+			return outcome{read: read}, fmt.Errorf("copy from %s: %w", src, ctx.Err())
 		case srcErr == nil:
-			return outcome{}, fmt.Errorf("target %s: %w", t.Target, dstErr)
+			return outcome{read: read}, fmt.Errorf("target %s: %w", t.Target, dstErr)
 		}
 		failed.failures = append(failed.failures, sourceFailure{node: src, err: srcErr})
 	}
-	return outcome{}, failed
+	return outcome{read: read}, failed
 }
 
 // copyFrom streams the shard from src into dst without buffering it, hashing

@@ -89,13 +89,22 @@ func (e *sourcesError) allCorrupt() bool {
 // function of the error value: malformed tasks, conflicts, checksum refusals,
 // a full target, other 4xx answers and sources that all served wrong bytes
 // are Permanent; everything else (network errors, 5xx, 404 from a source,
-// unknown or unreachable nodes) is Transient.
+// unknown or unreachable nodes) is Transient. A rebuild that failed for
+// several pieces is Transient when any of those pieces' failures is.
 func Classify(err error) Class {
+	var rb *rebuildError
 	var srcs *sourcesError
 	var st *shardapi.StatusError
 	switch {
 	case err == nil:
 		return Transient
+	case errors.As(err, &rb):
+		for _, f := range rb.failures {
+			if Classify(f.err) == Transient {
+				return Transient
+			}
+		}
+		return Permanent
 	case errors.As(err, &srcs):
 		if srcs.allCorrupt() {
 			return Permanent
@@ -139,13 +148,17 @@ func oneLine(err error) string {
 }
 
 // decodeTask decodes a task message and checks that it was published on its
-// target's subject. Every failure wraps event.ErrMalformed.
+// target's subject and, for a rebuild, that its pieces can form one stripe
+// (checkStripe). Every failure wraps event.ErrMalformed.
 func decodeTask(subject string, data []byte, t *event.Task) error {
 	if err := event.Decode(data, t); err != nil {
 		return err
 	}
 	if got := event.LastToken(subject); got != t.Target {
 		return fmt.Errorf("%w: task for %s published on %s", event.ErrMalformed, t.Target, subject)
+	}
+	if t.Kind == event.KindRebuild {
+		return checkStripe(*t)
 	}
 	return nil
 }

@@ -42,6 +42,12 @@ func TestClassify(t *testing.T) {
 		{"one source down, one corrupt", &sourcesError{failures: []sourceFailure{{"a", netErr}, {"b", corrupt}}}, Transient},
 		{"source 404", &sourcesError{failures: []sourceFailure{{"a", status(404)}}}, Transient},
 		{"source 401 is the source's problem", &sourcesError{failures: []sourceFailure{{"a", status(401)}}}, Transient},
+		{"stripe: a holder down", &stripeError{got: 3, need: 4, sources: &sourcesError{failures: []sourceFailure{{"a", netErr}}}}, Transient},
+		{"stripe: every failed holder corrupt", &stripeError{got: 3, need: 4, sources: &sourcesError{failures: []sourceFailure{{"a", corrupt}}}}, Permanent},
+		{"rebuild: one piece's target conflicts, one is down", &rebuildError{failures: []pieceFailure{{err: status(409)}, {err: netErr}}}, Transient},
+		{"rebuild: every piece permanent", &rebuildError{failures: []pieceFailure{{err: status(409)}, {err: status(507)}}}, Permanent},
+		{"rebuild: stripe unreadable, holder down", &rebuildError{failures: []pieceFailure{{err: &stripeError{got: 3, need: 4,
+			sources: &sourcesError{failures: []sourceFailure{{"a", status(404)}, {"b", corrupt}}}}}}}, Transient},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -111,7 +117,17 @@ func TestDecodeTask(t *testing.T) {
 		{"not json", event.TaskPrefix + "b", []byte("not json"), false},
 		{"wrong version", event.TaskPrefix + "b", v2, false},
 		{"wrong subject", event.TaskPrefix + "c", enc(good()), false},
-		{"rebuild is not a task kind yet", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Kind = event.KindRebuild; return tk }()), false},
+		{"rebuild without its stripe", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Kind = event.KindRebuild; return tk }()), false},
+		{"rebuild", event.TaskPrefix + "b", enc(rebuildTask(sha)), true},
+		{"rebuild of pieces of two sizes", event.TaskPrefix + "b", enc(func() *event.Task { tk := rebuildTask(sha); tk.Stripe[3].Size = 9; return tk }()), false},
+		{"rebuild of a piece the stripe names otherwise", event.TaskPrefix + "b", enc(func() *event.Task { tk := rebuildTask(sha); tk.Rebuild[0].Shard = "other"; return tk }()), false},
+		{"rebuild of a piece with another checksum", event.TaskPrefix + "b", enc(func() *event.Task { tk := rebuildTask(sha); tk.Rebuild[0].SHA256 = strings.Repeat("cd", 32); return tk }()), false},
+		{"rebuild of one piece twice", event.TaskPrefix + "b", enc(func() *event.Task {
+			tk := rebuildTask(sha)
+			tk.Rebuild = append(tk.Rebuild, tk.Rebuild[0])
+			return tk
+		}()), false},
+		{"rebuild with fewer than k held", event.TaskPrefix + "b", enc(func() *event.Task { tk := rebuildTask(sha); tk.Stripe[2].Node, tk.Stripe[3].Node = "", ""; return tk }()), false},
 		{"path trick in shard id", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Shard = "../x"; return tk }()), false},
 		{"copy without sources", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Sources = nil; return tk }()), false},
 		{"delete needs no sources", event.TaskPrefix + "b", enc(func() *event.Task { tk := good(); tk.Kind = event.KindDelete; tk.Sources = nil; return tk }()), true},
@@ -128,4 +144,21 @@ func TestDecodeTask(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rebuildTask is a valid 4+2 rebuild of piece 0 onto node b.
+func rebuildTask(sha string) *event.Task {
+	tk := &event.Task{Task: "t2", Kind: event.KindRebuild, K: 4, M: 2}
+	for i := 0; i < 6; i++ {
+		p := event.Piece{Shard: fmt.Sprintf("s-p%d", i), Index: i, Node: fmt.Sprintf("n%d", i), Size: 5, SHA256: sha}
+		if i == 0 {
+			p.Node = ""
+		}
+		tk.Stripe = append(tk.Stripe, p)
+	}
+	r := tk.Stripe[0]
+	r.Node = "b"
+	tk.Rebuild = []event.Piece{r}
+	tk.Shard, tk.Target, tk.Bytes, tk.SHA256 = r.Shard, r.Node, r.Size, r.SHA256
+	return tk
 }

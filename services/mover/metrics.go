@@ -28,6 +28,7 @@ type metrics struct {
 	reg       *prometheus.Registry
 	tasks     *prometheus.CounterVec
 	bytes     prometheus.Counter
+	read      prometheus.Counter
 	duration  *prometheus.HistogramVec
 	inFlight  prometheus.Gauge
 	malformed *prometheus.CounterVec
@@ -39,11 +40,15 @@ func newMetrics() *metrics {
 		reg: prometheus.NewRegistry(),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_mover_tasks_total",
-			Help: "Task attempts finished by this mover, by kind (copy, delete) and result (done, already_present, retry, failed, aborted).",
+			Help: "Task attempts finished by this mover, by kind (copy, rebuild, delete) and result (done, already_present, retry, failed, aborted).",
 		}, []string{"kind", "result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rehome_mover_bytes_copied_total",
-			Help: "Shard bytes streamed from a source into a target that verified them.",
+			Help: "Shard bytes written to targets that verified them: copied shards and rebuilt erasure-coded pieces.",
+		}),
+		read: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_mover_bytes_read_total",
+			Help: "Shard bytes read from source nodes, all kinds (a rebuild reads K pieces per stripe), failed reads included.",
 		}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "rehome_mover_task_duration_seconds",
@@ -63,7 +68,7 @@ func newMetrics() *metrics {
 			Help: "Task messages terminated and republished on rehome.repair.dead.<target>, by reason (malformed, permanent, max_deliveries).",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.tasks, m.bytes, m.duration, m.inFlight, m.malformed, m.dead,
+	m.reg.MustRegister(m.tasks, m.bytes, m.read, m.duration, m.inFlight, m.malformed, m.dead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, s := range []string{malformedTask, malformedNode, malformedAdvisory} {
 		m.malformed.WithLabelValues(s)
@@ -71,7 +76,7 @@ func newMetrics() *metrics {
 	for _, r := range []string{DeadMalformed, DeadPermanent, DeadMaxDeliveries} {
 		m.dead.WithLabelValues(r)
 	}
-	for _, k := range []string{event.KindCopy, event.KindDelete} {
+	for _, k := range []string{event.KindCopy, event.KindRebuild, event.KindDelete} {
 		for _, r := range []string{ResultDone, ResultAlreadyPresent, ResultRetry, ResultFailed, ResultAborted} {
 			m.tasks.WithLabelValues(k, r)
 		}

@@ -2,7 +2,10 @@
 // pull consumer (bus.MoverConsumer) on the work-queue stream bus.StreamTasks:
 // each task (event.Task on rehome.repair.task.<target>) is streamed from a
 // source storage node straight into its target, which verifies the checksum
-// before it keeps anything, or deleted from its target. Every outcome is
+// before it keeps anything, or deleted from its target, or, for an
+// erasure-coded stripe (kind "rebuild"), rebuilt: K verified pieces are read
+// from their holders, the missing pieces reconstructed and put on their
+// targets, one event.Done per piece. Every outcome is
 // reported as event.Done or event.Failed before the task leaves the queue; a
 // task the mover terminates (malformed, failed permanently, or out of
 // deliveries) is first republished, original payload and reason, as
@@ -30,7 +33,9 @@ type Config struct {
 	// ID names this mover in logs (default "mover").
 	ID string
 	// Workers is how many tasks this mover executes at once; it also sizes
-	// the client-side buffer of pulled tasks (default 4).
+	// the client-side buffer of pulled tasks (default 4). A rebuild holds
+	// its K pieces read and the pieces it rebuilds in memory (piece buffers
+	// are recycled), so a mover needs about Workers x (K+M) x piece size.
 	Workers int
 	// AckWait is how long a task may go without news before the bus hands it
 	// to another mover; a running copy reports progress every AckWait/3
@@ -154,7 +159,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, shards *shardapi.Cli
 		nc:    nc,
 		js:    js,
 		log:   log,
-		exec:  executor{shards: shards, nodes: nodes},
+		exec:  newExecutor(shards, nodes),
 		nodes: nodes,
 		m:     m,
 		now:   time.Now,

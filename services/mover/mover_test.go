@@ -46,6 +46,7 @@ type cluster struct {
 	env    *bustest.Env
 	shards *shardapi.Client
 	nodes  map[string]*storage.Service
+	dirs   map[string]string // data directory of each storage node
 
 	mu     sync.Mutex
 	done   []event.Done
@@ -54,7 +55,7 @@ type cluster struct {
 
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
-	c := &cluster{t: t, env: bustest.Start(t), shards: shardapi.New(token), nodes: map[string]*storage.Service{}}
+	c := &cluster{t: t, env: bustest.Start(t), shards: shardapi.New(token), nodes: map[string]*storage.Service{}, dirs: map[string]string{}}
 	// A plain NATS subscriber sees every report, even one the stream dedups.
 	for prefix, sink := range map[string]func([]byte){
 		event.DonePrefix: func(b []byte) {
@@ -116,6 +117,7 @@ func (c *cluster) storage(id string) string {
 	c.t.Helper()
 	cfg := storage.DefaultConfig()
 	cfg.ID, cfg.Rack, cfg.Dir, cfg.Token = id, "rack-1", c.t.TempDir(), token
+	c.dirs[id] = cfg.Dir
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	svc, err := storage.New(cfg, c.env.NC, c.env.JS, testLogger(c.t))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,9 +61,12 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 
 	stop := s.keepAlive(msg)
 	var out outcome
+	var rb rebuilt
 	switch t.Kind {
 	case event.KindCopy:
 		out, err = s.exec.copy(ctx, t)
+	case event.KindRebuild:
+		rb, err = s.exec.rebuild(ctx, t)
 	case event.KindDelete:
 		err = s.exec.delete(ctx, t)
 	default: // Validate admits no other kind.
@@ -71,8 +75,11 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	stop()
 	elapsed := s.now().Sub(start)
 	s.m.duration.WithLabelValues(t.Kind).Observe(elapsed.Seconds())
+	s.m.read.Add(float64(out.read + rb.read))
 
 	switch {
+	case t.Kind == event.KindRebuild && (err == nil || ctx.Err() == nil):
+		s.finishRebuild(ctx, msg, t, rb, err, attempt, elapsed, log)
 	case err == nil:
 		s.succeed(ctx, msg, t, out, elapsed, log)
 	case ctx.Err() != nil:
@@ -140,6 +147,67 @@ func (s *Service) succeed(ctx context.Context, msg jetstream.Msg, t event.Task, 
 	s.m.tasks.WithLabelValues(t.Kind, result).Inc()
 	s.m.bytes.Add(float64(out.copied))
 	log.Info("task done", "result", result, "source", out.source, "bytes", out.copied, "duration", elapsed)
+}
+
+// finishRebuild reports a rebuild attempt and answers the bus. First one
+// Done per piece its target now holds (on rehome.repair.done.<piece target>,
+// deduplicated per task and piece), so even a partial success is recorded;
+// then Ack when every piece is done, or else a Failed for the task naming the
+// first piece that is not, handed back or given up exactly as a failed copy
+// (see fail). If a Done cannot be published the task is handed back; its
+// redelivery finds the pieces in place.
+func (s *Service) finishRebuild(ctx context.Context, msg jetstream.Msg, t event.Task, rb rebuilt, cause error, attempt int, elapsed time.Duration, log *slog.Logger) {
+	written := rb.written()
+	s.m.bytes.Add(float64(written))
+	source := strings.Join(rb.sources, ",")
+	for i, r := range rb.pieces {
+		if r.err != nil {
+			continue
+		}
+		p := t.Rebuild[i]
+		done := &event.Done{
+			Task: t.Task, Incident: t.Incident, Shard: p.Shard, Kind: t.Kind,
+			Target: p.Node, Bytes: p.Size, DurationMS: elapsed.Milliseconds(),
+		}
+		if !r.present {
+			done.Source = source
+		}
+		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		err := bus.Publish(pctx, s.js, event.DonePrefix+p.Node, done, "done-"+t.Task+"-"+p.Shard)
+		cancel()
+		if err != nil {
+			s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
+			log.Warn("piece rebuilt but its report could not be published; handing the task back", "piece", p.Shard, "err", err)
+			if err := msg.NakWithDelay(Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)); err != nil {
+				log.Warn("handing back a task", "err", err)
+			}
+			return
+		}
+	}
+	var rbErr *rebuildError
+	if cause != nil && errors.As(cause, &rbErr) {
+		first := rbErr.first()
+		ft := t
+		ft.Shard, ft.Target = first.Shard, first.Node
+		s.fail(ctx, msg, ft, attempt, cause, log)
+		return
+	}
+	if cause != nil { // not produced by rebuild; reported against the task as queued
+		s.fail(ctx, msg, t, attempt, cause, log)
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Warn("acknowledging a done task (it will be redelivered and found done)", "err", err)
+	}
+	result := ResultAlreadyPresent
+	for _, r := range rb.pieces {
+		if !r.present {
+			result = ResultDone
+		}
+	}
+	s.m.tasks.WithLabelValues(t.Kind, result).Inc()
+	log.Info("task done", "result", result, "pieces", len(t.Rebuild), "sources", source, "bytes_read", rb.read,
+		"bytes_written", written, "duration", elapsed)
 }
 
 // fail reports a failed attempt and answers the bus: a transient failure
