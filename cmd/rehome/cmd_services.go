@@ -184,6 +184,9 @@ func storageCmd(g *globals) *cobra.Command {
 	fl.Int64Var(&cfg.CapacityBytes, "capacity", cfg.CapacityBytes, "capacity in bytes (0: the filesystem's size)")
 	fl.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval")
 	fl.StringVar(&cfg.Token, "token", "", "storage API bearer token (default $"+shardapi.EnvToken+")")
+	fl.Int64Var(&cfg.ScrubBytesPerSec, "scrub-rate", cfg.ScrubBytesPerSec, "background checksum scrub, bytes per second (0: off)")
+	fl.DurationVar(&cfg.ScrubEvery, "scrub-every", cfg.ScrubEvery, "start a scrub pass this long after the previous one began")
+	fl.DurationVar(&cfg.ScrubDelay, "scrub-delay", cfg.ScrubDelay, "first scrub pass this long after start")
 	return cmd
 }
 

@@ -39,6 +39,23 @@ type Config struct {
 	RegisterEvery int
 	// ShutdownTimeout bounds the graceful HTTP shutdown when Run's context ends. Default 5s.
 	ShutdownTimeout time.Duration
+
+	// ScrubBytesPerSec bounds how fast the background scrub re-reads stored
+	// shards to verify their checksums (bytes per second, enforced by a token
+	// bucket). 0 turns the scrub off (reads still verify every byte they
+	// serve). DefaultConfig sets DefaultScrubBytesPerSec (16 MiB/s); unlike the
+	// other fields, a zero here is kept: it means off. Negative is refused.
+	ScrubBytesPerSec int64
+	// ScrubEvery is the scrub period: a pass begins this long after the
+	// previous one began (at once if that pass took longer). Default 24h.
+	ScrubEvery time.Duration
+	// ScrubDelay is how long after Run starts the first pass begins. Default 1m.
+	ScrubDelay time.Duration
+	// CorruptQueue bounds the corrupt-shard reports waiting to be published
+	// while the bus is unreachable; beyond it new reports are dropped and
+	// counted (the planner's inventory check still sees the shard missing).
+	// Default 1024.
+	CorruptQueue int
 }
 
 // Defaults.
@@ -48,6 +65,10 @@ const (
 	DefaultMaxShardBytes     = 64 << 20
 	DefaultRegisterEvery     = 10
 	DefaultShutdownTimeout   = 5 * time.Second
+	DefaultScrubBytesPerSec  = 16 << 20
+	DefaultScrubEvery        = 24 * time.Hour
+	DefaultScrubDelay        = time.Minute
+	DefaultCorruptQueue      = 1024
 )
 
 // DefaultConfig returns a Config with every default filled in; ID, Rack and
@@ -59,6 +80,10 @@ func DefaultConfig() Config {
 		MaxShardBytes:     DefaultMaxShardBytes,
 		RegisterEvery:     DefaultRegisterEvery,
 		ShutdownTimeout:   DefaultShutdownTimeout,
+		ScrubBytesPerSec:  DefaultScrubBytesPerSec,
+		ScrubEvery:        DefaultScrubEvery,
+		ScrubDelay:        DefaultScrubDelay,
+		CorruptQueue:      DefaultCorruptQueue,
 	}
 }
 
@@ -80,6 +105,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = d.ShutdownTimeout
 	}
+	if c.ScrubEvery <= 0 {
+		c.ScrubEvery = d.ScrubEvery
+	}
+	if c.ScrubDelay <= 0 {
+		c.ScrubDelay = d.ScrubDelay
+	}
+	if c.CorruptQueue <= 0 {
+		c.CorruptQueue = d.CorruptQueue
+	}
 	var errs []error
 	if err := model.ValidateNodeID(c.ID); err != nil {
 		errs = append(errs, fmt.Errorf("storage id: %w", err))
@@ -92,6 +126,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.CapacityBytes < 0 {
 		errs = append(errs, fmt.Errorf("storage capacity: %d is negative", c.CapacityBytes))
+	}
+	if c.ScrubBytesPerSec < 0 {
+		errs = append(errs, fmt.Errorf("storage scrub rate: %d bytes/s is negative (0 turns the scrub off)", c.ScrubBytesPerSec))
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {

@@ -1,7 +1,10 @@
 // Package storage is a rehome storage node: it keeps immutable shards on
 // local disk (package disk), serves them over the HTTP protocol of package
 // shardapi, registers itself in the nodes bucket and publishes a heartbeat
-// every interval (SPEC §5).
+// every interval (SPEC §5). It answers inventory requests over the bus
+// (control.InventoryPrefix + id), re-verifies its shards in the background at
+// a bounded rate (the scrub) and publishes an event.Corrupt for every shard it
+// quarantines, however the damage was found.
 package storage
 
 import (
@@ -24,6 +27,7 @@ import (
 
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 )
@@ -44,16 +48,21 @@ type Service struct {
 	reg      *prometheus.Registry
 	m        *metrics
 	now      func() time.Time
+	rep      *reporter
+	scrub    *scrubber
+	invReqs  *prometheus.CounterVec
 
 	ran       atomic.Bool
+	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// New opens the store in cfg.Dir (removing crash leftovers, rebuilding the
-// index), binds the HTTP listener (so Addr is known before Run) and draws a
-// fresh boot id. It does not touch NATS yet. If Run is never called, Close
-// releases the directory and the port.
+// New opens the store in cfg.Dir (removing crash leftovers, quarantining
+// shards with damaged headers, rebuilding the index), binds the HTTP listener
+// (so Addr is known before Run) and draws a fresh boot id. It does not touch
+// NATS yet: shards quarantined while opening are reported once Run starts. If
+// Run is never called, Close releases the directory and the port.
 func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*Service, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -75,7 +84,13 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 			return nil, fmt.Errorf("storage capacity: %w", err)
 		}
 	}
-	store, err := disk.Open(cfg.Dir, disk.Options{CapacityBytes: capacity}, log)
+	reg := prometheus.NewRegistry()
+	bootID := uuid.NewString()
+	publish := func(ctx context.Context, subject string, p event.Payload, msgID string) error {
+		return bus.Publish(ctx, js, subject, p, msgID)
+	}
+	rep := newReporter(cfg.ID, bootID, cfg.CorruptQueue, publish, time.Now, log, reg)
+	store, err := disk.Open(cfg.Dir, disk.Options{CapacityBytes: capacity, OnQuarantine: rep.report}, log)
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
@@ -93,13 +108,23 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 		store:    store,
 		ln:       ln,
 		addr:     advertiseAddr(cfg.Advertise, ln.Addr().String(), hostname),
-		bootID:   uuid.NewString(),
+		bootID:   bootID,
 		capacity: capacity,
-		reg:      prometheus.NewRegistry(),
+		reg:      reg,
 		now:      time.Now,
+		rep:      rep,
 	}
 	s.started = s.now().UTC()
 	s.m = newMetrics(s.reg, store, capacity)
+	s.scrub = newScrubber(store, cfg.ScrubBytesPerSec, cfg.ScrubDelay, cfg.ScrubEvery, s.now, log, reg)
+	s.invReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rehome_storage_inventory_requests_total",
+		Help: "Inventory requests answered over the bus, by result (ok, invalid, error).",
+	}, []string{"result"})
+	for _, r := range []string{inventoryOK, inventoryInvalid, inventoryError} {
+		s.invReqs.WithLabelValues(r)
+	}
+	reg.MustRegister(s.invReqs)
 	a := &api{
 		store:    store,
 		node:     cfg.ID,
@@ -132,9 +157,17 @@ func (s *Service) Registry() *prometheus.Registry { return s.reg }
 // Handler is the node's HTTP handler (the one Run serves).
 func (s *Service) Handler() http.Handler { return s.srv.Handler }
 
+// ScrubNow asks for a scrub pass as soon as possible: at once when none is
+// running, right after the running one otherwise (requests coalesce; one
+// made before Run is served as Run starts). It never blocks, is safe for
+// concurrent use, and does nothing when the scrub is off (ScrubBytesPerSec
+// 0). Completed passes are counted by rehome_storage_scrub_passes_total.
+func (s *Service) ScrubNow() { s.scrub.trigger() }
+
 // Close releases the listener and the data directory. It is idempotent and is
 // called by Run on return; call it directly only if Run is never called.
 func (s *Service) Close() error {
+	s.closed.Store(true)
 	s.closeOnce.Do(func() {
 		lerr := s.ln.Close()
 		if errors.Is(lerr, net.ErrClosed) {
@@ -145,17 +178,38 @@ func (s *Service) Close() error {
 	return s.closeErr
 }
 
-// Run serves the shard API, registers the node in the nodes bucket and
-// publishes heartbeats (the first at once) until ctx ends; then it shuts the
-// HTTP server down gracefully (bounded by Config.ShutdownTimeout), closes the
-// store and returns nil. NATS trouble never stops the node: registration is
-// retried and heartbeats resume when the bus is back. It returns an error
-// only if the HTTP server fails. Run may be called once.
+// Run serves the shard API, answers inventory requests on
+// control.InventoryPrefix+ID, registers the node in the nodes bucket,
+// publishes heartbeats (the first at once), scrubs (first pass
+// Config.ScrubDelay after start) and publishes a corrupt event for every
+// quarantined shard, until ctx ends; then it shuts the HTTP server down
+// gracefully (bounded by Config.ShutdownTimeout), makes a last short attempt
+// to publish pending corrupt reports, closes the store and returns nil. NATS
+// trouble never stops the node: registration and reports are retried and
+// heartbeats resume when the bus is back. It returns an error only if the
+// HTTP server fails or the NATS connection is closed at start. Run may be
+// called once, and not after Close.
 func (s *Service) Run(ctx context.Context) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return errors.New("storage: Run called twice")
 	}
 	defer s.Close()
+	if s.closed.Load() {
+		return errors.New("storage: Run after Close")
+	}
+	sub, err := s.nc.Subscribe(control.InventoryPrefix+s.cfg.ID, s.answerInventory)
+	if err != nil {
+		return fmt.Errorf("storage: subscribe to inventory requests: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	// Corrupt reports outlive the HTTP server: a read cut during the graceful
+	// shutdown is still reported.
+	repCtx, stopRep := context.WithCancel(context.WithoutCancel(ctx))
+	var repWG sync.WaitGroup
+	repWG.Go(func() { s.rep.run(repCtx) })
+	defer func() { stopRep(); repWG.Wait() }()
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.srv.Serve(s.ln) }()
 	s.log.Info("storage node serving", "addr", s.addr, "listen", s.ln.Addr().String(), "rack", s.cfg.Rack,
@@ -165,8 +219,9 @@ func (s *Service) Run(ctx context.Context) error {
 	want := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.registrar(regCtx, want) })
+	wg.Go(func() { s.scrub.run(regCtx, s.started) })
 
-	err := s.heartbeats(ctx, want, serveErr)
+	err = s.heartbeats(ctx, want, serveErr)
 	stopReg()
 	wg.Wait()
 
@@ -181,6 +236,36 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.log.Info("storage node stopped")
 	return nil
+}
+
+// answerInventory replies to one inventory request (see inventoryReply).
+// Requests without a reply subject are counted and dropped.
+func (s *Service) answerInventory(msg *nats.Msg) {
+	if msg.Reply == "" {
+		s.invReqs.WithLabelValues(inventoryInvalid).Inc()
+		s.log.Debug("inventory request without a reply subject dropped")
+		return
+	}
+	maxPayload := int(s.nc.MaxPayload())
+	if maxPayload <= 0 {
+		maxPayload = defaultMaxPayload
+	}
+	reply, result := inventoryReply(s.store, s.cfg.ID, s.bootID, msg.Data, maxPayload)
+	s.invReqs.WithLabelValues(result).Inc()
+	if result != inventoryOK {
+		s.log.Debug("inventory request refused", "result", result, "body", truncate(msg.Data, 200))
+	}
+	if err := msg.Respond(reply); err != nil {
+		s.log.Debug("inventory reply not sent", "err", err)
+	}
+}
+
+// truncate returns at most n bytes of b as a string, for logs.
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		b = b[:n]
+	}
+	return string(b)
 }
 
 // heartbeats publishes one heartbeat now and one per interval, and asks the

@@ -11,7 +11,11 @@
 //
 // Writes are atomic: temp file in the final directory, fsync, checksum
 // verified, rename, fsync of the directory. Reads verify the checksum while
-// they stream and withhold the final bytes until it matched.
+// they stream and withhold the final bytes until it matched; Verify re-reads
+// a shard at a caller-set pace (the scrubber). A shard that fails is
+// quarantined and reported through Options.OnQuarantine; the store itself
+// never talks to anything but its directory. The index keeps its ids sorted,
+// so Page serves an inventory a page at a time in O(log N + page).
 package disk
 
 import (
@@ -25,7 +29,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +71,30 @@ type Options struct {
 	// CapacityBytes caps the sum of stored shard sizes (writes beyond it fail
 	// with ErrFull). 0 means no cap other than the filesystem itself.
 	CapacityBytes int64
+	// OnQuarantine, when set, is called once for every shard the store
+	// quarantines (moved aside and dropped from the index), after the store's
+	// lock is released, on the goroutine that found the damage: Open's for
+	// FoundOpen, a reader's for FoundRead, Verify's caller's for FoundScrub.
+	// It must not block and must not call back into the store. It is how the
+	// store reports damage without doing any I/O beyond its directory.
+	OnQuarantine func(Quarantine)
+}
+
+// Found says how a damaged shard was discovered.
+type Found string
+
+// Ways a damaged shard is found.
+const (
+	FoundOpen  Found = "open"  // a damaged header while Open loaded the index
+	FoundRead  Found = "read"  // a client read (Get) failed verification
+	FoundScrub Found = "scrub" // a background re-verification (Verify) failed
+)
+
+// Quarantine describes one shard the store quarantined.
+type Quarantine struct {
+	ID     string
+	Found  Found
+	Reason string
 }
 
 type entry struct {
@@ -88,9 +115,11 @@ type Store struct {
 	capacity int64
 	log      *slog.Logger
 	lock     *os.File
+	onQuar   func(Quarantine)
 
 	mu       sync.RWMutex
 	index    map[string]entry
+	ids      sortedIDs // the keys of index, in order
 	used     int64
 	reserved int64
 	fans     map[string]bool // fan-out directories known to exist
@@ -115,6 +144,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 		quar:     filepath.Join(dir, quarDirName),
 		capacity: opts.CapacityBytes,
 		log:      log,
+		onQuar:   opts.OnQuarantine,
 		index:    make(map[string]entry),
 		fans:     make(map[string]bool),
 	}
@@ -191,6 +221,7 @@ func (s *Store) load() error {
 				s.checksumFailures.Add(1)
 				s.log.Warn("shard file damaged at open, quarantining", "shard", name, "err", err)
 				s.moveToQuarantine(name, path)
+				s.notify(Quarantine{ID: name, Found: FoundOpen, Reason: err.Error()})
 				continue
 			}
 			if err != nil {
@@ -200,7 +231,28 @@ func (s *Store) load() error {
 			s.used += h.Size
 		}
 	}
+	ids := make([]string, 0, len(s.index))
+	for id := range s.index {
+		ids = append(ids, id)
+	}
+	s.ids = newSortedIDs(ids)
 	return nil
+}
+
+// add indexes a new shard; s.mu must be held for writing.
+func (s *Store) add(id string, e entry) {
+	s.index[id] = e
+	s.used += e.size
+	s.ids.insert(id)
+}
+
+// drop removes id from the index if present; s.mu must be held for writing.
+func (s *Store) drop(id string) {
+	if e, ok := s.index[id]; ok {
+		delete(s.index, id)
+		s.used -= e.size
+		s.ids.remove(id)
+	}
 }
 
 func (s *Store) removeTemp(path string) {
@@ -345,8 +397,7 @@ func (s *Store) Put(id, sha string, size int64, body io.Reader) (created bool, e
 		return false, writeErr(id, err)
 	}
 	committed = true
-	s.index[id] = entry{size: size, sum: want}
-	s.used += size
+	s.add(id, entry{size: size, sum: want})
 	s.reserved -= size
 	reserved = false
 	s.mu.Unlock()
@@ -494,8 +545,7 @@ func (s *Store) Delete(id string) error {
 	}
 	p := s.path(id)
 	s.mu.Lock()
-	e, ok := s.index[id]
-	if !ok {
+	if _, ok := s.index[id]; !ok {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
@@ -503,8 +553,7 @@ func (s *Store) Delete(id string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("delete shard %s: %w", id, err)
 	}
-	delete(s.index, id)
-	s.used -= e.size
+	s.drop(id)
 	s.mu.Unlock()
 	if err := syncDir(filepath.Dir(p)); err != nil {
 		s.log.Warn("could not sync directory after delete", "shard", id, "err", err)
@@ -515,12 +564,12 @@ func (s *Store) Delete(id string) error {
 // List returns every stored shard, sorted by id.
 func (s *Store) List() []Info {
 	s.mu.RLock()
-	out := make([]Info, 0, len(s.index))
-	for id, e := range s.index {
-		out = append(out, e.info(id))
-	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.ID, b.ID) })
+	defer s.mu.RUnlock()
+	out := make([]Info, 0, s.ids.n)
+	s.ids.after("", func(id string) bool {
+		out = append(out, s.index[id].info(id))
+		return true
+	})
 	return out
 }
 
@@ -544,8 +593,15 @@ func (s *Store) QuarantineDir() string { return s.quar }
 // and verifies their checksum as it goes: the last chunk is only returned once
 // the whole shard matched; on a mismatch Read fails with ErrCorrupt and the
 // shard is quarantined (moved aside and dropped from the index). A damaged
-// header is caught here with the same effect. The caller must Close the Reader.
+// header is caught here with the same effect. Damage found through Get is
+// reported to Options.OnQuarantine as FoundRead. The caller must Close the
+// Reader.
 func (s *Store) Get(id string) (*Reader, Info, error) {
+	return s.open(id, FoundRead)
+}
+
+// open is Get, attributing any damage it or its Reader finds to found.
+func (s *Store) open(id string, found Found) (*Reader, Info, error) {
 	if err := model.ValidateShardID(id); err != nil {
 		return nil, Info{}, err
 	}
@@ -577,32 +633,39 @@ func (s *Store) Get(id string) (*Reader, Info, error) {
 	if err != nil {
 		f.Close()
 		if errors.Is(err, errBadHeader) {
-			s.quarantine(id, fi, err)
+			s.quarantine(id, fi, found, err)
 			return nil, Info{}, fmt.Errorf("%w: %s: %w", ErrCorrupt, id, err)
 		}
 		return nil, Info{}, fmt.Errorf("open shard %s: %w", id, err)
 	}
-	return &Reader{s: s, id: id, f: f, fi: fi, remain: e.size, want: e.sum, h: sha256.New()}, e.info(id), nil
+	return &Reader{s: s, id: id, f: f, fi: fi, found: found, remain: e.size, want: e.sum, h: sha256.New()}, e.info(id), nil
 }
 
 // quarantine moves the damaged file opened as fi aside and drops id from the
-// index, unless id has since been replaced by another file.
-func (s *Store) quarantine(id string, fi os.FileInfo, cause error) {
+// index, unless id has since been replaced by another file; then it reports
+// the quarantine (outside the lock).
+func (s *Store) quarantine(id string, fi os.FileInfo, found Found, cause error) {
 	s.checksumFailures.Add(1)
 	p := s.path(id)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	cur, err := os.Lstat(p)
 	if err != nil || !os.SameFile(cur, fi) {
+		s.mu.Unlock()
 		s.log.Warn("damaged shard already replaced or removed", "shard", id, "err", cause)
 		return
 	}
 	s.moveToQuarantine(id, p)
-	if e, ok := s.index[id]; ok {
-		delete(s.index, id)
-		s.used -= e.size
+	s.drop(id)
+	s.mu.Unlock()
+	s.log.Warn("shard failed verification, quarantined", "shard", id, "found", found, "err", cause)
+	s.notify(Quarantine{ID: id, Found: found, Reason: cause.Error()})
+}
+
+// notify hands q to Options.OnQuarantine, if set.
+func (s *Store) notify(q Quarantine) {
+	if s.onQuar != nil {
+		s.onQuar(q)
 	}
-	s.log.Warn("shard failed verification, quarantined", "shard", id, "err", cause)
 }
 
 func (s *Store) moveToQuarantine(id, path string) {
@@ -621,6 +684,7 @@ type Reader struct {
 	id       string
 	f        *os.File
 	fi       os.FileInfo
+	found    Found
 	remain   int64
 	want     [32]byte
 	h        hash.Hash
@@ -678,7 +742,7 @@ func (r *Reader) verify() error {
 }
 
 func (r *Reader) fail(cause error) error {
-	r.s.quarantine(r.id, r.fi, cause)
+	r.s.quarantine(r.id, r.fi, r.found, cause)
 	r.err = fmt.Errorf("%w: %s: %w", ErrCorrupt, r.id, cause)
 	return r.err
 }
