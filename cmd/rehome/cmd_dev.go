@@ -35,6 +35,7 @@ func devCmd(_ *globals) *cobra.Command {
 	fl.IntVar(&cfg.Racks, "racks", cfg.Racks, "racks; nodes are dealt round-robin onto rack-1..R")
 	fl.IntVar(&cfg.Movers, "movers", cfg.Movers, "mover processes")
 	fl.IntVar(&cfg.Planners, "planners", cfg.Planners, "planner processes (one acts at a time, the others stand by)")
+	fl.StringArrayVar(&cfg.StorageArgs, "storage-flag", nil, "extra flag for every storage node, repeatable (e.g. --storage-flag=--scrub-rate=0)")
 	fl.StringArrayVar(&cfg.DetectorArgs, "detector-flag", nil, "extra flag for the detector, repeatable (e.g. --detector-flag=--flap-window=5m)")
 	fl.StringArrayVar(&cfg.PlannerArgs, "planner-flag", nil, "extra flag for every planner, repeatable (e.g. --planner-flag=--max-bytes-per-sec=50000000)")
 	fl.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "embedded NATS client port")

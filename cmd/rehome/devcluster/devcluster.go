@@ -41,6 +41,7 @@ type Config struct {
 	Planners     int           // planner processes (one acts, the others stand by)
 	PlannerArgs  []string      // extra flags for every planner (throttles)
 	DetectorArgs []string      // extra flags for the detector (flap damping)
+	StorageArgs  []string      // extra flags for every storage node (scrub)
 	NATSPort     int           // embedded server's client port
 	Grace        time.Duration // detector grace after suspicion
 	SuspectAfter time.Duration // silence before suspicion
@@ -180,7 +181,7 @@ func (c *Cluster) startAll() error {
 		id := fmt.Sprintf("storage-%d", i)
 		rack := fmt.Sprintf("rack-%d", (i-1)%cfg.Racks+1)
 		args := append([]string{"storage", "--id", id, "--rack", rack, "--dir", filepath.Join(cfg.Dir, id),
-			"--heartbeat", cfg.Heartbeat.String()}, common...)
+			"--heartbeat", cfg.Heartbeat.String()}, append(cfg.StorageArgs, common...)...)
 		if cfg.Capacity > 0 {
 			args = append(args, "--capacity", strconv.FormatInt(cfg.Capacity, 10))
 		}
