@@ -71,7 +71,8 @@ func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error
 func (s *Service) reply(msg *nats.Msg, subject string, out any, err error) {
 	var body []byte
 	if err != nil {
-		if errors.Is(err, model.ErrInvalid) {
+		var r *refusal
+		if errors.Is(err, model.ErrInvalid) && !errors.As(err, &r) {
 			s.malformed(subject, err)
 		} else {
 			s.log.Info("control call refused", "subject", subject, "err", err)
@@ -137,6 +138,7 @@ func (s *Service) validateAllocate(req control.AllocateRequest) error {
 		return fmt.Errorf("%w allocate: %d shards, want 1-%d", model.ErrInvalid, n, s.cfg.MaxAllocateShards)
 	}
 	seen := make(map[string]bool, len(req.Shards))
+	pieces := map[[2]int]bool{} // erasure coding: stripe and index taken
 	for _, sh := range req.Shards {
 		if err := model.ValidateShardID(sh.ID); err != nil {
 			return err
@@ -148,15 +150,26 @@ func (s *Service) validateAllocate(req control.AllocateRequest) error {
 		if sh.Size < 0 || sh.Stripe < 0 || sh.Index < 0 {
 			return fmt.Errorf("%w allocate: shard %s has a negative size, stripe or index", model.ErrInvalid, sh.ID)
 		}
-		if l := req.Layout; l.Erasure() && sh.Index >= l.K+l.M {
-			return fmt.Errorf("%w allocate: shard %s index %d outside %s", model.ErrInvalid, sh.ID, sh.Index, l)
+		if l := req.Layout; l.Erasure() {
+			if sh.Index >= l.K+l.M {
+				return fmt.Errorf("%w allocate: shard %s index %d outside %s", model.ErrInvalid, sh.ID, sh.Index, l)
+			}
+			at := [2]int{sh.Stripe, sh.Index}
+			if pieces[at] {
+				return fmt.Errorf("%w allocate: stripe %d index %d asked for twice", model.ErrInvalid, sh.Stripe, sh.Index)
+			}
+			pieces[at] = true
 		}
 	}
 	return nil
 }
 
 // ctlAllocate picks nodes for the shards of a new object and counts their
-// bytes as pending on those nodes until commit (or AllocationTTL).
+// bytes as pending on those nodes until commit (or AllocationTTL). A
+// replicated shard gets Layout.RF nodes (placement.Allocate); an
+// erasure-coded piece gets one node, the pieces of one stripe distinct nodes
+// with at most M per rack where racks allow (placement.AllocateStripes). An
+// erasure-coded layout needing more nodes than are up is refused as invalid.
 func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
 	var req control.AllocateRequest
 	if err := decodeRequest(data, &req); err != nil {
@@ -181,28 +194,38 @@ func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
 		}
 		picks = p
 	} else {
-		// Erasure coding: the pieces of one stripe each get their own node.
-		stripes := map[int][]int{}
-		var order []int
-		for i, sh := range req.Shards {
-			if _, ok := stripes[sh.Stripe]; !ok {
-				order = append(order, sh.Stripe)
+		l := req.Layout
+		up := 0
+		for _, c := range cands {
+			if c.State == model.StateUp {
+				up++
 			}
-			stripes[sh.Stripe] = append(stripes[sh.Stripe], i)
 		}
-		for _, st := range order {
-			pieces := stripes[st]
-			var size int64
-			for _, i := range pieces {
-				size = max(size, req.Shards[i].Size)
+		if up < l.K+l.M {
+			return nil, refuse(model.ErrInvalid, "ec %d+%d needs %d live nodes, %d are up", l.K, l.M, l.K+l.M, up)
+		}
+		// The pieces of one stripe, in request order.
+		at := map[int]int{}
+		var members [][]int
+		var specs [][]placement.Shard
+		for i, sh := range req.Shards {
+			g, ok := at[sh.Stripe]
+			if !ok {
+				g = len(members)
+				at[sh.Stripe] = g
+				members = append(members, nil)
+				specs = append(specs, nil)
 			}
-			p, err := placement.Allocate(cands, len(pieces), []placement.Shard{{ID: req.Shards[pieces[0]].ID, Size: size}})
-			if err != nil {
-				return nil, fmt.Errorf("allocate %q stripe %d: %w", req.Key, st, err)
-			}
-			for k, i := range pieces {
-				picks[i] = []int{p[0][k]}
-				cands[p[0][k]].PendingBytes += req.Shards[i].Size
+			members[g] = append(members[g], i)
+			specs[g] = append(specs[g], placement.Shard{ID: sh.ID, Size: sh.Size})
+		}
+		p, err := placement.AllocateStripes(cands, l.K, l.M, specs)
+		if err != nil {
+			return nil, fmt.Errorf("allocate %q: %w", req.Key, err)
+		}
+		for g, idx := range members {
+			for k, i := range idx {
+				picks[i] = []int{p[g][k]}
 			}
 		}
 	}
@@ -222,7 +245,9 @@ func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
 }
 
 // validateCommit checks a commit request against the manifest's own rules
-// and the known nodes.
+// and the known nodes. Every replicated shard needs a node; an erasure-coded
+// piece may have none (its write failed: the planner rebuilds it) as long as
+// every stripe has at least K pieces written.
 func (s *Service) validateCommit(req control.CommitRequest) error {
 	m := req.Manifest
 	if err := m.Validate(); err != nil {
@@ -231,7 +256,10 @@ func (s *Service) validateCommit(req control.CommitRequest) error {
 	if m.ID == "" || len(m.ID) > model.MaxShardIDLen {
 		return fmt.Errorf("%w manifest %q: object id must be 1-%d bytes", model.ErrInvalid, m.Key, model.MaxShardIDLen)
 	}
+	l := m.Layout
 	seen := make(map[string]bool, len(m.Shards))
+	pieces := map[[2]int]bool{}
+	written := map[int]int{} // erasure coding: pieces with a node, per stripe
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sh := range m.Shards {
@@ -239,9 +267,20 @@ func (s *Service) validateCommit(req control.CommitRequest) error {
 			return fmt.Errorf("%w manifest %q: shard %s twice", model.ErrInvalid, m.Key, sh.ID)
 		}
 		seen[sh.ID] = true
+		if sh.Stripe < 0 || sh.Index < 0 {
+			return fmt.Errorf("%w manifest %q: shard %s has a negative stripe or index", model.ErrInvalid, m.Key, sh.ID)
+		}
 		nodes := req.Nodes[sh.ID]
-		if len(nodes) == 0 || len(nodes) > maxHolders {
+		if (len(nodes) == 0 && !l.Erasure()) || len(nodes) > maxHolders {
 			return fmt.Errorf("%w commit %q: shard %s has %d nodes", model.ErrInvalid, m.Key, sh.ID, len(nodes))
+		}
+		if l.Erasure() {
+			at := [2]int{sh.Stripe, sh.Index}
+			if sh.Index >= l.K+l.M || pieces[at] {
+				return fmt.Errorf("%w manifest %q: piece %s (stripe %d index %d) outside %s or twice", model.ErrInvalid, m.Key, sh.ID, sh.Stripe, sh.Index, l)
+			}
+			pieces[at] = true
+			written[sh.Stripe] += min(len(nodes), 1)
 		}
 		for i, n := range nodes {
 			if err := model.ValidateNodeID(n); err != nil {
@@ -253,6 +292,11 @@ func (s *Service) validateCommit(req control.CommitRequest) error {
 			if r, ok := s.v.nodeIdx[n]; !ok || !s.v.nodes[r].registered {
 				return fmt.Errorf("%w commit %q: shard %s on unknown node %s", model.ErrInvalid, m.Key, sh.ID, n)
 			}
+		}
+	}
+	for stripe, n := range written {
+		if n < l.K {
+			return fmt.Errorf("%w commit %q: stripe %d has %d pieces written, %s needs at least %d", model.ErrInvalid, m.Key, stripe, n, l, l.K)
 		}
 	}
 	return nil
@@ -396,6 +440,9 @@ func (s *Service) createPlacements(ctx context.Context, m model.Manifest, nodes 
 		p := model.Placement{
 			V: model.Version, Shard: sh.ID, Key: m.Key, ObjectID: m.ID, Stripe: sh.Stripe, Index: sh.Index,
 			Size: sh.Size, SHA256: sh.SHA256, Layout: m.Layout, Nodes: nodes[sh.ID],
+		}
+		if p.Nodes == nil {
+			p.Nodes = []string{} // an erasure-coded piece whose write failed: rebuilt by the planner
 		}
 		body, err := json.Marshal(p)
 		if err != nil {

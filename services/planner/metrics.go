@@ -20,6 +20,8 @@ type metrics struct {
 	trims           prometheus.Counter
 	rackRelaxed     prometheus.Counter
 	surplus         prometheus.Gauge
+	stripes         prometheus.Gauge
+	stripesDegraded prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -33,7 +35,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		repairedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rehome_planner_repaired_bytes_total", Help: "Bytes of verified repair copies recorded in the placement map."}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rehome_planner_tasks_in_flight", Help: "Repair copies and trims issued and not yet resolved (0 while standing by)."}),
+			Name: "rehome_planner_tasks_in_flight", Help: "Repair copies, rebuilds and trims issued and not yet resolved (0 while standing by)."}),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_planner_tasks_issued_total", Help: "Tasks published on the work queue, by kind."}, []string{"kind"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
@@ -56,9 +58,13 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "rehome_planner_rack_relaxed_total", Help: "Copies sent to a rack already holding a live copy because no other valid target existed."}),
 		surplus: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rehome_planner_surplus_shards", Help: "Shards with more up copies than their layout needs, awaiting a trim."}),
+		stripes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_stripes", Help: "Erasure-coded stripes in the placement map."}),
+		stripesDegraded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_stripes_degraded", Help: "Erasure-coded stripes missing at least one piece (unrecoverable ones included)."}),
 	}
 	reg.MustRegister(m.underReplicated, m.lost, m.bytesRemaining, m.repairedBytes, m.inFlight,
 		m.issued, m.failures, m.stalled, m.malformed, m.shards, m.rescanSeconds,
-		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus)
+		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus, m.stripes, m.stripesDegraded)
 	return m
 }

@@ -32,18 +32,20 @@ type limits struct {
 	bytes *rate.Limiter
 }
 
-// decision is one copy the planner wants issued.
+// decision is one copy, or one rebuild of an erasure-coded stripe (rb set),
+// the planner wants issued.
 type decision struct {
 	shard    uint32
 	id       string
-	sources  []nodeRef // chosen source first, then the other live holders
+	sources  []nodeRef // chosen source(s) first, then the other live holders
 	target   nodeRef
-	bytes    int64
-	attempt  int // within the round (1..MaxAttempts)
-	serial   int // task id number, unique per shard
-	margin   int // copies the shard may still lose (0: one live copy left)
+	bytes    int64 // a copy's size; the bytes a rebuild reads (K pieces)
+	attempt  int   // within the round (1..MaxAttempts)
+	serial   int   // task id number, unique per shard
+	margin   int   // copies the shard may still lose (0: one live copy left)
 	incident string
 	relaxed  bool
+	rb       *rebuildPlan // set for a rebuild
 }
 
 // trimDecision is one surplus copy the planner wants removed.
@@ -119,11 +121,16 @@ func (v *view) incident(h uint32) string {
 	return incidentNone
 }
 
-// round derives the work to issue now. Copies first: under-replicated
-// shards by risk (fewest copies beyond the minimum, then first seen short
-// earliest, then id), skipping those in flight, backing off or parked,
-// within the per-source, per-target, global and byte limits; a shard with one
-// live copy may use one slot beyond a node's caps. Then, with what the
+// round derives the work to issue now. Copies and rebuilds first:
+// under-replicated shards and missing erasure-coded pieces by risk (fewest
+// copies or pieces beyond the minimum, then first seen short earliest, then
+// id), skipping those in flight, backing off or parked, within the
+// per-source, per-target, global and byte limits; a shard with one live copy
+// (a stripe with K live pieces) may use one slot beyond a node's caps. A
+// missing piece plans one rebuild for its whole stripe (see decideRebuild):
+// it takes an in slot on each target, an out slot on each of the K holders
+// it reads, one unit of the global limit, and K pieces' bytes of the byte
+// cap. Then, with what the
 // global limit leaves, surplus copies to trim (one per shard, none while a
 // copy of the shard is in flight), each taking an out slot of its node. It
 // does not change the view (see reserve) but consumes lim.bytes tokens.
@@ -135,7 +142,7 @@ func (v *view) round(now time.Time, lim limits) roundPlan {
 		return out
 	}
 	cands := v.candidates()
-	pc := planCtx{now: now, lim: lim, cands: cands}
+	pc := planCtx{now: now, lim: lim, cands: cands, planned: map[*stripeGroup]bool{}}
 	pc.rackOf, pc.racks = rackIndex(cands)
 copies:
 	for b := 1; b < len(v.buckets); b++ {
@@ -155,10 +162,18 @@ copies:
 			}
 		}
 		for _, h := range v.buckets[b] {
-			if budget == 0 || freeIn == 0 {
+			if budget == 0 || freeIn <= 0 {
 				break
 			}
-			d, ok := v.decide(h, &pc)
+			var (
+				d  decision
+				ok bool
+			)
+			if v.layouts[v.rec(h).layout].Erasure() {
+				d, ok = v.decideRebuild(h, &pc)
+			} else {
+				d, ok = v.decide(h, &pc)
+			}
 			if !ok {
 				continue
 			}
@@ -171,6 +186,18 @@ copies:
 			d.margin = b - 1
 			out.copies = append(out.copies, d)
 			budget--
+			if rp := d.rb; rp != nil {
+				pc.planned[rp.group] = true
+				for _, r := range rp.reads {
+					cands[r].Reads++
+				}
+				for _, tg := range rp.targets {
+					cands[tg].PendingTasks++
+					cands[tg].PendingBytes += rp.size
+				}
+				freeIn -= len(rp.targets)
+				continue
+			}
 			freeIn--
 			src, tg := d.sources[0], d.target
 			cands[src].Reads++
@@ -233,7 +260,18 @@ func (v *view) planTrims(pc *planCtx, budget int) []trimDecision {
 		v.holderBuf = hs
 		s := v.rec(h)
 		id := v.ids.String(h)
-		x, err := placement.ChooseSurplus(hs, pc.cands, v.layouts[s.layout].Copies(), placement.Salt(id))
+		var (
+			x   int
+			err error
+		)
+		if g := v.group(h); g != nil {
+			if g.rb != nil || pc.planned[g] {
+				continue // a rebuild of the stripe may be reading this piece
+			}
+			x, err = placement.ChooseSurplusPiece(hs, pc.cands, v.stripeRacks(g, h), g.m, placement.Salt(id))
+		} else {
+			x, err = placement.ChooseSurplus(hs, pc.cands, v.layouts[s.layout].Copies(), placement.Salt(id))
+		}
 		if err != nil || pc.cands[x].Reads >= pc.lim.perNodeOut {
 			continue
 		}
@@ -255,6 +293,8 @@ type planCtx struct {
 	// busy maps a set of racks holding live copies (bit mask) to the smallest
 	// shard size for which every target outside those racks was busy.
 	busy map[uint64]int64
+	// planned holds the stripes a rebuild was planned for this round.
+	planned map[*stripeGroup]bool
 }
 
 // rackIndex numbers the candidates' racks.
@@ -282,9 +322,6 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 		return decision{}, false
 	}
 	s := v.rec(h)
-	if v.layouts[s.layout].Erasure() {
-		return decision{}, false // erasure-coded rebuilds are not planned yet
-	}
 	r := v.retries[h]
 	if r != nil && now.Before(r.notBefore) {
 		return decision{}, false
@@ -396,6 +433,10 @@ func (v *view) taskID(d decision) string {
 // endFlight or endTrim.
 func (v *view) reserve(p roundPlan, now time.Time, timeout time.Duration) {
 	for _, d := range p.copies {
+		if d.rb != nil {
+			v.reserveRebuild(d, now, timeout)
+			continue
+		}
 		v.startFlight(d.shard, &flight{
 			task: v.taskID(d), target: d.target, source: d.sources[0], bytes: d.bytes,
 			attempt: d.attempt, serial: d.serial, deadline: now.Add(timeout), incident: d.incident,
@@ -406,13 +447,24 @@ func (v *view) reserve(p roundPlan, now time.Time, timeout time.Duration) {
 	}
 }
 
-// expired returns the shards whose copy passed its deadline, and those
-// whose trim did.
+// expired returns the shards whose copy passed its deadline (one piece per
+// rebuild task), and those whose trim did.
 func (v *view) expired(now time.Time) (copies, trims []uint32) {
+	var rbs map[*rebuildFlight]bool
 	for h, f := range v.flights {
-		if now.After(f.deadline) {
-			copies = append(copies, h)
+		if !now.After(f.deadline) {
+			continue
 		}
+		if f.rb != nil {
+			if rbs[f.rb] {
+				continue
+			}
+			if rbs == nil {
+				rbs = map[*rebuildFlight]bool{}
+			}
+			rbs[f.rb] = true
+		}
+		copies = append(copies, h)
 	}
 	for h, t := range v.trims {
 		if now.After(t.deadline) {
@@ -424,83 +476,69 @@ func (v *view) expired(now time.Time) (copies, trims []uint32) {
 	return copies, trims
 }
 
-// lostToAnnounce returns lost shards not yet announced (at most n).
+// lostToAnnounce returns lost shards (bucket 0: replicated shards without
+// a live copy, every piece of a stripe missing more than M) not yet
+// announced (at most n).
 func (v *view) lostToAnnounce(n int) []uint32 {
 	v.fresh()
-	missing := v.stripeMissing()
 	var out []uint32
 	for _, h := range v.buckets[0] {
 		if len(out) == n {
 			break
 		}
-		if v.rec(h).flags&flagLostSent == 0 && v.isLost(h, missing) {
+		if v.rec(h).flags&flagLostSent == 0 {
 			out = append(out, h)
 		}
 	}
 	return out
 }
 
-// stripeKey groups the pieces of one erasure-coded stripe.
-type stripeKey struct {
-	obj, stripe uint32
-	layout      uint8
-}
-
-// stripeMissing counts, per erasure-coded stripe, its pieces without a live
-// holder (nil when there are none).
-func (v *view) stripeMissing() map[stripeKey]int {
-	var missing map[stripeKey]int
-	for _, h := range v.buckets[0] {
-		s := v.rec(h)
-		if !v.layouts[s.layout].Erasure() {
-			continue
-		}
-		if missing == nil {
-			missing = make(map[stripeKey]int)
-		}
-		missing[stripeKey{s.objHash, s.stripe, s.layout}]++
-	}
-	return missing
-}
-
-// isLost reports whether a shard of bucket 0 cannot be recovered: a
-// replicated shard without a live copy, or a piece of a stripe missing more
-// than M pieces.
-func (v *view) isLost(h uint32, missing map[stripeKey]int) bool {
-	s := v.rec(h)
-	l := v.layouts[s.layout]
-	return !l.Erasure() || missing[stripeKey{s.objHash, s.stripe, s.layout}] > l.M
-}
-
-// totals are the redundancy numbers of status and progress.
+// totals are the redundancy numbers of status and progress. Erasure-coded
+// pieces count as shards: a piece missing a live holder in a recoverable
+// stripe is under-replicated, every piece of an unrecoverable stripe is lost.
 type totals struct {
 	shards, objects, underReplicated, lost int
 	bytesRemaining                         int64
-	inFlight                               int // copies and trims
+	inFlight                               int // copy and rebuild tasks, and trims
 	surplus                                int // shards awaiting a trim
+	stripes                                int // erasure-coded stripes
+	stripesDegraded                        int // of which missing at least one piece (lost ones too)
 }
 
-// totals counts under-replicated and lost shards and the bytes still to copy.
+// totals counts under-replicated and lost shards, the bytes still to copy
+// or rebuild, and the degraded stripes.
 func (v *view) totals() totals {
 	v.fresh()
-	t := totals{shards: v.ids.Len(), objects: v.objects, inFlight: v.copyFlights + len(v.trims), surplus: len(v.surplus)}
-	for live := 1; live < len(v.buckets); live++ {
-		for _, h := range v.buckets[live] {
+	t := totals{shards: v.ids.Len(), objects: v.objects, inFlight: v.copyFlights + len(v.trims), surplus: len(v.surplus),
+		stripes: v.stripeCount}
+	var degraded map[*stripeGroup]bool
+	stripe := func(h uint32) {
+		if g := v.group(h); g != nil && !degraded[g] {
+			if degraded == nil {
+				degraded = map[*stripeGroup]bool{}
+			}
+			degraded[g] = true
+		}
+	}
+	for b := 1; b < len(v.buckets); b++ {
+		for _, h := range v.buckets[b] {
 			s := v.rec(h)
 			t.underReplicated++
-			t.bytesRemaining += s.size * int64(v.layouts[s.layout].Copies()-live)
+			if l := v.layouts[s.layout]; l.Erasure() {
+				t.bytesRemaining += s.size
+				stripe(h)
+			} else {
+				t.bytesRemaining += s.size * int64(l.Copies()-b) // bucket b: b live copies
+			}
 		}
 	}
-	missing := v.stripeMissing()
 	for _, h := range v.buckets[0] {
-		if v.isLost(h, missing) {
-			t.lost++
-			continue
+		t.lost++
+		if v.layouts[v.rec(h).layout].Erasure() {
+			stripe(h)
 		}
-		s := v.rec(h)
-		t.underReplicated++
-		t.bytesRemaining += s.size
 	}
+	t.stripesDegraded = len(degraded)
 	return t
 }
 
@@ -565,6 +603,7 @@ func (v *view) clusterStatus() control.ClusterStatus {
 	st := control.ClusterStatus{
 		Shards: t.shards, Objects: t.objects, UnderReplicated: t.underReplicated,
 		Lost: t.lost, BytesRemaining: t.bytesRemaining, InFlight: t.inFlight,
+		Stripes: t.stripes, StripesDegraded: t.stripesDegraded,
 		Nodes: []control.NodeStatus{},
 	}
 	for i := range v.nodes {

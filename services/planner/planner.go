@@ -5,9 +5,12 @@
 //
 // It watches the nodes, liveness and placement buckets and the heartbeats,
 // answers the control calls (allocate, commit, delete, status, heal status),
-// issues copy tasks on the work queue most-at-risk first within per-node,
-// global and byte throttles, records verified copies from mover results,
-// re-plans failures with backoff, trims surplus copies, and reports progress.
+// issues copy tasks (replicated shards) and rebuild tasks (erasure-coded
+// stripes: one task reconstructs all the missing pieces of a stripe from K
+// survivors) on the work queue, most-at-risk first on one scale (copies or
+// pieces beyond the minimum) within per-node, global and byte throttles,
+// records verified copies and pieces from mover results, re-plans failures
+// with backoff, trims surplus copies, and reports progress.
 // Several planners may run: one acts (a lease in JetStream KV), the others
 // keep their view warm and take over when it stops renewing the lease.
 package planner

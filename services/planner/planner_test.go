@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -233,8 +234,9 @@ func (h *harness) setState(node string, st model.State) {
 }
 
 // mover consumes the work queue like the movers' shared consumer, records
-// every task and answers copies through answer (nil: always done), after
-// work (nil: at once), which stands for the time a copy takes.
+// every task and answers copies and rebuilds through answer (nil: always
+// done), after work (nil: at once), which stands for the time a copy takes.
+// A rebuild done gets one Done per rebuilt piece, as the real movers send.
 type mover struct {
 	mu     sync.Mutex
 	tasks  []event.Task
@@ -249,6 +251,18 @@ func (mv *mover) copies() map[string][]event.Task {
 	for _, t := range mv.tasks {
 		if t.Kind == event.KindCopy {
 			out[t.Shard] = append(out[t.Shard], t)
+		}
+	}
+	return out
+}
+
+func (mv *mover) rebuilds() []event.Task {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	var out []event.Task
+	for _, t := range mv.tasks {
+		if t.Kind == event.KindRebuild {
+			out = append(out, t)
 		}
 	}
 	return out
@@ -300,12 +314,18 @@ func (h *harness) runMover(mv *mover) (stop func()) {
 					time.Sleep(work) // the copy itself
 				}
 				var f *event.Failed
-				if answer != nil && t.Kind == event.KindCopy {
+				if answer != nil && t.Kind != event.KindDelete {
 					f = answer(t)
 				}
 				switch {
 				case f != nil:
 					err = bus.Publish(ctx, h.env.JS, event.FailedPrefix+t.Target, f, "")
+				case t.Kind == event.KindRebuild:
+					for _, p := range t.Rebuild {
+						err = errors.Join(err, bus.Publish(ctx, h.env.JS, event.DonePrefix+p.Node, &event.Done{
+							Task: t.Task, Incident: t.Incident, Shard: p.Shard, Kind: t.Kind, Target: p.Node,
+							Source: strings.Join(t.Sources[:t.K], ","), Bytes: p.Size, DurationMS: 1}, "done-"+t.Task+"-"+p.Shard))
+					}
 				default:
 					err = bus.Publish(ctx, h.env.JS, event.DonePrefix+t.Target, &event.Done{
 						Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,

@@ -226,6 +226,11 @@ func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 		if f := s.v.flights[c.h]; f != nil && f.task == c.task {
 			if queued {
 				f.deadline = now.Add(s.cfg.TaskTimeout)
+				if f.rb != nil {
+					for _, p := range s.v.openPieces(f.rb) {
+						s.v.flights[p].deadline = f.deadline
+					}
+				}
 			} else {
 				s.log.Warn("task timed out, re-planning", "task", c.task)
 				gaveUp = s.failedLocked(c.h, f, "no result within the task timeout", now, false)
@@ -236,17 +241,29 @@ func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 	}
 }
 
-// failedLocked ends flight f of shard h as a failed attempt (s.mu held). When
-// it was the last attempt of its round it returns the report to publish.
+// failedLocked ends flight f of shard h as a failed attempt (s.mu held); for
+// a piece of a rebuild, every piece of its task still open. When it was the
+// last attempt of its round it returns the report to publish.
 func (s *Service) failedLocked(h uint32, f *flight, cause string, now time.Time, avoid bool) *event.Failed {
-	s.v.endFlight(h)
-	if !s.v.failed(h, f.target, f.attempt, f.serial, now, avoid) {
-		return nil
+	kind := event.KindCopy
+	if f.rb != nil {
+		kind = event.KindRebuild
+		if pieces := s.v.openPieces(f.rb); len(pieces) > 0 {
+			h = pieces[0]
+		}
+		if !s.v.failedRebuild(f.rb, now, avoid) {
+			return nil
+		}
+	} else {
+		s.v.endFlight(h)
+		if !s.v.failed(h, f.target, f.attempt, f.serial, now, avoid) {
+			return nil
+		}
 	}
 	s.m.gaveUp.Inc()
 	r := s.v.retries[h]
 	return &event.Failed{
-		Task: f.task, Incident: f.incident, Shard: s.v.ids.String(h), Kind: event.KindCopy,
+		Task: f.task, Incident: f.incident, Shard: s.v.ids.String(h), Kind: kind,
 		Target: s.v.nodes[f.target].id, Attempt: f.attempt, Final: true, RetryAt: r.notBefore.UTC(),
 		Error: fmt.Sprintf("repair failed %d times in a row (last: %s); retrying from attempt 1 at %s",
 			f.attempt, cause, r.notBefore.UTC().Format(time.RFC3339)),
@@ -267,7 +284,8 @@ func (s *Service) reportGaveUp(ctx context.Context, f *event.Failed) {
 	}
 }
 
-// issue publishes the tasks of reserved decisions and one plan event per incident.
+// issue publishes the tasks of reserved decisions and one plan event per
+// incident (a rebuild counts each piece it writes, on its target).
 func (s *Service) issue(ctx context.Context, ds []decision) {
 	type agg struct {
 		plan    event.Plan
@@ -276,7 +294,15 @@ func (s *Service) issue(ctx context.Context, ds []decision) {
 	plans := map[string]*agg{}
 	var order []string
 	for _, d := range ds {
-		t, ok := s.issueOne(ctx, d)
+		var (
+			t  *event.Task
+			ok bool
+		)
+		if d.rb != nil {
+			t, ok = s.issueRebuild(ctx, d)
+		} else {
+			t, ok = s.issueOne(ctx, d)
+		}
 		if !ok {
 			continue
 		}
@@ -286,19 +312,25 @@ func (s *Service) issue(ctx context.Context, ds []decision) {
 			plans[d.incident] = a
 			order = append(order, d.incident)
 		}
-		a.plan.Shards++
-		a.plan.Bytes += t.Bytes
 		if t.RackRelaxed {
 			a.plan.RackRelaxed++
 			s.m.rackRelaxed.Inc()
 		}
-		pt := a.targets[t.Target]
-		if pt == nil {
-			pt = &event.PlanTarget{Node: t.Target}
-			a.targets[t.Target] = pt
+		writes := []event.Piece{{Node: t.Target, Size: t.Bytes}}
+		if t.Kind == event.KindRebuild {
+			writes = t.Rebuild
 		}
-		pt.Shards++
-		pt.Bytes += t.Bytes
+		for _, w := range writes {
+			a.plan.Shards++
+			a.plan.Bytes += w.Size
+			pt := a.targets[w.Node]
+			if pt == nil {
+				pt = &event.PlanTarget{Node: w.Node}
+				a.targets[w.Node] = pt
+			}
+			pt.Shards++
+			pt.Bytes += w.Size
+		}
 	}
 	for _, inc := range order {
 		a := plans[inc]
@@ -375,6 +407,73 @@ func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) 
 	s.log.Debug("task issued", "task", taskID, "source", sources[0], "target", target, "bytes", p.Size,
 		"attempt", d.attempt, "margin", d.margin, "rack_relaxed", d.relaxed)
 	return t, true
+}
+
+// issueRebuild publishes the task of a reserved rebuild decision, built
+// from the view alone (checksums are kept per stripe, so nothing is read):
+// on rehome.repair.task.<first target>, with the task id as dedup id. The
+// task lists the K holders it was charged for first in Sources, then the
+// other live holders. On any failure (or a lease lost, or a piece gone from
+// the map meanwhile) the reservation is released.
+func (s *Service) issueRebuild(ctx context.Context, d decision) (*event.Task, bool) {
+	s.mu.Lock()
+	taskID := s.v.taskID(d)
+	g := d.rb.group
+	rb := g.rb
+	if rb == nil || rb.task != taskID || len(s.v.openPieces(rb)) != len(d.rb.pieces) {
+		s.mu.Unlock()
+		s.releaseRebuild(taskID, g, d, false)
+		return nil, false
+	}
+	t := s.v.rebuildTask(d, taskID)
+	s.mu.Unlock()
+	if err := t.Validate(); err != nil {
+		s.log.Warn("rebuild task not valid, not issued", "task", taskID, "err", err)
+		s.releaseRebuild(taskID, g, d, false)
+		return nil, false
+	}
+	if !s.lease.held(s.now()) {
+		s.releaseRebuild(taskID, g, d, false)
+		return nil, false
+	}
+	ack, err := s.publishTask(ctx, t)
+	if err != nil {
+		s.log.Warn("publish task", "task", taskID, "err", err)
+		s.releaseRebuild(taskID, g, d, false)
+		return nil, false
+	}
+	if ack.Duplicate {
+		s.releaseRebuild(taskID, g, d, true)
+		s.plan()
+		return nil, false
+	}
+	s.m.issued.WithLabelValues(event.KindRebuild).Inc()
+	s.mu.Lock()
+	if g.rb != nil && g.rb.task == taskID {
+		for _, p := range s.v.openPieces(g.rb) {
+			s.v.flights[p].seq = ack.Sequence
+		}
+	}
+	s.mu.Unlock()
+	s.log.Debug("rebuild issued", "task", taskID, "pieces", len(t.Rebuild), "sources", t.Sources[:t.K],
+		"target", t.Target, "bytes_read", d.bytes, "attempt", d.attempt, "margin", d.margin, "rack_relaxed", d.relaxed)
+	return t, true
+}
+
+// releaseRebuild forgets reserved rebuild taskID of stripe g; used records
+// that its task id is taken (the next task takes a higher serial).
+func (s *Service) releaseRebuild(taskID string, g *stripeGroup, d decision, used bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g.rb == nil || g.rb.task != taskID {
+		return
+	}
+	for _, p := range s.v.openPieces(g.rb) {
+		s.v.endFlight(p)
+		if used {
+			s.v.usedSerial(p, d.serial, s.now())
+		}
+	}
 }
 
 // trim removes one surplus copy: it takes the node out of the shard's
@@ -474,6 +573,10 @@ func (s *Service) announceLost(ctx context.Context) {
 			continue
 		}
 		l := &event.Lost{Shard: id, Key: p.Key, Nodes: p.Nodes}
+		what := "shard lost: no live copy"
+		if p.Layout.Erasure() {
+			what = "shard lost: its stripe has fewer than K pieces with a live holder"
+		}
 		pctx, cancel := context.WithTimeout(ctx, opTimeout)
 		err = bus.Publish(pctx, s.js, event.LostPrefix+id, l, "lost-"+id)
 		cancel()
@@ -481,7 +584,7 @@ func (s *Service) announceLost(ctx context.Context) {
 			s.log.Warn("publish lost", "shard", id, "err", err)
 			continue
 		}
-		s.log.Error("shard lost: no live copy", "shard", id, "key", p.Key, "nodes", p.Nodes)
+		s.log.Error(what, "shard", id, "key", p.Key, "nodes", p.Nodes, "layout", p.Layout.String())
 		s.mu.Lock()
 		if h, ok := s.v.ids.Lookup(id); ok && h == hs[i] {
 			s.v.rec(h).flags |= flagLostSent
@@ -500,6 +603,8 @@ func (s *Service) refreshGauges() {
 	s.m.inFlight.Set(float64(t.inFlight))
 	s.m.shards.Set(float64(t.shards))
 	s.m.surplus.Set(float64(t.surplus))
+	s.m.stripes.Set(float64(t.stripes))
+	s.m.stripesDegraded.Set(float64(t.stripesDegraded))
 }
 
 // publishProgress publishes rehome.heal.progress, and rehome.heal.stalled

@@ -202,6 +202,15 @@ func (s *Service) onFailed(ctx context.Context, f event.Failed) {
 		return
 	}
 	fl := s.v.flights[h]
+	if (fl == nil || fl.task != f.Task) && f.Kind == event.KindRebuild {
+		// The piece named may have landed already: find the task by its stripe.
+		if g := s.v.group(h); g != nil && g.rb != nil && g.rb.task == f.Task {
+			if open := s.v.openPieces(g.rb); len(open) > 0 {
+				fl = s.v.flights[open[0]]
+				h = open[0]
+			}
+		}
+	}
 	if fl == nil || fl.task != f.Task {
 		s.mu.Unlock()
 		return // an older attempt
@@ -213,8 +222,12 @@ func (s *Service) onFailed(ctx context.Context, f event.Failed) {
 	}
 	gaveUp := s.failedLocked(h, fl, f.Error, now, true)
 	if gaveUp == nil {
-		s.log.Warn("copy failed, re-planning", "task", f.Task, "shard", f.Shard, "target", f.Target, "err", f.Error,
-			"next_attempt", s.v.retries[h].attempt)
+		next := 0
+		if r := s.v.retries[h]; r != nil {
+			next = r.attempt
+		}
+		s.log.Warn("repair failed, re-planning", "kind", f.Kind, "task", f.Task, "shard", f.Shard, "target", f.Target,
+			"err", f.Error, "next_attempt", next)
 	}
 	s.mu.Unlock()
 	s.reportGaveUp(ctx, gaveUp)

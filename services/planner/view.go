@@ -26,6 +26,9 @@ const (
 	pageBits      = 16
 	pageSize      = 1 << pageBits
 	maxLayouts    = 255
+	// numBuckets holds every margin: live copies < Copies() <= 16 for a
+	// replicated shard, M - missing + 1 <= M <= 254 for a missing piece.
+	numBuckets = noBucket
 )
 
 // Flags of a shard record.
@@ -86,19 +89,21 @@ type shard struct {
 	bucket  uint8 // repair queue it sits in (see view.buckets), or noBucket
 }
 
-// flight is a copy task issued and not yet resolved.
+// flight is a copy task issued and not yet resolved, or one piece of a
+// rebuild task (rb set: the task's reads are charged there, not in source).
 type flight struct {
 	task     string
 	target   nodeRef
 	source   nodeRef
-	bytes    int64
-	attempt  int // attempt within the current round (1..MaxAttempts)
-	serial   int // the task id's number: counts every task of the shard
+	bytes    int64 // written to the target
+	attempt  int   // attempt within the current round (1..MaxAttempts)
+	serial   int   // the task id's number: counts every task of the shard
 	deadline time.Time
 	seq      uint64           // task message's sequence in the work-queue stream (0: unknown)
 	rev      uint64           // placement entry revision when issued (0: unknown)
 	entry    *model.Placement // the entry as read then (nil: unknown)
 	incident string
+	rb       *rebuildFlight // the rebuild task this piece belongs to (nil: a copy)
 }
 
 // trimFlight is a surplus copy being removed: the map no longer lists node
@@ -154,13 +159,18 @@ type view struct {
 	layouts []model.Layout
 	objects int // entries that are chunk/stripe 0, piece 0: one per object
 
+	// stripes groups the pieces of erasure-coded stripes (see stripes.go).
+	stripes     map[stripeKey][]*stripeGroup
+	stripeCount int
+
 	// buckets is the repair queue, ordered by risk. A shard's margin is how
 	// many more copies it can lose and still be restored: live copies - 1 for
-	// a replicated shard (erasure-coded pieces will join on the same scale as
-	// live pieces of the stripe - K when their rebuild is planned). buckets[b]
-	// holds the shards of margin b-1 that lack copies, oldest first (the time
-	// they were first seen short, shortSince), then by id. Bucket 0 holds
-	// the lost shards, and the missing erasure-coded pieces (not planned yet).
+	// a replicated shard, pieces of the stripe with a live holder - K for a
+	// missing erasure-coded piece. buckets[b] holds the shards of margin b-1
+	// that lack copies, oldest first (the time they were first seen short,
+	// shortSince), then by id. Bucket 0 holds the lost shards: replicated
+	// ones without a live copy, and every piece of a stripe missing more than
+	// M pieces.
 	buckets    [][]uint32
 	shortSince map[uint32]int64 // queued shard -> when first seen short (unix ns)
 	// surplus lists, by handle, the shards with more up holders than they
@@ -170,7 +180,7 @@ type view struct {
 	needRescan  bool // liveness changed: buckets must be rebuilt
 	loading     bool // initial load: skip incremental queue upkeep
 	flights     map[uint32]*flight
-	copyFlights int
+	copyFlights int // copy and rebuild tasks in flight
 	trims       map[uint32]*trimFlight
 	retries     map[uint32]*retry
 	allocs      map[string]*allocation
@@ -194,7 +204,8 @@ func newView(clock func() time.Time, pol policy) *view {
 		nodeIdx:    make(map[string]nodeRef),
 		ids:        intern.New(),
 		spill:      make(map[uint32][]nodeRef),
-		buckets:    make([][]uint32, 17), // live copies < Copies() <= 16
+		buckets:    make([][]uint32, numBuckets),
+		stripes:    make(map[stripeKey][]*stripeGroup),
 		shortSince: make(map[uint32]int64),
 		flights:    make(map[uint32]*flight),
 		trims:      make(map[uint32]*trimFlight),
@@ -359,6 +370,10 @@ func (v *view) upsertPlacement(p model.Placement) (landed bool, err error) {
 	if len(p.Nodes) > maxHolders {
 		return false, fmt.Errorf("%w holders (%d) for shard %s", errTooMany, len(p.Nodes), p.Shard)
 	}
+	sum, err := v.checkEntry(p)
+	if err != nil {
+		return false, err
+	}
 	li, err := v.layoutIndex(p.Layout)
 	if err != nil {
 		return false, err
@@ -378,9 +393,11 @@ func (v *view) upsertPlacement(p model.Placement) (landed bool, err error) {
 		v.pages = append(v.pages, make([]shard, pageSize))
 	}
 	s := v.rec(h)
+	var was *stripeGroup // the stripe the piece was in
 	if added {
 		*s = shard{bucket: noBucket}
 	} else {
+		was = v.unstripe(h)
 		v.account(h, -1)
 		delete(v.spill, h)
 	}
@@ -392,11 +409,19 @@ func (v *view) upsertPlacement(p model.Placement) (landed bool, err error) {
 		copy(s.holders[:], refs)
 	}
 	v.account(h, +1)
+	var g *stripeGroup
+	if p.Layout.Erasure() {
+		g = v.enstripe(h, p, sum)
+	}
 	if f := v.flights[h]; f != nil && v.holds(h, f.target) {
 		v.endFlight(h)
 		landed = true
 	}
 	v.refresh(h)
+	if was != g {
+		v.refreshStripe(was)
+	}
+	v.refreshStripe(g)
 	return landed, nil
 }
 
@@ -430,10 +455,12 @@ func (v *view) removePlacement(id string) bool {
 	if v.trims[h] != nil {
 		v.endTrim(h)
 	}
+	g := v.unstripe(h)
 	delete(v.spill, h)
 	delete(v.retries, h)
 	*s = shard{bucket: noBucket}
 	v.ids.Remove(h)
+	v.refreshStripe(g)
 	return true
 }
 
@@ -442,6 +469,11 @@ func (v *view) removePlacement(id string) bool {
 func (v *view) wantBucket(h uint32) (bucket uint8, surplus bool) {
 	s := v.rec(h)
 	live, up := v.counts(h)
+	if v.layouts[s.layout].Erasure() {
+		if g := v.group(h); g != nil {
+			return v.pieceBucket(g, live, up)
+		}
+	}
 	copies := v.layouts[s.layout].Copies()
 	if live >= copies {
 		return noBucket, up > copies
@@ -645,29 +677,68 @@ func (v *view) clearFlights() {
 	}
 }
 
-// startFlight records an issued copy and charges the throttles.
+// startFlight records an issued copy, or one piece of a rebuild, and
+// charges the throttles: the target's in slot; the source's out slot for a
+// copy; for a rebuild's first piece, its reads' out slots and one task
+// in flight.
 func (v *view) startFlight(h uint32, f *flight) {
 	if old := v.flights[h]; old != nil {
 		v.endFlight(h)
 	}
 	v.flights[h] = f
-	v.copyFlights++
 	v.nodes[f.target].inTasks++
 	v.nodes[f.target].inBytes += f.bytes
+	if rb := f.rb; rb != nil {
+		if rb.open == 0 {
+			v.copyFlights++
+			for _, r := range rb.reads {
+				v.nodes[r].outTasks++
+			}
+			rb.group.rb = rb
+		}
+		rb.open++
+		return
+	}
+	v.copyFlights++
 	v.nodes[f.source].outTasks++
 }
 
-// endFlight forgets a copy in flight and releases its throttles.
+// endFlight forgets a copy (or a rebuilt piece) in flight and releases its
+// throttles; a rebuild's reads and task are released with its last piece.
 func (v *view) endFlight(h uint32) {
 	f := v.flights[h]
 	if f == nil {
 		return
 	}
 	delete(v.flights, h)
-	v.copyFlights--
 	v.nodes[f.target].inTasks--
 	v.nodes[f.target].inBytes -= f.bytes
+	if rb := f.rb; rb != nil {
+		rb.open--
+		if rb.open == 0 {
+			v.copyFlights--
+			for _, r := range rb.reads {
+				v.nodes[r].outTasks--
+			}
+			if rb.group.rb == rb {
+				rb.group.rb = nil
+			}
+		}
+		return
+	}
+	v.copyFlights--
 	v.nodes[f.source].outTasks--
+}
+
+// openPieces returns the pieces of rb still in flight.
+func (v *view) openPieces(rb *rebuildFlight) []uint32 {
+	var out []uint32
+	for _, p := range rb.pieces {
+		if f := v.flights[p]; f != nil && f.rb == rb {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // trimPrefix starts the id of every surplus-removal task.
@@ -700,6 +771,9 @@ func (v *view) seedFlight(t event.Task, seq uint64, deadline time.Time) bool {
 		}
 		v.startTrim(h, &trimFlight{task: t.Task, node: tg, deadline: deadline, seq: seq})
 		return true
+	}
+	if t.Kind == event.KindRebuild {
+		return v.seedRebuild(t, seq, deadline)
 	}
 	if len(t.Sources) == 0 {
 		return false

@@ -173,6 +173,11 @@ type ClusterStatus struct {
 	Lost            int          `json:"lost"`
 	BytesRemaining  int64        `json:"bytes_remaining"`
 	InFlight        int          `json:"in_flight"`
+	// Stripes counts the erasure-coded stripes; StripesDegraded those
+	// missing at least one piece (no live holder), unrecoverable ones
+	// included. Their pieces count in Shards, UnderReplicated and Lost.
+	Stripes         int `json:"stripes"`
+	StripesDegraded int `json:"stripes_degraded"`
 	// Risk is set when the request asked for it (cluster status --risk).
 	Risk *Risk `json:"risk,omitempty"`
 	// HealPaused is set while an operator has paused repairs.

@@ -1,7 +1,9 @@
 // Package placement holds the planner's pure placement decisions: where the
 // replicas of a new shard go (Allocate), which node receives a lost replica
 // (ChooseTarget), which holder it is read from (ChooseSource) and which
-// surplus copy is removed (ChooseSurplus). Nothing here
+// surplus copy is removed (ChooseSurplus); and their erasure-coded
+// counterparts for the pieces of k+m stripes (AllocateStripes,
+// ChooseRebuildTargets, ChooseSurplusPiece). Nothing here
 // does I/O or keeps state; every function is deterministic in its arguments and
 // safe for concurrent use on distinct inputs.
 package placement

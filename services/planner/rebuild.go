@@ -1,0 +1,360 @@
+package planner
+
+import (
+	"cmp"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/rehome/rehome/services/planner/placement"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+)
+
+// rebuildPlan is the erasure-coded part of a decision: one task that reads K
+// pieces of a stripe and reconstructs all its missing pieces in one pass.
+type rebuildPlan struct {
+	group   *stripeGroup
+	pieces  []uint32  // the pieces to rebuild, in index order (pieces[0] is decision.shard)
+	targets []nodeRef // their targets (targets[0] is decision.target)
+	reads   []nodeRef // the holders read, one per piece read (K): decision.sources starts with them
+	holder  []int     // per stripe index: the live holder the task names (-1: missing)
+	size    int64     // one piece's size
+}
+
+// readChoice is a live piece that could be read, with its best holder.
+type readChoice struct {
+	index  int
+	holder nodeRef
+	notUp  bool
+	hash   uint64
+}
+
+// decideRebuild plans the rebuild of the stripe of missing piece h, if it
+// can run now: every piece of the stripe is in the map, no rebuild of the
+// stripe is in flight or planned this round, no missing piece backs off,
+// K pieces can be read from holders below their out cap (up holders first,
+// the least busy first), and every missing piece gets a target
+// (placement.ChooseRebuildTargets: no node holding any piece of the stripe,
+// at most M pieces per rack where racks allow, least loaded) or has none at
+// all (it is left for later; the others go now). It does not change the view.
+func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
+	g := v.group(h)
+	if g == nil || g.rb != nil || pc.planned[g] || g.present != g.k+g.m {
+		return decision{}, false
+	}
+	cands := pc.cands
+	var (
+		missing []uint32
+		live    []readChoice
+		attempt = 1
+		serial  int
+		avoid   []int
+	)
+	for idx, p := range g.pieces {
+		if v.flights[p] != nil {
+			return decision{}, false
+		}
+		trimmed := -1
+		if tf := v.trims[p]; tf != nil {
+			trimmed = int(tf.node)
+		}
+		hs := v.liveHolders(p, trimmed)
+		if len(hs) == 0 {
+			if v.liveCount(p) > 0 {
+				return decision{}, false // its only other live copy is being deleted: wait
+			}
+			missing = append(missing, p)
+			if r := v.retries[p]; r != nil {
+				if pc.now.Before(r.notBefore) {
+					return decision{}, false
+				}
+				attempt = max(attempt, r.attempt)
+				serial = max(serial, r.serial)
+				for _, a := range r.avoid {
+					if !slices.Contains(avoid, int(a)) {
+						avoid = append(avoid, int(a))
+					}
+				}
+			}
+			continue
+		}
+		best := readChoice{index: idx, holder: hs[0], notUp: cands[hs[0]].State != model.StateUp}
+		best.hash = placement.Salt(v.nodes[best.holder].id)
+		for _, x := range hs[1:] {
+			c := readChoice{index: idx, holder: x, notUp: cands[x].State != model.StateUp, hash: placement.Salt(v.nodes[x].id)}
+			if readLess(c, best, cands) {
+				best = c
+			}
+		}
+		live = append(live, best)
+	}
+	if len(missing) == 0 || len(live) < g.k {
+		return decision{}, false
+	}
+	// The reads: K pieces, up holders first, least busy first.
+	slices.SortStableFunc(live, func(a, b readChoice) int {
+		if readLess(a, b, cands) {
+			return -1
+		}
+		if readLess(b, a, cands) {
+			return 1
+		}
+		return 0
+	})
+	var reads []nodeRef
+	extra := map[nodeRef]int{}
+	holder := make([]int, len(g.pieces))
+	for i := range holder {
+		holder[i] = -1
+	}
+	for _, c := range live {
+		holder[c.index] = int(c.holder)
+		if len(reads) == g.k || cands[c.holder].Reads+extra[c.holder] >= pc.maxOut {
+			continue
+		}
+		extra[c.holder]++
+		reads = append(reads, c.holder)
+	}
+	if len(reads) < g.k {
+		return decision{}, false // sources busy
+	}
+	// The targets.
+	var holders []int
+	for _, p := range g.pieces {
+		for _, r := range v.holders(p) {
+			holders = append(holders, int(r))
+		}
+		if tf := v.trims[p]; tf != nil {
+			holders = append(holders, int(tf.node))
+		}
+	}
+	size := v.rec(missing[0]).size
+	firstID := v.ids.String(missing[0])
+	opt := placement.RebuildOptions{M: g.m, Size: size, MaxTasks: pc.maxIn, MaxFill: pc.lim.maxFill,
+		Salt: placement.Salt(firstID), Exclude: avoid}
+	racks := v.stripeRacks(g, noPiece)
+	tgs, err := placement.ChooseRebuildTargets(len(missing), holders, racks, cands, opt)
+	if len(avoid) > 0 && (err != nil || found(tgs) < len(missing) || (relaxed(tgs) && attempt < relaxAfterAttempt)) {
+		// Avoiding the failed targets leaves a piece without one or breaks
+		// the rack rule: retry them, until relaxAfterAttempt failures.
+		opt.Exclude = nil
+		tgs2, err2 := placement.ChooseRebuildTargets(len(missing), holders, racks, cands, opt)
+		switch {
+		case err2 == nil && (err != nil || found(tgs2) > found(tgs) || (found(tgs2) == found(tgs) && relaxed(tgs) && !relaxed(tgs2))):
+			tgs, err = tgs2, nil
+		case err == nil && relaxed(tgs) && attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy):
+			return decision{}, false // the rack-keeping target is busy: wait for it
+		}
+	}
+	if err != nil {
+		return decision{}, false
+	}
+	rp := &rebuildPlan{group: g, reads: reads, holder: holder, size: size}
+	anyRelaxed := false
+	for i, tg := range tgs {
+		if tg.Index < 0 {
+			continue
+		}
+		rp.pieces = append(rp.pieces, missing[i])
+		rp.targets = append(rp.targets, nodeRef(tg.Index))
+		anyRelaxed = anyRelaxed || tg.RackRelaxed
+	}
+	// Sources: the reads first, then every other live holder, up ones and
+	// the least busy first, as fallbacks.
+	sources := make([]nodeRef, 0, len(live))
+	for _, r := range reads {
+		if !slices.Contains(sources, r) {
+			sources = append(sources, r)
+		}
+	}
+	var others []nodeRef
+	for _, p := range g.pieces {
+		for _, r := range v.liveHolders(p, -1) {
+			if !slices.Contains(sources, r) && !slices.Contains(others, r) {
+				if tf := v.trims[p]; tf == nil || tf.node != r {
+					others = append(others, r)
+				}
+			}
+		}
+	}
+	slices.SortStableFunc(others, func(a, b nodeRef) int {
+		ua, ub := cands[a].State == model.StateUp, cands[b].State == model.StateUp
+		if ua != ub {
+			if ua {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(cands[a].Reads, cands[b].Reads)
+	})
+	incident := incidentNone
+	for _, p := range rp.pieces {
+		if inc := v.incident(p); inc != incidentNone {
+			incident = inc
+			break
+		}
+	}
+	return decision{
+		shard:    rp.pieces[0],
+		id:       v.ids.String(rp.pieces[0]),
+		sources:  append(sources, others...),
+		target:   rp.targets[0],
+		bytes:    int64(g.k) * size,
+		attempt:  attempt,
+		serial:   serial + 1,
+		incident: incident,
+		relaxed:  anyRelaxed,
+		rb:       rp,
+	}, true
+}
+
+// readLess orders read choices: up holders first, then fewest reads, then
+// fewest writes, then by hash.
+func readLess(a, b readChoice, cands []placement.Candidate) bool {
+	if a.notUp != b.notUp {
+		return !a.notUp
+	}
+	ca, cb := &cands[a.holder], &cands[b.holder]
+	if ca.Reads != cb.Reads {
+		return ca.Reads < cb.Reads
+	}
+	if ca.PendingTasks != cb.PendingTasks {
+		return ca.PendingTasks < cb.PendingTasks
+	}
+	return a.hash < b.hash
+}
+
+func found(tgs []placement.Target) int {
+	n := 0
+	for _, t := range tgs {
+		if t.Index >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func relaxed(tgs []placement.Target) bool {
+	for _, t := range tgs {
+		if t.Index >= 0 && t.RackRelaxed {
+			return true
+		}
+	}
+	return false
+}
+
+// reserveRebuild records a rebuild decision as in flight.
+func (v *view) reserveRebuild(d decision, now time.Time, timeout time.Duration) {
+	rp := d.rb
+	rb := &rebuildFlight{task: v.taskID(d), serial: d.serial, group: rp.group, pieces: rp.pieces, reads: rp.reads}
+	for i, p := range rp.pieces {
+		v.startFlight(p, &flight{task: rb.task, target: rp.targets[i], bytes: rp.size, attempt: d.attempt,
+			serial: d.serial, deadline: now.Add(timeout), incident: d.incident, rb: rb})
+	}
+}
+
+// rebuildTask renders a reserved rebuild decision as the task a mover runs.
+func (v *view) rebuildTask(d decision, taskID string) *event.Task {
+	rp, g := d.rb, d.rb.group
+	t := &event.Task{
+		Task: taskID, Incident: d.incident, Kind: event.KindRebuild, Attempt: d.attempt, RackRelaxed: d.relaxed,
+		K: g.k, M: g.m, Stripe: make([]event.Piece, len(g.pieces)),
+	}
+	for i, p := range g.pieces {
+		piece := event.Piece{Index: i, SHA256: hex.EncodeToString(g.sums[i][:])}
+		if p != noPiece {
+			piece.Shard, piece.Size = v.ids.String(p), v.rec(p).size
+		}
+		if rp.holder[i] >= 0 {
+			piece.Node = v.nodes[rp.holder[i]].id
+		}
+		t.Stripe[i] = piece
+	}
+	for i, p := range rp.pieces {
+		piece := t.Stripe[v.rec(p).index]
+		piece.Node = v.nodes[rp.targets[i]].id
+		t.Rebuild = append(t.Rebuild, piece)
+	}
+	for _, r := range d.sources {
+		t.Sources = append(t.Sources, v.nodes[r].id)
+	}
+	first := t.Rebuild[0]
+	t.Shard, t.Target, t.Bytes, t.SHA256 = first.Shard, first.Node, first.Size, first.SHA256
+	return t
+}
+
+// seedRebuild records a queued rebuild task as in flight (see seedFlight):
+// its pieces, their targets and, as its reads, the first K sources.
+func (v *view) seedRebuild(t event.Task, seq uint64, deadline time.Time) bool {
+	if len(t.Rebuild) == 0 {
+		return false
+	}
+	var pieces []uint32
+	var targets []nodeRef
+	var g *stripeGroup
+	for _, pc := range t.Rebuild {
+		h, ok := v.ids.Lookup(pc.Shard)
+		if !ok {
+			continue
+		}
+		pg := v.group(h)
+		if pg == nil || (g != nil && pg != g) {
+			return false
+		}
+		tg, err := v.ref(pc.Node)
+		if err != nil {
+			return false
+		}
+		g = pg
+		pieces = append(pieces, h)
+		targets = append(targets, tg)
+	}
+	if g == nil {
+		return false
+	}
+	serial := taskSerial(t.Task, max(t.Attempt, 1))
+	if g.rb != nil {
+		if g.rb.serial >= serial {
+			return false
+		}
+		for _, p := range v.openPieces(g.rb) {
+			v.endFlight(p)
+		}
+	}
+	var reads []nodeRef
+	for _, s := range t.Sources[:min(len(t.Sources), t.K)] {
+		r, err := v.ref(s)
+		if err != nil {
+			return false
+		}
+		reads = append(reads, r)
+	}
+	rb := &rebuildFlight{task: t.Task, serial: serial, group: g, pieces: pieces, reads: reads}
+	for i, p := range pieces {
+		r := v.retryOf(p)
+		r.serial = max(r.serial, serial)
+		r.attempt = max(t.Attempt, 1)
+		if r.expires.IsZero() {
+			r.expires = deadline
+		}
+		v.startFlight(p, &flight{task: t.Task, target: targets[i], bytes: v.rec(p).size, attempt: max(t.Attempt, 1),
+			serial: serial, deadline: deadline, seq: seq, incident: t.Incident, rb: rb})
+	}
+	return true
+}
+
+// failedRebuild records a failed attempt of rebuild rb (see failed): every
+// piece still open leaves flight and backs off, avoiding its target when
+// avoid is set. gaveUp reports that the attempt was the last of its round.
+func (v *view) failedRebuild(rb *rebuildFlight, now time.Time, avoid bool) (gaveUp bool) {
+	for _, p := range v.openPieces(rb) {
+		f := v.flights[p]
+		v.endFlight(p)
+		if v.failed(p, f.target, f.attempt, f.serial, now, avoid) {
+			gaveUp = true
+		}
+	}
+	return gaveUp
+}
