@@ -20,7 +20,7 @@ var detectorTiming = []string{"--heartbeat", "250ms", "--suspect-after", "1s", "
 
 const suspectPlusGrace = 5 * time.Second
 
-func (c *cluster) pid(t *testing.T, id string) int {
+func (c *cluster) pid(t testing.TB, id string) int {
 	t.Helper()
 	for _, p := range c.processes() {
 		if p.ID == id {
@@ -31,7 +31,7 @@ func (c *cluster) pid(t *testing.T, id string) int {
 	return 0
 }
 
-func (c *cluster) signal(t *testing.T, id string, sig syscall.Signal) {
+func (c *cluster) signal(t testing.TB, id string, sig syscall.Signal) {
 	t.Helper()
 	if err := syscall.Kill(c.pid(t, id), sig); err != nil {
 		t.Fatalf("signal %s: %v", id, err)

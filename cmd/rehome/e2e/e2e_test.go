@@ -171,7 +171,7 @@ func (c *cluster) processes() []devcluster.Process {
 	return ps
 }
 
-func (c *cluster) objects(t *testing.T) *objects.Client {
+func (c *cluster) objects(t testing.TB) *objects.Client {
 	t.Helper()
 	nc, err := bus.Connect(c.url, "e2e", 5*time.Second)
 	if err != nil {
