@@ -5,6 +5,7 @@ MODULES := shared services/storage services/detector services/planner services/m
 PKGS    := $(addsuffix /...,$(addprefix ./,$(MODULES)))
 ARGS    ?=
 
+SHELL   := bash
 export CGO_ENABLED = 0
 
 .PHONY: build run test lint bench tidy clean
@@ -27,9 +28,13 @@ lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## bench: Go benchmarks of every module
+## bench: every benchmark, then the SPEC §6 table (bench/results.json); QUICK=1 for a smaller run
+BENCH ?= .
 bench: build
-	REHOME_BIN=$(BIN)/rehome $(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
+	@mkdir -p bench
+	set -o pipefail; REHOME_BIN=$(BIN)/rehome REHOME_BENCH_QUICK=$(QUICK) \
+		$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 60m $(PKGS) | tee bench/out.txt
+	$(GO) run ./cmd/rehome/benchreport -in bench/out.txt -json bench/results.json
 
 ## tidy: go mod tidy in every module
 tidy:

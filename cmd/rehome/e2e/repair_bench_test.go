@@ -584,6 +584,20 @@ func BenchmarkRepairThroughput(b *testing.B) {
 				b.ReportMetric(float64(in.bytes)/benchMB, "rehomed_MB")
 				b.ReportMetric(float64(in.shards), "rehomed_shards")
 				b.ReportMetric(in.verdict.Sub(in.killed).Seconds(), "kill_to_verdict_seconds")
+				// Spread over the survivors: re-homed replicas written to, and
+				// read from, each one (max / mean).
+				writes, reads := map[string]int{}, map[string]int{}
+				for _, d := range copies {
+					writes[d.Target]++
+					if d.Source != "" {
+						reads[d.Source]++
+					}
+				}
+				survivors := shape.nodes - 1
+				wSpread, rSpread := spread(writes, survivors), spread(reads, survivors)
+				b.ReportMetric(wSpread, "write_spread")
+				b.ReportMetric(rSpread, "read_spread")
+				b.Logf("spread over %d survivors (max/mean): writes %.2f %v, reads %.2f %v", survivors, wSpread, writes, rSpread, reads)
 				b.Logf("repair throughput, %d nodes / %d racks, %d movers x %d workers: wrote %d objects = %.0f MB (RF 3, %s); killed %s holding %d replicas = %.1f MB; "+
 					"verdict -> healthy %s (%d status polls; kill -> verdict %s; verdict -> first verified copy %s, last %s; at most %d copies at once, each p50 %s p99 %s) = %.1f MB/s; "+
 					"baseline: %d plain copies (read, sha256, write temp, fsync, rename) of %.1f MB at parallelism %d in %s = %.1f MB/s; "+
@@ -602,6 +616,20 @@ func BenchmarkRepairThroughput(b *testing.B) {
 			}
 		})
 	}
+}
+
+// spread is max/mean of per-node counts over n nodes (nodes absent from
+// counts count 0).
+func spread(counts map[string]int, n int) float64 {
+	total, most := 0, 0
+	for _, c := range counts {
+		total += c
+		most = max(most, c)
+	}
+	if total == 0 || n == 0 {
+		return 0
+	}
+	return float64(most) / (float64(total) / float64(n))
 }
 
 // BenchmarkControlMessagesPerRepairedShard writes small objects (one shard

@@ -1,0 +1,254 @@
+// Command benchreport turns the output of `go test -bench` over rehome's
+// packages into the table of SPEC §6: each figure with rehome's value, the
+// baseline measured in the same run, the ratio, the target and pass/short. It
+// prints the table and writes the same as JSON with the machine it ran on.
+//
+//	go test -run '^$' -bench . ./... | tee bench/out.txt
+//	go run ./cmd/rehome/benchreport -in bench/out.txt -json bench/results.json
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// measurement is one benchmark line: its metrics by unit.
+type measurement map[string]float64
+
+// figure is one row of SPEC §6: where its value (and baseline) come from.
+type figure struct {
+	Name      string
+	Bench     string // benchmark name without the -N suffix
+	Value     string // metric unit of rehome's value
+	Baseline  string // metric unit of the same-run baseline ("" if none)
+	Ratio     string // metric unit of the ratio ("" to compute value/baseline, or none)
+	Target    string
+	Pass      func(v, ratio float64) bool
+	ValueUnit string
+}
+
+// Row is one line of the report.
+type Row struct {
+	Figure   string   `json:"figure"`
+	Bench    string   `json:"bench"`
+	Value    *float64 `json:"value,omitempty"`
+	Unit     string   `json:"unit"`
+	Baseline *float64 `json:"baseline,omitempty"`
+	Ratio    *float64 `json:"ratio,omitempty"`
+	Target   string   `json:"target"`
+	Status   string   `json:"status"` // pass, short, not run
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPU      string `json:"cpu"`
+	Cores    int    `json:"cores"`
+	MemoryGB string `json:"memory_gb"`
+	Go       string `json:"go"`
+	Date     string `json:"date"`
+}
+
+var figures = []figure{
+	{Name: "repair throughput vs plain checksummed fsynced copy (6 nodes / 3 racks)", Bench: "BenchmarkRepairThroughput/6nodes_3racks",
+		Value: "rehome_MBps", Baseline: "baseline_MBps", Ratio: "ratio", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Pass: func(_, r float64) bool { return r >= 0.8 }},
+	{Name: "repair throughput vs plain copy (6 nodes / 6 racks)", Bench: "BenchmarkRepairThroughput/6nodes_6racks",
+		Value: "rehome_MBps", Baseline: "baseline_MBps", Ratio: "ratio", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Pass: func(_, r float64) bool { return r >= 0.8 }},
+	{Name: "verdict -> healthy, ~500 MB lost, 6 nodes / 3 racks", Bench: "BenchmarkRepairThroughput/6nodes_3racks",
+		Value: "verdict_to_healthy_seconds", ValueUnit: "s", Target: "<= 4 s (SeaweedFS shell repair: 16.5 s)",
+		Pass: func(v, _ float64) bool { return v <= 4 }},
+	{Name: "spread of re-homed replicas over survivors, writes (max/mean, 6 racks)", Bench: "BenchmarkRepairThroughput/6nodes_6racks",
+		Value: "write_spread", ValueUnit: "", Target: "<= 1.25", Pass: func(v, _ float64) bool { return v <= 1.25 }},
+	{Name: "spread of re-homed replicas over survivors, reads (max/mean, 6 racks)", Bench: "BenchmarkRepairThroughput/6nodes_6racks",
+		Value: "read_spread", ValueUnit: "", Target: "<= 1.5", Pass: func(v, _ float64) bool { return v <= 1.5 }},
+	{Name: "false down verdicts, 100 pauses of 0.2-5 s, 12 s grace", Bench: "BenchmarkFalseVerdictsUnderPauses",
+		Value: "false_downs", ValueUnit: "verdicts", Target: "0", Pass: func(v, _ float64) bool { return v == 0 }},
+	{Name: "detection overshoot past suspect+grace, p99", Bench: "BenchmarkDetectionDelay",
+		Value: "overshoot_p99_heartbeats", ValueUnit: "heartbeats", Target: "<= 1 heartbeat", Pass: func(v, _ float64) bool { return v <= 1 }},
+	{Name: "planning a node loss: 10 M shards on 100 nodes", Bench: "BenchmarkPlanNodeLoss10M",
+		Value: "ns/op", ValueUnit: "ns", Target: "<= 1 s", Pass: func(v, _ float64) bool { return v <= 1e9 }},
+	{Name: "planner memory per shard (10 M shards)", Bench: "BenchmarkPlanNodeLoss10M",
+		Value: "B/shard", ValueUnit: "bytes", Target: "<= 100 B", Pass: func(v, _ float64) bool { return v <= 100 }},
+	{Name: "control messages per repaired shard", Bench: "BenchmarkControlMessagesPerRepairedShard",
+		Value: "control_msgs_per_shard", ValueUnit: "msgs", Target: "<= 4", Pass: func(v, _ float64) bool { return v <= 4 }},
+	{Name: "client GET p99 during a rebuild vs idle", Bench: "BenchmarkGetLatencyDuringRebuild",
+		Value: "rebuild_p99_ms", Baseline: "idle_p99_ms", Ratio: "ratio", ValueUnit: "ms", Target: "<= 2x",
+		Pass: func(_, r float64) bool { return r <= 2 }},
+	{Name: "erasure rebuild vs reedsolomon Reconstruct (4 MiB pieces)", Bench: "BenchmarkRebuildVsReconstruct/piece=4MiB/lost=1",
+		Value: "MB/s", Baseline: "rs-MB/s", Ratio: "rehome/rs", ValueUnit: "MB/s", Target: ">= 0.7x",
+		Pass: func(_, r float64) bool { return r >= 0.7 }},
+	{Name: "erasure decode step vs reedsolomon Reconstruct (4 MiB pieces)", Bench: "BenchmarkRebuildVsReconstruct/piece=4MiB/lost=1",
+		Value: "step-MB/s", Baseline: "rs-MB/s", Ratio: "step/rs", ValueUnit: "MB/s", Target: "(informative)",
+		Pass: func(_, r float64) bool { return r >= 0.7 }},
+	{Name: "repair network bytes per rebuilt byte (4+2)", Bench: "BenchmarkRebuildVsReconstruct/piece=4MiB/lost=1",
+		Value: "read-B/rebuilt-B", ValueUnit: "bytes", Target: "expect K = 4", Pass: func(v, _ float64) bool { return v <= 4.01 }},
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
+
+// parse reads go test -bench output and returns the metrics of each benchmark
+// (the last line wins when one ran several times).
+func parse(r io.Reader) (map[string]measurement, error) {
+	out := map[string]measurement{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(strings.TrimSpace(sc.Text()))
+		if m == nil {
+			continue
+		}
+		fields := strings.Fields(m[4])
+		ms := measurement{}
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				break
+			}
+			ms[fields[i+1]] = v
+		}
+		out[m[1]] = ms
+	}
+	return out, sc.Err()
+}
+
+func report(ms map[string]measurement) []Row {
+	var rows []Row
+	for _, f := range figures {
+		row := Row{Figure: f.Name, Bench: f.Bench, Unit: f.ValueUnit, Target: f.Target, Status: "not run"}
+		m, ok := findBench(ms, f.Bench)
+		if ok {
+			if v, ok := m[f.Value]; ok {
+				row.Value = &v
+				var ratio float64
+				if f.Baseline != "" {
+					if b, ok := m[f.Baseline]; ok {
+						row.Baseline = &b
+						ratio = v / b
+					}
+				}
+				if f.Ratio != "" {
+					if r, ok := m[f.Ratio]; ok {
+						ratio = r
+					}
+				}
+				if f.Baseline != "" || f.Ratio != "" {
+					row.Ratio = &ratio
+				}
+				row.Status = "short"
+				if f.Pass(v, ratio) {
+					row.Status = "pass"
+				}
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// findBench matches a benchmark name exactly, or by prefix for sub-benchmarks
+// whose names carry sizes.
+func findBench(ms map[string]measurement, name string) (measurement, bool) {
+	if m, ok := ms[name]; ok {
+		return m, true
+	}
+	for k, m := range ms {
+		if strings.HasPrefix(k, name) {
+			return m, true
+		}
+	}
+	return nil, false
+}
+
+func machine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Date: time.Now().UTC().Format(time.RFC3339)}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb float64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %g kB", &kb); err == nil {
+			m.MemoryGB = strconv.FormatFloat(kb/(1<<20), 'f', 1, 64)
+		}
+	}
+	return m
+}
+
+func fmtNum(p *float64) string {
+	if p == nil {
+		return "-"
+	}
+	v := *p
+	switch {
+	case v == math.Trunc(v) && math.Abs(v) < 1e6:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case math.Abs(v) >= 1e6:
+		return strconv.FormatFloat(v, 'g', 4, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	}
+}
+
+func run() error {
+	in := flag.String("in", "-", "go test -bench output (- for stdin)")
+	jsonOut := flag.String("json", "", "also write the report as JSON here")
+	flag.Parse()
+	var r io.Reader = os.Stdin
+	if *in != "-" {
+		f, err := os.Open(*in)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	ms, err := parse(r)
+	if err != nil {
+		return fmt.Errorf("read benchmark output: %w", err)
+	}
+	rows := report(ms)
+	mc := machine()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "FIGURE\tREHOME\tBASELINE\tRATIO\tTARGET\tSTATUS\n")
+	for _, row := range rows {
+		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\n", row.Figure, fmtNum(row.Value), row.Unit, fmtNum(row.Baseline), fmtNum(row.Ratio), row.Target, row.Status)
+	}
+	tw.Flush()
+	fmt.Printf("\nmachine: %s, %d cores, %s GB, %s, %s\n", mc.CPU, mc.Cores, mc.MemoryGB, mc.Go, mc.Date)
+	if *jsonOut != "" {
+		b, err := json.MarshalIndent(struct {
+			Machine Machine `json:"machine"`
+			Figures []Row   `json:"figures"`
+		}{mc, rows}, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+}
