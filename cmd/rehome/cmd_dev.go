@@ -45,5 +45,6 @@ func devCmd(_ *globals) *cobra.Command {
 	fl.Float64Var(&cfg.MaxSilent, "max-silent-share", cfg.MaxSilent, "hold down verdicts when more than this share of nodes is silent at once")
 	fl.Int64Var(&cfg.Capacity, "capacity", 0, "per-node capacity in bytes (0: the filesystem's size)")
 	fl.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "children's log level: info or debug")
+	fl.StringVar(&cfg.OTLPEndpoint, "otlp", "", "send every child's traces to this OTLP endpoint (e.g. http://127.0.0.1:4318; sets OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_TRACES_EXPORTER=otlp)")
 	return cmd
 }

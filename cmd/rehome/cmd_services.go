@@ -31,9 +31,11 @@ type serviceFlags struct {
 	metrics  string
 	logLevel string
 	connect  time.Duration
+	role     string // the command's name: storage, detector, planner, mover
 }
 
 func (f *serviceFlags) register(cmd *cobra.Command, metrics bool) {
+	f.role = cmd.Name()
 	cmd.Flags().IntVar(&f.replicas, "replicas", 1, "replicas of rehome's streams and buckets (3 on a NATS cluster)")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "info or debug")
 	cmd.Flags().DurationVar(&f.connect, "connect-timeout", 60*time.Second, "how long to keep trying to reach NATS at start")
@@ -44,21 +46,47 @@ func (f *serviceFlags) register(cmd *cobra.Command, metrics bool) {
 
 // serviceEnv is what a service is wired with.
 type serviceEnv struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *slog.Logger
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *slog.Logger
+	shutdown func(context.Context) error // flushes traces
 }
 
-// startService connects to NATS (retrying until --connect-timeout), ensures
-// rehome's streams and buckets exist and returns the wiring.
-func (g *globals) startService(ctx context.Context, name string, f *serviceFlags) (*serviceEnv, error) {
+// traceFlushTimeout bounds the flush of buffered spans at exit.
+const traceFlushTimeout = 5 * time.Second
+
+// close flushes the spans still buffered (bounded by traceFlushTimeout) and
+// closes the bus connection.
+func (e *serviceEnv) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), traceFlushTimeout)
+	defer cancel()
+	if err := e.shutdown(ctx); err != nil {
+		e.log.Warn("flushing traces", "err", err)
+	}
+	e.nc.Close()
+}
+
+// startService sets up tracing (telemetry.Setup: off unless the OTEL_*
+// environment asks for it; service.name rehome-<role>, instance name),
+// connects to NATS (retrying until --connect-timeout), ensures rehome's
+// streams and buckets exist and returns the wiring. The caller calls close.
+func (g *globals) startService(ctx context.Context, name string, f *serviceFlags) (env *serviceEnv, err error) {
 	log := telemetry.Logger(os.Stderr, name, f.logLevel)
+	shutdown, err := telemetry.Setup(ctx, "rehome-"+f.role, telemetry.WithInstance(name), telemetry.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = shutdown(context.Background())
+		}
+	}()
+	if telemetry.Enabled() {
+		log.Info("tracing on", "service_name", "rehome-"+f.role)
+	}
 	url := bus.URL(g.natsURL)
 	deadline := time.Now().Add(f.connect)
-	var (
-		nc  *nats.Conn
-		err error
-	)
+	var nc *nats.Conn
 	for {
 		nc, err = bus.Connect(url, name, 2*time.Second)
 		if err == nil {
@@ -85,7 +113,7 @@ func (g *globals) startService(ctx context.Context, name string, f *serviceFlags
 		return nil, err
 	}
 	log.Info("connected", "url", nc.ConnectedUrlRedacted())
-	return &serviceEnv{nc: nc, js: js, log: log}, nil
+	return &serviceEnv{nc: nc, js: js, log: log, shutdown: shutdown}, nil
 }
 
 // serveMetrics serves reg on /metrics and the bus connection's health on
@@ -136,7 +164,7 @@ func (g *globals) runService(ctx context.Context, name string, f *serviceFlags, 
 	if err != nil {
 		return err
 	}
-	defer env.nc.Close()
+	defer env.close()
 	svc, err := build(env)
 	if err != nil {
 		return err
@@ -165,7 +193,7 @@ func storageCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer env.nc.Close()
+			defer env.close()
 			svc, err := storage.New(cfg, env.nc, env.js, env.log)
 			if err != nil {
 				return err
@@ -240,6 +268,7 @@ func plannerCmd(g *globals) *cobra.Command {
 	fl.Float64Var(&cfg.MaxFill, "max-fill", cfg.MaxFill, "never choose a repair target fuller than this share of its capacity")
 	fl.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per shard before it is reported failed and parked")
 	fl.DurationVar(&cfg.RetryLater, "retry-later", cfg.RetryLater, "how long a parked shard waits before it is tried again")
+	fl.BoolVar(&cfg.AutoHeal, "auto-heal", cfg.AutoHeal, "check a node's inventory and heal it in place when it rejoins with a new boot id or returns from down")
 	return cmd
 }
 

@@ -32,11 +32,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/services/detector/liveness"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/telemetry"
 )
 
 // Config tunes the detector. Zero fields take the defaults of DefaultConfig.
@@ -74,6 +78,10 @@ type Config struct {
 	// its last heartbeat, and a heartbeat after a reconnect makes it up again.
 	// Default "" (heartbeats only).
 	SystemURL string
+	// TracerProvider receives the verdict spans; nil (the default) uses
+	// otel's global provider, which telemetry.Setup installs (a no-op when
+	// tracing is off).
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultConfig returns SPEC §5 defaults: suspect 3 s, grace 30 s, share 0.5,
@@ -165,13 +173,14 @@ const disconnectQueue = 1024
 
 // Service is one running detector. Create it with New and call Run once.
 type Service struct {
-	cfg Config
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *slog.Logger
-	now func() time.Time
-	reg *prometheus.Registry
-	m   *metrics
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    *slog.Logger
+	now    func() time.Time
+	reg    *prometheus.Registry
+	m      *metrics
+	tracer trace.Tracer
 
 	mu sync.Mutex // guards tr (heartbeat callbacks run on NATS goroutines)
 	tr *liveness.Tracker
@@ -198,6 +207,10 @@ type pending struct {
 	liveness.Transition
 	at    time.Time
 	tries int
+	// span is the verdict's span, started at the first attempt and ended
+	// when the verdict is announced (or dropped); a down verdict's span is
+	// the root of the incident's trace.
+	span trace.Span
 }
 
 // New checks cfg and returns a detector using nc for heartbeats and js for
@@ -220,9 +233,10 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 	reg := prometheus.NewRegistry()
 	return &Service{
 		cfg: cfg, nc: nc, js: js, log: log, now: now, reg: reg,
-		m:    newMetrics(reg, cfg.SuspectAfter+cfg.Grace),
-		revs: map[string]uint64{},
-		disc: make(chan string, disconnectQueue),
+		m:      newMetrics(reg, cfg.SuspectAfter+cfg.Grace),
+		tracer: telemetry.Provider(cfg.TracerProvider).Tracer(tracerName),
+		revs:   map[string]uint64{},
+		disc:   make(chan string, disconnectQueue),
 	}, nil
 }
 
@@ -615,6 +629,12 @@ func (s *Service) tick(ctx context.Context) {
 	}
 	if over := len(s.backlog) - maxBacklog; over > 0 {
 		s.log.Error("dropping unannounced verdicts", "count", over)
+		for _, p := range s.backlog[:over] {
+			if p.span != nil {
+				p.span.SetStatus(codes.Error, "dropped: too many verdicts waiting")
+				p.span.End()
+			}
+		}
 		s.backlog = s.backlog[over:]
 	}
 	s.flush(ctx)
@@ -626,9 +646,10 @@ func (s *Service) tick(ctx context.Context) {
 func (s *Service) flush(ctx context.Context) {
 	var keep []pending
 	blocked := map[string]bool{}
-	for _, p := range s.backlog {
+	for i := range s.backlog {
+		p := &s.backlog[i]
 		if blocked[p.Node] || ctx.Err() != nil {
-			keep = append(keep, p)
+			keep = append(keep, *p)
 			continue
 		}
 		if err := s.announce(ctx, p); err != nil {
@@ -638,27 +659,81 @@ func (s *Service) flush(ctx context.Context) {
 				s.log.Warn("could not announce verdict; will retry", "node", p.Node, "state", p.To, "tries", p.tries, "err", err)
 			}
 			blocked[p.Node] = true
-			keep = append(keep, p)
+			keep = append(keep, *p)
 		}
 	}
 	s.backlog = keep
 }
 
+// tracerName is the instrumentation scope of the detector's spans.
+const tracerName = "github.com/rehome/rehome/services/detector"
+
+// startSpan starts the verdict's span: "rehome.node.<state>", a new root. A
+// down verdict's span is the root of the incident: the planner, the movers
+// and the storage nodes continue its trace.
+func (s *Service) startSpan(ctx context.Context, p *pending) (context.Context, trace.Span) {
+	attrs := []attribute.KeyValue{
+		attribute.String("rehome.node", p.Node),
+		attribute.String("rehome.state", string(p.To)),
+		attribute.String("rehome.previous_state", string(p.From)),
+		attribute.String("rehome.reason", p.Reason),
+		attribute.Float64("rehome.silence_seconds", p.Silent.Seconds()),
+		attribute.Float64("rehome.grace_seconds", p.Grace.Seconds()),
+		attribute.Int("rehome.flaps", p.Flaps),
+	}
+	if p.To == model.StateDown {
+		attrs = append(attrs, attribute.String("rehome.incident", incidentOf(*p)))
+	}
+	return s.tracer.Start(ctx, "rehome.node."+string(p.To), trace.WithNewRoot(),
+		trace.WithTimestamp(p.at), trace.WithAttributes(attrs...))
+}
+
+// incidentOf names the incident a down verdict opens: <node>-<unix ms of the verdict>.
+func incidentOf(p pending) string {
+	return p.Node + "-" + strconv.FormatInt(p.at.UnixMilli(), 10)
+}
+
 // announce records one transition in the liveness bucket and publishes its
-// verdict. Idempotent: retrying after a failure publishes at most once.
-func (s *Service) announce(ctx context.Context, p pending) error {
+// verdict, inside the verdict's span (started at the first attempt, ended on
+// success). A down verdict's liveness record carries the span's traceparent.
+// Idempotent: retrying after a failure publishes at most once.
+func (s *Service) announce(ctx context.Context, p *pending) error {
 	s.mu.Lock()
 	maint := s.tr.InMaintenance(p.Node)
 	s.mu.Unlock()
 	if maint {
+		if p.span != nil {
+			p.span.SetAttributes(attribute.Bool("rehome.maintenance", true))
+			p.span.End()
+			p.span = nil
+		}
 		return nil
 	}
+	if p.span == nil {
+		_, p.span = s.startSpan(ctx, p)
+	}
+	sctx := trace.ContextWithSpan(ctx, p.span)
+	err := s.record(sctx, p)
+	if err != nil {
+		p.span.AddEvent("attempt failed", trace.WithAttributes(attribute.Int("rehome.attempt", p.tries+1), attribute.String("error", err.Error())))
+		return err
+	}
+	p.span.End()
+	p.span = nil
+	return nil
+}
+
+// record writes the liveness record and publishes the verdict, in ctx's span.
+func (s *Service) record(ctx context.Context, p *pending) error {
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	rec := model.Liveness{
 		V: model.Version, Node: p.Node, State: p.To, Since: p.at.UTC(), Reason: p.Reason,
 		LastHeard: p.LastHeard.UTC(), BootID: p.BootID,
 		Flaps: p.Flaps, GraceMS: p.Grace.Milliseconds(),
+	}
+	if p.To == model.StateDown {
+		rec.TraceParent = telemetry.TraceParent(ctx)
 	}
 	publish, err := s.putLiveness(octx, rec)
 	if err != nil || !publish {
@@ -669,7 +744,7 @@ func (s *Service) announce(ctx context.Context, p pending) error {
 		Node:   p.Node, State: p.To, Reason: p.Reason, SilentMS: p.Silent.Milliseconds(),
 	}
 	if p.To == model.StateDown {
-		v.Incident = p.Node + "-" + strconv.FormatInt(p.at.UnixMilli(), 10)
+		v.Incident = incidentOf(*p)
 	}
 	if err := bus.Publish(octx, s.js, subjectFor(p.To)+p.Node, v, msgID(p.Transition)); err != nil {
 		return err

@@ -21,6 +21,7 @@ const (
 	malformedTask     = "task"
 	malformedNode     = "node"
 	malformedAdvisory = "advisory"
+	malformedLiveness = "liveness"
 )
 
 // metrics are the mover's Prometheus series, on a registry of its own.
@@ -61,7 +62,7 @@ func newMetrics() *metrics {
 		}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_mover_malformed_events_total",
-			Help: "Messages dropped because they were not valid: task messages, node records, delivery advisories.",
+			Help: "Messages dropped because they were not valid: task messages, node records, liveness records, delivery advisories.",
 		}, []string{"subject"}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_mover_dead_letters_total",
@@ -70,13 +71,14 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.tasks, m.bytes, m.read, m.duration, m.inFlight, m.malformed, m.dead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, s := range []string{malformedTask, malformedNode, malformedAdvisory} {
+	for _, s := range []string{malformedTask, malformedNode, malformedAdvisory, malformedLiveness} {
 		m.malformed.WithLabelValues(s)
 	}
 	for _, r := range []string{DeadMalformed, DeadPermanent, DeadMaxDeliveries} {
 		m.dead.WithLabelValues(r)
 	}
 	for _, k := range []string{event.KindCopy, event.KindRebuild, event.KindDelete} {
+		m.duration.WithLabelValues(k)
 		for _, r := range []string{ResultDone, ResultAlreadyPresent, ResultRetry, ResultFailed, ResultAborted} {
 			m.tasks.WithLabelValues(k, r)
 		}

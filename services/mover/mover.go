@@ -23,9 +23,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/shardapi"
+	"github.com/rehome/rehome/shared/telemetry"
 )
 
 // Config tunes one mover. Zero fields take their defaults (DefaultConfig).
@@ -58,6 +60,10 @@ type Config struct {
 	// ShutdownGrace is how long tasks in flight may run on once Run's context
 	// ends before they are aborted and handed back (default 5 s).
 	ShutdownGrace time.Duration
+	// TracerProvider receives the task spans (and, through the storage
+	// client, their HTTP spans); nil (the default) uses otel's global
+	// provider, which telemetry.Setup installs (a no-op when tracing is off).
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultConfig returns the documented defaults.
@@ -123,8 +129,11 @@ type Service struct {
 	exec  executor
 	nodes *directory
 	m     *metrics
-	now   func() time.Time
-	own   *shardapi.Client // the storage client New made, if it made one
+	// incidents and tracer put each task attempt in its incident's trace.
+	incidents *incidents
+	tracer    trace.Tracer
+	now       func() time.Time
+	own       *shardapi.Client // the storage client New made, if it made one
 }
 
 // New builds a mover. shards talks to the storage nodes: when nil, a client
@@ -155,15 +164,17 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, shards *shardapi.Cli
 	m := newMetrics()
 	nodes := newDirectory(log, func() { m.malformed.WithLabelValues(malformedNode).Inc() })
 	return &Service{
-		cfg:   cfg,
-		nc:    nc,
-		js:    js,
-		log:   log,
-		exec:  newExecutor(shards, nodes),
-		nodes: nodes,
-		m:     m,
-		now:   time.Now,
-		own:   own,
+		cfg:       cfg,
+		nc:        nc,
+		js:        js,
+		log:       log,
+		exec:      newExecutor(shards, nodes),
+		nodes:     nodes,
+		m:         m,
+		incidents: newIncidents(log, func() { m.malformed.WithLabelValues(malformedLiveness).Inc() }),
+		tracer:    telemetry.Provider(cfg.TracerProvider).Tracer(tracerName),
+		now:       time.Now,
+		own:       own,
 	}, nil
 }
 
@@ -186,13 +197,24 @@ func (s *Service) Run(ctx context.Context) error {
 	var bg sync.WaitGroup
 	watchCtx, stopWatch := context.WithCancel(workCtx)
 	defer func() { stopWatch(); bg.Wait() }()
+	incidentsReady := make(chan struct{})
 	bg.Go(func() { s.nodes.watch(watchCtx, s.js, ready) })
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		return nil
-	case <-time.After(10 * time.Second):
-		s.log.Warn("node registrations not loaded yet; starting anyway", "bucket", bus.BucketNodes)
+	bg.Go(func() { s.incidents.watch(watchCtx, s.js, incidentsReady) })
+	loading := time.NewTimer(10 * time.Second)
+	defer loading.Stop()
+load:
+	for _, w := range []struct {
+		ready  <-chan struct{}
+		bucket string
+	}{{ready, bus.BucketNodes}, {incidentsReady, bus.BucketLiveness}} {
+		select {
+		case <-w.ready:
+		case <-ctx.Done():
+			return nil
+		case <-loading.C:
+			s.log.Warn("records not loaded yet; starting anyway", "bucket", w.bucket)
+			break load
+		}
 	}
 
 	sub, err := s.nc.QueueSubscribe(maxDeliveriesSubject, bus.MoverConsumer, func(m *nats.Msg) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
@@ -58,6 +59,10 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	defer s.m.inFlight.Dec()
 	attempt := int(md.NumDelivered)
 	log := s.log.With("task", t.Task, "kind", t.Kind, "shard", t.Shard, "target", t.Target, "attempt", attempt)
+	// The attempt runs in its span: storage requests, reports and log lines
+	// made with ctx belong to the incident's trace.
+	var span trace.Span
+	ctx, span = s.startSpan(ctx, msg, t, attempt)
 
 	stop := s.keepAlive(msg)
 	var out outcome
@@ -84,13 +89,38 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		s.succeed(ctx, msg, t, out, elapsed, log)
 	case ctx.Err() != nil:
 		s.m.tasks.WithLabelValues(t.Kind, ResultAborted).Inc()
-		log.Info("task aborted by shutdown; handing it back", "err", err)
+		log.InfoContext(ctx, "task aborted by shutdown; handing it back", "err", err)
 		if err := msg.Nak(); err != nil {
-			log.Warn("handing back an aborted task", "err", err)
+			log.WarnContext(ctx, "handing back an aborted task", "err", err)
 		}
 	default:
 		s.fail(ctx, msg, t, attempt, err, log)
 	}
+	source, written, result, cause := spanOutcome(t, out, rb, err, ctx.Err() != nil)
+	endSpan(span, source, written, result, cause)
+}
+
+// spanOutcome sums up an attempt for its span: the source(s) read, the bytes
+// written, the result (done, already_present, aborted, failed) and the error.
+func spanOutcome(t event.Task, out outcome, rb rebuilt, err error, aborted bool) (source string, written int64, result string, cause error) {
+	source, written = out.source, out.copied
+	present := out.present
+	if t.Kind == event.KindRebuild {
+		source, written = strings.Join(rb.sources, ","), rb.written()
+		present = len(rb.pieces) > 0
+		for _, p := range rb.pieces {
+			present = present && p.present
+		}
+	}
+	switch {
+	case err == nil && present:
+		return source, written, ResultAlreadyPresent, nil
+	case err == nil:
+		return source, written, ResultDone, nil
+	case aborted:
+		return source, written, ResultAborted, err
+	}
+	return source, written, ResultFailed, err
 }
 
 // keepAlive tells the bus every AckWait/3 that msg is still being worked on.
@@ -131,14 +161,14 @@ func (s *Service) succeed(ctx context.Context, msg jetstream.Msg, t event.Task, 
 	cancel()
 	if err != nil {
 		s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
-		log.Warn("task done but its report could not be published; handing it back", "err", err)
+		log.WarnContext(ctx, "task done but its report could not be published; handing it back", "err", err)
 		if err := msg.Nak(); err != nil {
-			log.Warn("handing back a task", "err", err)
+			log.WarnContext(ctx, "handing back a task", "err", err)
 		}
 		return
 	}
 	if err := msg.Ack(); err != nil {
-		log.Warn("acknowledging a done task (it will be redelivered and found done)", "err", err)
+		log.WarnContext(ctx, "acknowledging a done task (it will be redelivered and found done)", "err", err)
 	}
 	result := ResultDone
 	if out.present {
@@ -146,7 +176,7 @@ func (s *Service) succeed(ctx context.Context, msg jetstream.Msg, t event.Task, 
 	}
 	s.m.tasks.WithLabelValues(t.Kind, result).Inc()
 	s.m.bytes.Add(float64(out.copied))
-	log.Info("task done", "result", result, "source", out.source, "bytes", out.copied, "duration", elapsed)
+	log.InfoContext(ctx, "task done", "result", result, "source", out.source, "bytes", out.copied, "duration", elapsed)
 }
 
 // finishRebuild reports a rebuild attempt and answers the bus. First one
@@ -177,9 +207,9 @@ func (s *Service) finishRebuild(ctx context.Context, msg jetstream.Msg, t event.
 		cancel()
 		if err != nil {
 			s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
-			log.Warn("piece rebuilt but its report could not be published; handing the task back", "piece", p.Shard, "err", err)
+			log.WarnContext(ctx, "piece rebuilt but its report could not be published; handing the task back", "piece", p.Shard, "err", err)
 			if err := msg.NakWithDelay(Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)); err != nil {
-				log.Warn("handing back a task", "err", err)
+				log.WarnContext(ctx, "handing back a task", "err", err)
 			}
 			return
 		}
@@ -197,7 +227,7 @@ func (s *Service) finishRebuild(ctx context.Context, msg jetstream.Msg, t event.
 		return
 	}
 	if err := msg.Ack(); err != nil {
-		log.Warn("acknowledging a done task (it will be redelivered and found done)", "err", err)
+		log.WarnContext(ctx, "acknowledging a done task (it will be redelivered and found done)", "err", err)
 	}
 	result := ResultAlreadyPresent
 	for _, r := range rb.pieces {
@@ -206,7 +236,7 @@ func (s *Service) finishRebuild(ctx context.Context, msg jetstream.Msg, t event.
 		}
 	}
 	s.m.tasks.WithLabelValues(t.Kind, result).Inc()
-	log.Info("task done", "result", result, "pieces", len(t.Rebuild), "sources", source, "bytes_read", rb.read,
+	log.InfoContext(ctx, "task done", "result", result, "pieces", len(t.Rebuild), "sources", source, "bytes_read", rb.read,
 		"bytes_written", written, "duration", elapsed)
 }
 
@@ -233,9 +263,9 @@ func (s *Service) fail(ctx context.Context, msg jetstream.Msg, t event.Task, att
 		}
 		if err := s.bury(ctx, msg.Subject(), msg.Data(), seq, attempt, kind, reason); err != nil {
 			s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
-			log.Warn("task given up but its dead letter could not be published; handing it back", "err", cause, "publish_err", err)
+			log.WarnContext(ctx, "task given up but its dead letter could not be published; handing it back", "err", cause, "publish_err", err)
 			if err := msg.NakWithDelay(delay); err != nil {
-				log.Warn("handing back a task", "err", err)
+				log.WarnContext(ctx, "handing back a task", "err", err)
 			}
 			return
 		}
@@ -246,21 +276,21 @@ func (s *Service) fail(ctx context.Context, msg jetstream.Msg, t event.Task, att
 	switch {
 	case perr != nil:
 		s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
-		log.Warn("task failed and its report could not be published; handing it back", "err", cause, "publish_err", perr)
+		log.WarnContext(ctx, "task failed and its report could not be published; handing it back", "err", cause, "publish_err", perr)
 		if err := msg.NakWithDelay(delay); err != nil {
-			log.Warn("handing back a task", "err", err)
+			log.WarnContext(ctx, "handing back a task", "err", err)
 		}
 	case final:
 		s.m.tasks.WithLabelValues(t.Kind, ResultFailed).Inc()
-		log.Warn("task given up", "class", class, "err", cause)
+		log.WarnContext(ctx, "task given up", "class", class, "err", cause)
 		if err := msg.TermWithReason(f.Error); err != nil {
-			log.Warn("terminating a given-up task", "err", err)
+			log.WarnContext(ctx, "terminating a given-up task", "err", err)
 		}
 	default:
 		s.m.tasks.WithLabelValues(t.Kind, ResultRetry).Inc()
-		log.Info("task failed; will retry", "class", class, "retry_in", delay, "err", cause)
+		log.InfoContext(ctx, "task failed; will retry", "class", class, "retry_in", delay, "err", cause)
 		if err := msg.NakWithDelay(delay); err != nil {
-			log.Warn("handing back a task", "err", err)
+			log.WarnContext(ctx, "handing back a task", "err", err)
 		}
 	}
 }
@@ -302,10 +332,10 @@ func (s *Service) giveUp(ctx context.Context, data []byte) {
 			return
 		}
 		delay := Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)
-		log.Warn("task reached max deliveries but could not be retired yet", "err", err, "retry_in", delay)
+		log.WarnContext(ctx, "task reached max deliveries but could not be retired yet", "err", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
-			log.Error("giving up retiring a task that reached max deliveries; it stays in the queue", "err", err)
+			log.ErrorContext(ctx, "giving up retiring a task that reached max deliveries; it stays in the queue", "err", err)
 			return
 		case <-time.After(delay):
 		}

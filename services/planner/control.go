@@ -36,6 +36,8 @@ func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error
 		{event.CtlDelete, false, s.ctlDelete},
 		{event.CtlStatus, true, s.ctlStatus},
 		{event.CtlHealStatus, true, s.ctlHealStatus},
+		{control.CtlHealNode, false, s.ctlHealNode},
+		{control.CtlHealPlan, false, s.ctlHealPlan},
 	}
 	var subs []*nats.Subscription
 	for _, h := range handlers {
@@ -111,16 +113,60 @@ func decodeRequest(data []byte, v any) error {
 	return nil
 }
 
-func (s *Service) ctlStatus(_ context.Context, _ []byte) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.v.clusterStatus(), nil
+// decodeOptional unmarshals an optional request body: empty means the defaults.
+func decodeOptional(data []byte, v any) error {
+	if len(data) == 0 {
+		return nil
+	}
+	return decodeRequest(data, v)
 }
 
-func (s *Service) ctlHealStatus(_ context.Context, _ []byte) (any, error) {
+// ctlStatus answers CtlStatus (body: an optional StatusRequest): the
+// cluster's nodes and totals, whether repairs are paused, and with Risk what
+// one more node or rack failure would cost (a pass over the whole map).
+func (s *Service) ctlStatus(_ context.Context, data []byte) (any, error) {
+	var req control.StatusRequest
+	if err := decodeOptional(data, &req); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.v.clusterStatus()
+	st.HealPaused = s.pausedLocked()
+	if req.Risk {
+		r := s.v.risk()
+		st.Risk = &r
+	}
+	return st, nil
+}
+
+// ctlHealStatus answers CtlHealStatus (body: an optional
+// HealStatusRequest): the heal's progress, narrowed to one node's in-place
+// heal when Node is set.
+func (s *Service) ctlHealStatus(_ context.Context, data []byte) (any, error) {
+	var req control.HealStatusRequest
+	if err := decodeOptional(data, &req); err != nil {
+		return nil, err
+	}
+	if req.Node != "" {
+		if err := model.ValidateNodeID(req.Node); err != nil {
+			return nil, err
+		}
+	}
 	now := s.now()
 	s.mu.Lock()
-	p := s.v.progress(now, s.cfg.StallAfter)
+	var p event.Progress
+	if req.Node != "" {
+		r, ok := s.v.nodeIdx[req.Node]
+		if !ok || (!s.v.nodes[r].registered && s.v.nodes[r].shards == 0) {
+			s.mu.Unlock()
+			return nil, refuse(control.ErrNotFound, "node %s is not known", req.Node)
+		}
+		p = s.v.nodeProgress(r, now, s.cfg.StallAfter)
+	} else {
+		p = s.v.progress(now, s.cfg.StallAfter)
+	}
+	p.Paused = s.pausedLocked()
 	s.mu.Unlock()
 	p.V, p.TS = model.Version, now.UTC()
 	return p, nil

@@ -22,6 +22,13 @@ type metrics struct {
 	surplus         prometheus.Gauge
 	stripes         prometheus.Gauge
 	stripesDegraded prometheus.Gauge
+	checks          *prometheus.CounterVec
+	lacking         prometheus.Gauge
+	healedInPlace   prometheus.Counter
+	dropped         prometheus.Counter
+	corrupt         prometheus.Counter
+	paused          prometheus.Gauge
+	singleCopy      prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -62,9 +69,24 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "rehome_planner_stripes", Help: "Erasure-coded stripes in the placement map."}),
 		stripesDegraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rehome_planner_stripes_degraded", Help: "Erasure-coded stripes missing at least one piece (unrecoverable ones included)."}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rehome_planner_inventory_checks_total", Help: "Node inventories compared with the map, by result (ok, failed)."}, []string{"result"}),
+		lacking: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_lacking_copies", Help: "Copies the map lists on a node whose disk lacks them (found by an inventory check or a corrupt report)."}),
+		healedInPlace: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_healed_in_place_total", Help: "Copies and pieces verified back onto a node that lacked them."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_dropped_holders_total", Help: "Holders removed from an entry because they lacked the shard and it was whole without them."}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_corrupt_reports_total", Help: "Corrupt-copy reports received from storage nodes."}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_heal_paused", Help: "1 while an operator has paused repairs (heal pause)."}),
+		singleCopy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_single_copy_shards", Help: "Shards one more loss would lose (one live copy; erasure-coded stripes with exactly K live pieces)."}),
 	}
 	reg.MustRegister(m.underReplicated, m.lost, m.bytesRemaining, m.repairedBytes, m.inFlight,
 		m.issued, m.failures, m.stalled, m.malformed, m.shards, m.rescanSeconds,
-		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus, m.stripes, m.stripesDegraded)
+		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus, m.stripes, m.stripesDegraded,
+		m.checks, m.lacking, m.healedInPlace, m.dropped, m.corrupt, m.paused, m.singleCopy)
 	return m
 }

@@ -30,6 +30,8 @@ type limits struct {
 	// its tokens at the round's time; a copy it cannot admit yet ends the
 	// round's copies (the riskiest shard keeps its place) and sets wait.
 	bytes *rate.Limiter
+	// paused holds every new task and map change back (heal pause).
+	paused bool
 }
 
 // decision is one copy, or one rebuild of an erasure-coded stripe (rb set),
@@ -46,6 +48,7 @@ type decision struct {
 	incident string
 	relaxed  bool
 	rb       *rebuildPlan // set for a rebuild
+	inPlace  bool         // a copy back onto a holder whose disk lacks the shard
 }
 
 // trimDecision is one surplus copy the planner wants removed.
@@ -60,6 +63,7 @@ type trimDecision struct {
 type roundPlan struct {
 	copies []decision
 	trims  []trimDecision
+	drops  []dropDecision
 	// wait is set when the byte cap held copies back: plan again after it.
 	wait time.Duration
 }
@@ -132,11 +136,19 @@ func (v *view) incident(h uint32) string {
 // it reads, one unit of the global limit, and K pieces' bytes of the byte
 // cap. Then, with what the
 // global limit leaves, surplus copies to trim (one per shard, none while a
-// copy of the shard is in flight), each taking an out slot of its node. It
-// does not change the view (see reserve) but consumes lim.bytes tokens.
+// copy of the shard is in flight, nor while a live holder awaits an
+// inventory check), each taking an out slot of its node. A shard a holder
+// lacks goes back onto that holder (see inPlaceTarget); holders lacking a
+// shard that is whole without them are dropped from its entry (drops, not
+// bound by the task limits). While lim.paused it plans nothing. It does not
+// change the view (see reserve) but consumes lim.bytes tokens.
 func (v *view) round(now time.Time, lim limits) roundPlan {
 	v.fresh()
 	var out roundPlan
+	if lim.paused {
+		return out
+	}
+	out.drops = v.drops(maxDropsPerRound)
 	budget := lim.maxInFlight - v.copyFlights - len(v.trims)
 	if budget <= 0 {
 		return out
@@ -155,9 +167,9 @@ copies:
 			pc.maxOut++
 		}
 		pc.busy = map[uint64]int64{}
-		freeIn := 0 // write slots left on up nodes: none left, nothing to plan
-		for _, c := range cands {
-			if c.State == model.StateUp {
+		freeIn := 0 // write slots left on possible targets: none left, nothing to plan
+		for i, c := range cands {
+			if c.State == model.StateUp || (c.State == model.StateMaintenance && v.nodes[i].missing > 0) {
 				freeIn += max(pc.maxIn-c.PendingTasks, 0)
 			}
 		}
@@ -250,12 +262,14 @@ func (v *view) planTrims(pc *planCtx, budget int) []trimDecision {
 	scan := min(n, maxTrimScan)
 	for k := 0; k < scan && len(out) < budget; k++ {
 		h := v.surplus[(v.trimCursor+k)%n]
-		if v.flights[h] != nil || v.trims[h] != nil {
+		if v.flights[h] != nil || v.trims[h] != nil || v.reconcilePending(h) {
 			continue
 		}
 		hs := v.holderBuf[:0]
 		for _, x := range v.holders(h) {
-			hs = append(hs, int(x))
+			if !v.isMissing(h, x) {
+				hs = append(hs, int(x))
+			}
 		}
 		v.holderBuf = hs
 		s := v.rec(h)
@@ -313,9 +327,11 @@ func rackIndex(cands []placement.Candidate) ([]int, int) {
 }
 
 // decide chooses target and source for shard h, if it needs and can get a
-// copy now. The target comes first (placement.ChooseTarget: racks without a
-// live copy, room below maxFill, balanced by bytes and writes); the source is
-// then the least busy live holder, nearest the target's rack.
+// copy now. A holder whose disk lacks the shard gets it back when it can
+// (inPlaceTarget); otherwise the target comes first (placement.ChooseTarget:
+// racks without a live copy, room below maxFill, balanced by bytes and
+// writes, never a node the entry lists); the source is then the least busy
+// live holder that has it, nearest the target's rack.
 func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	now, lim, cands := pc.now, pc.lim, pc.cands
 	if v.flights[h] != nil {
@@ -332,21 +348,32 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	if tf := v.trims[h]; tf != nil {
 		trimmed = int(tf.node)
 	}
+	var lacking []int // listed holders whose disk lacks it: never sources, never new targets
 	hs := v.holderBuf[:0]
 	for _, x := range v.holders(h) {
-		if int(x) != trimmed {
+		switch {
+		case int(x) == trimmed:
+		case s.flags&flagMissing != 0 && v.isMissing(h, x):
+			lacking = append(lacking, int(x))
+		default:
 			hs = append(hs, int(x))
 		}
 	}
 	v.holderBuf = hs
 	id := v.ids.String(h)
 	salt := placement.Salt(id)
+	switch x, ans := v.inPlaceTarget(h, s.size, pc); ans {
+	case inPlaceWait:
+		return decision{}, false
+	case inPlaceGo:
+		return v.decideInPlace(h, x, hs, pc, id, salt)
+	}
 	if _, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt}); err != nil {
 		return decision{}, false
 	}
 	// Skip the search when targets outside these racks were all busy for a
 	// shard no larger than this one in this round.
-	mask, memo := uint64(0), r == nil && trimmed < 0 && pc.racks <= 64
+	mask, memo := uint64(0), r == nil && trimmed < 0 && lacking == nil && pc.racks <= 64
 	if memo {
 		for _, x := range hs {
 			if cands[x].State.Live() {
@@ -358,7 +385,7 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 		}
 	}
 	opt := placement.TargetOptions{Size: s.size, MaxTasks: pc.maxIn, Salt: salt, MaxFill: lim.maxFill}
-	var exclude []int
+	exclude := lacking
 	if trimmed >= 0 {
 		exclude = append(exclude, trimmed)
 	}
@@ -391,28 +418,11 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	if err != nil {
 		return decision{}, false
 	}
-	sources := []nodeRef{nodeRef(src)}
-	others := make([]nodeRef, 0, len(hs))
-	for _, x := range hs {
-		if x != src && cands[x].State.Live() {
-			others = append(others, nodeRef(x))
-		}
-	}
-	slices.SortStableFunc(others, func(a, b nodeRef) int {
-		ua, ub := cands[a].State == model.StateUp, cands[b].State == model.StateUp
-		if ua != ub {
-			if ua {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Compare(cands[a].Reads, cands[b].Reads)
-	})
 	attempt, serial := v.nextTask(h)
 	return decision{
 		shard:    h,
 		id:       id,
-		sources:  append(sources, others...),
+		sources:  append([]nodeRef{nodeRef(src)}, fallbackSources(hs, src, cands)...),
 		target:   nodeRef(tg.Index),
 		bytes:    s.size,
 		attempt:  attempt,
@@ -440,6 +450,7 @@ func (v *view) reserve(p roundPlan, now time.Time, timeout time.Duration) {
 		v.startFlight(d.shard, &flight{
 			task: v.taskID(d), target: d.target, source: d.sources[0], bytes: d.bytes,
 			attempt: d.attempt, serial: d.serial, deadline: now.Add(timeout), incident: d.incident,
+			inPlace: d.inPlace,
 		})
 	}
 	for _, t := range p.trims {
@@ -582,17 +593,20 @@ func (v *view) progress(now time.Time, stallAfter time.Duration) event.Progress 
 			suspects++
 		}
 	}
+	single, singleBytes := v.singleCopy()
 	return event.Progress{
-		SuspectNodes:    suspects,
-		UnderReplicated: t.underReplicated,
-		Lost:            t.lost,
-		BytesRemaining:  t.bytesRemaining,
-		RateBytesPerSec: rate,
-		ETASeconds:      eta,
-		Stalled:         stalled,
-		InFlight:        t.inFlight,
-		VerifiedBytes:   v.verified,
-		Shards:          t.shards,
+		SingleCopy:           single,
+		SingleCopyETASeconds: etaOf(singleBytes, rate),
+		SuspectNodes:         suspects,
+		UnderReplicated:      t.underReplicated,
+		Lost:                 t.lost,
+		BytesRemaining:       t.bytesRemaining,
+		RateBytesPerSec:      rate,
+		ETASeconds:           eta,
+		Stalled:              stalled,
+		InFlight:             t.inFlight,
+		VerifiedBytes:        v.verified,
+		Shards:               t.shards,
 	}
 }
 

@@ -3,14 +3,18 @@
 // the repair queue is derived from the placement map and node liveness every
 // time they change, so a lost event, a crash or a restart loses no work.
 //
-// It watches the nodes, liveness and placement buckets and the heartbeats,
-// answers the control calls (allocate, commit, delete, status, heal status),
+// It watches the nodes, liveness and placement buckets, the heal switch and
+// the heartbeats, answers the control calls (allocate, commit, delete,
+// status with the what-if risk, heal status, heal of a node, heal plan),
 // issues copy tasks (replicated shards) and rebuild tasks (erasure-coded
 // stripes: one task reconstructs all the missing pieces of a stripe from K
 // survivors) on the work queue, most-at-risk first on one scale (copies or
 // pieces beyond the minimum) within per-node, global and byte throttles,
 // records verified copies and pieces from mover results, re-plans failures
-// with backoff, trims surplus copies, and reports progress.
+// with backoff, trims surplus copies, and reports progress. It heals nodes in
+// place: a node's inventory (read over the bus) or its corrupt reports show
+// copies the map lists and its disk lacks; those are rebuilt onto that node
+// itself, or dropped from the map when already whole elsewhere (inplace.go).
 // Several planners may run: one acts (a lease in JetStream KV), the others
 // keep their view warm and take over when it stops renewing the lease.
 package planner
@@ -36,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 )
@@ -91,6 +96,13 @@ type Config struct {
 	AllocationTTL time.Duration
 	// MaxAllocateShards bounds the shards of one allocate call (default 100000).
 	MaxAllocateShards int
+	// AutoHeal checks a node's inventory against the map, and rebuilds in
+	// place what it lacks, when a node the map lists boots anew while live
+	// (in maintenance, or back inside the grace), when a down node comes
+	// back (before any of its copies is trimmed against), and when this
+	// planner starts acting. DefaultConfig sets it; a zero Config leaves it
+	// off (then only `rehome heal --node` checks).
+	AutoHeal bool
 }
 
 // DefaultConfig returns the documented defaults.
@@ -111,6 +123,7 @@ func DefaultConfig() Config {
 		ProgressInterval:  time.Second,
 		AllocationTTL:     60 * time.Second,
 		MaxAllocateShards: 100000,
+		AutoHeal:          true,
 	}
 }
 
@@ -207,9 +220,12 @@ type Service struct {
 	v     *view
 	bytes *rate.Limiter // copy bytes admitted per second (nil: no cap)
 
-	kvNodes, kvLive, kvPlace, kvObjects jetstream.KeyValue
-	tasks                               jetstream.Stream
-	lease                               *lease
+	kvNodes, kvLive, kvPlace, kvObjects, kvCtl jetstream.KeyValue
+	tasks                                      jetstream.Stream
+	lease                                      *lease
+
+	sw     switchState // the heal switch (guarded by mu)
+	checks checks      // serialises the inventory checks of each node
 
 	kick   chan struct{} // plan now
 	ctlSem chan struct{} // bounds concurrent mutating control calls
@@ -238,7 +254,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 	reg := prometheus.NewRegistry()
 	s := &Service{
 		cfg: cfg, nc: nc, js: js, log: log.With("planner", cfg.ID), now: now, reg: reg, m: newMetrics(reg),
-		v:    newView(now, policy{maxAttempts: cfg.MaxAttempts, retryLater: cfg.RetryLater}),
+		v:    newView(now, policy{maxAttempts: cfg.MaxAttempts, retryLater: cfg.RetryLater, autoHeal: cfg.AutoHeal}),
 		kick: make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
 	}
 	if cfg.MaxBytesPerSec > 0 {
@@ -257,7 +273,7 @@ func (s *Service) Acting() bool { return s.acting.Load() }
 
 func (s *Service) limits() limits {
 	return limits{perNodeIn: s.cfg.PerNodeIn, perNodeOut: s.cfg.PerNodeOut, maxInFlight: s.cfg.MaxInFlight,
-		maxFill: s.cfg.MaxFill, bytes: s.bytes}
+		maxFill: s.cfg.MaxFill, bytes: s.bytes, paused: s.sw.sw.Paused}
 }
 
 // plan asks the loop to plan at once (non-blocking).
@@ -273,9 +289,10 @@ func (s *Service) malformed(subject string, err error) {
 	s.log.Debug("dropped malformed input", "subject", subject, "err", err)
 }
 
-// Run loads the cluster view and keeps it current, and competes for the
-// planner lease: while it holds the lease it serves control calls, consumes
-// mover results, plans repairs and reports progress; otherwise it stands by
+// Run loads the cluster view and the heal switch and keeps them current,
+// and competes for the planner lease: while it holds the lease it serves
+// control calls, consumes mover results and corrupt reports, checks node
+// inventories, plans repairs and reports progress; otherwise it stands by
 // with its view warm, ready to take over. It blocks until ctx is cancelled,
 // then stops acting (draining results), releases the lease and returns nil.
 // It returns an error only when it cannot work (buckets missing, bus gone).
@@ -295,10 +312,15 @@ func (s *Service) Run(ctx context.Context) error {
 	watches := []struct {
 		kv   jetstream.KeyValue
 		name string
-	}{{s.kvNodes, bus.BucketNodes}, {s.kvLive, bus.BucketLiveness}, {s.kvPlace, bus.BucketPlacement}}
+	}{{s.kvNodes, bus.BucketNodes}, {s.kvLive, bus.BucketLiveness}, {s.kvPlace, bus.BucketPlacement}, {s.kvCtl, bus.BucketControl}}
 	ws := make([]jetstream.KeyWatcher, len(watches))
 	for i, w := range watches {
-		kw, err := w.kv.WatchAll(ctx)
+		var kw jetstream.KeyWatcher
+		if w.kv == s.kvCtl {
+			kw, err = w.kv.Watch(ctx, control.HealSwitchKey)
+		} else {
+			kw, err = w.kv.WatchAll(ctx)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -309,7 +331,7 @@ func (s *Service) Run(ctx context.Context) error {
 		ws[i] = kw
 	}
 
-	// Initial values: nothing is planned or answered before all three are in.
+	// Initial values: nothing is planned or answered before all are in.
 	s.mu.Lock()
 	s.v.loading = true
 	s.mu.Unlock()
@@ -324,6 +346,8 @@ func (s *Service) Run(ctx context.Context) error {
 			err = s.initial(1, e, ok, loaded)
 		case e, ok := <-ws[2].Updates():
 			err = s.initial(2, e, ok, loaded)
+		case e, ok := <-ws[3].Updates():
+			err = s.initial(3, e, ok, loaded)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -338,9 +362,10 @@ func (s *Service) Run(ctx context.Context) error {
 	s.v.rescan()
 	t := s.v.totals()
 	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())
+	paused := s.sw.sw.Paused
 	s.mu.Unlock()
 	s.log.Info("planner view loaded", "shards", t.shards, "objects", t.objects,
-		"under_replicated", t.underReplicated, "lost", t.lost)
+		"under_replicated", t.underReplicated, "lost", t.lost, "heal_paused", paused)
 
 	// The lease: its own goroutine renews it or tries to take it, and
 	// signals every change of hands.
@@ -395,6 +420,8 @@ func (s *Service) Run(ctx context.Context) error {
 			err = s.update(bus.BucketLiveness, e, ok)
 		case e, ok := <-ws[2].Updates():
 			err = s.update(bus.BucketPlacement, e, ok)
+		case e, ok := <-ws[3].Updates():
+			err = s.updateSwitch(ctx, e, ok)
 		case <-leaseChanged:
 			held := s.lease.held(s.now())
 			if act != nil && (!held || s.lease.term.Load() != act.term) {
@@ -447,6 +474,10 @@ type acting struct {
 	// duplicate copies already made.
 	gateUntil  time.Time
 	gateLogged bool
+	// bg runs the background inventory checks on bgCtx (cancelled with
+	// result handling).
+	bg    sync.WaitGroup
+	bgCtx context.Context
 }
 
 // startActing takes over: forgets flights of an earlier term, re-reads the
@@ -458,6 +489,13 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 	act := &acting{term: s.lease.term.Load()}
 	s.mu.Lock()
 	s.v.clearFlights()
+	// Copies another planner found lacking were known to it alone: check
+	// every live node holding shards again (with AutoHeal).
+	for i := range s.v.nodes {
+		if n := &s.v.nodes[i]; n.registered && n.shards > 0 && n.effState().Live() {
+			s.v.wantReconcile(nodeRef(i))
+		}
+	}
 	s.mu.Unlock()
 	if err := s.seedFlights(ctx); err != nil {
 		s.stopActing(act, false)
@@ -472,6 +510,7 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	act.cancel = cancel
+	act.bgCtx = rctx
 	act.cons, act.cc, err = s.consumeResults(rctx)
 	if err != nil {
 		s.stopActing(act, false)
@@ -508,6 +547,7 @@ func (s *Service) stopActing(act *acting, clean bool) {
 	if act.cancel != nil {
 		act.cancel()
 	}
+	act.bg.Wait()
 	s.m.acting.Set(0)
 	s.m.inFlight.Set(0)
 	s.acting.Store(false)
@@ -527,7 +567,7 @@ func allTrue(b []bool) bool {
 	return true
 }
 
-var bucketOf = []string{bus.BucketNodes, bus.BucketLiveness, bus.BucketPlacement}
+var bucketOf = []string{bus.BucketNodes, bus.BucketLiveness, bus.BucketPlacement, bus.BucketControl}
 
 // initial applies one entry of the initial load of watch i.
 func (s *Service) initial(i int, e jetstream.KeyValueEntry, ok bool, loaded []bool) error {
@@ -536,6 +576,10 @@ func (s *Service) initial(i int, e jetstream.KeyValueEntry, ok bool, loaded []bo
 	}
 	if e == nil {
 		loaded[i] = true
+		return nil
+	}
+	if bucketOf[i] == bus.BucketControl {
+		s.applySwitch(e)
 		return nil
 	}
 	s.apply(bucketOf[i], e)
@@ -560,7 +604,8 @@ func (s *Service) open(ctx context.Context) error {
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
-	}{{bus.BucketNodes, &s.kvNodes}, {bus.BucketLiveness, &s.kvLive}, {bus.BucketPlacement, &s.kvPlace}, {bus.BucketObjects, &s.kvObjects}} {
+	}{{bus.BucketNodes, &s.kvNodes}, {bus.BucketLiveness, &s.kvLive}, {bus.BucketPlacement, &s.kvPlace},
+		{bus.BucketObjects, &s.kvObjects}, {bus.BucketControl, &s.kvCtl}} {
 		kv, err := s.js.KeyValue(ctx, b.name)
 		if err != nil {
 			return fmt.Errorf("open bucket %s: %w", b.name, err)
@@ -602,8 +647,18 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, fmt.Errorf("node %q: %v", key, err))
 			return false
 		}
+		asked := false
+		if r, ok := s.v.nodeIdx[n.ID]; ok {
+			asked = s.v.nodes[r].needReconcile
+		}
 		if err := s.v.setNode(n); err != nil {
 			s.malformed(bucket, err)
+			return false
+		}
+		r := s.v.nodeIdx[n.ID]
+		if !asked && s.v.nodes[r].needReconcile {
+			s.log.Info("node registered anew while the map lists it: checking its inventory", "node", n.ID, "boot_id", n.BootID)
+			return true
 		}
 		return s.v.needRescan
 	case bus.BucketLiveness:
@@ -684,7 +739,12 @@ func (s *Service) onHeartbeat(msg *nats.Msg) {
 	}
 	s.mu.Lock()
 	s.v.heartbeat(hb.Node, hb.UsedBytes, hb.CapacityBytes, s.now())
+	asked := s.v.bootSeen(hb.Node, hb.BootID)
 	s.mu.Unlock()
+	if asked {
+		s.log.Info("node booted anew while the map lists it: checking its inventory", "node", hb.Node, "boot_id", hb.BootID)
+		s.plan()
+	}
 }
 
 // seedHeartbeats reads each registered node's last heartbeat from its
@@ -717,6 +777,7 @@ func (s *Service) seedHeartbeats(ctx context.Context) {
 		s.mu.Lock()
 		if r, ok := s.v.nodeIdx[id]; ok && s.v.nodes[r].hbAt.IsZero() {
 			s.v.heartbeat(id, hb.UsedBytes, hb.CapacityBytes, m.Time)
+			s.v.bootSeen(id, hb.BootID)
 		}
 		s.mu.Unlock()
 	}

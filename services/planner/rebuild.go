@@ -21,6 +21,7 @@ type rebuildPlan struct {
 	reads   []nodeRef // the holders read, one per piece read (K): decision.sources starts with them
 	holder  []int     // per stripe index: the live holder the task names (-1: missing)
 	size    int64     // one piece's size
+	inPlace []bool    // per piece: its target is a holder whose disk lacks it
 }
 
 // readChoice is a live piece that could be read, with its best holder.
@@ -35,10 +36,12 @@ type readChoice struct {
 // can run now: every piece of the stripe is in the map, no rebuild of the
 // stripe is in flight or planned this round, no missing piece backs off,
 // K pieces can be read from holders below their out cap (up holders first,
-// the least busy first), and every missing piece gets a target
-// (placement.ChooseRebuildTargets: no node holding any piece of the stripe,
-// at most M pieces per rack where racks allow, least loaded) or has none at
-// all (it is left for later; the others go now). It does not change the view.
+// the least busy first), and every missing piece gets a target or has none
+// at all (it is left for later; the others go now). A piece whose listed
+// holder lacks it goes back onto that holder (inPlaceTarget); the others get
+// new homes (placement.ChooseRebuildTargets: no node holding any piece of
+// the stripe, at most M pieces per rack where racks allow, least loaded).
+// It does not change the view.
 func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 	g := v.group(h)
 	if g == nil || g.rb != nil || pc.planned[g] || g.present != g.k+g.m {
@@ -131,25 +134,50 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		}
 	}
 	size := v.rec(missing[0]).size
-	firstID := v.ids.String(missing[0])
-	opt := placement.RebuildOptions{M: g.m, Size: size, MaxTasks: pc.maxIn, MaxFill: pc.lim.maxFill,
-		Salt: placement.Salt(firstID), Exclude: avoid}
 	racks := v.stripeRacks(g, noPiece)
-	tgs, err := placement.ChooseRebuildTargets(len(missing), holders, racks, cands, opt)
-	if len(avoid) > 0 && (err != nil || found(tgs) < len(missing) || (relaxed(tgs) && attempt < relaxAfterAttempt)) {
-		// Avoiding the failed targets leaves a piece without one or breaks
-		// the rack rule: retry them, until relaxAfterAttempt failures.
-		opt.Exclude = nil
-		tgs2, err2 := placement.ChooseRebuildTargets(len(missing), holders, racks, cands, opt)
+	// Pieces back onto the holders lacking them first.
+	tgs := make([]placement.Target, len(missing))
+	inPlace := make([]bool, len(missing))
+	var fresh []int // indexes into missing of the pieces needing a new home
+	for i, p := range missing {
+		x, ans := v.inPlaceTarget(p, size, pc)
 		switch {
-		case err2 == nil && (err != nil || found(tgs2) > found(tgs) || (found(tgs2) == found(tgs) && relaxed(tgs) && !relaxed(tgs2))):
-			tgs, err = tgs2, nil
-		case err == nil && relaxed(tgs) && attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy):
-			return decision{}, false // the rack-keeping target is busy: wait for it
+		case ans == inPlaceWait:
+			return decision{}, false
+		case ans == inPlaceGo && !slices.ContainsFunc(tgs[:i], func(t placement.Target) bool { return t.Index == int(x) }):
+			tgs[i], inPlace[i] = placement.Target{Index: int(x)}, true
+			racks[cands[x].Rack]++
+		default:
+			tgs[i] = placement.Target{Index: -1}
+			fresh = append(fresh, i)
 		}
 	}
-	if err != nil {
-		return decision{}, false
+	if len(fresh) > 0 {
+		firstID := v.ids.String(missing[fresh[0]])
+		opt := placement.RebuildOptions{M: g.m, Size: size, MaxTasks: pc.maxIn, MaxFill: pc.lim.maxFill,
+			Salt: placement.Salt(firstID), Exclude: avoid}
+		ftgs, err := placement.ChooseRebuildTargets(len(fresh), holders, racks, cands, opt)
+		if len(avoid) > 0 && (err != nil || found(ftgs) < len(fresh) || (relaxed(ftgs) && attempt < relaxAfterAttempt)) {
+			// Avoiding the failed targets leaves a piece without one or breaks
+			// the rack rule: retry them, until relaxAfterAttempt failures.
+			opt.Exclude = nil
+			tgs2, err2 := placement.ChooseRebuildTargets(len(fresh), holders, racks, cands, opt)
+			switch {
+			case err2 == nil && (err != nil || found(tgs2) > found(ftgs) || (found(tgs2) == found(ftgs) && relaxed(ftgs) && !relaxed(tgs2))):
+				ftgs, err = tgs2, nil
+			case err == nil && relaxed(ftgs) && attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy):
+				return decision{}, false // the rack-keeping target is busy: wait for it
+			}
+		}
+		switch {
+		case err == nil:
+			for k, i := range fresh {
+				tgs[i] = ftgs[k]
+			}
+		case errors.Is(err, placement.ErrBusy) || len(fresh) == len(missing):
+			return decision{}, false
+		}
+		// Otherwise no node can take the others: the in-place pieces go alone.
 	}
 	rp := &rebuildPlan{group: g, reads: reads, holder: holder, size: size}
 	anyRelaxed := false
@@ -159,6 +187,7 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		}
 		rp.pieces = append(rp.pieces, missing[i])
 		rp.targets = append(rp.targets, nodeRef(tg.Index))
+		rp.inPlace = append(rp.inPlace, inPlace[i])
 		anyRelaxed = anyRelaxed || tg.RackRelaxed
 	}
 	// Sources: the reads first, then every other live holder, up ones and
@@ -194,6 +223,11 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		if inc := v.incident(p); inc != incidentNone {
 			incident = inc
 			break
+		}
+	}
+	for i, in := range rp.inPlace {
+		if in && incident == incidentNone {
+			incident = healIncidentPrefix + v.nodes[rp.targets[i]].id
 		}
 	}
 	return decision{
@@ -251,7 +285,7 @@ func (v *view) reserveRebuild(d decision, now time.Time, timeout time.Duration) 
 	rb := &rebuildFlight{task: v.taskID(d), serial: d.serial, group: rp.group, pieces: rp.pieces, reads: rp.reads}
 	for i, p := range rp.pieces {
 		v.startFlight(p, &flight{task: rb.task, target: rp.targets[i], bytes: rp.size, attempt: d.attempt,
-			serial: d.serial, deadline: now.Add(timeout), incident: d.incident, rb: rb})
+			serial: d.serial, deadline: now.Add(timeout), incident: d.incident, rb: rb, inPlace: rp.inPlace[i]})
 	}
 }
 
@@ -340,7 +374,7 @@ func (v *view) seedRebuild(t event.Task, seq uint64, deadline time.Time) bool {
 			r.expires = deadline
 		}
 		v.startFlight(p, &flight{task: t.Task, target: targets[i], bytes: v.rec(p).size, attempt: max(t.Attempt, 1),
-			serial: serial, deadline: deadline, seq: seq, incident: t.Incident, rb: rb})
+			serial: serial, deadline: deadline, seq: seq, incident: t.Incident, rb: rb, inPlace: v.holds(p, targets[i])})
 	}
 	return true
 }

@@ -135,10 +135,11 @@ func (s *Service) resultsPending(ctx context.Context, act *acting) (uint64, erro
 	return uint64(info.NumAckPending) + info.NumPending, nil
 }
 
-// tick runs one planning round: forget expired tasks, issue new copies and
-// trims, announce lost shards, refresh the gauges. It returns how soon to
-// plan again when the byte cap held copies back (0: no need). It does
-// nothing unless the lease is held.
+// tick runs one planning round: forget expired tasks, start the inventory
+// checks that are due, issue new copies and trims (none while paused), drop
+// holders lacking shards that are whole without them, announce lost shards,
+// refresh the gauges. It returns how soon to plan again when the byte cap
+// held copies back (0: no need). It does nothing unless the lease is held.
 func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	now := s.now()
 	if !s.lease.held(now) {
@@ -156,6 +157,7 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 		act.gateUntil = time.Time{}
 	}
 	s.expireFlights(ctx, now)
+	s.startReconciles(act)
 
 	s.mu.Lock()
 	s.v.expire(now)
@@ -169,6 +171,9 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	}
 	for _, t := range p.trims {
 		s.trim(ctx, t)
+	}
+	if len(p.drops) > 0 {
+		s.drops(ctx, p.drops)
 	}
 	s.announceLost(ctx)
 	s.refreshGauges()
@@ -245,6 +250,27 @@ func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 // a piece of a rebuild, every piece of its task still open. When it was the
 // last attempt of its round it returns the report to publish.
 func (s *Service) failedLocked(h uint32, f *flight, cause string, now time.Time, avoid bool) *event.Failed {
+	// A copy back in place that failed leaves its target lacking the shard
+	// (a planner that took over knows it only from the task).
+	type back struct {
+		h uint32
+		r nodeRef
+	}
+	var backs []back
+	if f.rb != nil {
+		for _, p := range s.v.openPieces(f.rb) {
+			if pf := s.v.flights[p]; pf.inPlace {
+				backs = append(backs, back{p, pf.target})
+			}
+		}
+	} else if f.inPlace {
+		backs = append(backs, back{h, f.target})
+	}
+	defer func() {
+		for _, b := range backs {
+			s.v.markMissing(b.h, b.r)
+		}
+	}()
 	kind := event.KindCopy
 	if f.rb != nil {
 		kind = event.KindRebuild
@@ -502,9 +528,9 @@ func (s *Service) trim(ctx context.Context, td trimDecision) {
 		return
 	}
 	s.mu.Lock()
-	up := 0
+	up := 0 // holders up and not lacking the shard
 	for _, n := range p.Nodes {
-		if r, ok := s.v.nodeIdx[n]; ok && s.v.nodes[r].effState() == model.StateUp {
+		if r, ok := s.v.nodeIdx[n]; ok && s.v.nodes[r].effState() == model.StateUp && !s.v.isMissing(td.shard, r) {
 			up++
 		}
 	}
@@ -596,7 +622,14 @@ func (s *Service) announceLost(ctx context.Context) {
 func (s *Service) refreshGauges() {
 	s.mu.Lock()
 	t := s.v.totals()
+	single, _ := s.v.singleCopy()
+	lacking := 0
+	for i := range s.v.nodes {
+		lacking += s.v.nodes[i].missing
+	}
 	s.mu.Unlock()
+	s.m.singleCopy.Set(float64(single))
+	s.m.lacking.Set(float64(lacking))
 	s.m.underReplicated.Set(float64(t.underReplicated))
 	s.m.lost.Set(float64(t.lost))
 	s.m.bytesRemaining.Set(float64(t.bytesRemaining))
@@ -613,6 +646,7 @@ func (s *Service) publishProgress(ctx context.Context) {
 	now := s.now()
 	s.mu.Lock()
 	p := s.v.progress(now, s.cfg.StallAfter)
+	p.Paused = s.pausedLocked()
 	announce := p.Stalled && !s.v.stallSent
 	s.v.stallSent = p.Stalled
 	idle := now.Sub(s.v.idleSince()).Seconds()

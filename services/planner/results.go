@@ -26,15 +26,15 @@ const nonFinalRecheck = 10 * time.Second
 // idempotent update.
 const resultsAckWait = 10 * time.Second
 
-// consumeResults starts the durable consumer of mover results; handling
-// stops when ctx ends.
+// consumeResults starts the durable consumer of mover results and of the
+// storage nodes' corrupt-copy reports; handling stops when ctx ends.
 func (s *Service) consumeResults(ctx context.Context) (jetstream.Consumer, jetstream.ConsumeContext, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cons, err := s.js.CreateOrUpdateConsumer(cctx, bus.StreamEvents, jetstream.ConsumerConfig{
 		Durable:        bus.PlannerConsumer,
-		Description:    "planner: repair results",
-		FilterSubjects: []string{event.DonePrefix + ">", event.FailedPrefix + ">"},
+		Description:    "planner: repair results and corrupt-copy reports",
+		FilterSubjects: []string{event.DonePrefix + ">", event.FailedPrefix + ">", event.CorruptPrefix + ">"},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        resultsAckWait,
@@ -72,6 +72,13 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 			break
 		}
 		s.onFailed(ctx, f)
+	case strings.HasPrefix(subj, event.CorruptPrefix):
+		var c event.Corrupt
+		if derr := event.Decode(msg.Data(), &c); derr != nil || c.Node != event.LastToken(subj) {
+			s.malformed(strings.TrimSuffix(event.CorruptPrefix, "."), fmt.Errorf("corrupt report on %s: %v", subj, derr))
+			break
+		}
+		s.onCorrupt(c)
 	default:
 		s.malformed(subj, errors.New("unexpected result subject"))
 	}
@@ -86,7 +93,9 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 // onDone records a verified copy in the placement map (compare-and-set; the
 // down holders stay listed). The task leaves the in-flight set when the map
 // watch shows the new holder, so the shard is never planned twice in between.
-// A copy of a shard no longer in the map is scheduled for deletion.
+// A copy back onto a holder that lacked the shard changes nothing in the map:
+// the holder counts again at once. A copy of a shard no longer in the map is
+// scheduled for deletion.
 func (s *Service) onDone(ctx context.Context, d event.Done) error {
 	if d.Kind == event.KindDelete {
 		s.endTrim(d.Shard, d.Task)
@@ -98,6 +107,15 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 		rev   uint64
 	)
 	if h, ok := s.v.ids.Lookup(d.Shard); ok {
+		if r, known := s.v.nodeIdx[d.Target]; known && s.v.landedInPlace(h, r, d.Task) {
+			s.v.verifiedCopy(d.Bytes, s.now())
+			s.mu.Unlock()
+			s.m.repairedBytes.Add(float64(d.Bytes))
+			s.m.healedInPlace.Inc()
+			s.log.Debug("copy back in place recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
+			s.plan()
+			return nil
+		}
 		if f := s.v.flights[h]; f != nil && f.task == d.Task && f.entry != nil {
 			e := *f.entry
 			e.Nodes = slices.Clone(e.Nodes)

@@ -104,7 +104,7 @@ func (v *view) group(h uint32) *stripeGroup {
 	if !v.layouts[s.layout].Erasure() {
 		return nil
 	}
-	for _, g := range v.stripes[stripeKey{s.objHash, s.stripe, s.layout}] {
+	for _, g := range v.stripes[stripeKey{s.tag, s.stripe, s.layout}] {
 		if int(s.index) < len(g.pieces) && g.pieces[s.index] == h {
 			return g
 		}
@@ -116,7 +116,7 @@ func (v *view) group(h uint32) *stripeGroup {
 // stripe's group, creating the group on its first piece.
 func (v *view) enstripe(h uint32, p model.Placement, sum [32]byte) *stripeGroup {
 	s := v.rec(h)
-	key := stripeKey{s.objHash, s.stripe, s.layout}
+	key := stripeKey{s.tag, s.stripe, s.layout}
 	g := v.findGroup(key, p.ObjectID)
 	if g == nil {
 		n := p.Layout.K + p.Layout.M
@@ -146,7 +146,7 @@ func (v *view) unstripe(h uint32) *stripeGroup {
 	g.pieces[s.index] = noPiece
 	g.present--
 	if g.present == 0 {
-		key := stripeKey{s.objHash, s.stripe, s.layout}
+		key := stripeKey{s.tag, s.stripe, s.layout}
 		gs := v.stripes[key]
 		for i, x := range gs {
 			if x == g {
@@ -207,11 +207,15 @@ func (v *view) refreshStripe(g *stripeGroup) {
 }
 
 // liveHolders returns h's live holders, up ones first, leaving out skip
-// (a node whose copy is being deleted; -1: none).
+// (a node whose copy is being deleted; -1: none) and holders whose disk
+// lacks the shard.
 func (v *view) liveHolders(h uint32, skip int) []nodeRef {
 	var up, other []nodeRef
 	for _, r := range v.holders(h) {
 		if int(r) == skip {
+			continue
+		}
+		if v.isMissing(h, r) {
 			continue
 		}
 		switch st := v.nodes[r].effState(); {
@@ -236,7 +240,7 @@ func (v *view) stripeRacks(g *stripeGroup, except uint32) map[string]int {
 		seen = seen[:0]
 		for _, r := range v.holders(p) {
 			n := &v.nodes[r]
-			if !n.effState().Live() || slices.Contains(seen, n.rack) {
+			if !n.effState().Live() || slices.Contains(seen, n.rack) || v.isMissing(p, r) {
 				continue
 			}
 			seen = append(seen, n.rack)

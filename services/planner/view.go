@@ -35,6 +35,7 @@ const (
 const (
 	flagLostSent uint8 = 1 << iota // event.Lost published for this loss
 	flagSurplus                    // listed in view.surplus
+	flagMissing                    // a listed holder lacks it (see view.lacks)
 )
 
 // node is everything the planner knows about one node id: its registration,
@@ -61,6 +62,18 @@ type node struct {
 	allocBytes        int64 // bytes allocated to it and not yet committed
 
 	returning bool // it was down and came back (cleared when it goes down again)
+
+	bootID  string // the boot id of its registration or last heartbeat ("" unknown)
+	missing int    // shards whose entry lists the node while its disk lacks them
+
+	// needReconcile asks for its inventory to be checked against the map
+	// (a new boot, a return from down, a takeover); reconciling is set while
+	// a check runs. Trims of shards it holds wait for both to clear.
+	needReconcile  bool
+	reconciling    bool
+	reconcileGen   int       // bumped by every request, so a check cannot clear a newer one
+	reconcileAt    time.Time // not before (backoff after a failed check)
+	reconcileTries int
 }
 
 // effState is the state the planner acts on: an unregistered node is down,
@@ -78,9 +91,12 @@ func (n *node) effState() model.State {
 // shard is one placement-map entry, 32 bytes. The id lives in the intern
 // table; the checksum is re-read from the map when a task is issued.
 type shard struct {
-	size    int64
-	stripe  uint32
-	objHash uint32 // groups the pieces of an erasure-coded stripe
+	size   int64
+	stripe uint32
+	// tag is, for an erasure-coded piece, a hash of its object id (it groups
+	// the pieces of a stripe); for a replicated shard, the first four bytes
+	// of its SHA-256 (an inventory check compares it).
+	tag     uint32
 	holders [inlineHolders]nodeRef
 	nh      uint8 // number of holders (> inlineHolders: see view.spill)
 	index   uint8
@@ -104,6 +120,9 @@ type flight struct {
 	entry    *model.Placement // the entry as read then (nil: unknown)
 	incident string
 	rb       *rebuildFlight // the rebuild task this piece belongs to (nil: a copy)
+	// inPlace marks a copy back onto a holder whose disk lacks the shard: it
+	// lands when the mover reports it done (the map already lists the target).
+	inPlace bool
 }
 
 // trimFlight is a surplus copy being removed: the map no longer lists node
@@ -133,6 +152,9 @@ const retryMemory = 10 * time.Minute
 type policy struct {
 	maxAttempts int           // failed attempts before a shard is parked
 	retryLater  time.Duration // how long it stays parked
+	// autoHeal checks a node's inventory when it boots anew while live, or
+	// comes back from down (see wantReconcile).
+	autoHeal bool
 }
 
 // allocation is bytes promised to nodes by an allocate call, counted as
@@ -184,6 +206,10 @@ type view struct {
 	trims       map[uint32]*trimFlight
 	retries     map[uint32]*retry
 	allocs      map[string]*allocation
+	// lacks lists, per shard (flagMissing set), the holders its entry
+	// names whose disk lacks it (an inventory check or a corrupt report
+	// found it): their copies do not count until a copy back lands.
+	lacks map[uint32][]nodeRef
 
 	rate         rateMeter
 	verified     int64     // bytes verified by copies since start
@@ -211,6 +237,7 @@ func newView(clock func() time.Time, pol policy) *view {
 		trims:      make(map[uint32]*trimFlight),
 		retries:    make(map[uint32]*retry),
 		allocs:     make(map[string]*allocation),
+		lacks:      make(map[uint32][]nodeRef),
 		rate:       rateMeter{window: 20 * time.Second},
 	}
 }
@@ -241,21 +268,57 @@ func (v *view) setNode(n model.Node) error {
 	nd := &v.nodes[r]
 	if !nd.registered {
 		v.needRescan = true
+		if !v.loading && nd.shards > 0 {
+			v.wantReconcile(r) // registered again while the map lists it
+		}
 	}
 	nd.registered, nd.rack, nd.addr, nd.capacity = true, n.Rack, n.Addr, n.CapacityBytes
+	v.noteBoot(r, n.BootID)
 	return nil
 }
 
-// noteTransition records, on a verdict, a node coming back from down
-// (returning) or going down.
-func (n *node) noteTransition(before model.State) {
+// noteBoot records the boot id a node reports; a new one while the node is
+// live (back inside the grace, or in maintenance) asks for its inventory to
+// be checked: its disk may be empty or partial. It reports whether it asked.
+func (v *view) noteBoot(r nodeRef, boot string) bool {
+	nd := &v.nodes[r]
+	if boot == "" || boot == nd.bootID {
+		return false
+	}
+	asked := false
+	if nd.bootID != "" && nd.effState().Live() && v.pol.autoHeal {
+		v.wantReconcile(r)
+		asked = true
+	}
+	nd.bootID = boot
+	return asked
+}
+
+// noteTransition records a change of a node's effective state from before:
+// coming back from down (returning; its inventory is checked before its
+// copies can be trimmed against) or going down.
+func (v *view) noteTransition(r nodeRef, before model.State) {
+	n := &v.nodes[r]
 	after := n.effState()
 	switch {
 	case !after.Live():
 		n.returning = false
 	case !before.Live():
 		n.returning = true
+		v.wantReconcile(r)
 	}
+}
+
+// wantReconcile asks for node r's inventory to be checked (with autoHeal).
+func (v *view) wantReconcile(r nodeRef) {
+	if !v.pol.autoHeal {
+		return
+	}
+	n := &v.nodes[r]
+	n.needReconcile = true
+	n.reconcileGen++
+	n.reconcileTries = 0
+	n.reconcileAt = time.Time{}
 }
 
 // removeNode forgets a registration (the node's copies stop counting).
@@ -281,7 +344,7 @@ func (v *view) setLiveness(l model.Liveness) (bool, error) {
 	changed := before != nd.effState()
 	if changed {
 		v.needRescan = true
-		nd.noteTransition(before)
+		v.noteTransition(r, before)
 	}
 	return changed, nil
 }
@@ -299,7 +362,7 @@ func (v *view) clearLiveness(id string) bool {
 	changed := before != nd.effState()
 	if changed {
 		v.needRescan = true
-		nd.noteTransition(before)
+		v.noteTransition(r, before)
 	}
 	return changed
 }
@@ -311,6 +374,14 @@ func (v *view) heartbeat(id string, used, capacity int64, now time.Time) {
 		nd := &v.nodes[r]
 		nd.hbUsed, nd.hbCapacity, nd.hbAt = used, capacity, now
 	}
+}
+
+// bootSeen records the boot id a node's heartbeat carries (see noteBoot).
+func (v *view) bootSeen(id, boot string) bool {
+	if r, ok := v.nodeIdx[id]; ok {
+		return v.noteBoot(r, boot)
+	}
+	return false
 }
 
 func (v *view) rec(h uint32) *shard { return &v.pages[h>>pageBits][h&(pageSize-1)] }
@@ -332,9 +403,17 @@ func (v *view) liveCount(h uint32) int {
 	return live
 }
 
-// counts returns how many holders of h are live and how many are up.
+// counts returns how many holders of h are live and how many are up; a
+// holder whose disk lacks the shard (missing) counts as neither.
 func (v *view) counts(h uint32) (live, up int) {
+	var miss []nodeRef
+	if v.rec(h).flags&flagMissing != 0 {
+		miss = v.lacks[h]
+	}
 	for _, r := range v.holders(h) {
+		if miss != nil && slices.Contains(miss, r) {
+			continue
+		}
 		switch st := v.nodes[r].effState(); {
 		case st == model.StateUp:
 			live++
@@ -400,8 +479,13 @@ func (v *view) upsertPlacement(p model.Placement) (landed bool, err error) {
 		was = v.unstripe(h)
 		v.account(h, -1)
 		delete(v.spill, h)
+		v.pruneMarks(h, refs)
 	}
-	s.size, s.stripe, s.objHash = p.Size, uint32(p.Stripe), objHash(p.ObjectID)
+	tag := shaTag(p.SHA256)
+	if p.Layout.Erasure() {
+		tag = objHash(p.ObjectID)
+	}
+	s.size, s.stripe, s.tag = p.Size, uint32(p.Stripe), tag
 	s.index, s.layout, s.nh = uint8(p.Index), li, uint8(len(refs))
 	if len(refs) > inlineHolders {
 		v.spill[h] = refs
@@ -413,7 +497,7 @@ func (v *view) upsertPlacement(p model.Placement) (landed bool, err error) {
 	if p.Layout.Erasure() {
 		g = v.enstripe(h, p, sum)
 	}
-	if f := v.flights[h]; f != nil && v.holds(h, f.target) {
+	if f := v.flights[h]; f != nil && !f.inPlace && v.holds(h, f.target) {
 		v.endFlight(h)
 		landed = true
 	}
@@ -448,6 +532,7 @@ func (v *view) removePlacement(id string) bool {
 	v.unqueue(h)
 	v.unsurplus(h)
 	delete(v.shortSince, h)
+	v.pruneMarks(h, nil)
 	v.account(h, -1)
 	if v.flights[h] != nil {
 		v.endFlight(h)
@@ -793,8 +878,11 @@ func (v *view) seedFlight(t event.Task, seq uint64, deadline time.Time) bool {
 		return false
 	}
 	r.attempt = max(t.Attempt, 1)
+	// A copy onto a node the entry lists already is a copy back in place:
+	// it lands when its result comes, not when the map names the target.
 	v.startFlight(h, &flight{task: t.Task, target: tg, source: src, bytes: t.Bytes,
-		attempt: max(t.Attempt, 1), serial: serial, deadline: deadline, seq: seq, incident: t.Incident})
+		attempt: max(t.Attempt, 1), serial: serial, deadline: deadline, seq: seq, incident: t.Incident,
+		inPlace: v.holds(h, tg)})
 	return true
 }
 

@@ -15,10 +15,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/shardapi"
+	"github.com/rehome/rehome/shared/telemetry"
 )
 
 const (
@@ -59,6 +63,25 @@ func (a *api) handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	return a.observe(a.guard(mux))
+}
+
+// traced wraps h so that a /v1 request arriving with a W3C trace context
+// (a mover's GET or PUT) is served in a server span, child of the caller's,
+// named after its route ("PUT /v1/shards/{id}"). Requests without one, and
+// /healthz and /metrics, are served untraced: a client that does not trace
+// starts no trace here.
+func traced(h http.Handler, tp trace.TracerProvider) http.Handler {
+	return otelhttp.NewHandler(h, "storage",
+		otelhttp.WithTracerProvider(telemetry.Provider(tp)),
+		otelhttp.WithPropagators(telemetry.Propagator()),
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			if !strings.HasPrefix(r.URL.Path, "/v1/") {
+				return false
+			}
+			ctx := telemetry.Propagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+			return trace.SpanContextFromContext(ctx).IsValid()
+		}),
+	)
 }
 
 // fail answers with code and a one-line plain-text message.
@@ -208,9 +231,9 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 			drain(r)
 		}
 		if code >= 500 {
-			a.log.Error("put failed", "shard", id, "err", err)
+			a.log.ErrorContext(r.Context(), "put failed", "shard", id, "err", err)
 		} else {
-			a.log.Debug("put refused", "shard", id, "code", code, "err", err)
+			a.log.DebugContext(r.Context(), "put refused", "shard", id, "code", code, "err", err)
 		}
 		fail(w, code, err.Error())
 		return
@@ -255,7 +278,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	rd, info, err := a.store.Get(id)
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {
-			a.log.Warn("shard damaged, quarantined", "shard", id, "err", err)
+			a.log.WarnContext(r.Context(), "shard damaged, quarantined", "shard", id, "err", err)
 		}
 		fail(w, statusOf(err), err.Error())
 		return
@@ -270,9 +293,9 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {
-			a.log.Warn("shard failed verification while sent, transfer cut", "shard", id, "err", err)
+			a.log.WarnContext(r.Context(), "shard failed verification while sent, transfer cut", "shard", id, "err", err)
 		} else {
-			a.log.Debug("get cut short", "shard", id, "sent", n, "err", err)
+			a.log.DebugContext(r.Context(), "get cut short", "shard", id, "sent", n, "err", err)
 		}
 		// The client must see a broken transfer, never bytes that did not verify.
 		panic(http.ErrAbortHandler)

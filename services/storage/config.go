@@ -6,6 +6,8 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/rehome/rehome/shared/model"
 )
 
@@ -56,6 +58,11 @@ type Config struct {
 	// counted (the planner's inventory check still sees the shard missing).
 	// Default 1024.
 	CorruptQueue int
+
+	// TracerProvider receives the spans of shard requests that arrive with a
+	// trace context (a mover's copy); nil (the default) uses otel's global
+	// provider, which telemetry.Setup installs (a no-op when tracing is off).
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults.

@@ -18,7 +18,13 @@ type metrics struct {
 	bytesRead     prometheus.Counter
 	heartbeats    prometheus.Counter
 	registrations *prometheus.CounterVec
+	// malformed counts requests from the bus dropped as malformed, by
+	// subject (the inventory requests: control.InventoryPrefix).
+	malformed *prometheus.CounterVec
 }
+
+// malformedInventory is the subject label of malformed inventory requests.
+const malformedInventory = "rehome.ctl.inventory"
 
 func newMetrics(reg *prometheus.Registry, u usage, capacity int64) *metrics {
 	m := &metrics{
@@ -42,9 +48,14 @@ func newMetrics(reg *prometheus.Registry, u usage, capacity int64) *metrics {
 			Name: "rehome_storage_registrations_total",
 			Help: "Attempts to write the node record to the nodes bucket, by result.",
 		}, []string{"result"}),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rehome_storage_malformed_events_total",
+			Help: "Messages from the bus dropped as malformed, by subject (inventory requests that are not valid JSON requests or have no reply subject).",
+		}, []string{"subject"}),
 	}
+	m.malformed.WithLabelValues(malformedInventory)
 	reg.MustRegister(
-		m.requests, m.bytesWritten, m.bytesRead, m.heartbeats, m.registrations,
+		m.requests, m.bytesWritten, m.bytesRead, m.heartbeats, m.registrations, m.malformed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rehome_storage_shards",
 			Help: "Shards stored on this node.",

@@ -386,7 +386,8 @@ func TestInventoryPagesOverTheBus(t *testing.T) {
 	}
 	bustest.Eventually(t, 10*time.Second, "requests counted", func() bool {
 		return metric(t, svc, "rehome_storage_inventory_requests_total", "result", "invalid") == 7 &&
-			metric(t, svc, "rehome_storage_inventory_requests_total", "result", "ok") == 4
+			metric(t, svc, "rehome_storage_inventory_requests_total", "result", "ok") == 4 &&
+			metric(t, svc, "rehome_storage_malformed_events_total", "subject", "rehome.ctl.inventory") == 7
 	})
 }
 

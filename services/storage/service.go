@@ -135,7 +135,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 		log:      log,
 	}
 	s.srv = &http.Server{
-		Handler:           a.handler(),
+		Handler:           traced(a.handler(), cfg.TracerProvider),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -243,6 +243,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) answerInventory(msg *nats.Msg) {
 	if msg.Reply == "" {
 		s.invReqs.WithLabelValues(inventoryInvalid).Inc()
+		s.m.malformed.WithLabelValues(malformedInventory).Inc()
 		s.log.Debug("inventory request without a reply subject dropped")
 		return
 	}
@@ -252,6 +253,9 @@ func (s *Service) answerInventory(msg *nats.Msg) {
 	}
 	reply, result := inventoryReply(s.store, s.cfg.ID, s.bootID, msg.Data, maxPayload)
 	s.invReqs.WithLabelValues(result).Inc()
+	if result == inventoryInvalid {
+		s.m.malformed.WithLabelValues(malformedInventory).Inc()
+	}
 	if result != inventoryOK {
 		s.log.Debug("inventory request refused", "result", result, "body", truncate(msg.Data, 200))
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/telemetry"
 )
 
 // DefaultURL is where the CLI and services look for NATS unless told otherwise.
@@ -186,20 +187,33 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, out any) erro
 }
 
 // Publish encodes p and publishes it to JetStream on subject, with msgID as the
-// dedup id when non-empty. It blocks until the stream acknowledges.
+// dedup id when non-empty. The trace context of ctx, if any, travels in the
+// message headers (W3C traceparent; a consumer continues the trace with
+// telemetry.Extract(ctx, msg.Headers()) or telemetry.StartProcess). It blocks
+// until the stream acknowledges.
 func Publish(ctx context.Context, js jetstream.JetStream, subject string, p event.Payload, msgID string) error {
+	_, err := PublishAck(ctx, js, subject, p, msgID)
+	return err
+}
+
+// PublishAck is Publish returning the stream's acknowledgement, whose
+// Duplicate is set when msgID was already seen inside the stream's
+// duplicates window (nothing was stored).
+func PublishAck(ctx context.Context, js jetstream.JetStream, subject string, p event.Payload, msgID string) (*jetstream.PubAck, error) {
 	data, err := event.Encode(p)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", subject, err)
+		return nil, fmt.Errorf("encode %s: %w", subject, err)
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
+	telemetry.Inject(ctx, msg.Header)
 	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
-	if _, err := js.PublishMsg(ctx, msg, opts...); err != nil {
-		return fmt.Errorf("publish %s: %w", subject, err)
+	ack, err := js.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", subject, err)
 	}
-	return nil
+	return ack, nil
 }

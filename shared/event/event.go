@@ -32,6 +32,10 @@ const (
 	CorruptPrefix = "rehome.shard.corrupt."
 	HealProgress  = "rehome.heal.progress"
 	HealStalled   = "rehome.heal.stalled"
+	// HealPaused and HealResumed announce a change of the durable heal
+	// switch (control.HealSwitch), published by the acting planner.
+	HealPaused  = "rehome.heal.paused"
+	HealResumed = "rehome.heal.resumed"
 	// DetectorHeld and DetectorReleased announce the mass-silence guard.
 	DetectorHeld     = "rehome.detector.held"
 	DetectorReleased = "rehome.detector.released"
@@ -426,6 +430,19 @@ type Progress struct {
 	// SuspectNodes counts nodes holding shards whose verdict is pending: their
 	// copies still count, but they may yet be declared down.
 	SuspectNodes int `json:"suspect_nodes"`
+}
+
+// HealSwitched is published on rehome.heal.paused or rehome.heal.resumed when
+// the acting planner sees the heal switch change: while paused no new repair
+// or trim task is issued (tasks in flight finish).
+type HealSwitched struct {
+	Header
+	Paused bool `json:"paused"`
+	// By and Since repeat the switch record (who flipped it, and when).
+	By    string    `json:"by,omitempty"`
+	Since time.Time `json:"since"`
+	// Planner names the planner that saw the change.
+	Planner string `json:"planner,omitempty"`
 }
 
 // Hold is published on rehome.detector.held when a detector starts withholding

@@ -178,6 +178,12 @@ type Liveness struct {
 	// GraceMS is the grace currently applied to the node (longer when it flaps).
 	Flaps   int   `json:"flaps"`
 	GraceMS int64 `json:"grace_ms"`
+	// TraceParent is the W3C traceparent of the span that issued a down
+	// verdict: the root of the incident's trace. A KV record carries no
+	// headers, so whoever acts on the verdict (the planner) continues the
+	// trace from here (telemetry.ContextFromTraceParent). Empty for other
+	// states and when tracing is off.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Hold is the detector's mass-silence guard state (bucket detector, key

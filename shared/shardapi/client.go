@@ -26,6 +26,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/rehome/rehome/shared/telemetry"
 )
 
 // HeaderSHA256 carries a shard's hex SHA-256 on PUT requests and GET/HEAD responses.
@@ -93,7 +98,8 @@ type Client struct {
 }
 
 // New returns a client with pooled connections and sane dial and header
-// timeouts (bodies may stream for as long as ctx allows).
+// timeouts (bodies may stream for as long as ctx allows). Requests made with
+// a context carrying a span are traced (see Traced); others go out as they are.
 func New(token string) *Client {
 	tr := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -103,8 +109,45 @@ func New(token string) *Client {
 		ResponseHeaderTimeout: 30 * time.Second,
 		DisableCompression:    true,
 	}
-	return &Client{HTTP: &http.Client{Transport: tr}, Token: token}
+	return &Client{HTTP: &http.Client{Transport: Traced(tr)}, Token: token}
 }
+
+// Traced wraps base so that a request whose context carries a span (a mover's
+// copy span, say) gets a client span of its own, child of that one, and
+// carries the trace context to the storage node in W3C traceparent headers
+// (otelhttp). The client span uses the tracer provider of the parent span and
+// ends when the response body is read to its end or closed. Requests without
+// a span in their context pass straight to base, untraced. Closing idle
+// connections reaches base.
+func Traced(base *http.Transport) http.RoundTripper {
+	return tracedTransport{
+		RoundTripper: otelhttp.NewTransport(base,
+			otelhttp.WithPropagators(telemetry.Propagator()),
+			otelhttp.WithFilter(func(r *http.Request) bool { return trace.SpanContextFromContext(r.Context()).IsValid() }),
+			otelhttp.WithSpanNameFormatter(spanName),
+		),
+		base: base,
+	}
+}
+
+// spanName names a client span as HTTP semantic conventions do: method and
+// route template ("PUT /v1/shards/{id}"), the shard id staying out of it.
+func spanName(_ string, r *http.Request) string {
+	if strings.HasPrefix(r.URL.Path, "/v1/shards/") {
+		return r.Method + " /v1/shards/{id}"
+	}
+	return r.Method + " " + r.URL.Path
+}
+
+// tracedTransport is an otelhttp transport that still lets http.Client close
+// the idle connections of the transport it wraps.
+type tracedTransport struct {
+	http.RoundTripper
+	base *http.Transport
+}
+
+// CloseIdleConnections closes base's idle connections.
+func (t tracedTransport) CloseIdleConnections() { t.base.CloseIdleConnections() }
 
 func (c *Client) request(ctx context.Context, method, addr, path string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,10 @@ type Config struct {
 	Capacity     int64         // per-node capacity in bytes (0: the filesystem's)
 	Exe          string        // the rehome binary to start children from
 	LogLevel     string
+	// OTLPEndpoint, when set, turns tracing on in every child: it gets
+	// OTEL_EXPORTER_OTLP_ENDPOINT=OTLPEndpoint and OTEL_TRACES_EXPORTER=otlp
+	// (OTLP over HTTP unless OTEL_EXPORTER_OTLP_PROTOCOL says otherwise).
+	OTLPEndpoint string
 }
 
 // Validate rejects a configuration that cannot run.
@@ -84,6 +89,10 @@ type Process struct {
 	Running bool     `json:"running"`
 	Args    []string `json:"args"`
 	Log     string   `json:"log"`
+	// Metrics is the host:port serving /metrics (and /healthz) for the
+	// detector, planners and movers; storage nodes serve /metrics on their
+	// shard API address instead (rehome cluster status lists it).
+	Metrics string `json:"metrics,omitempty"`
 }
 
 type child struct {
@@ -217,6 +226,15 @@ func (c *Cluster) startAll() error {
 // with this process (Pdeathsig) and is in its own process group, so a terminal's
 // Ctrl-C reaches only the supervisor, which then stops children in order.
 func (c *Cluster) start(role, id, rack string, args []string) error {
+	metrics := ""
+	if role != "storage" {
+		addr, err := freeAddr()
+		if err != nil {
+			return fmt.Errorf("dev: metrics address for %s: %w", id, err)
+		}
+		metrics = addr
+		args = append(args, "--metrics", metrics)
+	}
 	logPath := filepath.Join(c.cfg.Dir, "logs", id+".log")
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -228,6 +246,7 @@ func (c *Cluster) start(role, id, rack string, args []string) error {
 	if role == "detector" {
 		cmd.Env = append(cmd.Env, envSystemURL+"="+c.sysURL)
 	}
+	cmd.Env = append(cmd.Env, c.otlpEnv()...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -235,7 +254,7 @@ func (c *Cluster) start(role, id, rack string, args []string) error {
 	}
 	ch := &child{
 		Process: Process{Role: role, ID: id, Rack: rack, PID: cmd.Process.Pid, Running: true,
-			Args: append([]string{c.cfg.Exe}, args...), Log: logPath},
+			Args: append([]string{c.cfg.Exe}, args...), Log: logPath, Metrics: metrics},
 		cmd: cmd, done: make(chan struct{}),
 	}
 	c.mu.Lock()
@@ -291,6 +310,25 @@ func (c *Cluster) stopAll() {
 	}
 }
 
+// otlpEnv is the environment that points a child's traces at the OTLP
+// endpoint (nothing when none is configured).
+func (c *Cluster) otlpEnv() []string {
+	if c.cfg.OTLPEndpoint == "" {
+		return nil
+	}
+	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + c.cfg.OTLPEndpoint, "OTEL_TRACES_EXPORTER=otlp"}
+}
+
+// freeAddr returns a loopback host:port nothing listens on right now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
 func (c *Cluster) pidOf(id string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -334,7 +372,7 @@ func (c *Cluster) banner(out io.Writer) {
   NATS      %s
   data dir  %s   (logs in logs/, processes in processes.json)
   grace     %s after %s of silence
-
+%s
 In another shell:
   set -a; . %s; set +a
   bin/rehome put README.md && bin/rehome inspect README.md
@@ -342,8 +380,32 @@ In another shell:
   bin/rehome heal status --follow
 
 Ctrl-C stops every process.
-`, cfg.Nodes, cfg.Racks, cfg.Planners, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter,
+`, cfg.Nodes, cfg.Racks, cfg.Planners, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter, c.telemetryLines(),
 		filepath.Join(cfg.Dir, "secrets.env"), c.pidOf("storage-1"))
+}
+
+// telemetryLines are the banner's lines on metrics and traces.
+func (c *Cluster) telemetryLines() string {
+	var b strings.Builder
+	line := func(id, url string) {
+		label := "            "
+		if b.Len() == 0 {
+			label = "  metrics   "
+		}
+		fmt.Fprintf(&b, "%s%-10s %s\n", label, id, url)
+	}
+	c.mu.Lock()
+	for _, ch := range c.children {
+		if ch.Metrics != "" {
+			line(ch.ID, "http://"+ch.Metrics+"/metrics")
+		}
+	}
+	c.mu.Unlock()
+	line("storage-N", "http://<addr>/metrics (addresses: rehome cluster status)")
+	if c.cfg.OTLPEndpoint != "" {
+		fmt.Fprintf(&b, "  traces    OTLP to %s (one trace per incident, root span rehome.node.down)\n", c.cfg.OTLPEndpoint)
+	}
+	return b.String()
 }
 
 // Names in secrets.env besides the bus URL and the storage token.
