@@ -20,6 +20,8 @@
 package planner
 
 import (
+	"go.opentelemetry.io/otel/trace"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rehome/rehome/shared/telemetry"
 
 	"golang.org/x/time/rate"
 
@@ -50,6 +54,8 @@ type Config struct {
 	// ID names this planner in the lease (default hostname-pid). Planners
 	// sharing a bus must have distinct ids.
 	ID string
+	// TracerProvider makes the plan and commit spans (nil: the global one).
+	TracerProvider trace.TracerProvider
 	// LeaseTTL is how long the planner lease lasts without renewal (default
 	// and maximum bus.LeaseTTL); it is renewed every LeaseTTL/3. A standby
 	// takes over at most about LeaseTTL after the acting planner stopped
@@ -208,13 +214,14 @@ const opTimeout = 10 * time.Second
 
 // Service is a running planner. Build it with New, then call Run once.
 type Service struct {
-	cfg Config
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *slog.Logger
-	now func() time.Time
-	reg *prometheus.Registry
-	m   *metrics
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    *slog.Logger
+	tracer trace.Tracer
+	now    func() time.Time
+	reg    *prometheus.Registry
+	m      *metrics
 
 	mu    sync.Mutex // guards v and bytes
 	v     *view
@@ -254,8 +261,9 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 	reg := prometheus.NewRegistry()
 	s := &Service{
 		cfg: cfg, nc: nc, js: js, log: log.With("planner", cfg.ID), now: now, reg: reg, m: newMetrics(reg),
-		v:    newView(now, policy{maxAttempts: cfg.MaxAttempts, retryLater: cfg.RetryLater, autoHeal: cfg.AutoHeal}),
-		kick: make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
+		tracer: telemetry.Provider(cfg.TracerProvider).Tracer("github.com/rehome/rehome/services/planner"),
+		v:      newView(now, policy{maxAttempts: cfg.MaxAttempts, retryLater: cfg.RetryLater, autoHeal: cfg.AutoHeal}),
+		kick:   make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
 	}
 	if cfg.MaxBytesPerSec > 0 {
 		burst := int(min(cfg.MaxBytesPerSec, math.MaxInt32))

@@ -10,12 +10,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/telemetry"
 )
 
 // seedFlights reads the copy and trim tasks still waiting in (or being
@@ -65,15 +67,10 @@ func (s *Service) seedFlights(ctx context.Context) error {
 // publishTask publishes a task on the work queue with its id as dedup id.
 // It returns the stream ack (Duplicate set when that id was seen recently).
 func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.PubAck, error) {
-	data, err := event.Encode(t)
-	if err != nil {
-		return nil, fmt.Errorf("encode task: %w", err)
-	}
-	msg := nats.NewMsg(event.TaskPrefix + t.Target)
-	msg.Data = data
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(t.Task))
+	// PublishAck carries ctx's trace (the incident's plan span) in the headers.
+	ack, err := bus.PublishAck(ctx, s.js, event.TaskPrefix+t.Target, t, t.Task)
 	if err != nil {
 		return nil, fmt.Errorf("publish task %s: %w", t.Task, err)
 	}
@@ -81,6 +78,20 @@ func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.Pu
 		s.m.issued.WithLabelValues(t.Kind).Inc()
 	}
 	return ack, nil
+}
+
+// incidentTrace returns the traceparent of the down verdict that opened
+// incident inc ("" if unknown): the plan span continues that trace.
+func (s *Service) incidentTrace(inc string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.v.nodes {
+		n := &s.v.nodes[i]
+		if n.traceParent != "" && !n.since.IsZero() && inc == n.id+"-"+strconv.FormatInt(n.since.UnixMilli(), 10) {
+			return n.traceParent
+		}
+	}
+	return ""
 }
 
 // awaitPlacement waits (at most opTimeout) until the view has applied every
@@ -313,12 +324,28 @@ func (s *Service) reportGaveUp(ctx context.Context, f *event.Failed) {
 // issue publishes the tasks of reserved decisions and one plan event per
 // incident (a rebuild counts each piece it writes, on its target).
 func (s *Service) issue(ctx context.Context, ds []decision) {
-	type agg struct {
-		plan    event.Plan
-		targets map[string]*event.PlanTarget
-	}
-	plans := map[string]*agg{}
+	// One plan span per incident, continuing the trace its down verdict
+	// started; the tasks and the plan event are published inside it.
+	byIncident := map[string][]decision{}
 	var order []string
+	for _, d := range ds {
+		if _, ok := byIncident[d.incident]; !ok {
+			order = append(order, d.incident)
+		}
+		byIncident[d.incident] = append(byIncident[d.incident], d)
+	}
+	for _, inc := range order {
+		s.issueIncident(ctx, inc, byIncident[inc])
+	}
+}
+
+// issueIncident publishes the tasks of one incident and its plan event.
+func (s *Service) issueIncident(ctx context.Context, inc string, ds []decision) {
+	ctx, span := s.tracer.Start(telemetry.ContextFromTraceParent(ctx, s.incidentTrace(inc)), "rehome.repair.plan",
+		trace.WithAttributes(attribute.String("rehome.incident", inc)))
+	defer span.End()
+	plan := event.Plan{Incident: inc}
+	targets := map[string]*event.PlanTarget{}
 	for _, d := range ds {
 		var (
 			t  *event.Task
@@ -332,14 +359,8 @@ func (s *Service) issue(ctx context.Context, ds []decision) {
 		if !ok {
 			continue
 		}
-		a := plans[d.incident]
-		if a == nil {
-			a = &agg{plan: event.Plan{Incident: d.incident}, targets: map[string]*event.PlanTarget{}}
-			plans[d.incident] = a
-			order = append(order, d.incident)
-		}
 		if t.RackRelaxed {
-			a.plan.RackRelaxed++
+			plan.RackRelaxed++
 			s.m.rackRelaxed.Inc()
 		}
 		writes := []event.Piece{{Node: t.Target, Size: t.Bytes}}
@@ -347,31 +368,32 @@ func (s *Service) issue(ctx context.Context, ds []decision) {
 			writes = t.Rebuild
 		}
 		for _, w := range writes {
-			a.plan.Shards++
-			a.plan.Bytes += w.Size
-			pt := a.targets[w.Node]
+			plan.Shards++
+			plan.Bytes += w.Size
+			pt := targets[w.Node]
 			if pt == nil {
 				pt = &event.PlanTarget{Node: w.Node}
-				a.targets[w.Node] = pt
+				targets[w.Node] = pt
 			}
 			pt.Shards++
 			pt.Bytes += w.Size
 		}
 	}
-	for _, inc := range order {
-		a := plans[inc]
-		for _, pt := range a.targets {
-			a.plan.Targets = append(a.plan.Targets, *pt)
-		}
-		slices.SortFunc(a.plan.Targets, func(x, y event.PlanTarget) int { return strings.Compare(x.Node, y.Node) })
-		pctx, cancel := context.WithTimeout(ctx, opTimeout)
-		if err := bus.Publish(pctx, s.js, event.PlanPrefix+inc, &a.plan, ""); err != nil {
-			s.log.Warn("publish plan", "incident", inc, "err", err)
-		}
-		cancel()
-		s.log.Info("repair plan", "incident", inc, "shards", a.plan.Shards, "bytes", a.plan.Bytes,
-			"targets", len(a.plan.Targets), "rack_relaxed", a.plan.RackRelaxed)
+	if plan.Shards == 0 {
+		return
 	}
+	for _, pt := range targets {
+		plan.Targets = append(plan.Targets, *pt)
+	}
+	slices.SortFunc(plan.Targets, func(x, y event.PlanTarget) int { return strings.Compare(x.Node, y.Node) })
+	span.SetAttributes(attribute.Int("rehome.shards", plan.Shards), attribute.Int64("rehome.bytes", plan.Bytes))
+	pctx, cancel := context.WithTimeout(ctx, opTimeout)
+	if err := bus.Publish(pctx, s.js, event.PlanPrefix+inc, &plan, ""); err != nil {
+		s.log.WarnContext(ctx, "publish plan", "incident", inc, "err", err)
+	}
+	cancel()
+	s.log.InfoContext(ctx, "repair plan", "incident", inc, "shards", plan.Shards, "bytes", plan.Bytes,
+		"targets", len(plan.Targets), "rack_relaxed", plan.RackRelaxed)
 }
 
 // issueOne reads the shard's entry (checksum, revision) and publishes its

@@ -14,6 +14,7 @@ import (
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/telemetry"
 )
 
 // nonFinalRecheck is how soon a task reported failed but not final is
@@ -56,6 +57,8 @@ func (s *Service) consumeResults(ctx context.Context) (jetstream.Consumer, jetst
 // dropped; a result that could not be recorded (bus trouble) is redelivered.
 func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 	subj := msg.Subject()
+	ctx, span := telemetry.StartProcess(ctx, s.tracer, "rehome.repair.commit", subj, msg.Headers())
+	defer span.End()
 	var err error
 	switch {
 	case strings.HasPrefix(subj, event.DonePrefix):

@@ -42,14 +42,15 @@ const (
 // the detector's verdict, its last heartbeat, and counters derived from the map
 // and from work in flight.
 type node struct {
-	id         string
-	registered bool
-	rack, addr string
-	capacity   int64
-	state      model.State // "" = no liveness record (up when registered)
-	since      time.Time
-	flaps      int   // from the liveness record, for status
-	graceMS    int64 // from the liveness record, for status
+	id          string
+	registered  bool
+	rack, addr  string
+	capacity    int64
+	state       model.State // "" = no liveness record (up when registered)
+	since       time.Time
+	flaps       int    // from the liveness record, for status
+	graceMS     int64  // from the liveness record, for status
+	traceParent string // the down verdict's span: the incident's trace
 
 	hbUsed, hbCapacity int64
 	hbAt               time.Time
@@ -340,7 +341,7 @@ func (v *view) setLiveness(l model.Liveness) (bool, error) {
 	nd := &v.nodes[r]
 	before := nd.effState()
 	nd.state, nd.since = l.State, l.Since
-	nd.flaps, nd.graceMS = l.Flaps, l.GraceMS
+	nd.flaps, nd.graceMS, nd.traceParent = l.Flaps, l.GraceMS, l.TraceParent
 	changed := before != nd.effState()
 	if changed {
 		v.needRescan = true
@@ -358,7 +359,7 @@ func (v *view) clearLiveness(id string) bool {
 	nd := &v.nodes[r]
 	before := nd.effState()
 	nd.state, nd.since = "", time.Time{}
-	nd.flaps, nd.graceMS = 0, 0
+	nd.flaps, nd.graceMS, nd.traceParent = 0, 0, ""
 	changed := before != nd.effState()
 	if changed {
 		v.needRescan = true

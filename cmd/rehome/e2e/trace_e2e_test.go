@@ -23,7 +23,7 @@ import (
 // its tasks inside that span (bus.PublishAck) and opens its commit span from
 // the done event's headers (telemetry.StartProcess). The test then also
 // requires rehome-planner spans in the incident's trace.
-const plannerTraced = false
+const plannerTraced = true
 
 // span is one span as an OTLP receiver got it, with its service's name.
 type span struct {
