@@ -94,18 +94,9 @@ func (d *directory) apply(view map[string]string, e jetstream.KeyValueEntry) {
 // bucket's current records are loaded (or when it gives up waiting for the
 // bucket because ctx ended). A broken watch is restarted and replaces the view.
 func (d *directory) watch(ctx context.Context, js jetstream.JetStream, ready chan<- struct{}) {
-	var once sync.Once
-	markReady := func() { once.Do(func() { close(ready) }) }
-	defer markReady()
-	for ctx.Err() == nil {
-		if err := d.watchOnce(ctx, js, markReady); err != nil && ctx.Err() == nil {
-			d.log.Warn("watching node registrations", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	rewatch(ctx, d.log, "watching node registrations", ready, func(markReady func()) error {
+		return d.watchOnce(ctx, js, markReady)
+	})
 }
 
 func (d *directory) watchOnce(ctx context.Context, js jetstream.JetStream, markReady func()) error {
@@ -146,6 +137,24 @@ func (d *directory) watchOnce(ctx context.Context, js jetstream.JetStream, markR
 				d.apply(d.addrs, e)
 				d.mu.Unlock()
 			}
+		}
+	}
+}
+
+// rewatch runs once (a KV watch that calls markReady once its initial values
+// are in) until ctx ends, restarting it after a pause whenever it breaks. ready
+// is closed after the first load, or when rewatch returns.
+func rewatch(ctx context.Context, log *slog.Logger, what string, ready chan<- struct{}, once func(markReady func()) error) {
+	var done sync.Once
+	markReady := func() { done.Do(func() { close(ready) }) }
+	defer markReady()
+	for ctx.Err() == nil {
+		if err := once(markReady); err != nil && ctx.Err() == nil {
+			log.Warn(what, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

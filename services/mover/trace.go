@@ -135,18 +135,9 @@ func (in *incidents) remember(incident, tp string) {
 // watch. It closes ready once the bucket's current records are loaded (or
 // when it returns).
 func (in *incidents) watch(ctx context.Context, js jetstream.JetStream, ready chan<- struct{}) {
-	var once sync.Once
-	markReady := func() { once.Do(func() { close(ready) }) }
-	defer markReady()
-	for ctx.Err() == nil {
-		if err := in.watchOnce(ctx, js, markReady); err != nil && ctx.Err() == nil {
-			in.log.Warn("watching liveness for incident traces", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	rewatch(ctx, in.log, "watching liveness for incident traces", ready, func(markReady func()) error {
+		return in.watchOnce(ctx, js, markReady)
+	})
 }
 
 func (in *incidents) watchOnce(ctx context.Context, js jetstream.JetStream, markReady func()) error {

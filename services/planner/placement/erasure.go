@@ -206,29 +206,5 @@ func ChooseSurplusPiece(holders []int, cands []Candidate, rackPieces map[string]
 		return -1, ErrNoSurplus
 	}
 	over := func(h int) bool { return rackPieces[cands[h].Rack]+1 > m }
-	worse := func(a, b int) bool { // a is the worse holder to keep
-		if oa, ob := over(a), over(b); oa != ob {
-			return oa
-		}
-		if fa, fb := cands[a].DiskFill(), cands[b].DiskFill(); fa != fb {
-			return fa > fb
-		}
-		if ra, rb := cands[a].Returning, cands[b].Returning; ra != rb {
-			return ra
-		}
-		if ha, hb := mix(salt, hash64(cands[a].ID)), mix(salt, hash64(cands[b].ID)); ha != hb {
-			return ha < hb
-		}
-		return cands[a].ID < cands[b].ID
-	}
-	best := -1
-	for _, h := range holders {
-		if h < 0 || h >= len(cands) || cands[h].State != model.StateUp {
-			continue
-		}
-		if best < 0 || worse(h, best) {
-			best = h
-		}
-	}
-	return best, nil
+	return worstUpHolder(holders, cands, salt, over), nil
 }

@@ -436,9 +436,16 @@ func ChooseSurplus(holders []int, cands []Candidate, copies int, salt uint64) (i
 		}
 		return false
 	}
-	worse := func(a, b int) bool { // a is a worse placed copy than b
-		if sa, sb := sharesRack(a), sharesRack(b); sa != sb {
-			return sa
+	return worstUpHolder(holders, cands, salt, sharesRack), nil
+}
+
+// worstUpHolder returns the up holder it is best to drop: misplaced first
+// (the caller's rule), then on the fullest disk, then a returning node, then
+// by a per-shard hash (salt) and id; -1 when no holder is up.
+func worstUpHolder(holders []int, cands []Candidate, salt uint64, misplaced func(int) bool) int {
+	worse := func(a, b int) bool { // a is the worse holder to keep
+		if ma, mb := misplaced(a), misplaced(b); ma != mb {
+			return ma
 		}
 		if fa, fb := cands[a].DiskFill(), cands[b].DiskFill(); fa != fb {
 			return fa > fb
@@ -460,5 +467,5 @@ func ChooseSurplus(holders []int, cands []Candidate, copies int, salt uint64) (i
 			best = h
 		}
 	}
-	return best, nil
+	return best
 }
