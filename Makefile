@@ -8,7 +8,7 @@ ARGS    ?=
 SHELL   := bash
 export CGO_ENABLED = 0
 
-.PHONY: build run test lint bench tidy clean
+.PHONY: build run test lint bench fuzz tidy clean
 
 ## build: static binaries in bin/ (bin/rehome)
 build:
@@ -36,9 +36,91 @@ bench: build
 		$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 60m $(PKGS) | tee bench/out.txt
 	$(GO) run ./cmd/rehome/benchreport -in bench/out.txt -json bench/results.json
 
+## fuzz: run every fuzz target for FUZZTIME each (make test runs their seed corpora)
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' $(MODULES) | xargs -n1 dirname | sort -u); do \
+		for fn in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "== $$pkg $$fn"; $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+		done; \
+	done
+
 ## tidy: go mod tidy in every module
 tidy:
 	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy) || exit 1; done
 
 clean:
 	rm -rf $(BIN)
+
+# ---- the docker compose stack (deploy/) -----------------------------------------
+# Images are built here FROM scratch from static binaries, with the classic builder
+# (DOCKER_BUILDKIT=0: a docker client >= 23 without buildx refuses BuildKit), and
+# compose never pulls. DOCKER is the first docker client on PATH that builds with
+# its defaults (deploy/scripts/pick-docker.sh); override with `make DOCKER=...`.
+ifeq ($(origin DOCKER),undefined)
+DOCKER := $(shell deploy/scripts/pick-docker.sh)
+endif
+ifeq ($(origin COMPOSE),undefined)
+COMPOSE := $(shell if command -v docker-compose >/dev/null 2>&1; then echo docker-compose; \
+	elif [ -n "$(DOCKER)" ] && $(DOCKER) compose version >/dev/null 2>&1; then echo "$(DOCKER) compose"; fi)
+endif
+STACK_DIR   := $(CURDIR)/deploy
+STACK_BUILD := $(STACK_DIR)/.build
+STACK       := $(COMPOSE) -p rehome -f $(STACK_DIR)/compose.yaml
+JAEGER_BIN  := $(STACK_BUILD)/jaeger
+
+.PHONY: stack-check stack-images stack-up stack-down stack-test stack-ps stack-logs
+
+stack-check:
+	@[ -n "$(DOCKER)" ] || { echo "no docker client found (set DOCKER=...)"; exit 1; }
+	@[ -n "$(COMPOSE)" ] || { echo "no docker-compose nor '$(DOCKER) compose' found (set COMPOSE=...)"; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "the Docker engine does not answer ($(DOCKER) info)"; exit 1; }
+
+$(JAEGER_BIN):
+	GO=$(GO) deploy/scripts/build-jaeger.sh $@
+
+## stack-images: rehome:local, rehome-nats:local, rehome-jaeger:local (Jaeger's binary is cached in deploy/.build)
+stack-images: stack-check build $(JAEGER_BIN)
+	@mkdir -p $(STACK_BUILD)/img/rehome $(STACK_BUILD)/img/nats $(STACK_BUILD)/img/jaeger
+	$(GO) build -trimpath -ldflags='-s -w' -o $(STACK_BUILD)/nats-server github.com/nats-io/nats-server/v2
+	cp $(BIN)/rehome $(STACK_DIR)/images/rehome/Dockerfile $(STACK_BUILD)/img/rehome/
+	cp $(BIN)/rehome $(STACK_BUILD)/nats-server $(STACK_DIR)/images/nats/Dockerfile $(STACK_DIR)/images/nats/nats.conf $(STACK_BUILD)/img/nats/
+	cp $(BIN)/rehome $(JAEGER_BIN) $(STACK_DIR)/images/jaeger/Dockerfile $(STACK_DIR)/images/jaeger/jaeger.yaml $(STACK_BUILD)/img/jaeger/
+	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome:local $(STACK_BUILD)/img/rehome
+	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome-nats:local $(STACK_BUILD)/img/nats
+	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome-jaeger:local $(STACK_BUILD)/img/jaeger
+
+# deploy/.build/secrets.env: the storage token (kept across runs) and the NATS URL
+# of the stack's published ports, for a CLI on the host.
+$(STACK_BUILD)/secrets.env:
+	@mkdir -p $(STACK_BUILD)
+	@umask 077; { echo "REHOME_TOKEN=$$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"; \
+	  echo "REHOME_NATS_URL=nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_1:-14222},nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_2:-14223},nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_3:-14224}"; } >$@
+	@echo "wrote $@"
+
+## stack-up: build the images and start the stack (6 storage, 3 NATS, 2 detectors, 2 planners, 3 movers, Jaeger)
+stack-up: stack-images $(STACK_BUILD)/secrets.env
+	$(STACK) up -d --no-build
+	deploy/scripts/wait-healthy.sh $(DOCKER) rehome 240
+
+## stack-down: stop the stack and remove its containers, network and volumes
+stack-down: stack-check
+	$(STACK) down -v --remove-orphans --timeout 5
+
+stack-ps: stack-check
+	$(STACK) ps
+
+stack-logs: stack-check
+	$(STACK) logs --tail 50 $(ARGS)
+
+## stack-test: a fresh stack, the end-to-end drills against it (deploy/stacktest), then down (STACK_KEEP=1 keeps it)
+stack-test: stack-check
+	$(MAKE) --no-print-directory stack-down
+	$(MAKE) --no-print-directory stack-up
+	@out=$$(gofmt -l deploy/stacktest); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	cd deploy/stacktest && GOWORK=off $(GO) vet -tags stack ./...
+	@rc=0; cd deploy/stacktest && GOWORK=off REHOME_BIN=$(BIN)/rehome DOCKER=$(DOCKER) REHOME_STACK_ENV=$(STACK_BUILD)/secrets.env \
+	  REHOME_STACK_WORKDIR=$(STACK_BUILD)/stacktest REHOME_STACK_CLI_ROOT=$(CURDIR) \
+	  $(GO) test -tags stack -count=1 -timeout 25m -v . || rc=$$?; \
+	  if [ "$$rc" != 0 ]; then $(DOCKER) ps -a --filter label=com.docker.compose.project=rehome --format '{{.Names}}\t{{.Status}}'; fi; \
+	  cd $(CURDIR); if [ -z "$(STACK_KEEP)" ]; then $(MAKE) --no-print-directory stack-down; fi; exit $$rc

@@ -272,6 +272,31 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 	return s, nil
 }
 
+// syncLease makes acting follow the lease: it stops acting when the lease is
+// lost or was re-taken under a new term (another planner may have acted in
+// between, so it starts afresh), and starts acting when the lease is held.
+// A failure to start gives the lease back; only ctx ending is returned.
+func (s *Service) syncLease(ctx context.Context, act *acting) (*acting, error) {
+	held := s.lease.held(s.now())
+	if act != nil && (!held || s.lease.term.Load() != act.term) {
+		s.stopActing(act, false)
+		act = nil
+	}
+	if held && act == nil {
+		var err error
+		act, err = s.startActing(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			s.log.Warn("could not start acting; giving the lease back", "err", err)
+			s.lease.drop()
+			return nil, nil
+		}
+	}
+	return act, nil
+}
+
 // Registry returns the planner's own metrics registry.
 func (s *Service) Registry() *prometheus.Registry { return s.reg }
 
@@ -431,21 +456,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case e, ok := <-ws[3].Updates():
 			err = s.updateSwitch(ctx, e, ok)
 		case <-leaseChanged:
-			held := s.lease.held(s.now())
-			if act != nil && (!held || s.lease.term.Load() != act.term) {
-				// Lost (and maybe taken again since: another planner may
-				// have acted in between, so start afresh).
-				s.stopActing(act, false)
-				act = nil
-			}
-			if held && act == nil {
-				act, err = s.startActing(ctx)
-				if err != nil && ctx.Err() == nil {
-					s.log.Warn("could not start acting; giving the lease back", "err", err)
-					s.lease.drop()
-					err = nil
-				}
-			}
+			act, err = s.syncLease(ctx, act)
 		case <-s.kick:
 			if act != nil {
 				arm(s.cfg.PlanDebounce)
@@ -454,7 +465,11 @@ func (s *Service) Run(ctx context.Context) error {
 			armed = false
 			plan()
 		case <-tick.C:
-			plan()
+			// The lease may have lapsed and been taken again between two
+			// changes the lease loop reports: reconcile on every tick too.
+			if act, err = s.syncLease(ctx, act); err == nil {
+				plan()
+			}
 		case <-prog.C:
 			if act != nil && s.lease.held(s.now()) {
 				s.publishProgress(ctx)

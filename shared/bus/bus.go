@@ -73,6 +73,9 @@ func Connect(url, name string, timeout time.Duration) (*nats.Conn, error) {
 		nats.Timeout(timeout),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		// Notice a dead server (or a cut network) in seconds, not minutes.
+		nats.PingInterval(5*time.Second),
+		nats.MaxPingsOutstanding(3),
 		nats.RetryOnFailedConnect(false),
 	)
 	if err != nil {

@@ -50,12 +50,22 @@ type Client struct {
 	ChunkSize int64
 	// Parallel bounds how many chunks are written or read at once.
 	Parallel int
+	// CallTimeout bounds each call to the planner (allocate, commit, delete),
+	// so a put fails with a clear error instead of hanging when none answers.
+	CallTimeout time.Duration
+}
+
+// call makes one control call to the acting planner, bounded by CallTimeout.
+func (c *Client) call(ctx context.Context, subject string, req, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.CallTimeout)
+	defer cancel()
+	return bus.Call(ctx, c.nc, subject, req, out)
 }
 
 // New binds a client to the bus's buckets. It fails if they do not exist
 // (no cluster has been started on this bus).
 func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, shards *shardapi.Client) (*Client, error) {
-	c := &Client{nc: nc, shards: shards, ChunkSize: model.DefaultChunkSize, Parallel: 4}
+	c := &Client{nc: nc, shards: shards, ChunkSize: model.DefaultChunkSize, Parallel: 4, CallTimeout: 30 * time.Second}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
@@ -113,7 +123,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		specs = append(specs, u.specs...)
 	}
 	var alloc control.AllocateReply
-	if err := bus.Call(ctx, c.nc, event.CtlAllocate, control.AllocateRequest{Key: key, Layout: opts.Layout, Shards: specs}, &alloc); err != nil {
+	if err := c.call(ctx, event.CtlAllocate, control.AllocateRequest{Key: key, Layout: opts.Layout, Shards: specs}, &alloc); err != nil {
 		return model.Manifest{}, fmt.Errorf("allocate: %w", err)
 	}
 	if len(alloc.Allocations) != len(specs) {
@@ -171,7 +181,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		SHA256: hex.EncodeToString(whole.Sum(nil)), Layout: opts.Layout,
 		ChunkSize: c.ChunkSize, Shards: refs, Created: time.Now().UTC(),
 	}
-	if err := bus.Call(ctx, c.nc, event.CtlCommit, control.CommitRequest{Manifest: m, Nodes: acked, Overwrite: opts.Overwrite}, nil); err != nil {
+	if err := c.call(ctx, event.CtlCommit, control.CommitRequest{Manifest: m, Nodes: acked, Overwrite: opts.Overwrite}, nil); err != nil {
 		return model.Manifest{}, fmt.Errorf("commit %q: %w", key, err)
 	}
 	return m, nil
@@ -626,7 +636,7 @@ func eachValue(ctx context.Context, kv jetstream.KeyValue, f func([]byte)) error
 
 // Delete removes key; its shards are deleted from the storage nodes by movers.
 func (c *Client) Delete(ctx context.Context, key string) error {
-	if err := bus.Call(ctx, c.nc, event.CtlDelete, control.DeleteRequest{Key: key}, nil); err != nil {
+	if err := c.call(ctx, event.CtlDelete, control.DeleteRequest{Key: key}, nil); err != nil {
 		if errors.Is(err, control.ErrNotFound) {
 			return fmt.Errorf("object %q: %w", key, ErrNotFound)
 		}

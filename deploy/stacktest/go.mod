@@ -1,0 +1,3 @@
+module github.com/rehome/rehome/deploy/stacktest
+
+go 1.26.0
