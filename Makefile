@@ -104,7 +104,7 @@ stack-up: stack-images $(STACK_BUILD)/secrets.env
 	deploy/scripts/wait-healthy.sh $(DOCKER) rehome 240
 
 ## stack-down: stop the stack and remove its containers, network and volumes
-stack-down: stack-check
+stack-down: stack-check $(STACK_BUILD)/secrets.env
 	$(STACK) down -v --remove-orphans --timeout 5
 
 stack-ps: stack-check
