@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/rehome/rehome/shared/model"
@@ -117,68 +118,26 @@ type RebuildOptions struct {
 // (ErrRackBusy when the rack rule could have held): wait rather than relax or
 // split the stripe. With no target for any piece, ErrNoTarget.
 func ChooseRebuildTargets(n int, holders []int, rackPieces map[string]int, cands []Candidate, opt RebuildOptions) ([]Target, error) {
-	skip := make([]bool, len(cands))
-	for _, h := range holders {
-		if h >= 0 && h < len(cands) {
-			skip[h] = true
-		}
-	}
-	for _, x := range opt.Exclude {
-		if x >= 0 && x < len(cands) {
-			skip[x] = true
-		}
-	}
-	rk := newRanker(cands)
-	rk.salt = opt.Salt
-	rackOf, nracks := rackIndex(cands)
-	inRack := make([]int, nracks)
+	ts := newTargetScan(holders, opt.Exclude, cands, opt.Salt)
+	inRack := make([]int, ts.nracks)
 	for i, c := range cands {
-		inRack[rackOf[i]] = rackPieces[c.Rack]
+		inRack[ts.rackOf[i]] = rackPieces[c.Rack]
 	}
 	out := make([]Target, n)
 	found := 0
 	for p := range n {
-		best, bestRelaxed := -1, -1
-		strictSeen, anySeen := false, false
-		for i := range cands {
-			c := &cands[i]
-			if skip[i] || c.State != model.StateUp || !c.fitsBelow(opt.Size, opt.MaxFill) {
-				continue
-			}
-			strict := inRack[rackOf[i]] < opt.M
-			anySeen = true
-			strictSeen = strictSeen || strict
-			if opt.MaxTasks > 0 && c.PendingTasks >= opt.MaxTasks {
-				continue
-			}
-			if strict && (best < 0 || rk.less(i, best)) {
-				best = i
-			}
-			if bestRelaxed < 0 {
-				bestRelaxed = i
-				continue
-			}
-			ri, rb := inRack[rackOf[i]], inRack[rackOf[bestRelaxed]]
-			if ri < rb || (ri == rb && rk.less(i, bestRelaxed)) {
-				bestRelaxed = i
-			}
-		}
+		t, err := ts.pick(inRack, opt.M, opt.Size, opt.MaxFill, opt.MaxTasks)
 		switch {
-		case best >= 0:
-			out[p] = Target{Index: best}
-		case strictSeen:
-			return nil, ErrRackBusy
-		case bestRelaxed >= 0:
-			out[p] = Target{Index: bestRelaxed, RackRelaxed: true}
-		case anySeen:
-			return nil, ErrBusy
-		default:
+		case errors.Is(err, ErrNoTarget):
 			out[p] = Target{Index: -1}
 			continue
+		case err != nil:
+			return nil, err
 		}
+		out[p] = t
 		found++
-		skip[out[p].Index] = true
-		inRack[rackOf[out[p].Index]]++
+		ts.skip[t.Index] = true
+		inRack[ts.rackOf[t.Index]]++
 	}
 	if found == 0 {
 		return nil, ErrNoTarget

@@ -274,50 +274,72 @@ type Target struct {
 // MaxTasks it returns ErrBusy (ErrRackBusy when the rack rule held) instead
 // of relaxing; with none at all, ErrNoTarget.
 func ChooseTarget(holders []int, cands []Candidate, opt TargetOptions) (Target, error) {
-	skip := make([]bool, len(cands))
-	for _, h := range holders {
-		if h >= 0 && h < len(cands) {
-			skip[h] = true
-		}
-	}
-	for _, x := range opt.Exclude {
-		if x >= 0 && x < len(cands) {
-			skip[x] = true
-		}
-	}
-	rk := newRanker(cands)
-	rk.salt = opt.Salt
-	rackOf, nracks := rackIndex(cands)
-	liveInRack := make([]int, nracks)
+	ts := newTargetScan(holders, opt.Exclude, cands, opt.Salt)
+	liveInRack := make([]int, ts.nracks)
 	for _, h := range holders {
 		if h >= 0 && h < len(cands) && cands[h].State.Live() {
-			liveInRack[rackOf[h]]++
+			liveInRack[ts.rackOf[h]]++
 		}
 	}
+	return ts.pick(liveInRack, 1, opt.Size, opt.MaxFill, opt.MaxTasks)
+}
+
+// targetScan is the candidate scan ChooseTarget and ChooseRebuildTargets
+// share: which nodes are ruled out, how racks are numbered, and the ranking.
+type targetScan struct {
+	cands  []Candidate
+	skip   []bool
+	rk     *ranker
+	rackOf []int
+	nracks int
+}
+
+// newTargetScan rules out the holders and the excluded nodes.
+func newTargetScan(holders, exclude []int, cands []Candidate, salt uint64) *targetScan {
+	ts := &targetScan{cands: cands, skip: make([]bool, len(cands)), rk: newRanker(cands)}
+	ts.rk.salt = salt
+	for _, list := range [][]int{holders, exclude} {
+		for _, h := range list {
+			if h >= 0 && h < len(cands) {
+				ts.skip[h] = true
+			}
+		}
+	}
+	ts.rackOf, ts.nracks = rackIndex(cands)
+	return ts
+}
+
+// pick returns the best up node not ruled out that fits size below maxFill:
+// one whose rack holds fewer than limit of inRack (the rack rule), the best
+// ranked; else, relaxing the rule, the one whose rack holds fewest, saying
+// so. Nodes at maxTasks are passed over: if the rule could have held it
+// answers ErrRackBusy, if only relaxed nodes exist ErrBusy; with no node at
+// all, ErrNoTarget.
+func (ts *targetScan) pick(inRack []int, limit int, size int64, maxFill float64, maxTasks int) (Target, error) {
 	var (
 		best, bestRelaxed   = -1, -1
 		strictSeen, anySeen bool
 	)
-	for i := range cands {
-		c := &cands[i]
-		if skip[i] || c.State != model.StateUp || !c.fitsBelow(opt.Size, opt.MaxFill) {
+	for i := range ts.cands {
+		c := &ts.cands[i]
+		if ts.skip[i] || c.State != model.StateUp || !c.fitsBelow(size, maxFill) {
 			continue
 		}
-		strict := liveInRack[rackOf[i]] == 0
+		strict := inRack[ts.rackOf[i]] < limit
 		anySeen = true
 		strictSeen = strictSeen || strict
-		if opt.MaxTasks > 0 && c.PendingTasks >= opt.MaxTasks {
+		if maxTasks > 0 && c.PendingTasks >= maxTasks {
 			continue
 		}
-		if strict && (best < 0 || rk.less(i, best)) {
+		if strict && (best < 0 || ts.rk.less(i, best)) {
 			best = i
 		}
 		if bestRelaxed < 0 {
 			bestRelaxed = i
 			continue
 		}
-		ri, rb := liveInRack[rackOf[i]], liveInRack[rackOf[bestRelaxed]]
-		if ri < rb || (ri == rb && rk.less(i, bestRelaxed)) {
+		ri, rb := inRack[ts.rackOf[i]], inRack[ts.rackOf[bestRelaxed]]
+		if ri < rb || (ri == rb && ts.rk.less(i, bestRelaxed)) {
 			bestRelaxed = i
 		}
 	}
