@@ -17,6 +17,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -98,10 +99,10 @@ var figures = []figure{
 
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
 
-// parse reads go test -bench output and returns the metrics of each benchmark
-// (the last line wins when one ran several times).
+// parse reads go test -bench output and returns the metrics of each
+// benchmark: the median of each metric when it ran several times (-count).
 func parse(r io.Reader) (map[string]measurement, error) {
-	out := map[string]measurement{}
+	runs := map[string]map[string][]float64{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -110,17 +111,37 @@ func parse(r io.Reader) (map[string]measurement, error) {
 			continue
 		}
 		fields := strings.Fields(m[4])
-		ms := measurement{}
+		if runs[m[1]] == nil {
+			runs[m[1]] = map[string][]float64{}
+		}
 		for i := 0; i+1 < len(fields); i += 2 {
 			v, err := strconv.ParseFloat(fields[i], 64)
 			if err != nil {
 				break
 			}
-			ms[fields[i+1]] = v
+			runs[m[1]][fields[i+1]] = append(runs[m[1]][fields[i+1]], v)
 		}
-		out[m[1]] = ms
+	}
+	out := map[string]measurement{}
+	for name, metrics := range runs {
+		ms := measurement{}
+		for unit, vs := range metrics {
+			ms[unit] = median(vs)
+		}
+		out[name] = ms
 	}
 	return out, sc.Err()
+}
+
+// median of vs (the mean of the middle two for an even count).
+func median(vs []float64) float64 {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func report(ms map[string]measurement) []Row {
