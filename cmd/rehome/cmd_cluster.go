@@ -63,22 +63,10 @@ func clusterCmd(g *globals) *cobra.Command {
 			if holdFor <= 0 || holdFor > 24*time.Hour {
 				return fmt.Errorf("--for %s: want a duration up to 24h", holdFor)
 			}
-			s, err := g.connect("rehome-cli")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ctx, cancel := g.callCtx(cmd.Context())
-			defer cancel()
-			kv, err := s.js.KeyValue(ctx, bus.BucketDetector)
-			if err != nil {
-				return fmt.Errorf("open %s: %w", bus.BucketDetector, err)
-			}
-			host, _ := os.Hostname()
 			until := time.Now().Add(holdFor).UTC()
-			b, _ := json.Marshal(model.HoldOverride{V: model.Version, Until: until, By: "operator at " + host})
-			if _, err := kv.Put(ctx, model.OverrideKey, b); err != nil {
-				return fmt.Errorf("write override: %w", err)
+			rec := model.HoldOverride{V: model.Version, Until: until, By: operator()}
+			if err := g.putSwitch(cmd.Context(), bus.BucketDetector, model.OverrideKey, rec); err != nil {
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "down verdicts released until %s\n", until.Format(time.RFC3339))
 			return nil
@@ -225,4 +213,34 @@ func printRisk(w io.Writer, r *control.Risk) {
 	if r.WorstRack != nil {
 		fmt.Fprintf(w, "worst rack: %s (%d lost, %d single-copy)\n", r.WorstRack.Rack, r.WorstRack.Lost, r.WorstRack.SingleCopy)
 	}
+}
+
+// operator names who flipped a switch, for the records and events.
+func operator() string {
+	host, _ := os.Hostname()
+	return "operator at " + host
+}
+
+// putSwitch writes an operator's durable switch (a JSON record under key in
+// bucket), which the services watch.
+func (g *globals) putSwitch(ctx context.Context, bucket, key string, rec any) error {
+	s, err := g.connect("rehome-cli")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := g.callCtx(ctx)
+	defer cancel()
+	kv, err := s.js.KeyValue(ctx, bucket)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", bucket, err)
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, key, b); err != nil {
+		return fmt.Errorf("write %s/%s: %w", bucket, key, err)
+	}
+	return nil
 }

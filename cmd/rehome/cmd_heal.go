@@ -144,21 +144,9 @@ func healSwitchCmd(g *globals, pause bool) *cobra.Command {
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := g.connect("rehome-cli")
-			if err != nil {
+			rec := control.HealSwitch{V: model.Version, Paused: pause, By: operator(), Since: time.Now().UTC()}
+			if err := g.putSwitch(cmd.Context(), bus.BucketControl, control.HealSwitchKey, rec); err != nil {
 				return err
-			}
-			defer s.Close()
-			ctx, cancel := g.callCtx(cmd.Context())
-			defer cancel()
-			kv, err := s.js.KeyValue(ctx, bus.BucketControl)
-			if err != nil {
-				return fmt.Errorf("open %s: %w", bus.BucketControl, err)
-			}
-			host, _ := os.Hostname()
-			b, _ := json.Marshal(control.HealSwitch{V: model.Version, Paused: pause, By: "operator at " + host, Since: time.Now().UTC()})
-			if _, err := kv.Put(ctx, control.HealSwitchKey, b); err != nil {
-				return fmt.Errorf("write heal switch: %w", err)
 			}
 			if pause {
 				fmt.Fprintln(cmd.OutOrStdout(), "repairs paused: tasks in flight finish, no new ones start (rehome heal resume)")

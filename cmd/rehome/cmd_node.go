@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,9 +86,8 @@ func setMaintenance(ctx context.Context, js jetstream.JetStream, id string, on b
 			if rec.State == model.StateMaintenance {
 				return nil
 			}
-			host, _ := os.Hostname()
 			rec = model.Liveness{V: model.Version, Node: id, State: model.StateMaintenance, Since: time.Now().UTC(),
-				Reason: "maintenance on (operator at " + host + ")", LastHeard: rec.LastHeard, BootID: rec.BootID}
+				Reason: "maintenance on (" + operator() + ")", LastHeard: rec.LastHeard, BootID: rec.BootID}
 			b, _ := json.Marshal(rec)
 			if rev == 0 {
 				_, err = kv.Create(ctx, id, b)

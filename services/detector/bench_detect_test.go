@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
-	"os"
 	"sort"
 	"strconv"
 	"sync"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rehome/rehome/shared/benchenv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,28 +32,6 @@ import (
 	"github.com/rehome/rehome/shared/bustest"
 	"github.com/rehome/rehome/shared/event"
 )
-
-// benchQuick reports whether REHOME_BENCH_QUICK asks for a smaller run.
-func benchQuick() bool {
-	v := os.Getenv("REHOME_BENCH_QUICK")
-	return v != "" && v != "0" && v != "false"
-}
-
-// benchInt returns the positive integer in env var name, else def.
-func benchInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
-
-// benchDuration returns the positive duration in env var name, else def.
-func benchDuration(name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
-		return d
-	}
-	return def
-}
 
 // fleet simulates storage nodes: each publishes an event.Heartbeat with core
 // NATS on rehome.heartbeat.<id> every interval, as services/storage does,
@@ -313,12 +292,12 @@ func BenchmarkDetectionDelay(b *testing.B) {
 		suspect  = 3 * time.Second
 		grace    = 2 * time.Second
 	)
-	nodes := benchInt("REHOME_BENCH_NODES", 120)
+	nodes := benchenv.Int("REHOME_BENCH_NODES", 120)
 	kills := 120
-	if benchQuick() {
+	if benchenv.Quick() {
 		kills = 30
 	}
-	kills = benchInt("REHOME_BENCH_KILLS", kills)
+	kills = benchenv.Int("REHOME_BENCH_KILLS", kills)
 	every := 500 * time.Millisecond
 
 	for range b.N {
@@ -449,12 +428,12 @@ func cpuTime(b *testing.B) time.Duration {
 // (REHOME_BENCH_QUICK: 5 s, REHOME_BENCH_WINDOW to set it).
 func BenchmarkHeartbeatCost(b *testing.B) {
 	const interval = time.Second
-	nodes := benchInt("REHOME_BENCH_NODES", 1000)
+	nodes := benchenv.Int("REHOME_BENCH_NODES", 1000)
 	window := 10 * time.Second
-	if benchQuick() {
+	if benchenv.Quick() {
 		window = 5 * time.Second
 	}
-	window = benchDuration("REHOME_BENCH_WINDOW", window)
+	window = benchenv.Duration("REHOME_BENCH_WINDOW", window)
 
 	for range b.N {
 		env := bustest.Start(b)

@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehome/rehome/shared/benchenv"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -31,28 +33,6 @@ import (
 	"github.com/rehome/rehome/shared/embedded"
 	"github.com/rehome/rehome/shared/event"
 )
-
-// benchQuick reports whether REHOME_BENCH_QUICK asks for a smaller run.
-func benchQuick() bool {
-	v := os.Getenv("REHOME_BENCH_QUICK")
-	return v != "" && v != "0" && v != "false"
-}
-
-// benchInt returns the positive integer in env var name, else def.
-func benchInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
-
-// benchDuration returns the positive duration in env var name, else def.
-func benchDuration(name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
-		return d
-	}
-	return def
-}
 
 // heartbeatWatch records when each node was last heard and the sizes of the
 // heartbeats storage nodes really send. Safe for concurrent use.
@@ -159,10 +139,10 @@ func BenchmarkFalseVerdictsUnderPauses(b *testing.B) {
 		suspect  = 3 * time.Second
 	)
 	pauses := 100
-	if benchQuick() {
+	if benchenv.Quick() {
 		pauses = 20
 	}
-	pauses = benchInt("REHOME_BENCH_PAUSES", pauses)
+	pauses = benchenv.Int("REHOME_BENCH_PAUSES", pauses)
 
 	for range b.N {
 		c := startDev(b, "--nodes", strconv.Itoa(nodes), "--racks", "3", "--grace", "12s")
@@ -383,12 +363,12 @@ func feedHeartbeats(ctx context.Context, nc *nats.Conn, n int, interval time.Dur
 // nodes, with the process's resident memory.
 func BenchmarkDetectorCPUPer1000Nodes(b *testing.B) {
 	const interval = time.Second
-	nodes := benchInt("REHOME_BENCH_NODES", 1000)
+	nodes := benchenv.Int("REHOME_BENCH_NODES", 1000)
 	window := 10 * time.Second
-	if benchQuick() {
+	if benchenv.Quick() {
 		window = 5 * time.Second
 	}
-	window = benchDuration("REHOME_BENCH_WINDOW", window)
+	window = benchenv.Duration("REHOME_BENCH_WINDOW", window)
 
 	for range b.N {
 		dir := b.TempDir()

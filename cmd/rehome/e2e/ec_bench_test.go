@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehome/rehome/shared/benchenv"
+
 	"github.com/rehome/rehome/cmd/rehome/objects"
 	"github.com/rehome/rehome/shared/model"
 )
@@ -24,7 +26,7 @@ func BenchmarkDegradedRead(b *testing.B) {
 		c := startDev(b, "--nodes", "8", "--racks", "4", "--heartbeat", "250ms", "--suspect-after", "1s", "--grace", "10m")
 		waitHealthy(b, c, 8)
 		rounds := 20
-		if benchQuick() {
+		if benchenv.Quick() {
 			rounds = 5
 		}
 		oc := c.objects(b)

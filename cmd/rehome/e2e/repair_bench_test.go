@@ -36,6 +36,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehome/rehome/shared/benchenv"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -530,10 +532,10 @@ func mbps(bytes int64, d time.Duration) float64 {
 // are lost (REHOME_BENCH_QUICK: 200 MB; REHOME_BENCH_MB overrides).
 func BenchmarkRepairThroughput(b *testing.B) {
 	written := int64(1000)
-	if benchQuick() {
+	if benchenv.Quick() {
 		written = 200
 	}
-	written = int64(benchInt("REHOME_BENCH_MB", int(written)))
+	written = int64(benchenv.Int("REHOME_BENCH_MB", int(written)))
 	const objSize = 4 * model.DefaultChunkSize
 	objs := max(1, int(float64(written)*benchMB/objSize+0.5))
 	for _, shape := range []struct{ nodes, racks int }{{6, 6}, {6, 3}} {
@@ -642,10 +644,10 @@ func spread(counts map[string]int, n int) float64 {
 // 300; REHOME_BENCH_SMALL_OBJECTS overrides).
 func BenchmarkControlMessagesPerRepairedShard(b *testing.B) {
 	count := 1500
-	if benchQuick() {
+	if benchenv.Quick() {
 		count = 300
 	}
-	count = benchInt("REHOME_BENCH_SMALL_OBJECTS", count)
+	count = benchenv.Int("REHOME_BENCH_SMALL_OBJECTS", count)
 	for range b.N {
 		bc := startBenchCluster(b, 6, 3)
 		bc.putObjects("small", count, 16<<10, 8)
@@ -833,10 +835,10 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // REHOME_BENCH_QUICK: 400 MB and one death; REHOME_BENCH_REBUILD_MB overrides).
 func BenchmarkGetLatencyDuringRebuild(b *testing.B) {
 	written, deaths := 600, 2
-	if benchQuick() {
+	if benchenv.Quick() {
 		written, deaths = 400, 1
 	}
-	written = benchInt("REHOME_BENCH_REBUILD_MB", written)
+	written = benchenv.Int("REHOME_BENCH_REBUILD_MB", written)
 	const objSize = 4 * model.DefaultChunkSize
 	objs := max(1, int(float64(written)*benchMB/objSize+0.5))
 	idleFor := 5 * time.Second
