@@ -77,7 +77,7 @@ STACK_BUILD := $(STACK_DIR)/.build
 STACK       := $(COMPOSE) -p rehome -f $(STACK_DIR)/compose.yaml
 JAEGER_BIN  := $(STACK_BUILD)/jaeger
 
-.PHONY: stack-check stack-images stack-up stack-down stack-test stack-ps stack-logs
+.PHONY: stack-check stack-auth stack-images stack-up stack-down stack-test stack-ps stack-logs
 
 stack-check:
 	@[ -n "$(DOCKER)" ] || { echo "no docker client found (set DOCKER=...)"; exit 1; }
@@ -98,21 +98,25 @@ stack-images: stack-check build $(JAEGER_BIN)
 	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome-nats:local $(STACK_BUILD)/img/nats
 	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome-jaeger:local $(STACK_BUILD)/img/jaeger
 
-# deploy/.build/secrets.env: the storage token (kept across runs) and the NATS URL
-# of the stack's published ports, for a CLI on the host.
-$(STACK_BUILD)/secrets.env:
-	@mkdir -p $(STACK_BUILD)
-	@umask 077; { echo "REHOME_TOKEN=$$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"; \
-	  echo "REHOME_NATS_URL=nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_1:-14222},nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_2:-14223},nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_3:-14224}"; } >$@
-	@echo "wrote $@"
+# deploy/.build/auth: the stack's NATS users and permissions (auth.conf, mounted
+# into each NATS server) and one env file per service; deploy/.build/secrets.env:
+# the operator's bus URL (the stack's published ports) and the storage token, for
+# a CLI on the host. Passwords and the token are kept across runs.
+STACK_NATS      := nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222
+STACK_HOST_NATS  = nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_1:-14222},nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_2:-14223},nats://127.0.0.1:$${REHOME_STACK_NATS_PORT_3:-14224}
+stack-auth: build
+	@$(BIN)/rehome auth init --dir $(STACK_BUILD)/auth --secrets $(STACK_BUILD)/secrets.env \
+	  --nats $(STACK_NATS) --host-nats "$(STACK_HOST_NATS)" \
+	  --storage storage-1,storage-2,storage-3,storage-4,storage-5,storage-6 \
+	  --detectors detector-1,detector-2 --planners planner-1,planner-2 --movers mover-1,mover-2,mover-3
 
 ## stack-up: build the images and start the stack (6 storage, 3 NATS, 2 detectors, 2 planners, 3 movers, Jaeger)
-stack-up: stack-images $(STACK_BUILD)/secrets.env
+stack-up: stack-images stack-auth
 	$(STACK) up -d --no-build
 	deploy/scripts/wait-healthy.sh $(DOCKER) rehome 240
 
 ## stack-down: stop the stack and remove its containers, network and volumes
-stack-down: stack-check $(STACK_BUILD)/secrets.env
+stack-down: stack-check stack-auth
 	$(STACK) down -v --remove-orphans --timeout 5
 
 stack-ps: stack-check

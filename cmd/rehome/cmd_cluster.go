@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,7 +112,14 @@ func printStatus(w io.Writer, st control.ClusterStatus) {
 		if n.GraceMS > 0 {
 			grace = (time.Duration(n.GraceMS) * time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%.1f%%\t%d\t%s\n", rack, n.ID, n.State, n.Addr, n.Shards, humanBytes(n.Bytes), 100*n.Fill, n.Flaps, grace)
+		fill := fmt.Sprintf("%.1f%%", 100*n.Fill)
+		switch { // the node refuses new shards: say why beside its fill
+		case n.ReadOnly:
+			fill += " read-only"
+		case n.Full:
+			fill += " full"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", rack, n.ID, n.State, n.Addr, n.Shards, humanBytes(n.Bytes), fill, n.Flaps, grace)
 	}
 	tw.Flush()
 	if st.HealPaused {
@@ -176,8 +184,13 @@ func eventsCmd(g *globals) *cobra.Command {
 }
 
 func printEvent(w io.Writer, m *nats.Msg, asJSON bool) error {
+	// One line per event whatever arrives: JSON compacted (no newlines or
+	// carriage returns between its tokens), anything else as a JSON string.
+	var compact bytes.Buffer
 	data := json.RawMessage(m.Data)
-	if !json.Valid(m.Data) {
+	if json.Compact(&compact, m.Data) == nil {
+		data = compact.Bytes()
+	} else {
 		b, _ := json.Marshal(string(m.Data))
 		data = b
 	}

@@ -46,5 +46,7 @@ func devCmd(_ *globals) *cobra.Command {
 	fl.Int64Var(&cfg.Capacity, "capacity", 0, "per-node capacity in bytes (0: the filesystem's size)")
 	fl.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "children's log level: info or debug")
 	fl.StringVar(&cfg.OTLPEndpoint, "otlp", "", "send every child's traces to this OTLP endpoint (e.g. http://127.0.0.1:4318; sets OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_TRACES_EXPORTER=otlp)")
+	fl.BoolVar(&cfg.TLS, "tls", false, "TLS on the bus and every storage node's API, with a development CA kept in <dir>/tls (secrets.env gets REHOME_TLS_CA)")
+	fl.BoolVar(&cfg.MTLS, "mtls", false, "as --tls, and require client certificates on both (secrets.env also gets REHOME_TLS_CERT and REHOME_TLS_KEY)")
 	return cmd
 }

@@ -95,12 +95,21 @@ func (g *globals) startService(ctx context.Context, name string, f *serviceFlags
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return nil, err
 		}
-		log.Warn("waiting for NATS", "url", url, "err", err)
+		log.Warn("waiting for NATS", "url", bus.Redact(url), "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
 	}
+	// The server's asynchronous refusals (a permission this role lacks, a
+	// slow consumer) would otherwise go unseen.
+	nc.SetErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil {
+			log.Warn("bus error", "subject", sub.Subject, "err", err)
+			return
+		}
+		log.Warn("bus error", "err", err)
+	})
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
@@ -177,6 +186,7 @@ func (g *globals) runService(ctx context.Context, name string, f *serviceFlags, 
 
 func storageCmd(g *globals) *cobra.Command {
 	var f serviceFlags
+	var tf serverTLSFlags
 	cfg := storage.DefaultConfig()
 	cmd := &cobra.Command{
 		Use:   "storage --id ID --rack RACK --dir DIR",
@@ -189,6 +199,11 @@ func storageCmd(g *globals) *cobra.Command {
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv(shardapi.EnvToken)
 			}
+			tlsCfg, err := tf.config()
+			if err != nil {
+				return err
+			}
+			cfg.TLS = tlsCfg
 			env, err := g.startService(cmd.Context(), cfg.ID, &f)
 			if err != nil {
 				return err
@@ -203,6 +218,7 @@ func storageCmd(g *globals) *cobra.Command {
 		},
 	}
 	f.register(cmd, false)
+	tf.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&cfg.ID, "id", "", "stable node identity (e.g. storage-3)")
 	fl.StringVar(&cfg.Rack, "rack", "", "rack (failure domain) of this node")
@@ -226,6 +242,9 @@ func detectorCmd(g *globals) *cobra.Command {
 		Short: "run a failure detector (heartbeats -> suspect/down/up verdicts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.SystemURL == "" {
+				cfg.SystemURL = os.Getenv(envSystemURL) // read after --env-file
+			}
 			return g.runService(cmd.Context(), "detector", &f, func(env *serviceEnv) (service, error) {
 				return detector.New(cfg, env.nc, env.js, env.log, time.Now)
 			})
@@ -239,9 +258,13 @@ func detectorCmd(g *globals) *cobra.Command {
 	fl.DurationVar(&cfg.FlapWindow, "flap-window", cfg.FlapWindow, "suspect episodes within this window count as flaps")
 	fl.IntVar(&cfg.FlapThreshold, "flap-threshold", cfg.FlapThreshold, "flaps tolerated before the grace doubles per flap")
 	fl.DurationVar(&cfg.MaxGrace, "max-grace", cfg.MaxGrace, "cap of the damped grace (0: 10 x grace; = grace turns damping off)")
-	fl.StringVar(&cfg.SystemURL, "system-nats", os.Getenv("REHOME_SYSTEM_NATS_URL"), "NATS URL with system-account credentials: suspect a node as soon as its connection closes (default $REHOME_SYSTEM_NATS_URL)")
+	fl.StringVar(&cfg.SystemURL, "system-nats", "", "NATS URL with system-account credentials: suspect a node as soon as its connection closes (default $"+envSystemURL+")")
 	return cmd
 }
+
+// envSystemURL names the environment variable with the detector's
+// system-account NATS URL.
+const envSystemURL = "REHOME_SYSTEM_NATS_URL"
 
 func plannerCmd(g *globals) *cobra.Command {
 	var f serviceFlags
@@ -312,7 +335,11 @@ func healthcheckCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := http.DefaultClient.Do(req)
+			client, err := healthClient()
+			if err != nil {
+				return err
+			}
+			resp, err := client.Do(req)
 			if err != nil {
 				return err
 			}

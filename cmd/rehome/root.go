@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/rehome/rehome/cmd/rehome/envfile"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/shardapi"
 )
@@ -30,6 +31,7 @@ func (e *exitError) Unwrap() error { return e.err }
 // globals are the flags every command shares.
 type globals struct {
 	natsURL string
+	envFile string
 	timeout time.Duration
 }
 
@@ -43,14 +45,22 @@ func run(args []string) (int, error) {
 		Short:         "rehome keeps every shard of a distributed store at full redundancy",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --env-file is read before anything else looks at the environment.
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if g.envFile == "" {
+				return nil
+			}
+			return envfile.Load(g.envFile)
+		},
 	}
 	root.PersistentFlags().StringVar(&g.natsURL, "nats", "", "NATS URL (default $"+bus.EnvURL+" or "+bus.DefaultURL+")")
+	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "read KEY=value lines (e.g. "+bus.EnvURL+", "+shardapi.EnvToken+") from this file first, overriding the environment")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 5*time.Second, "how long to wait for the bus and the planner")
 	root.AddCommand(
 		devCmd(g),
 		putCmd(g), getCmd(g), lsCmd(g), rmCmd(g), inspectCmd(g),
 		clusterCmd(g), healCmd(g), eventsCmd(g), nodeCmd(g),
-		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), healthcheckCmd(),
+		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), healthcheckCmd(), authCmd(),
 	)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -88,7 +98,7 @@ func (g *globals) connect(name string) (*session, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("jetstream at %s: %w", url, err)
+		return nil, fmt.Errorf("jetstream at %s: %w", bus.Redact(url), err)
 	}
 	return &session{nc: nc, js: js}, nil
 }

@@ -93,6 +93,21 @@ func (s *stack) ready(t *testing.T) {
 		}
 		return nil
 	})
+	// The stack's bus refuses a client without credentials (rehome auth init).
+	anon := ""
+	for _, kv := range s.env {
+		if v, ok := strings.CutPrefix(kv, "REHOME_NATS_URL="); ok {
+			u, err := url.Parse(strings.Split(v, ",")[0])
+			if err != nil {
+				t.Fatalf("REHOME_NATS_URL: %v", err)
+			}
+			u.User = nil
+			anon = u.String()
+		}
+	}
+	if _, err := s.host("cluster", "status", "--nats", anon); err == nil || !strings.Contains(err.Error(), "Authorization") {
+		t.Fatalf("a CLI without bus credentials (%s): %v, want an authorization error", anon, err)
+	}
 }
 
 // write stores replicated objects (from one byte to three chunks) and

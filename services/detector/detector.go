@@ -116,7 +116,7 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("detector config: system URL is not a URL")
 		}
 	}
-	if c.MaxSilentShare < 0 || c.MaxSilentShare > 1 {
+	if !(c.MaxSilentShare >= 0 && c.MaxSilentShare <= 1) { // NaN too
 		return c, fmt.Errorf("detector config: max silent share %v outside [0, 1]", c.MaxSilentShare)
 	}
 	d := DefaultConfig()
@@ -540,31 +540,31 @@ func decodeHeartbeat(subject string, data []byte) (event.Heartbeat, error) {
 	if err := event.Decode(data, &hb); err != nil {
 		return hb, err
 	}
-	if tok := event.LastToken(subject); tok != hb.Node {
-		return hb, fmt.Errorf("%w: subject names node %q, payload %q", event.ErrMalformed, tok, hb.Node)
-	}
-	return hb, nil
+	return hb, event.CheckSubjectNode(subject, hb.Node)
 }
 
-// decodeLiveness decodes and checks a liveness record.
+// decodeLiveness decodes and checks a liveness record (model.Liveness.Validate,
+// and its key names its node). Errors wrap event.ErrMalformed.
 func decodeLiveness(e jetstream.KeyValueEntry) (model.Liveness, error) {
 	var rec model.Liveness
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
 		return rec, fmt.Errorf("%w: %w", event.ErrMalformed, err)
 	}
-	if rec.V != model.Version || rec.Node != e.Key() {
-		return rec, fmt.Errorf("%w: liveness record v%d for %q under key %q", event.ErrMalformed, rec.V, rec.Node, e.Key())
+	if err := rec.Validate(); err != nil {
+		return rec, fmt.Errorf("%w: %w", event.ErrMalformed, err)
 	}
-	switch rec.State {
-	case model.StateUp, model.StateSuspect, model.StateDown, model.StateMaintenance:
-		return rec, nil
+	if rec.Node != e.Key() {
+		return rec, fmt.Errorf("%w: %w: liveness record for %q under key %.64q", event.ErrMalformed, event.ErrSubjectMismatch, rec.Node, e.Key())
 	}
-	return rec, fmt.Errorf("%w: liveness state %q", event.ErrMalformed, rec.State)
+	return rec, nil
 }
 
+// malformed counts a rejected message or record under kind and the reason
+// err gives (event.Reason) and drops it.
 func (s *Service) malformed(kind, where string, err error) {
-	s.m.malformed.WithLabelValues(kind).Inc()
-	s.log.Debug("dropped malformed message", "kind", kind, "subject", where, "err", err)
+	reason := event.Reason(err)
+	s.m.malformed.WithLabelValues(kind, reason).Inc()
+	s.log.Debug("dropped a rejected message", "kind", kind, "subject", where, "reason", reason, "err", err)
 }
 
 // noteRevision remembers the newest liveness revision seen for node.

@@ -373,6 +373,8 @@ func TestMalformedHeartbeatsAreCountedAndDropped(t *testing.T) {
 		{event.HeartbeatPrefix + "storage-9", `{"v":1,"node":"storage-8","boot_id":"b"}`}, // subject names another node
 		{event.HeartbeatPrefix + "storage-9", `{"v":1,"node":"storage-9"}`},               // no boot id
 		{event.HeartbeatPrefix + "storage-9", `{"v":1,"node":"storage-9","boot_id":"b","shards":-1}`},
+		{event.HeartbeatPrefix + "storage-9", `{"v":1,"node":"storage-9","boot_id":"b","used_bytes":-1}`},
+		{event.HeartbeatPrefix + "storage-9", `{"v":1,"node":"storage-9","boot_id":"b","capacity_bytes":-1}`},
 	}
 	for _, g := range garbage {
 		if err := env.NC.Publish(g.subject, []byte(g.data)); err != nil {
@@ -382,6 +384,11 @@ func TestMalformedHeartbeatsAreCountedAndDropped(t *testing.T) {
 	bustest.Eventually(t, wait, "every malformed heartbeat counted", func() bool {
 		return metricstest.Value(t, svc.Registry(), "rehome_detector_malformed_events_total", "subject", "heartbeat") == float64(len(garbage))
 	})
+	for reason, want := range map[string]float64{event.ReasonMalformed: 3, event.ReasonSubjectMismatch: 1, event.ReasonInvalid: 4} {
+		if got := metricstest.Value(t, svc.Registry(), "rehome_detector_malformed_events_total", "subject", "heartbeat", "reason", reason); got != want {
+			t.Errorf("heartbeats rejected as %s: %v, want %v", reason, got, want)
+		}
+	}
 	// Still working: a newcomer is recorded, the garbage names are not.
 	b2 := startBeater(t, env.NC, "storage-4")
 	_ = b2

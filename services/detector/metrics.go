@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/services/detector/liveness"
+	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 )
 
@@ -77,8 +78,8 @@ func newMetrics(reg *prometheus.Registry, timeout time.Duration) *metrics {
 		}, []string{"outcome"}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_detector_malformed_events_total",
-			Help: "Messages dropped because they were not well-formed version-1 payloads.",
-		}, []string{"subject"}),
+			Help: "Messages and records rejected, by subject and reason (malformed: not a well-formed version-1 payload; invalid: fields break the contract; subject_mismatch: the subject names another node).",
+		}, []string{"subject", "reason"}),
 		failedPubs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rehome_detector_announce_errors_total",
 			Help: "Failed attempts to record or publish a verdict (retried on the next tick).",
@@ -87,7 +88,7 @@ func newMetrics(reg *prometheus.Registry, timeout time.Duration) *metrics {
 	reg.MustRegister(m.nodeState, m.age, m.verdicts, m.delay, m.held, m.override, m.flaps, m.grace,
 		m.disconnects, m.malformed, m.failedPubs)
 	for _, s := range []string{"heartbeat", "liveness", "override", "hold", "disconnect"} {
-		m.malformed.WithLabelValues(s)
+		m.malformed.WithLabelValues(s, event.ReasonMalformed)
 	}
 	for _, s := range []string{"suspected", "ignored", "dropped"} {
 		m.disconnects.WithLabelValues(s)

@@ -2,7 +2,6 @@ package mover
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -22,16 +21,27 @@ const (
 	Transient Class = iota
 	// Permanent failures (a malformed task, a conflicting copy on the target,
 	// a checksum the target refused, every source holding wrong bytes) are
-	// given up at once so the planner re-plans the shard.
+	// given up at once, with a dead letter, so the planner re-plans the shard.
 	Permanent
+	// TargetFull failures (the target answered 507: its disk is full or
+	// read-only) are given up at once too, but without a dead letter: the
+	// task was sound, its target could not take it, and the planner re-plans
+	// the shard onto another node.
+	TargetFull
 )
 
 func (c Class) String() string {
-	if c == Permanent {
+	switch c {
+	case Permanent:
 		return "permanent"
+	case TargetFull:
+		return "target_full"
 	}
 	return "transient"
 }
+
+// Final reports whether a failure of class c ends the task at once.
+func (c Class) Final() bool { return c != Transient }
 
 // Errors an attempt can end with, besides those of shardapi and the network.
 var (
@@ -86,11 +96,13 @@ func (e *sourcesError) allCorrupt() bool {
 }
 
 // Classify decides whether an attempt's error is worth retrying. It is a pure
-// function of the error value: malformed tasks, conflicts, checksum refusals,
-// a full target, other 4xx answers and sources that all served wrong bytes
-// are Permanent; everything else (network errors, 5xx, 404 from a source,
-// unknown or unreachable nodes) is Transient. A rebuild that failed for
-// several pieces is Transient when any of those pieces' failures is.
+// function of the error value: a target answering 507 (disk full or
+// read-only) is TargetFull; malformed tasks, conflicts, checksum refusals,
+// other 4xx answers and sources that all served wrong bytes are Permanent;
+// everything else (network errors, other 5xx, 404 from a source, unknown or
+// unreachable nodes) is Transient. A rebuild that failed for several pieces
+// is Transient when any of those pieces' failures is, TargetFull when all
+// are, else Permanent.
 func Classify(err error) Class {
 	var rb *rebuildError
 	var srcs *sourcesError
@@ -99,12 +111,16 @@ func Classify(err error) Class {
 	case err == nil:
 		return Transient
 	case errors.As(err, &rb):
+		class := TargetFull
 		for _, f := range rb.failures {
-			if Classify(f.err) == Transient {
+			switch Classify(f.err) {
+			case Transient:
 				return Transient
+			case Permanent:
+				class = Permanent
 			}
 		}
-		return Permanent
+		return class
 	case errors.As(err, &srcs):
 		if srcs.allCorrupt() {
 			return Permanent
@@ -114,7 +130,10 @@ func Classify(err error) Class {
 		errors.Is(err, errConflict), errors.Is(err, errCorrupt):
 		return Permanent
 	case errors.As(err, &st):
-		if st.Code == http.StatusInsufficientStorage || st.Permanent() {
+		switch {
+		case st.Code == http.StatusInsufficientStorage:
+			return TargetFull
+		case st.Permanent():
 			return Permanent
 		}
 		return Transient
@@ -127,6 +146,9 @@ func Classify(err error) Class {
 func Backoff(attempt int, min, max time.Duration) time.Duration {
 	d := min
 	for i := 1; i < attempt && d < max; i++ {
+		if d > max/2 { // doubling would pass max (or overflow)
+			return max
+		}
 		d *= 2
 	}
 	if d > max {
@@ -154,8 +176,8 @@ func decodeTask(subject string, data []byte, t *event.Task) error {
 	if err := event.Decode(data, t); err != nil {
 		return err
 	}
-	if got := event.LastToken(subject); got != t.Target {
-		return fmt.Errorf("%w: task for %s published on %s", event.ErrMalformed, t.Target, subject)
+	if err := event.CheckSubjectNode(subject, t.Target); err != nil {
+		return err
 	}
 	if t.Kind == event.KindRebuild {
 		return checkStripe(*t)

@@ -33,7 +33,7 @@ func TestClassify(t *testing.T) {
 		{"409 conflict", status(409), Permanent},
 		{"422 checksum refused", status(422), Permanent},
 		{"413 too large", status(413), Permanent},
-		{"507 target full", status(507), Permanent},
+		{"507 target full or read-only", fmt.Errorf("target b: %w", status(507)), TargetFull},
 		{"conflict found by HEAD", fmt.Errorf("target b: %w", errConflict), Permanent},
 		{"invalid", fmt.Errorf("%w shard id", model.ErrInvalid), Permanent},
 		{"malformed", fmt.Errorf("%w: kind", event.ErrMalformed), Permanent},
@@ -46,6 +46,8 @@ func TestClassify(t *testing.T) {
 		{"stripe: every failed holder corrupt", &stripeError{got: 3, need: 4, sources: &sourcesError{failures: []sourceFailure{{"a", corrupt}}}}, Permanent},
 		{"rebuild: one piece's target conflicts, one is down", &rebuildError{failures: []pieceFailure{{err: status(409)}, {err: netErr}}}, Transient},
 		{"rebuild: every piece permanent", &rebuildError{failures: []pieceFailure{{err: status(409)}, {err: status(507)}}}, Permanent},
+		{"rebuild: every piece's target full", &rebuildError{failures: []pieceFailure{{err: status(507)}, {err: status(507)}}}, TargetFull},
+		{"rebuild: one target full, one down", &rebuildError{failures: []pieceFailure{{err: status(507)}, {err: netErr}}}, Transient},
 		{"rebuild: stripe unreadable, holder down", &rebuildError{failures: []pieceFailure{{err: &stripeError{got: 3, need: 4,
 			sources: &sourcesError{failures: []sourceFailure{{"a", status(404)}, {"b", corrupt}}}}}}}, Transient},
 	}

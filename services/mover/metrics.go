@@ -62,8 +62,8 @@ func newMetrics() *metrics {
 		}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_mover_malformed_events_total",
-			Help: "Messages dropped because they were not valid: task messages, node records, liveness records, delivery advisories.",
-		}, []string{"subject"}),
+			Help: "Messages dropped because they were not valid, by subject (task messages, node records, liveness records, delivery advisories) and reason (malformed, invalid, subject_mismatch).",
+		}, []string{"subject", "reason"}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_mover_dead_letters_total",
 			Help: "Task messages terminated and republished on rehome.repair.dead.<target>, by reason (malformed, permanent, max_deliveries).",
@@ -72,7 +72,7 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(m.tasks, m.bytes, m.read, m.duration, m.inFlight, m.malformed, m.dead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, s := range []string{malformedTask, malformedNode, malformedAdvisory, malformedLiveness} {
-		m.malformed.WithLabelValues(s)
+		m.malformed.WithLabelValues(s, event.ReasonMalformed)
 	}
 	for _, r := range []string{DeadMalformed, DeadPermanent, DeadMaxDeliveries} {
 		m.dead.WithLabelValues(r)

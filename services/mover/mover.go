@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/shardapi"
 	"github.com/rehome/rehome/shared/telemetry"
 )
@@ -162,7 +163,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, shards *shardapi.Cli
 	}
 	log = log.With("mover", cfg.ID)
 	m := newMetrics()
-	nodes := newDirectory(log, func() { m.malformed.WithLabelValues(malformedNode).Inc() })
+	nodes := newDirectory(log, func(err error) { m.malformed.WithLabelValues(malformedNode, event.Reason(err)).Inc() })
 	return &Service{
 		cfg:       cfg,
 		nc:        nc,
@@ -171,7 +172,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, shards *shardapi.Cli
 		exec:      newExecutor(shards, nodes),
 		nodes:     nodes,
 		m:         m,
-		incidents: newIncidents(log, func() { m.malformed.WithLabelValues(malformedLiveness).Inc() }),
+		incidents: newIncidents(log, func(err error) { m.malformed.WithLabelValues(malformedLiveness, event.Reason(err)).Inc() }),
 		tracer:    telemetry.Provider(cfg.TracerProvider).Tracer(tracerName),
 		now:       time.Now,
 		own:       own,

@@ -115,10 +115,19 @@ func run(t testing.TB, what string, f func(context.Context) error) {
 // storage starts a real storage node and waits until it is registered.
 func (c *cluster) storage(id string) string {
 	c.t.Helper()
+	return c.storageWith(id, nil)
+}
+
+// storageWith is storage with cfg edited by edit (nil: defaults).
+func (c *cluster) storageWith(id string, edit func(*storage.Config)) string {
+	c.t.Helper()
 	cfg := storage.DefaultConfig()
 	cfg.ID, cfg.Rack, cfg.Dir, cfg.Token = id, "rack-1", c.t.TempDir(), token
 	c.dirs[id] = cfg.Dir
 	cfg.HeartbeatInterval = 200 * time.Millisecond
+	if edit != nil {
+		edit(&cfg)
+	}
 	svc, err := storage.New(cfg, c.env.NC, c.env.JS, testLogger(c.t))
 	if err != nil {
 		c.t.Fatal(err)

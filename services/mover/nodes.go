@@ -20,14 +20,14 @@ import (
 // it starts). It is safe for concurrent use.
 type directory struct {
 	log       *slog.Logger
-	malformed func() // counts a record that could not be used
+	malformed func(error) // counts a record that could not be used, and why
 
 	mu    sync.RWMutex
 	addrs map[string]string
 	kv    jetstream.KeyValue // set once watching starts; used when a node is not known yet
 }
 
-func newDirectory(log *slog.Logger, malformed func()) *directory {
+func newDirectory(log *slog.Logger, malformed func(error)) *directory {
 	return &directory{log: log, malformed: malformed, addrs: map[string]string{}}
 }
 
@@ -54,7 +54,7 @@ func (d *directory) Addr(ctx context.Context, node string) (string, error) {
 	}
 	n, err := decodeNode(e.Key(), e.Value())
 	if err != nil {
-		d.malformed()
+		d.malformed(err)
 		return "", fmt.Errorf("%w: %s: %w", errUnknownNode, node, err)
 	}
 	return n.Addr, nil
@@ -83,7 +83,7 @@ func (d *directory) apply(view map[string]string, e jetstream.KeyValueEntry) {
 	}
 	n, err := decodeNode(e.Key(), e.Value())
 	if err != nil {
-		d.malformed()
+		d.malformed(err)
 		d.log.Debug("ignoring malformed node record", "key", e.Key(), "err", err)
 		return
 	}

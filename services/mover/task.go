@@ -36,8 +36,8 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		err = decodeTask(msg.Subject(), msg.Data(), &t)
 	}
 	if err != nil {
-		s.m.malformed.WithLabelValues(malformedTask).Inc()
-		s.log.Debug("dropping malformed task", "subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
+		s.m.malformed.WithLabelValues(malformedTask, event.Reason(err)).Inc()
+		s.log.Debug("dropping malformed task", "subject", msg.Subject(), "bytes", len(msg.Data()), "reason", event.Reason(err), "err", err)
 		var seq uint64
 		deliveries := 1
 		if md != nil {
@@ -242,17 +242,19 @@ func (s *Service) finishRebuild(ctx context.Context, msg jetstream.Msg, t event.
 
 // fail reports a failed attempt and answers the bus: a transient failure
 // before MaxDeliver is handed back with backoff, anything else is given up
-// (Term) once its dead letter and then its final Failed are published. If
-// either cannot be published the task is handed back so nothing is lost.
+// (Term) once its dead letter and then its final Failed are published (a
+// TargetFull failure gets no dead letter: only the final Failed, which has
+// the planner re-plan the shard onto another target). If either cannot be
+// published the task is handed back so nothing is lost.
 func (s *Service) fail(ctx context.Context, msg jetstream.Msg, t event.Task, attempt int, cause error, log *slog.Logger) {
 	class := Classify(cause)
-	final := class == Permanent || attempt >= s.cfg.MaxDeliver
+	final := class.Final() || attempt >= s.cfg.MaxDeliver
 	f := &event.Failed{
 		Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
 		Error: oneLine(cause), Attempt: attempt, Final: final,
 	}
 	delay := Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)
-	if final {
+	if final && class != TargetFull { // a full target is no fault of the task: nothing to bury
 		kind, reason := DeadPermanent, f.Error
 		if class != Permanent {
 			kind, reason = DeadMaxDeliveries, fmt.Sprintf("attempt %d of %d failed: %s", attempt, s.cfg.MaxDeliver, f.Error)
@@ -318,7 +320,7 @@ const giveUpTimeout = time.Minute
 func (s *Service) giveUp(ctx context.Context, data []byte) {
 	var adv deliveryExceeded
 	if err := json.Unmarshal(data, &adv); err != nil || adv.StreamSeq == 0 || adv.Stream != bus.StreamTasks {
-		s.m.malformed.WithLabelValues(malformedAdvisory).Inc()
+		s.m.malformed.WithLabelValues(malformedAdvisory, event.ReasonMalformed).Inc()
 		s.log.Debug("ignoring malformed delivery advisory", "bytes", len(data), "err", err)
 		return
 	}
@@ -377,7 +379,7 @@ func (s *Service) retire(ctx context.Context, r *retirement) error {
 		}
 		r.buried = true
 		if derr != nil {
-			s.m.malformed.WithLabelValues(malformedTask).Inc()
+			s.m.malformed.WithLabelValues(malformedTask, event.Reason(derr)).Inc()
 		}
 	}
 	if derr == nil && !r.reported {

@@ -36,7 +36,7 @@ const maxIncidents = 4096
 // (incidents without a traceparent too, as ""). It is safe for concurrent use.
 type incidents struct {
 	log       *slog.Logger
-	malformed func()
+	malformed func(error)
 
 	mu    sync.Mutex
 	tps   map[string]string  // incident -> traceparent
@@ -44,7 +44,7 @@ type incidents struct {
 	kv    jetstream.KeyValue // the liveness bucket, once watched
 }
 
-func newIncidents(log *slog.Logger, malformed func()) *incidents {
+func newIncidents(log *slog.Logger, malformed func(error)) *incidents {
 	return &incidents{log: log, malformed: malformed, tps: map[string]string{}}
 }
 
@@ -98,8 +98,15 @@ func incidentNode(incident string) string {
 // traceparent, id being its incident.
 func (in *incidents) decode(key string, value []byte) (id, tp string, ok bool) {
 	var l model.Liveness
-	if err := json.Unmarshal(value, &l); err != nil || l.V != model.Version || l.Node != key {
-		in.malformed()
+	err := json.Unmarshal(value, &l)
+	if err == nil {
+		err = l.Validate()
+	}
+	if err == nil && l.Node != key {
+		err = fmt.Errorf("%w: %w: liveness record for %q under key %.64q", event.ErrMalformed, event.ErrSubjectMismatch, l.Node, key)
+	}
+	if err != nil {
+		in.malformed(err)
 		in.log.Debug("ignoring malformed liveness record", "key", key, "err", err)
 		return "", "", false
 	}

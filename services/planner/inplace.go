@@ -220,7 +220,7 @@ func (v *view) inPlaceTarget(h uint32, size int64, pc *planCtx) (nodeRef, inPlac
 			continue
 		}
 		c := &pc.cands[x]
-		if c.CapacityBytes > 0 && n.hbUsed+c.PendingBytes+size > c.CapacityBytes {
+		if c.Full || c.CapacityBytes > 0 && n.hbUsed+c.PendingBytes+size > c.CapacityBytes {
 			continue
 		}
 		if c.PendingTasks >= pc.maxIn {
@@ -418,7 +418,7 @@ func (v *view) healPlan(r nodeRef, missing []uint32, lim limits) control.HealPla
 		}
 		fits := func() bool {
 			c := cands[r]
-			return c.CapacityBytes <= 0 || v.nodes[r].hbUsed+c.PendingBytes+s.size <= c.CapacityBytes
+			return !c.Full && (c.CapacityBytes <= 0 || v.nodes[r].hbUsed+c.PendingBytes+s.size <= c.CapacityBytes)
 		}
 		if g := v.group(h); g != nil {
 			if len(have) > 0 {

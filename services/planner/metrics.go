@@ -1,6 +1,10 @@
 package planner
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rehome/rehome/shared/event"
+)
 
 // metrics are the planner's prometheus series (all rehome_planner_*).
 type metrics struct {
@@ -50,7 +54,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		stalled: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rehome_planner_stalled", Help: "1 while repair work remains and nothing was verified for the stall timeout."}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rehome_planner_malformed_events_total", Help: "Events, records and requests dropped as malformed, by subject or bucket."}, []string{"subject"}),
+			Name: "rehome_planner_malformed_events_total", Help: "Events, records and requests rejected, by subject or bucket and reason (malformed, invalid, subject_mismatch, unknown_node, unknown_shard)."}, []string{"subject", "reason"}),
 		shards: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rehome_planner_shards", Help: "Entries of the placement map."}),
 		rescanSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -88,5 +92,10 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		m.issued, m.failures, m.stalled, m.malformed, m.shards, m.rescanSeconds,
 		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus, m.stripes, m.stripesDegraded,
 		m.checks, m.lacking, m.healedInPlace, m.dropped, m.corrupt, m.paused, m.singleCopy)
+	for _, s := range []string{subjectDone, subjectFailed, subjectCorrupt} {
+		for _, r := range event.Reasons {
+			m.malformed.WithLabelValues(s, r)
+		}
+	}
 	return m
 }

@@ -104,6 +104,7 @@ func (v *view) candidates() []placement.Candidate {
 			PendingTasks:  n.inTasks,
 			Reads:         n.outTasks,
 			Returning:     n.returning,
+			Full:          n.hbFull || n.hbReadOnly,
 		}
 	}
 	return cs
@@ -632,7 +633,7 @@ func (v *view) clusterStatus() control.ClusterStatus {
 		ns := control.NodeStatus{
 			ID: n.id, Rack: n.rack, State: n.effState(), Addr: n.addr,
 			Shards: n.shards, Bytes: n.bytes, UsedBytes: n.hbUsed, CapacityBytes: capacity,
-			Flaps: n.flaps, GraceMS: n.graceMS,
+			Flaps: n.flaps, GraceMS: n.graceMS, Full: n.hbFull, ReadOnly: n.hbReadOnly,
 		}
 		if capacity > 0 {
 			ns.Fill = float64(n.hbUsed) / float64(capacity)

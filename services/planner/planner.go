@@ -188,7 +188,7 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.MaxBytesPerSec < 0:
 		return c, errors.New("planner config: MaxBytesPerSec is negative")
-	case c.MaxFill < 0 || c.MaxFill > 1:
+	case !(c.MaxFill >= 0 && c.MaxFill <= 1): // NaN too
 		return c, fmt.Errorf("planner config: MaxFill %.2f outside 0-1", c.MaxFill)
 	case c.MaxFill == 0:
 		c.MaxFill = d.MaxFill
@@ -317,9 +317,12 @@ func (s *Service) plan() {
 	}
 }
 
+// malformed counts an input dropped under subject (or bucket) and the
+// reason err gives (event.Reason).
 func (s *Service) malformed(subject string, err error) {
-	s.m.malformed.WithLabelValues(subject).Inc()
-	s.log.Debug("dropped malformed input", "subject", subject, "err", err)
+	reason := event.Reason(err)
+	s.m.malformed.WithLabelValues(subject, reason).Inc()
+	s.log.Debug("dropped rejected input", "subject", subject, "reason", reason, "err", err)
 }
 
 // Run loads the cluster view and the heal switch and keeps them current,
@@ -697,6 +700,12 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, err)
 			return false
 		}
+		if !s.v.loading && !s.v.knowsNode(l.Node) {
+			// A verdict on a node never registered nor in the map (during
+			// the initial load, registrations may come after verdicts).
+			s.malformed(bucket, fmt.Errorf("liveness: %w %s", event.ErrUnknownNode, l.Node))
+			return false
+		}
 		changed, err := s.v.setLiveness(l)
 		if err != nil {
 			s.malformed(bucket, err)
@@ -736,34 +745,42 @@ func decodeRecord(data []byte, v any) error {
 	return nil
 }
 
+// validLiveness checks a liveness record (model.Liveness.Validate) and that
+// its key names its node.
 func validLiveness(l model.Liveness, key string) error {
-	if l.V != model.Version {
-		return fmt.Errorf("%w liveness %q: version %d", model.ErrInvalid, key, l.V)
-	}
-	if err := model.ValidateNodeID(l.Node); err != nil {
+	if err := l.Validate(); err != nil {
 		return err
 	}
 	if l.Node != key {
-		return fmt.Errorf("%w liveness %q names node %q", model.ErrInvalid, key, l.Node)
+		return fmt.Errorf("%w: liveness %.64q names node %q", event.ErrSubjectMismatch, key, l.Node)
 	}
-	switch l.State {
-	case model.StateUp, model.StateSuspect, model.StateDown, model.StateMaintenance:
-		return nil
-	}
-	return fmt.Errorf("%w liveness %q: state %q", model.ErrInvalid, key, l.State)
+	return nil
 }
 
 // onHeartbeat records a node's usage (core subscription callback).
 func (s *Service) onHeartbeat(msg *nats.Msg) {
 	var hb event.Heartbeat
-	if err := event.Decode(msg.Data, &hb); err != nil || hb.Node != event.LastToken(msg.Subject) {
-		s.malformed(strings.TrimSuffix(event.HeartbeatPrefix, "."), fmt.Errorf("heartbeat on %s: %v", msg.Subject, err))
-		return
+	err := event.Decode(msg.Data, &hb)
+	if err == nil {
+		err = event.CheckSubjectNode(msg.Subject, hb.Node)
 	}
 	s.mu.Lock()
+	if err == nil && !s.v.loading && !s.v.knowsNode(hb.Node) {
+		err = fmt.Errorf("%w %s", event.ErrUnknownNode, hb.Node) // registrations come first
+	}
+	if err != nil {
+		s.mu.Unlock()
+		s.malformed(strings.TrimSuffix(event.HeartbeatPrefix, "."), fmt.Errorf("heartbeat on %s: %w", msg.Subject, err))
+		return
+	}
 	s.v.heartbeat(hb.Node, hb.UsedBytes, hb.CapacityBytes, s.now())
+	accepts := s.v.diskCondition(hb.Node, hb.Full, hb.ReadOnly)
 	asked := s.v.bootSeen(hb.Node, hb.BootID)
 	s.mu.Unlock()
+	if accepts {
+		s.log.Info("node accepts new shards again", "node", hb.Node)
+		s.plan()
+	}
 	if asked {
 		s.log.Info("node booted anew while the map lists it: checking its inventory", "node", hb.Node, "boot_id", hb.BootID)
 		s.plan()
@@ -800,6 +817,7 @@ func (s *Service) seedHeartbeats(ctx context.Context) {
 		s.mu.Lock()
 		if r, ok := s.v.nodeIdx[id]; ok && s.v.nodes[r].hbAt.IsZero() {
 			s.v.heartbeat(id, hb.UsedBytes, hb.CapacityBytes, m.Time)
+			s.v.diskCondition(id, hb.Full, hb.ReadOnly)
 			s.v.bootSeen(id, hb.BootID)
 		}
 		s.mu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,37 +52,32 @@ func (s *Service) consumeResults(ctx context.Context) (jetstream.Consumer, jetst
 	return cons, cc, nil
 }
 
-// onResult handles one mover result. Malformed results are acked and
-// dropped; a result that could not be recorded (bus trouble) is redelivered.
+// onResult handles one mover result (or corrupt report). Malformed results,
+// and well-formed ones naming a node or shard the planner does not know
+// (view.checkResult), are counted, acked and dropped; a result that could
+// not be recorded (bus trouble) is redelivered.
 func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 	subj := msg.Subject()
 	ctx, span := telemetry.StartProcess(ctx, s.tracer, "rehome.repair.commit", subj, msg.Headers())
 	defer span.End()
-	var err error
+	label, r, err := decodeResult(subj, msg.Data())
+	if err == nil {
+		s.mu.Lock()
+		err = s.v.checkResult(r)
+		s.mu.Unlock()
+	}
+	if err != nil {
+		s.malformed(label, err)
+		_ = msg.Ack() // rejected for good: never redelivered
+		return
+	}
 	switch {
-	case strings.HasPrefix(subj, event.DonePrefix):
-		var d event.Done
-		if derr := event.Decode(msg.Data(), &d); derr != nil {
-			s.malformed(strings.TrimSuffix(event.DonePrefix, "."), derr)
-			break
-		}
-		err = s.onDone(ctx, d)
-	case strings.HasPrefix(subj, event.FailedPrefix):
-		var f event.Failed
-		if derr := event.Decode(msg.Data(), &f); derr != nil {
-			s.malformed(strings.TrimSuffix(event.FailedPrefix, "."), derr)
-			break
-		}
-		s.onFailed(ctx, f)
-	case strings.HasPrefix(subj, event.CorruptPrefix):
-		var c event.Corrupt
-		if derr := event.Decode(msg.Data(), &c); derr != nil || c.Node != event.LastToken(subj) {
-			s.malformed(strings.TrimSuffix(event.CorruptPrefix, "."), fmt.Errorf("corrupt report on %s: %v", subj, derr))
-			break
-		}
-		s.onCorrupt(c)
-	default:
-		s.malformed(subj, errors.New("unexpected result subject"))
+	case r.done != nil:
+		err = s.onDone(ctx, *r.done)
+	case r.failed != nil:
+		s.onFailed(ctx, *r.failed)
+	case r.corrupt != nil:
+		s.onCorrupt(*r.corrupt)
 	}
 	if err != nil {
 		s.log.Warn("recording result failed, will retry", "subject", subj, "err", err)

@@ -54,6 +54,9 @@ type node struct {
 
 	hbUsed, hbCapacity int64
 	hbAt               time.Time
+	// hbFull and hbReadOnly: its last heartbeat says it refuses new shards
+	// (disk full, or read-only); it is no target until a heartbeat says otherwise.
+	hbFull, hbReadOnly bool
 
 	shards int   // map entries naming the node
 	bytes  int64 // their bytes
@@ -211,6 +214,9 @@ type view struct {
 	// names whose disk lacks it (an inventory check or a corrupt report
 	// found it): their copies do not count until a copy back lands.
 	lacks map[uint32][]nodeRef
+	// unmapped remembers, by shard id, the task of a copy or rebuild that
+	// was in flight when its shard left the map (see noteUnmapped).
+	unmapped map[string]string
 
 	rate         rateMeter
 	verified     int64     // bytes verified by copies since start
@@ -377,6 +383,20 @@ func (v *view) heartbeat(id string, used, capacity int64, now time.Time) {
 	}
 }
 
+// diskCondition records whether a node's heartbeat says it refuses new
+// shards (disk full or read-only), for ids the view knows. It reports
+// whether the node accepts them again after refusing (room came back: plan).
+func (v *view) diskCondition(id string, full, readOnly bool) (accepts bool) {
+	r, ok := v.nodeIdx[id]
+	if !ok {
+		return false
+	}
+	nd := &v.nodes[r]
+	was := nd.hbFull || nd.hbReadOnly
+	nd.hbFull, nd.hbReadOnly = full, readOnly
+	return was && !full && !readOnly
+}
+
 // bootSeen records the boot id a node's heartbeat carries (see noteBoot).
 func (v *view) bootSeen(id, boot string) bool {
 	if r, ok := v.nodeIdx[id]; ok {
@@ -535,7 +555,8 @@ func (v *view) removePlacement(id string) bool {
 	delete(v.shortSince, h)
 	v.pruneMarks(h, nil)
 	v.account(h, -1)
-	if v.flights[h] != nil {
+	if f := v.flights[h]; f != nil {
+		v.noteUnmapped(id, f.task) // its result is still to come
 		v.endFlight(h)
 	}
 	if v.trims[h] != nil {
@@ -845,6 +866,7 @@ func taskSerial(id string, def int) int {
 func (v *view) seedFlight(t event.Task, seq uint64, deadline time.Time) bool {
 	h, ok := v.ids.Lookup(t.Shard)
 	if !ok {
+		v.noteQueuedUnmapped(t) // its result is still to come
 		return false
 	}
 	tg, err := v.ref(t.Target)

@@ -101,7 +101,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, disk.ErrChecksum):
 		return http.StatusUnprocessableEntity
-	case errors.Is(err, disk.ErrFull):
+	case errors.Is(err, disk.ErrFull), errors.Is(err, disk.ErrReadOnly):
 		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
@@ -230,9 +230,12 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 		if code == http.StatusConflict || code == http.StatusInsufficientStorage {
 			drain(r)
 		}
-		if code >= 500 {
+		switch {
+		case code == http.StatusInsufficientStorage:
+			a.log.WarnContext(r.Context(), "put refused: no room or read-only disk", "shard", id, "err", err)
+		case code >= 500:
 			a.log.ErrorContext(r.Context(), "put failed", "shard", id, "err", err)
-		} else {
+		default:
 			a.log.DebugContext(r.Context(), "put refused", "shard", id, "code", code, "err", err)
 		}
 		fail(w, code, err.Error())

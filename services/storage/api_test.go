@@ -38,12 +38,13 @@ type nodeOpts struct {
 	token    string
 	maxShard int64
 	capacity int64
+	files    disk.Files
 }
 
 func startAPI(t testing.TB, o nodeOpts) *testNode {
 	t.Helper()
 	dir := t.TempDir()
-	store, err := disk.Open(dir, disk.Options{CapacityBytes: o.capacity}, nil)
+	store, err := disk.Open(dir, disk.Options{CapacityBytes: o.capacity, Files: o.files}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,6 +500,7 @@ func TestStatusOf(t *testing.T) {
 		{fmt.Errorf("x: %w", disk.ErrConflict), 409},
 		{disk.ErrChecksum, 422},
 		{disk.ErrFull, 507},
+		{fmt.Errorf("%w: shard x: read-only file system", disk.ErrReadOnly), 507},
 		{disk.ErrSize, 400},
 		{disk.ErrRead, 400},
 		{disk.ErrCorrupt, 500},
@@ -528,5 +530,6 @@ func TestPanicBecomes500(t *testing.T) {
 
 type fakeUsage struct{}
 
-func (fakeUsage) Usage() (int, int64)      { return 0, 0 }
-func (fakeUsage) ChecksumFailures() uint64 { return 0 }
+func (fakeUsage) Usage() (int, int64)       { return 0, 0 }
+func (fakeUsage) ChecksumFailures() uint64  { return 0 }
+func (fakeUsage) Condition() disk.Condition { return disk.Condition{} }

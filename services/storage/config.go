@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/model"
 )
 
@@ -32,6 +34,11 @@ type Config struct {
 	CapacityBytes int64
 	// Token, when set, is the bearer token every /v1 request must carry.
 	Token string
+	// TLS, when set, makes the node serve HTTPS with it (every path,
+	// /healthz and /metrics included). tlsconf.Server builds one from PEM
+	// files; with a client CA it also requires client certificates (mTLS),
+	// in addition to Token. Nil (the default) serves plain HTTP.
+	TLS *tls.Config
 	// HeartbeatInterval is how often a heartbeat is published. Default 1s.
 	HeartbeatInterval time.Duration
 	// MaxShardBytes is the largest shard a PUT may carry. Default 64 MiB.
@@ -63,6 +70,10 @@ type Config struct {
 	// trace context (a mover's copy); nil (the default) uses otel's global
 	// provider, which telemetry.Setup installs (a no-op when tracing is off).
 	TracerProvider trace.TracerProvider
+
+	// files, when set, is the filesystem the store writes through (tests
+	// inject a full or read-only disk); nil is the real one.
+	files disk.Files
 }
 
 // Defaults.

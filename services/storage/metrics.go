@@ -3,12 +3,16 @@ package storage
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/rehome/rehome/services/storage/disk"
+	"github.com/rehome/rehome/shared/event"
 )
 
 // usage is what the gauges read: satisfied by *disk.Store.
 type usage interface {
 	Usage() (shards int, used int64)
 	ChecksumFailures() uint64
+	Condition() disk.Condition
 }
 
 // metrics are the storage node's instruments, registered on its own registry.
@@ -50,10 +54,10 @@ func newMetrics(reg *prometheus.Registry, u usage, capacity int64) *metrics {
 		}, []string{"result"}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rehome_storage_malformed_events_total",
-			Help: "Messages from the bus dropped as malformed, by subject (inventory requests that are not valid JSON requests or have no reply subject).",
-		}, []string{"subject"}),
+			Help: "Messages from the bus dropped, by subject and reason (inventory requests that are not JSON requests or have no reply subject: malformed; a negative limit or an after that is no shard id: invalid).",
+		}, []string{"subject", "reason"}),
 	}
-	m.malformed.WithLabelValues(malformedInventory)
+	m.malformed.WithLabelValues(malformedInventory, event.ReasonMalformed)
 	reg.MustRegister(
 		m.requests, m.bytesWritten, m.bytesRead, m.heartbeats, m.registrations, m.malformed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -68,6 +72,14 @@ func newMetrics(reg *prometheus.Registry, u usage, capacity int64) *metrics {
 			Name: "rehome_storage_capacity_bytes",
 			Help: "Shard bytes this node accepts.",
 		}, func() float64 { return float64(capacity) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rehome_storage_full",
+			Help: "1 while the node refuses new shards for lack of room (a write refused by its capacity or by ENOSPC/EDQUOT, room not back yet; or shards filling the capacity), else 0.",
+		}, func() float64 { return b2f(u.Condition().Full) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rehome_storage_read_only",
+			Help: "1 while the node's filesystem refuses changes as read-only (EROFS), else 0.",
+		}, func() float64 { return b2f(u.Condition().ReadOnly) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "rehome_storage_checksum_failures_total",
 			Help: "Stored shards that failed verification and were quarantined.",
@@ -76,6 +88,13 @@ func newMetrics(reg *prometheus.Registry, u usage, capacity int64) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // methodLabel bounds the method label to the methods the API knows.

@@ -4,7 +4,9 @@
 // every interval (SPEC §5). It answers inventory requests over the bus
 // (control.InventoryPrefix + id), re-verifies its shards in the background at
 // a bounded rate (the scrub) and publishes an event.Corrupt for every shard it
-// quarantines, however the damage was found.
+// quarantines, however the damage was found. A disk that is full or
+// read-only makes writes fail with 507 and the node say so in its
+// heartbeats (at once when that changes) until room or writability returns.
 package storage
 
 import (
@@ -56,6 +58,10 @@ type Service struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+
+	// condChanged is signalled when the store's Condition changes, so the
+	// heartbeat saying so goes out at once rather than at the next tick.
+	condChanged chan struct{}
 }
 
 // New opens the store in cfg.Dir (removing crash leftovers, quarantining
@@ -90,7 +96,14 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 		return bus.Publish(ctx, js, subject, p, msgID)
 	}
 	rep := newReporter(cfg.ID, bootID, cfg.CorruptQueue, publish, time.Now, log, reg)
-	store, err := disk.Open(cfg.Dir, disk.Options{CapacityBytes: capacity, OnQuarantine: rep.report}, log)
+	condChanged := make(chan struct{}, 1)
+	onCond := func(disk.Condition) {
+		select {
+		case condChanged <- struct{}{}:
+		default: // a heartbeat is already due
+		}
+	}
+	store, err := disk.Open(cfg.Dir, disk.Options{CapacityBytes: capacity, OnQuarantine: rep.report, OnCondition: onCond, Files: cfg.files}, log)
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
@@ -113,6 +126,8 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 		reg:      reg,
 		now:      time.Now,
 		rep:      rep,
+
+		condChanged: condChanged,
 	}
 	s.started = s.now().UTC()
 	s.m = newMetrics(s.reg, store, capacity)
@@ -139,6 +154,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		TLSConfig:         cfg.TLS,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
@@ -211,7 +227,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer func() { stopRep(); repWG.Wait() }()
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.srv.Serve(s.ln) }()
+	go func() { serveErr <- s.serve() }()
 	s.log.Info("storage node serving", "addr", s.addr, "listen", s.ln.Addr().String(), "rack", s.cfg.Rack,
 		"boot_id", s.bootID, "capacity_bytes", s.capacity)
 
@@ -243,7 +259,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) answerInventory(msg *nats.Msg) {
 	if msg.Reply == "" {
 		s.invReqs.WithLabelValues(inventoryInvalid).Inc()
-		s.m.malformed.WithLabelValues(malformedInventory).Inc()
+		s.m.malformed.WithLabelValues(malformedInventory, event.ReasonMalformed).Inc()
 		s.log.Debug("inventory request without a reply subject dropped")
 		return
 	}
@@ -254,7 +270,8 @@ func (s *Service) answerInventory(msg *nats.Msg) {
 	reply, result := inventoryReply(s.store, s.cfg.ID, s.bootID, msg.Data, maxPayload)
 	s.invReqs.WithLabelValues(result).Inc()
 	if result == inventoryInvalid {
-		s.m.malformed.WithLabelValues(malformedInventory).Inc()
+		_, perr := parseInventoryRequest(msg.Data)
+		s.m.malformed.WithLabelValues(malformedInventory, event.Reason(perr)).Inc()
 	}
 	if result != inventoryOK {
 		s.log.Debug("inventory request refused", "result", result, "body", truncate(msg.Data, 200))
@@ -273,7 +290,9 @@ func truncate(b []byte, n int) string {
 }
 
 // heartbeats publishes one heartbeat now and one per interval, and asks the
-// registrar to (re)register when needRegister says so. It returns nil when
+// registrar to (re)register when needRegister says so. Before each beat it
+// rechecks a store that refuses writes (full or read-only), and it sends an
+// extra beat as soon as the store's condition changes. It returns nil when
 // ctx ends, or the HTTP server's error if it stops.
 func (s *Service) heartbeats(ctx context.Context, want chan<- struct{}, serveErr <-chan error) error {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
@@ -288,16 +307,31 @@ func (s *Service) heartbeats(ctx context.Context, want chan<- struct{}, serveErr
 			}
 		}
 		lastReconnects = reconnects
+		s.store.Recheck()
 		s.publishHeartbeat()
+		if stop, err := s.awaitBeat(ctx, t.C, serveErr); stop {
+			return err
+		}
+	}
+}
+
+// awaitBeat waits for the next tick, publishing a heartbeat each time the
+// store's condition changes meanwhile. stop reports that ctx ended (err nil)
+// or that the HTTP server stopped (err its error, nil for a shutdown).
+func (s *Service) awaitBeat(ctx context.Context, tick <-chan time.Time, serveErr <-chan error) (stop bool, err error) {
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return true, nil
 		case err := <-serveErr:
 			if errors.Is(err, http.ErrServerClosed) {
-				return nil
+				return true, nil
 			}
-			return err
-		case <-t.C:
+			return true, err
+		case <-s.condChanged:
+			s.publishHeartbeat()
+		case <-tick:
+			return false, nil
 		}
 	}
 }
@@ -384,6 +418,7 @@ func (s *Service) nodeRecord() model.Node {
 // heartbeat is the payload published now.
 func (s *Service) heartbeat() *event.Heartbeat {
 	shards, used := s.store.Usage()
+	cond := s.store.Condition()
 	return &event.Heartbeat{
 		Header:        event.Header{TS: s.now().UTC()},
 		Node:          s.cfg.ID,
@@ -393,6 +428,8 @@ func (s *Service) heartbeat() *event.Heartbeat {
 		Shards:        shards,
 		UsedBytes:     used,
 		CapacityBytes: s.capacity,
+		Full:          cond.Full,
+		ReadOnly:      cond.ReadOnly,
 	}
 }
 

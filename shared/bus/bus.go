@@ -8,7 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -66,9 +69,14 @@ func URL(flag string) string {
 }
 
 // Connect dials NATS as the named client. It fails within timeout when no
-// server answers, naming the URL; once connected it reconnects forever.
-func Connect(url, name string, timeout time.Duration) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
+// server answers, naming the URL; once connected it reconnects forever. It
+// speaks TLS when $REHOME_TLS_CA is set or WithTLS says so (see tlsOptions).
+func Connect(url, name string, timeout time.Duration, opts ...Option) (*nats.Conn, error) {
+	tlsOpts, err := tlsOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", Redact(url), err)
+	}
+	nc, err := nats.Connect(url, append(tlsOpts,
 		nats.Name(name),
 		nats.Timeout(timeout),
 		nats.MaxReconnects(-1),
@@ -77,11 +85,25 @@ func Connect(url, name string, timeout time.Duration) (*nats.Conn, error) {
 		nats.PingInterval(5*time.Second),
 		nats.MaxPingsOutstanding(3),
 		nats.RetryOnFailedConnect(false),
-	)
+	)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", Redact(url), err)
 	}
 	return nc, nil
+}
+
+// Redact returns a NATS URL (or comma-separated list) with any password
+// replaced by "xxxxx", for messages and logs.
+func Redact(natsURL string) string {
+	parts := strings.Split(natsURL, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		} else if strings.Contains(p, "@") {
+			parts[i] = "(unparsable URL)"
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // Config sets how resources are created: Replicas is 1 on a single server and
@@ -130,29 +152,65 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	}}
 	for _, sc := range streams {
 		if err := retry(ctx, func(ctx context.Context) error {
+			if st, err := js.Stream(ctx, sc.Name); err == nil && streamMatches(st.CachedInfo().Config, sc) {
+				return nil
+			}
 			_, err := js.CreateOrUpdateStream(ctx, sc)
 			return err
 		}); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 	}
+	var kvs []jetstream.KeyValueConfig
 	for _, b := range []string{BucketNodes, BucketLiveness, BucketPlacement, BucketObjects, BucketDetector, BucketControl} {
-		kc := jetstream.KeyValueConfig{Bucket: b, Storage: jetstream.FileStorage, Replicas: r, History: 1}
+		kvs = append(kvs, jetstream.KeyValueConfig{Bucket: b, Storage: jetstream.FileStorage, Replicas: r, History: 1})
+	}
+	kvs = append(kvs, jetstream.KeyValueConfig{Bucket: BucketLease, Storage: jetstream.FileStorage, Replicas: r, History: 1, TTL: LeaseTTL})
+	for _, kc := range kvs {
 		if err := retry(ctx, func(ctx context.Context) error {
+			if kv, err := js.KeyValue(ctx, kc.Bucket); err == nil && bucketMatches(ctx, kv, kc) {
+				return nil
+			}
 			_, err := js.CreateOrUpdateKeyValue(ctx, kc)
 			return err
 		}); err != nil {
-			return fmt.Errorf("ensure bucket %s: %w", b, err)
+			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
 		}
 	}
-	lc := jetstream.KeyValueConfig{Bucket: BucketLease, Storage: jetstream.FileStorage, Replicas: r, History: 1, TTL: LeaseTTL}
-	if err := retry(ctx, func(ctx context.Context) error {
-		_, err := js.CreateOrUpdateKeyValue(ctx, lc)
-		return err
-	}); err != nil {
-		return fmt.Errorf("ensure bucket %s: %w", BucketLease, err)
-	}
 	return nil
+}
+
+// streamMatches reports whether an existing stream already has every setting
+// Ensure would give it, so a service whose bus user may not create or update
+// streams (see package access) can start once the bootstrap made them.
+func streamMatches(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention &&
+		(have.MaxMsgsPerSubject == want.MaxMsgsPerSubject || want.MaxMsgsPerSubject == 0 && have.MaxMsgsPerSubject == -1) &&
+		(want.MaxAge == 0 || have.MaxAge == want.MaxAge) &&
+		(want.MaxBytes == 0 || have.MaxBytes == want.MaxBytes) &&
+		have.Storage == want.Storage &&
+		have.Replicas == max(want.Replicas, 1) &&
+		have.Discard == want.Discard &&
+		(want.Duplicates == 0 || have.Duplicates == want.Duplicates)
+}
+
+// bucketMatches is streamMatches for a KV bucket.
+func bucketMatches(ctx context.Context, kv jetstream.KeyValue, want jetstream.KeyValueConfig) bool {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return false
+	}
+	return st.History() == int64(want.History) && st.TTL() == want.TTL &&
+		st.BackingStore() == "JetStream" && replicasOf(st) == max(want.Replicas, 1)
+}
+
+// replicasOf returns the replicas of a bucket's stream (0 if unknown).
+func replicasOf(st jetstream.KeyValueStatus) int {
+	if js, ok := st.(*jetstream.KeyValueBucketStatus); ok && js.StreamInfo() != nil {
+		return js.StreamInfo().Config.Replicas
+	}
+	return 0
 }
 
 // retry calls f with a short per-attempt timeout until it succeeds or ctx ends.

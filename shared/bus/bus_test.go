@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +65,15 @@ func TestPublishDedupsByMsgID(t *testing.T) {
 	}
 	if info.State.Msgs != 1 {
 		t.Fatalf("stream holds %d verdicts, want 1 after a duplicate publish", info.State.Msgs)
+	}
+}
+
+func TestRedactHidesPasswords(t *testing.T) {
+	got := bus.Redact("nats://operator:s3cret@nats-1:4222,nats://operator:s3cret@nats-2:4222")
+	if strings.Contains(got, "s3cret") || !strings.Contains(got, "nats-2:4222") {
+		t.Fatalf("Redact: %s", got)
+	}
+	if got := bus.Redact("nats://127.0.0.1:4222"); got != "nats://127.0.0.1:4222" {
+		t.Fatalf("Redact changed a URL without credentials: %s", got)
 	}
 }

@@ -159,6 +159,10 @@ type NodeStatus struct {
 	UsedBytes     int64       `json:"used_bytes"`
 	CapacityBytes int64       `json:"capacity_bytes"`
 	Fill          float64     `json:"fill"`
+	// Full and ReadOnly come from the node's last heartbeat: it refuses new
+	// shards (disk full, or read-only), so no repair or new write targets it.
+	Full     bool `json:"full,omitempty"`
+	ReadOnly bool `json:"read_only,omitempty"`
 	// Flaps and GraceMS come from the detector's liveness record.
 	Flaps   int   `json:"flaps"`
 	GraceMS int64 `json:"grace_ms"`

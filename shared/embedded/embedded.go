@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/rehome/rehome/shared/access"
 )
 
 // Config sets where the embedded server listens and stores its streams.
@@ -22,18 +24,28 @@ import (
 // (the server's own events, e.g. $SYS.ACCOUNT.*.DISCONNECT), reachable only
 // with those credentials (see SystemURL). Without them the server has the
 // single default account, as before.
+//
+// Users (non-empty) turns authentication on: only those users (and the
+// system user) may connect, each with its role's permissions
+// (access.ServerConf); a client without credentials is refused.
 type Config struct {
 	Host           string
 	Port           int
 	StoreDir       string
 	SystemUser     string
 	SystemPassword string
+	Users          []access.User
+
+	// TLSCert and TLSKey (PEM files, both or neither) make the server
+	// require TLS; TLSClientCA also requires client certificates signed by
+	// that CA (mTLS). See applyTLS.
+	TLSCert, TLSKey, TLSClientCA string
 }
 
 // Account names used when Config has a system user.
 const (
-	AppAccount    = "REHOME"
-	SystemAccount = "SYS"
+	AppAccount    = access.AppAccount
+	SystemAccount = access.SystemAccount
 	// anonUser is the user clients without credentials are mapped to.
 	anonUser = "rehome"
 )
@@ -61,7 +73,15 @@ func (c Config) SystemURL(clientURL string) string {
 // options builds the server options for cfg (Host already defaulted).
 func options(cfg Config) (*server.Options, error) {
 	opts := &server.Options{}
-	if cfg.SystemUser != "" || cfg.SystemPassword != "" {
+	if len(cfg.Users) > 0 {
+		conf, err := access.ServerConf(cfg.Users, access.System{Name: cfg.SystemUser, Password: cfg.SystemPassword})
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		if err := opts.ProcessConfigString(conf); err != nil {
+			return nil, fmt.Errorf("embedded nats: users: %w", err)
+		}
+	} else if cfg.SystemUser != "" || cfg.SystemPassword != "" {
 		if cfg.SystemUser == "" || cfg.SystemPassword == "" {
 			return nil, errors.New("embedded nats: system user and password go together")
 		}
@@ -93,6 +113,9 @@ func options(cfg Config) (*server.Options, error) {
 	opts.NoSigs = true
 	opts.NoLog = true
 	opts.MaxPayload = 8 << 20
+	if err := cfg.applyTLS(opts); err != nil {
+		return nil, err
+	}
 	return opts, nil
 }
 

@@ -68,6 +68,71 @@ type Payload interface{ header() *Header }
 // misses required fields. Consumers count it and drop the message.
 var ErrMalformed = errors.New("malformed event")
 
+// Errors a consumer wraps when it rejects a message; Reason maps them (and
+// ErrMalformed) onto the reason label of its rejection counter.
+var (
+	// ErrInvalid marks a well-formed payload whose fields break its
+	// contract: ids that are not valid ids, negative sizes or counts, kinds
+	// and states outside their enums (the payload's Validate method). Decode
+	// wraps it together with ErrMalformed.
+	ErrInvalid = errors.New("invalid")
+	// ErrSubjectMismatch marks a payload naming another node than the
+	// subject it was published on.
+	ErrSubjectMismatch = errors.New("subject names another node")
+	// ErrUnknownNode marks a payload naming a node its consumer does not know.
+	ErrUnknownNode = errors.New("unknown node")
+	// ErrUnknownShard marks a payload naming a shard the placement map does
+	// not know.
+	ErrUnknownShard = errors.New("shard not in the placement map")
+)
+
+// Reasons a consumer rejects a message: the "reason" label of the
+// rehome_<service>_malformed_events_total counters.
+const (
+	ReasonMalformed       = "malformed"        // not JSON, wrong version or types, too large
+	ReasonInvalid         = "invalid"          // fails its payload's Validate (ErrInvalid, model.ErrInvalid)
+	ReasonSubjectMismatch = "subject_mismatch" // ErrSubjectMismatch
+	ReasonUnknownNode     = "unknown_node"     // ErrUnknownNode
+	ReasonUnknownShard    = "unknown_shard"    // ErrUnknownShard
+)
+
+// Reasons lists every reason Reason returns (to pre-create counter series).
+var Reasons = []string{ReasonMalformed, ReasonInvalid, ReasonSubjectMismatch, ReasonUnknownNode, ReasonUnknownShard}
+
+// Reason classifies why a message was rejected: the most specific of
+// ErrUnknownShard, ErrUnknownNode and ErrSubjectMismatch that err wraps;
+// else ReasonMalformed for JSON that does not decode; else ReasonInvalid for
+// ErrInvalid or model.ErrInvalid; else ReasonMalformed.
+func Reason(err error) string {
+	var (
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.Is(err, ErrUnknownShard):
+		return ReasonUnknownShard
+	case errors.Is(err, ErrUnknownNode):
+		return ReasonUnknownNode
+	case errors.Is(err, ErrSubjectMismatch):
+		return ReasonSubjectMismatch
+	case errors.As(err, &syntax), errors.As(err, &typ):
+		return ReasonMalformed
+	case errors.Is(err, ErrInvalid), errors.Is(err, model.ErrInvalid):
+		return ReasonInvalid
+	}
+	return ReasonMalformed
+}
+
+// CheckSubjectNode returns an error wrapping ErrMalformed and
+// ErrSubjectMismatch unless subject's last token is node (a payload
+// published on rehome.<...>.<node> must name that node).
+func CheckSubjectNode(subject, node string) error {
+	if tok := LastToken(subject); tok != node {
+		return fmt.Errorf("%w: %w: subject %s, payload names %q", ErrMalformed, ErrSubjectMismatch, subject, node)
+	}
+	return nil
+}
+
 // Encode stamps p with version 1 and the current UTC time (unless already
 // set) and marshals it.
 func Encode(p Payload) ([]byte, error) {
@@ -80,7 +145,8 @@ func Encode(p Payload) ([]byte, error) {
 }
 
 // Decode unmarshals data into p and checks the version and, where p has a
-// Validate method, its fields. Every failure wraps ErrMalformed.
+// Validate method, its fields. Every failure wraps ErrMalformed; a failed
+// Validate wraps ErrInvalid too.
 func Decode(data []byte, p Payload) error {
 	if err := json.Unmarshal(data, p); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -90,7 +156,7 @@ func Decode(data []byte, p Payload) error {
 	}
 	if val, ok := p.(interface{ Validate() error }); ok {
 		if err := val.Validate(); err != nil {
-			return fmt.Errorf("%w: %w", ErrMalformed, err)
+			return fmt.Errorf("%w: %w: %w", ErrMalformed, ErrInvalid, err)
 		}
 	}
 	return nil
@@ -116,6 +182,13 @@ type Heartbeat struct {
 	Shards        int    `json:"shards"`
 	UsedBytes     int64  `json:"used_bytes"`
 	CapacityBytes int64  `json:"capacity_bytes"`
+	// Full says the node refuses new shards for lack of room: a write was
+	// refused (its capacity, or the filesystem said ENOSPC/EDQUOT) and room
+	// has not come back since, or its shards fill its capacity. Omitted: false.
+	Full bool `json:"full,omitempty"`
+	// ReadOnly says the node's filesystem refused a write as read-only
+	// (EROFS) and has not accepted one since. Omitted: false.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // Validate rejects a heartbeat with a bad node id or negative sizes.
@@ -139,10 +212,14 @@ type Verdict struct {
 	Incident string      `json:"incident,omitempty"`
 }
 
-// Validate rejects a verdict with a bad node id or unknown state.
+// Validate rejects a verdict with a bad node id, an unknown state or a
+// negative silence.
 func (v Verdict) Validate() error {
 	if err := model.ValidateNodeID(v.Node); err != nil {
 		return err
+	}
+	if v.SilentMS < 0 {
+		return fmt.Errorf("verdict: negative silence %d ms", v.SilentMS)
 	}
 	switch v.State {
 	case model.StateUp, model.StateSuspect, model.StateDown:
@@ -157,6 +234,38 @@ const (
 	KindRebuild = "rebuild"
 	KindDelete  = "delete"
 )
+
+// validKind rejects a task kind outside the three above.
+func validKind(what, kind string) error {
+	switch kind {
+	case KindCopy, KindRebuild, KindDelete:
+		return nil
+	}
+	return fmt.Errorf("%s: unknown kind %q", what, kind)
+}
+
+// validSHA256 reports whether s is a hex SHA-256 (64 hex digits).
+func validSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// validNodes rejects a list with an id that is no valid node id.
+func validNodes(ids []string) error {
+	for _, id := range ids {
+		if err := model.ValidateNodeID(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Task is one unit of mover work on rehome.repair.task.<target>: copy a shard
 // from one of Sources to Target (verified against SHA256), or delete a surplus
@@ -204,7 +313,7 @@ func (p Piece) validate(k, m int) error {
 			return err
 		}
 	}
-	if p.Index < 0 || p.Index >= k+m || p.Size < 0 || len(p.SHA256) != 64 {
+	if p.Index < 0 || p.Index >= k+m || p.Size < 0 || !validSHA256(p.SHA256) {
 		return fmt.Errorf("piece %s: bad index, size or checksum", p.Shard)
 	}
 	return nil
@@ -242,7 +351,10 @@ func (t Task) validateRebuild() error {
 	return nil
 }
 
-// Validate rejects a task a mover must not run.
+// Validate rejects a task a mover must not run: no id, a bad shard or node
+// id, an unknown kind, negative bytes, attempt or layout, a checksum that is
+// not hex SHA-256, a copy without sources or checksum, or a rebuild whose
+// stripe does not hold together.
 func (t Task) Validate() error {
 	if t.Task == "" {
 		return errors.New("task: no id")
@@ -253,25 +365,26 @@ func (t Task) Validate() error {
 	if err := model.ValidateNodeID(t.Target); err != nil {
 		return err
 	}
+	if err := validKind("task", t.Kind); err != nil {
+		return err
+	}
+	if t.Bytes < 0 || t.Attempt < 0 || t.K < 0 || t.M < 0 {
+		return fmt.Errorf("task %s: negative bytes, attempt, k or m", t.Task)
+	}
+	if t.SHA256 != "" && !validSHA256(t.SHA256) {
+		return fmt.Errorf("task %s: sha256 is not 64 hex digits", t.Task)
+	}
 	switch t.Kind {
 	case KindCopy:
-		if len(t.Sources) == 0 || len(t.SHA256) != 64 || t.Bytes < 0 {
+		if len(t.Sources) == 0 || t.SHA256 == "" {
 			return errors.New("task: copy needs sources, sha256 and bytes")
 		}
 	case KindRebuild:
 		if err := t.validateRebuild(); err != nil {
 			return err
 		}
-	case KindDelete:
-	default:
-		return fmt.Errorf("task: unknown kind %q", t.Kind)
 	}
-	for _, s := range t.Sources {
-		if err := model.ValidateNodeID(s); err != nil {
-			return err
-		}
-	}
-	return nil
+	return validNodes(t.Sources)
 }
 
 // Done reports a verified copy (or a completed delete) on rehome.repair.done.<target>.
@@ -287,13 +400,20 @@ type Done struct {
 	DurationMS int64  `json:"duration_ms"`
 }
 
-// Validate rejects a done report naming no valid shard or target.
+// Validate rejects a done report without a task id, naming no valid shard
+// or target, of an unknown kind, or with negative bytes or duration.
 func (d Done) Validate() error {
+	if d.Task == "" {
+		return errors.New("done: no task id")
+	}
 	if err := model.ValidateShardID(d.Shard); err != nil {
 		return err
 	}
-	if d.Bytes < 0 {
-		return errors.New("done: negative bytes")
+	if err := validKind("done", d.Kind); err != nil {
+		return err
+	}
+	if d.Bytes < 0 || d.DurationMS < 0 {
+		return errors.New("done: negative bytes or duration")
 	}
 	return model.ValidateNodeID(d.Target)
 }
@@ -316,8 +436,23 @@ type Failed struct {
 	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
-// Validate rejects a failure report naming no valid shard.
-func (f Failed) Validate() error { return model.ValidateShardID(f.Shard) }
+// Validate rejects a failure report without a task id, naming no valid shard
+// or target, of an unknown kind, or with a negative attempt.
+func (f Failed) Validate() error {
+	if f.Task == "" {
+		return errors.New("failed: no task id")
+	}
+	if err := model.ValidateShardID(f.Shard); err != nil {
+		return err
+	}
+	if err := validKind("failed", f.Kind); err != nil {
+		return err
+	}
+	if f.Attempt < 0 {
+		return fmt.Errorf("failed: negative attempt %d", f.Attempt)
+	}
+	return model.ValidateNodeID(f.Target)
+}
 
 // DeadPrefix carries the tasks movers gave up on (malformed, permanently
 // failed, or out of deliveries), one Dead per task, on
@@ -350,10 +485,14 @@ type Dead struct {
 	StreamSeq  uint64          `json:"stream_seq,omitempty"`
 }
 
-// Validate rejects a dead letter without a reason or a usable target token.
+// Validate rejects a dead letter without a reason or a usable target
+// token, or with a negative size or delivery count.
 func (d Dead) Validate() error {
 	if d.Reason == "" {
 		return errors.New("dead: no reason")
+	}
+	if d.Size < 0 || d.Deliveries < 0 {
+		return errors.New("dead: negative size or deliveries")
 	}
 	if d.Target != DeadUnknownTarget {
 		return model.ValidateNodeID(d.Target)
@@ -379,12 +518,38 @@ type Plan struct {
 	RackRelaxed int          `json:"rack_relaxed"`
 }
 
+// Validate rejects a plan with negative counts or a target that is no valid
+// node id.
+func (p Plan) Validate() error {
+	if p.Shards < 0 || p.Bytes < 0 || p.RackRelaxed < 0 {
+		return errors.New("plan: negative shards, bytes or rack_relaxed")
+	}
+	for _, t := range p.Targets {
+		if err := model.ValidateNodeID(t.Node); err != nil {
+			return err
+		}
+		if t.Shards < 0 || t.Bytes < 0 {
+			return fmt.Errorf("plan: target %s with negative shards or bytes", t.Node)
+		}
+	}
+	return nil
+}
+
 // Lost is published on rehome.shard.lost.<shard> when no live copy remains.
 type Lost struct {
 	Header
 	Shard string   `json:"shard"`
 	Key   string   `json:"key"`
 	Nodes []string `json:"nodes"`
+}
+
+// Validate rejects a loss report naming no valid shard, or a node that is no
+// valid node id.
+func (l Lost) Validate() error {
+	if err := model.ValidateShardID(l.Shard); err != nil {
+		return err
+	}
+	return validNodes(l.Nodes)
 }
 
 // Corrupt is published on rehome.shard.corrupt.<node> when a storage node
@@ -432,6 +597,15 @@ type Progress struct {
 	SuspectNodes int `json:"suspect_nodes"`
 }
 
+// Validate rejects progress with negative counts, bytes or rate.
+func (p Progress) Validate() error {
+	if p.UnderReplicated < 0 || p.Lost < 0 || p.BytesRemaining < 0 || p.RateBytesPerSec < 0 || p.InFlight < 0 ||
+		p.VerifiedBytes < 0 || p.Shards < 0 || p.SingleCopy < 0 || p.SuspectNodes < 0 {
+		return errors.New("progress: negative count, bytes or rate")
+	}
+	return nil
+}
+
 // HealSwitched is published on rehome.heal.paused or rehome.heal.resumed when
 // the acting planner sees the heal switch change: while paused no new repair
 // or trim task is issued (tasks in flight finish).
@@ -458,6 +632,15 @@ type Hold struct {
 	Detector string   `json:"detector,omitempty"`
 }
 
+// Validate rejects a guard notice with negative counts or a node that is no
+// valid node id.
+func (h Hold) Validate() error {
+	if h.Silent < 0 || h.Judged < 0 {
+		return errors.New("hold: negative silent or judged")
+	}
+	return validNodes(h.Nodes)
+}
+
 // Stalled is published on rehome.heal.stalled when work remains and nothing
 // was verified for the stall timeout.
 type Stalled struct {
@@ -465,4 +648,12 @@ type Stalled struct {
 	UnderReplicated int     `json:"under_replicated"`
 	BytesRemaining  int64   `json:"bytes_remaining"`
 	IdleSeconds     float64 `json:"idle_seconds"`
+}
+
+// Validate rejects a stall report with negative counts, bytes or idle time.
+func (s Stalled) Validate() error {
+	if s.UnderReplicated < 0 || s.BytesRemaining < 0 || s.IdleSeconds < 0 {
+		return errors.New("stalled: negative count, bytes or idle time")
+	}
+	return nil
 }

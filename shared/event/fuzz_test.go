@@ -1,14 +1,17 @@
 package event_test
 
 import (
+	"errors"
+	"reflect"
 	"testing"
 
 	"github.com/rehome/rehome/shared/event"
 )
 
 // FuzzDecode feeds arbitrary bytes to the decoder of every payload type: it
-// must return (a value or ErrMalformed), never panic, and whatever it accepts
-// must validate and encode again.
+// must return a value or an error wrapping ErrMalformed, never panic; what it
+// accepts must validate, encode and decode again; what it refuses has a
+// reason.
 func FuzzDecode(f *testing.F) {
 	for _, seed := range []string{
 		`{"v":1,"ts":"2026-01-01T00:00:00Z","node":"storage-1","rack":"rack-1","addr":"127.0.0.1:1","boot_id":"b","shards":3}`,
@@ -21,9 +24,16 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		payloads := []event.Payload{&event.Heartbeat{}, &event.Verdict{}, &event.Task{}, &event.Done{}, &event.Failed{},
-			&event.Plan{}, &event.Lost{}, &event.Progress{}, &event.Stalled{}, &event.Hold{}, &event.Corrupt{}, &event.Dead{}}
+			&event.Plan{}, &event.Lost{}, &event.Progress{}, &event.Stalled{}, &event.Hold{}, &event.Corrupt{}, &event.Dead{},
+			&event.HealSwitched{}}
 		for _, p := range payloads {
 			if err := event.Decode(data, p); err != nil {
+				if !errors.Is(err, event.ErrMalformed) {
+					t.Fatalf("%T refused without ErrMalformed: %v", p, err)
+				}
+				if r := event.Reason(err); r != event.ReasonMalformed && r != event.ReasonInvalid {
+					t.Fatalf("%T refused for reason %q: %v", p, r, err)
+				}
 				continue
 			}
 			if v, ok := p.(interface{ Validate() error }); ok {
@@ -31,8 +41,13 @@ func FuzzDecode(f *testing.F) {
 					t.Fatalf("%T accepted but invalid: %v", p, err)
 				}
 			}
-			if _, err := event.Encode(p); err != nil {
+			b, err := event.Encode(p)
+			if err != nil {
 				t.Fatalf("%T accepted but does not encode: %v", p, err)
+			}
+			again := reflect.New(reflect.TypeOf(p).Elem()).Interface().(event.Payload)
+			if err := event.Decode(b, again); err != nil {
+				t.Fatalf("%T accepted, encoded as %s, refused: %v", p, b, err)
 			}
 		}
 	})

@@ -31,6 +31,7 @@ func samples() []struct {
 		p       event.Payload
 	}{
 		{event.HeartbeatPrefix + "storage-3", &event.Heartbeat{Node: "storage-3", Rack: "rack-3", Addr: "127.0.0.1:40123", BootID: "0d5c", Shards: 12, UsedBytes: 4 << 20, CapacityBytes: 1 << 30}},
+		{event.HeartbeatPrefix + "storage-4", &event.Heartbeat{Node: "storage-4", Rack: "rack-1", Addr: "127.0.0.1:40124", BootID: "77ab", Shards: 3, UsedBytes: 1 << 30, CapacityBytes: 1 << 30, Full: true, ReadOnly: true}},
 		{event.SuspectPrefix + "storage-3", &event.Verdict{Node: "storage-3", State: "suspect", Reason: "connection closed", SilentMS: 250}},
 		{event.DownPrefix + "storage-3", &event.Verdict{Node: "storage-3", State: "down", Reason: "silent past the grace", SilentMS: 13010, Incident: "storage-3-1772373720000"}},
 		{event.UpPrefix + "storage-3", &event.Verdict{Node: "storage-3", State: "up", Reason: "heartbeat"}},

@@ -2,6 +2,8 @@ package model_test
 
 import (
 	"encoding/json"
+	"math/big"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,23 +31,46 @@ func FuzzIDs(f *testing.F) {
 	})
 }
 
-// FuzzRecords: manifests and placement entries decoded from arbitrary JSON
-// never panic in Validate.
+// FuzzRecords: manifests, placement entries, node registrations and
+// liveness records decoded from arbitrary JSON never panic in Validate, and
+// what Validate accepts keeps the promises readers rely on.
 func FuzzRecords(f *testing.F) {
 	f.Add([]byte(`{"v":1,"key":"k","id":"i","size":1,"sha256":"aa","layout":{"rf":3},"chunk_size":4,"shards":[{"id":"i-c0","size":1,"sha256":"` + strings.Repeat("a", 64) + `"}]}`))
 	f.Add([]byte(`{"v":1,"shard":"s","layout":{"k":4,"m":2},"sha256":"` + strings.Repeat("a", 64) + `","nodes":["a","b/c"]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m model.Manifest
-		if json.Unmarshal(data, &m) == nil {
-			_ = m.Validate()
+		if json.Unmarshal(data, &m) == nil && m.Validate() == nil {
+			total := new(big.Int)
+			for _, s := range m.Shards {
+				if model.ValidateShardID(s.ID) != nil || s.Size < 0 {
+					t.Fatalf("manifest accepted with shard %+v", s)
+				}
+				total.Add(total, big.NewInt(s.Size))
+			}
+			if !m.Layout.Erasure() && total.Cmp(big.NewInt(m.Size)) != 0 {
+				t.Fatalf("manifest of %d bytes accepted with shards adding to %s", m.Size, total)
+			}
+			if m.Layout.Validate() != nil || m.ChunkSize <= 0 {
+				t.Fatalf("manifest accepted with layout %v chunk size %d", m.Layout, m.ChunkSize)
+			}
 		}
 		var p model.Placement
-		if json.Unmarshal(data, &p) == nil {
-			_ = p.Validate()
+		if json.Unmarshal(data, &p) == nil && p.Validate() == nil {
+			if slices.ContainsFunc(p.Nodes, func(n string) bool { return model.ValidateNodeID(n) != nil }) || p.Size < 0 {
+				t.Fatalf("placement accepted with nodes %q size %d", p.Nodes, p.Size)
+			}
 		}
 		var n model.Node
-		if json.Unmarshal(data, &n) == nil {
-			_ = n.Validate()
+		if json.Unmarshal(data, &n) == nil && n.Validate() == nil && (n.Addr == "" || n.CapacityBytes < 0) {
+			t.Fatalf("node record accepted without address or with negative capacity: %+v", n)
+		}
+		var l model.Liveness
+		if json.Unmarshal(data, &l) == nil && l.Validate() == nil {
+			switch l.State {
+			case model.StateUp, model.StateSuspect, model.StateDown, model.StateMaintenance:
+			default:
+				t.Fatalf("liveness accepted in state %q", l.State)
+			}
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"time"
 )
@@ -186,6 +187,27 @@ type Liveness struct {
 	TraceParent string `json:"traceparent,omitempty"`
 }
 
+// Validate rejects a liveness record nobody may act on: another version, a
+// bad node id, a state outside the four known, or negative flaps or grace.
+// Readers also check that the record's key names the same node.
+func (l Liveness) Validate() error {
+	if l.V != Version {
+		return fmt.Errorf("%w liveness record: version %d", ErrInvalid, l.V)
+	}
+	if err := ValidateNodeID(l.Node); err != nil {
+		return err
+	}
+	switch l.State {
+	case StateUp, StateSuspect, StateDown, StateMaintenance:
+	default:
+		return fmt.Errorf("%w liveness record %s: state %.20q", ErrInvalid, l.Node, l.State)
+	}
+	if l.Flaps < 0 || l.GraceMS < 0 {
+		return fmt.Errorf("%w liveness record %s: negative flaps or grace", ErrInvalid, l.Node)
+	}
+	return nil
+}
+
 // Hold is the detector's mass-silence guard state (bucket detector, key
 // HoldKey): while Held, down verdicts are withheld because too many nodes went
 // silent at once (more likely the watcher is cut off than they all died).
@@ -258,6 +280,9 @@ func (m Manifest) Validate() error {
 		}
 		if s.Size < 0 || len(s.SHA256) != 64 {
 			return fmt.Errorf("%w manifest %q: shard %s has bad size or checksum", ErrInvalid, m.Key, s.ID)
+		}
+		if s.Size > math.MaxInt64-total {
+			return fmt.Errorf("%w manifest %q: shard sizes overflow", ErrInvalid, m.Key)
 		}
 		total += s.Size
 	}

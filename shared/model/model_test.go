@@ -1,6 +1,8 @@
 package model_test
 
 import (
+	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -66,5 +68,37 @@ func TestManifestValidate(t *testing.T) {
 	m.Size = 11
 	if m.Validate() == nil {
 		t.Fatal("size mismatch accepted")
+	}
+}
+
+func TestLivenessValidate(t *testing.T) {
+	ok := model.Liveness{V: 1, Node: "storage-1", State: model.StateDown, Flaps: 2, GraceMS: 30000}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]model.Liveness{
+		"version":        {V: 2, Node: "storage-1", State: model.StateUp},
+		"node id":        {V: 1, Node: "storage/1", State: model.StateUp},
+		"no node":        {V: 1, State: model.StateUp},
+		"state":          {V: 1, Node: "storage-1", State: "exploded"},
+		"empty state":    {V: 1, Node: "storage-1"},
+		"negative flaps": {V: 1, Node: "storage-1", State: model.StateUp, Flaps: -1},
+		"negative grace": {V: 1, Node: "storage-1", State: model.StateUp, GraceMS: -1},
+	}
+	for name, l := range bad {
+		if err := l.Validate(); !errors.Is(err, model.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+func TestManifestSizesDoNotOverflow(t *testing.T) {
+	sha := strings.Repeat("a", 64)
+	huge := int64(math.MaxInt64)
+	// The shard sizes wrap around to the object's size in int64 arithmetic.
+	m := model.Manifest{V: 1, Key: "k", ID: "id", Size: 0, SHA256: sha, Layout: model.Layout{RF: 3}, ChunkSize: 4,
+		Shards: []model.ShardRef{{ID: "id-c0", Size: huge, SHA256: sha}, {ID: "id-c1", Size: huge, SHA256: sha}, {ID: "id-c2", Size: 2, SHA256: sha}}}
+	if err := m.Validate(); !errors.Is(err, model.ErrInvalid) {
+		t.Fatalf("wrapping shard sizes: %v, want ErrInvalid", err)
 	}
 }

@@ -5,7 +5,7 @@
 //	                         Content-Length required. 201 written and verified,
 //	                         200 already present with that checksum, 409 present
 //	                         with another, 422 body did not match the checksum,
-//	                         413 too large, 507 disk full, 400 bad id or header.
+//	                         413 too large, 507 disk full or read-only, 400 bad id or header.
 //	GET    /v1/shards/{id}   200 with X-Rehome-Sha256; the server verifies while it
 //	                         streams and cuts the connection on a mismatch.
 //	HEAD   /v1/shards/{id}   as GET without the body; 404 if absent.
@@ -13,10 +13,12 @@
 //	GET    /v1/shards        inventory: {"node":..., "shards":[Info...]}
 //
 // With a token configured every /v1 request needs "Authorization: Bearer <token>" (401).
+// A node may serve HTTPS, and require client certificates too (see New).
 package shardapi
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/shared/telemetry"
+	"github.com/rehome/rehome/shared/tlsconf"
 )
 
 // HeaderSHA256 carries a shard's hex SHA-256 on PUT requests and GET/HEAD responses.
@@ -95,21 +98,42 @@ func (e *StatusError) Permanent() bool {
 type Client struct {
 	HTTP  *http.Client
 	Token string
+
+	secure bool  // https, else http
+	err    error // why the client cannot work (its TLS files did not load)
 }
 
 // New returns a client with pooled connections and sane dial and header
 // timeouts (bodies may stream for as long as ctx allows). Requests made with
 // a context carrying a span are traced (see Traced); others go out as they are.
+//
+// When $REHOME_TLS_CA is set the client speaks HTTPS, trusting only that CA
+// and presenting $REHOME_TLS_CERT with $REHOME_TLS_KEY when set (for nodes
+// that require client certificates); if those files do not load, every
+// request fails with that error rather than falling back to plain HTTP.
 func New(token string) *Client {
+	cfg, err := tlsconf.ClientFromEnv()
+	c := NewTLS(token, cfg)
+	if err != nil {
+		c.err = fmt.Errorf("storage client: %w", err)
+	}
+	return c
+}
+
+// NewTLS is New speaking HTTPS with cfg (tlsconf.Client builds one), or plain
+// HTTP when cfg is nil, whatever the environment says.
+func NewTLS(token string, cfg *tls.Config) *Client {
 	tr := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       cfg,
+		TLSHandshakeTimeout:   10 * time.Second,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,
 		DisableCompression:    true,
 	}
-	return &Client{HTTP: &http.Client{Transport: Traced(tr)}, Token: token}
+	return &Client{HTTP: &http.Client{Transport: Traced(tr)}, Token: token, secure: cfg != nil}
 }
 
 // Traced wraps base so that a request whose context carries a span (a mover's
@@ -150,7 +174,14 @@ type tracedTransport struct {
 func (t tracedTransport) CloseIdleConnections() { t.base.CloseIdleConnections() }
 
 func (c *Client) request(ctx context.Context, method, addr, path string, body io.Reader) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if c.err != nil {
+		return nil, fmt.Errorf("%s %s%s: %w", method, addr, path, c.err)
+	}
+	scheme := "http://"
+	if c.secure {
+		scheme = "https://"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, scheme+addr+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s%s: %w", method, addr, path, err)
 	}

@@ -4,20 +4,17 @@
 package devcluster
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +23,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rehome/rehome/cmd/rehome/credstore"
+	"github.com/rehome/rehome/cmd/rehome/envfile"
+	"github.com/rehome/rehome/shared/access"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/embedded"
@@ -55,6 +55,10 @@ type Config struct {
 	// OTEL_EXPORTER_OTLP_ENDPOINT=OTLPEndpoint and OTEL_TRACES_EXPORTER=otlp
 	// (OTLP over HTTP unless OTEL_EXPORTER_OTLP_PROTOCOL says otherwise).
 	OTLPEndpoint string
+	// TLS runs the bus and every storage node's API over TLS with a
+	// development PKI in <dir>/tls (see tls.go); MTLS (implies TLS) also
+	// requires client certificates on both.
+	TLS, MTLS bool
 }
 
 // Validate rejects a configuration that cannot run.
@@ -72,7 +76,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dev: --movers %d: want at least 1", c.Movers)
 	case c.NATSPort < 1 || c.NATSPort > 65535:
 		return fmt.Errorf("dev: --nats-port %d: want 1-65535", c.NATSPort)
-	case c.MaxSilent <= 0 || c.MaxSilent > 1:
+	case !(c.MaxSilent > 0 && c.MaxSilent <= 1): // NaN too
 		return fmt.Errorf("dev: --max-silent-share %v: want a share in (0, 1]", c.MaxSilent)
 	case c.Grace <= 0 || c.SuspectAfter <= 0 || c.Heartbeat <= 0:
 		return errors.New("dev: --grace, --suspect-after and --heartbeat must be positive")
@@ -107,7 +111,12 @@ type Cluster struct {
 	log      *slog.Logger
 	url      string
 	token    string
-	sysURL   string     // NATS URL with system-account credentials (disconnect events)
+	sysURL   string         // NATS URL with system-account credentials (disconnect events)
+	creds    *credstore.Set // bus users (one per role and per storage node), token
+	adminURL string         // c.url with the admin's credentials (this supervisor)
+	// childEnv is extra KEY=value every child's env file carries.
+	childEnv map[string]string
+	tls      *devTLS    // nil unless Config.TLS or Config.MTLS
 	mu       sync.Mutex // guards children and their Process fields
 	children []*child
 	fileMu   sync.Mutex // serialises writes of processes.json
@@ -125,34 +134,42 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 		return err
 	}
 	cfg.Dir = dir
-	for _, d := range []string{dir, filepath.Join(dir, "logs"), filepath.Join(dir, "nats")} {
+	for _, d := range []string{dir, filepath.Join(dir, "logs"), filepath.Join(dir, "nats"), filepath.Join(dir, envDir)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("dev: %w", err)
 		}
 	}
 	secretsPath := filepath.Join(dir, "secrets.env")
-	old := readSecrets(secretsPath)
-	token, err := secretOr(old[shardapi.EnvToken])
+	creds, err := loadCredentials(cfg)
 	if err != nil {
 		return err
 	}
-	sysPass, err := secretOr(old[envSysPassword])
-	if err != nil {
-		return err
-	}
+	token := creds.Token
 	ncfg := embedded.Config{Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(dir, "nats"),
-		SystemUser: "rehome-sys", SystemPassword: sysPass}
+		SystemUser: creds.System.Name, SystemPassword: creds.System.Password, Users: creds.List()}
+	dtls, err := setupTLS(cfg, &ncfg)
+	if err != nil {
+		return err
+	}
 	srv, err := embedded.Start(ncfg)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	c := &Cluster{cfg: cfg, log: log, url: srv.ClientURL(), token: token, sysURL: ncfg.SystemURL(srv.ClientURL())}
-	err = writeSecrets(secretsPath, map[string]string{
-		bus.EnvURL: c.url, shardapi.EnvToken: token, envSystemURL: c.sysURL, envSysPassword: sysPass,
-	})
-	if err != nil {
-		return err
+	c := &Cluster{cfg: cfg, log: log, url: srv.ClientURL(), token: token, sysURL: ncfg.SystemURL(srv.ClientURL()),
+		creds: creds, childEnv: map[string]string{}}
+	c.useTLS(dtls)
+	admin, _ := creds.User(access.Admin, "")
+	c.adminURL = admin.URL(c.url)
+	// secrets.env equips an operator's shell: the bus as the operator user
+	// (reads everything, sends operator requests) and the storage token.
+	operator, _ := creds.User(access.Operator, "")
+	if err := envfile.Write(secretsPath, c.withTLSEnv(map[string]string{bus.EnvURL: operator.URL(c.url), shardapi.EnvToken: token})); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	adminEnv := c.withTLSEnv(map[string]string{bus.EnvURL: c.adminURL, shardapi.EnvToken: token})
+	if err := envfile.Write(filepath.Join(dir, envDir, "admin.env"), adminEnv); err != nil {
+		return fmt.Errorf("dev: %w", err)
 	}
 	if err := c.ensure(ctx); err != nil {
 		return err
@@ -169,7 +186,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 }
 
 func (c *Cluster) ensure(ctx context.Context) error {
-	nc, err := bus.Connect(c.url, "rehome-dev", 5*time.Second)
+	nc, err := bus.Connect(c.adminURL, "rehome-dev", 5*time.Second, c.busOpts()...)
 	if err != nil {
 		return err
 	}
@@ -185,15 +202,16 @@ func (c *Cluster) ensure(ctx context.Context) error {
 
 func (c *Cluster) startAll() error {
 	cfg := c.cfg
-	common := []string{"--nats", c.url, "--log-level", cfg.LogLevel}
+	common := []string{"--log-level", cfg.LogLevel}
 	for i := 1; i <= cfg.Nodes; i++ {
-		id := fmt.Sprintf("storage-%d", i)
+		id := storageID(i)
 		rack := fmt.Sprintf("rack-%d", (i-1)%cfg.Racks+1)
 		args := append([]string{"storage", "--id", id, "--rack", rack, "--dir", filepath.Join(cfg.Dir, id),
 			"--heartbeat", cfg.Heartbeat.String()}, append(cfg.StorageArgs, common...)...)
 		if cfg.Capacity > 0 {
 			args = append(args, "--capacity", strconv.FormatInt(cfg.Capacity, 10))
 		}
+		args = append(args, c.storageTLSArgs()...)
 		if err := c.start("storage", id, rack, args); err != nil {
 			return err
 		}
@@ -235,6 +253,11 @@ func (c *Cluster) start(role, id, rack string, args []string) error {
 		metrics = addr
 		args = append(args, "--metrics", metrics)
 	}
+	envPath, err := c.writeChildEnv(role, id)
+	if err != nil {
+		return err
+	}
+	args = append(args, "--env-file", envPath)
 	logPath := filepath.Join(c.cfg.Dir, "logs", id+".log")
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -242,11 +265,7 @@ func (c *Cluster) start(role, id, rack string, args []string) error {
 	}
 	cmd := exec.Command(c.cfg.Exe, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = append(os.Environ(), bus.EnvURL+"="+c.url, shardapi.EnvToken+"="+c.token)
-	if role == "detector" {
-		cmd.Env = append(cmd.Env, envSystemURL+"="+c.sysURL)
-	}
-	cmd.Env = append(cmd.Env, c.otlpEnv()...)
+	cmd.Env = append(os.Environ(), c.otlpEnv()...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -319,14 +338,22 @@ func (c *Cluster) otlpEnv() []string {
 	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + c.cfg.OTLPEndpoint, "OTEL_TRACES_EXPORTER=otlp"}
 }
 
-// freeAddr returns a loopback host:port nothing listens on right now.
+// freeAddr returns a loopback address whose port is free now, for a child to
+// bind a moment later. It picks below Linux's ephemeral range (32768+), so
+// the many outgoing connections of a busy machine cannot take the port in
+// between, as they can one the kernel handed out for ":0".
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	var err error
+	for range 50 {
+		var ln net.Listener
+		ln, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+mrand.IntN(12000))))
+		if err == nil {
+			addr := ln.Addr().String()
+			ln.Close()
+			return addr, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", fmt.Errorf("no free port in 20000-31999: %w", err)
 }
 
 func (c *Cluster) pidOf(id string) int {
@@ -344,7 +371,7 @@ func (c *Cluster) pidOf(id string) int {
 // banner's commands work as soon as they are printed. It gives up quietly
 // after a while: the logs say what is wrong.
 func (c *Cluster) waitReady(ctx context.Context) {
-	nc, err := bus.Connect(c.url, "rehome-dev", 5*time.Second)
+	nc, err := bus.Connect(c.adminURL, "rehome-dev", 5*time.Second, c.busOpts()...)
 	if err != nil {
 		return
 	}
@@ -401,65 +428,17 @@ func (c *Cluster) telemetryLines() string {
 		}
 	}
 	c.mu.Unlock()
-	line("storage-N", "http://<addr>/metrics (addresses: rehome cluster status)")
+	line("storage-N", c.storageScheme()+"://<addr>/metrics (addresses: rehome cluster status)")
 	if c.cfg.OTLPEndpoint != "" {
 		fmt.Fprintf(&b, "  traces    OTLP to %s (one trace per incident, root span rehome.node.down)\n", c.cfg.OTLPEndpoint)
 	}
 	return b.String()
 }
 
-// Names in secrets.env besides the bus URL and the storage token.
-const (
-	// envSystemURL is the NATS URL with system-account credentials, which
-	// detectors use to see connections close (`rehome detector --system-nats`).
-	envSystemURL   = "REHOME_SYSTEM_NATS_URL"
-	envSysPassword = "REHOME_SYSTEM_PASSWORD"
-)
-
-// readSecrets returns the KEY=value lines of an earlier run's secrets.env (none
-// if absent), so a restarted cluster keeps its token and passwords and nodes
-// restarted by hand keep working.
-func readSecrets(path string) map[string]string {
-	out := map[string]string{}
-	f, err := os.Open(path)
-	if err != nil {
-		return out
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok && v != "" {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-// secretOr returns v, or a new random secret when v is empty.
-func secretOr(v string) (string, error) {
-	if v != "" {
-		return v, nil
-	}
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("dev: secret: %w", err)
-	}
-	return hex.EncodeToString(b), nil
-}
-
-// writeSecrets writes KEY=value lines (sorted), readable by the owner only.
-func writeSecrets(path string, kv map[string]string) error {
-	keys := make([]string, 0, len(kv))
-	for k := range kv {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s=%s\n", k, kv[k])
-	}
-	return writeAtomic(path, []byte(b.String()), 0o600)
-}
+// envSystemURL names, in the detector's env file, the NATS URL with
+// system-account credentials, which detectors use to see connections close
+// (`rehome detector --system-nats`).
+const envSystemURL = "REHOME_SYSTEM_NATS_URL"
 
 func writeAtomic(path string, data []byte, perm os.FileMode) error {
 	tmp := path + ".tmp"

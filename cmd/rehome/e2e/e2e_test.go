@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rehome/rehome/cmd/rehome/devcluster"
+	"github.com/rehome/rehome/cmd/rehome/envfile"
 	"github.com/rehome/rehome/cmd/rehome/objects"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
@@ -61,22 +63,28 @@ func buildAndRun(m *testing.M) (int, error) {
 
 // cluster is a running `rehome dev`.
 type cluster struct {
-	t    testing.TB
-	dir  string
-	url  string
-	env  []string
-	cmd  *exec.Cmd
-	done chan error
+	t        testing.TB
+	dir      string
+	url      string // the bus as the operator (secrets.env)
+	adminURL string // the bus as the admin (env/admin.env)
+	env      []string
+	cmd      *exec.Cmd
+	done     chan error
 }
 
+// freePort returns a port free now, below Linux's ephemeral range so that
+// outgoing connections cannot take it before rehome dev binds it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 50 {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12000)))
+		if err == nil {
+			defer ln.Close()
+			return ln.Addr().(*net.TCPAddr).Port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 func startDev(t testing.TB, args ...string) *cluster {
@@ -110,7 +118,27 @@ func startDev(t testing.TB, args ...string) *cluster {
 		c.env = append(os.Environ(), strings.Fields(string(b))...)
 		return strings.Contains(string(b), "REHOME_TOKEN=")
 	})
+	// Tests talk to the bus as the operator, like a user who sourced
+	// secrets.env; adminURL is for the few that play a service.
+	c.url = c.getenv(bus.EnvURL)
+	admin, err := envfile.Read(filepath.Join(dir, "env", "admin.env"))
+	if err != nil || admin[bus.EnvURL] == "" {
+		t.Fatalf("env/admin.env: %v %v", admin, err)
+	}
+	c.adminURL = admin[bus.EnvURL]
 	return c
+}
+
+// getenv returns the value of key in the CLI's environment (secrets.env
+// over the test's own).
+func (c *cluster) getenv(key string) string {
+	v := ""
+	for _, kv := range c.env {
+		if x, ok := strings.CutPrefix(kv, key+"="); ok {
+			v = x
+		}
+	}
+	return v
 }
 
 func (c *cluster) stop() {
@@ -191,13 +219,7 @@ func (c *cluster) objects(t testing.TB) *objects.Client {
 
 // token is the storage API token rehome dev wrote into secrets.env.
 func (c *cluster) token() string {
-	token := ""
-	for _, kv := range c.env {
-		if v, ok := strings.CutPrefix(kv, shardapi.EnvToken+"="); ok {
-			token = v
-		}
-	}
-	return token
+	return c.getenv(shardapi.EnvToken)
 }
 
 // eventLog collects the subjects `rehome events --json` prints.

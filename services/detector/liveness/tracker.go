@@ -61,7 +61,7 @@ func (c Config) withDefaults() Config {
 	if c.Grace <= 0 {
 		c.Grace = d.Grace
 	}
-	if c.MaxSilentShare <= 0 || c.MaxSilentShare > 1 {
+	if !(c.MaxSilentShare > 0 && c.MaxSilentShare <= 1) { // NaN too
 		c.MaxSilentShare = d.MaxSilentShare
 	}
 	if c.StartupHold <= 0 {

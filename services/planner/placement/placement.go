@@ -56,6 +56,10 @@ type Candidate struct {
 	// Returning marks a node that was down and came back: among equally
 	// placed surplus copies, its copy is the one removed.
 	Returning bool
+	// Full marks a node that refuses new shards (it reports its disk full
+	// or read-only): it has room for nothing, whatever its bytes say, so it
+	// is never a target; it stays a source.
+	Full bool
 }
 
 // Shard is one shard to place: its id (which also salts tie-breaks) and size.
@@ -86,15 +90,16 @@ func (c Candidate) DiskFill() float64 {
 	return float64(c.Load()+c.OtherBytes) / float64(c.CapacityBytes)
 }
 
-// fits reports whether size more bytes fit (always, when capacity is unknown).
+// fits reports whether size more bytes fit: never on a Full node, always
+// when the capacity is unknown.
 func (c Candidate) fits(size int64) bool {
-	return c.CapacityBytes <= 0 || c.Load()+c.OtherBytes+size <= c.CapacityBytes
+	return !c.Full && (c.CapacityBytes <= 0 || c.Load()+c.OtherBytes+size <= c.CapacityBytes)
 }
 
 // fitsBelow reports whether size more bytes fit while keeping the disk fill
-// at most maxFill (0 or >= 1: up to the capacity).
+// at most maxFill (0 or >= 1: up to the capacity); never on a Full node.
 func (c Candidate) fitsBelow(size int64, maxFill float64) bool {
-	if maxFill <= 0 || maxFill >= 1 || c.CapacityBytes <= 0 {
+	if c.Full || maxFill <= 0 || maxFill >= 1 || c.CapacityBytes <= 0 {
 		return c.fits(size)
 	}
 	return float64(c.Load()+c.OtherBytes+size) <= maxFill*float64(c.CapacityBytes)

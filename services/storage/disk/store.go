@@ -15,7 +15,10 @@
 // a shard at a caller-set pace (the scrubber). A shard that fails is
 // quarantined and reported through Options.OnQuarantine; the store itself
 // never talks to anything but its directory. The index keeps its ids sorted,
-// so Page serves an inventory a page at a time in O(log N + page).
+// so Page serves an inventory a page at a time in O(log N + page). A write
+// refused for lack of room (ErrFull) or by a read-only filesystem
+// (ErrReadOnly) leaves the store refusing (its Condition) until Recheck, a
+// delete or a write shows that room or writability came back.
 package disk
 
 import (
@@ -47,6 +50,7 @@ var (
 	ErrSize     = errors.New("body length differs from the declared size")
 	ErrRead     = errors.New("reading the shard body failed")
 	ErrFull     = errors.New("no space left for the shard")
+	ErrReadOnly = errors.New("the store's filesystem is read-only")
 	ErrCorrupt  = errors.New("stored shard failed verification and was quarantined")
 	ErrLocked   = errors.New("store directory is in use by another process")
 )
@@ -78,6 +82,15 @@ type Options struct {
 	// It must not block and must not call back into the store. It is how the
 	// store reports damage without doing any I/O beyond its directory.
 	OnQuarantine func(Quarantine)
+	// OnCondition, when set, is called with the new Condition each time it
+	// changes (a write refused for room or as read-only, room or
+	// writability back), after the store's lock is released, on the
+	// goroutine that changed it. It must not block and must not call back
+	// into the store.
+	OnCondition func(Condition)
+	// Files is the filesystem shards are written and removed through (nil:
+	// the real one). Tests inject failures (ENOSPC, EROFS) here.
+	Files Files
 }
 
 // Found says how a damaged shard was discovered.
@@ -116,6 +129,8 @@ type Store struct {
 	log      *slog.Logger
 	lock     *os.File
 	onQuar   func(Quarantine)
+	onCond   func(Condition)
+	files    Files
 
 	mu       sync.RWMutex
 	index    map[string]entry
@@ -123,6 +138,12 @@ type Store struct {
 	used     int64
 	reserved int64
 	fans     map[string]bool // fan-out directories known to exist
+	// capNeed and fsNeed are the smallest writes refused for lack of room
+	// in the capacity and on the filesystem since room last came back (0:
+	// none); readOnly is set by an EROFS. See Condition.
+	capNeed, fsNeed int64
+	readOnly        bool
+	cond            Condition // last condition reported to onCond
 
 	checksumFailures atomic.Uint64
 	tmpRemoved       int
@@ -145,8 +166,13 @@ func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 		capacity: opts.CapacityBytes,
 		log:      log,
 		onQuar:   opts.OnQuarantine,
+		onCond:   opts.OnCondition,
+		files:    opts.Files,
 		index:    make(map[string]entry),
 		fans:     make(map[string]bool),
+	}
+	if s.files == nil {
+		s.files = osFiles{}
 	}
 	for _, d := range []string{dir, s.shards, s.quar} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -169,6 +195,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 		lf.Close()
 		return nil, err
 	}
+	s.cond = s.condLocked()
 	log.Info("store opened", "dir", dir, "shards", len(s.index), "used_bytes", s.used, "temp_files_removed", s.tmpRemoved)
 	return s, nil
 }
@@ -325,8 +352,10 @@ func ParseSHA256(sha string) ([32]byte, error) {
 // created=false if id was already stored with the same checksum (body unread);
 // ErrConflict if stored with another checksum; ErrChecksum, ErrSize or ErrRead
 // if the body was wrong or unreadable; ErrFull when capacity or the disk ran
-// out. On any error no file is left behind. Concurrent puts of one id are safe:
-// exactly one creates it.
+// out (ENOSPC, EDQUOT); ErrReadOnly when the filesystem is read-only (EROFS).
+// On any error no file is left behind. A refusal for room or as read-only
+// changes the store's Condition until Recheck, a delete or a write shows it
+// is over. Concurrent puts of one id are safe: exactly one creates it.
 func (s *Store) Put(id, sha string, size int64, body io.Reader) (created bool, err error) {
 	if err := model.ValidateShardID(id); err != nil {
 		return false, err
@@ -346,11 +375,19 @@ func (s *Store) Put(id, sha string, size int64, body io.Reader) (created bool, e
 	}
 	if s.capacity > 0 && s.used+s.reserved+size > s.capacity {
 		free := s.capacity - s.used - s.reserved
+		s.noteCapacityRefusal(size)
+		c, changed := s.condChangedLocked()
 		s.mu.Unlock()
+		s.reportCond(c, changed)
 		return false, fmt.Errorf("%w: shard %s needs %d bytes, %d free of %d", ErrFull, id, size, max(free, 0), s.capacity)
 	}
 	s.reserved += size
 	s.mu.Unlock()
+	defer func() {
+		if err != nil {
+			s.noteWriteFailure(err, size)
+		}
+	}()
 	reserved := true
 	defer func() {
 		if reserved {
@@ -364,7 +401,7 @@ func (s *Store) Put(id, sha string, size int64, body io.Reader) (created bool, e
 	if err := s.ensureFan(fan); err != nil {
 		return false, err
 	}
-	tmp, err := os.CreateTemp(fan, tmpPrefix+id+"-*")
+	tmp, err := s.files.CreateTemp(fan, tmpPrefix+id+"-*")
 	if err != nil {
 		return false, writeErr(id, err)
 	}
@@ -372,7 +409,7 @@ func (s *Store) Put(id, sha string, size int64, body io.Reader) (created bool, e
 	defer func() {
 		if !committed {
 			tmp.Close()
-			if rerr := os.Remove(tmp.Name()); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			if rerr := s.files.Remove(tmp.Name()); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 				s.log.Error("could not remove temp file", "path", tmp.Name(), "err", rerr)
 			}
 		}
@@ -392,7 +429,7 @@ func (s *Store) Put(id, sha string, size int64, body io.Reader) (created bool, e
 		s.mu.Unlock()
 		return false, sameOrConflict(id, e, entry{size: size, sum: want})
 	}
-	if err := os.Rename(tmp.Name(), s.path(id)); err != nil {
+	if err := s.files.Rename(tmp.Name(), s.path(id)); err != nil {
 		s.mu.Unlock()
 		return false, writeErr(id, err)
 	}
@@ -400,7 +437,10 @@ func (s *Store) Put(id, sha string, size int64, body io.Reader) (created bool, e
 	s.add(id, entry{size: size, sum: want})
 	s.reserved -= size
 	reserved = false
+	s.readOnly = false // the filesystem just took a shard
+	c, changed := s.condChangedLocked()
 	s.mu.Unlock()
+	s.reportCond(c, changed)
 
 	if err := syncDir(fan); err != nil {
 		return true, fmt.Errorf("shard %s written but its directory could not be synced: %w", id, err)
@@ -417,7 +457,7 @@ func sameOrConflict(id string, have, want entry) error {
 
 // writeBody writes the header and exactly size bytes of body to f, checking
 // the length and the checksum.
-func writeBody(f *os.File, id string, want [32]byte, size int64, body io.Reader) error {
+func writeBody(f File, id string, want [32]byte, size int64, body io.Reader) error {
 	hdr := header{Size: size, SHA256: want}.encode()
 	if _, err := f.Write(hdr[:]); err != nil {
 		return writeErr(id, err)
@@ -477,18 +517,16 @@ func hasMore(r io.Reader) (bool, error) {
 	return false, io.ErrNoProgress
 }
 
-// writeErr wraps a filesystem write error, marking a full disk as ErrFull.
+// writeErr wraps a filesystem write error, marking a full disk as ErrFull
+// and a read-only one as ErrReadOnly.
 func writeErr(id string, err error) error {
-	if IsFull(err) {
+	switch {
+	case IsFull(err):
 		return fmt.Errorf("%w: shard %s: %w", ErrFull, id, err)
+	case IsReadOnly(err):
+		return fmt.Errorf("%w: shard %s: %w", ErrReadOnly, id, err)
 	}
 	return fmt.Errorf("write shard %s: %w", id, err)
-}
-
-// IsFull reports whether err is the filesystem saying it has no room
-// (ENOSPC, or EDQUOT for a quota).
-func IsFull(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 func (s *Store) ensureFan(fan string) error {
@@ -499,7 +537,7 @@ func (s *Store) ensureFan(fan string) error {
 	if ok {
 		return nil
 	}
-	if err := os.Mkdir(fan, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := s.files.Mkdir(fan, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
 		return writeErr(name, err)
 	}
 	if err := syncDir(s.shards); err != nil {
@@ -537,8 +575,10 @@ func (s *Store) Stat(id string) (Info, error) {
 	return e.info(id), nil
 }
 
-// Delete removes shard id, or returns ErrNotFound. A reader that already
-// opened it keeps reading the old bytes.
+// Delete removes shard id, or returns ErrNotFound; ErrReadOnly when the
+// filesystem is read-only. A reader that already opened it keeps reading the
+// old bytes. The room it frees counts at once: a store full for lack of
+// capacity accepts writes again when the refused size fits.
 func (s *Store) Delete(id string) error {
 	if err := model.ValidateShardID(id); err != nil {
 		return err
@@ -549,14 +589,27 @@ func (s *Store) Delete(id string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := s.files.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.mu.Unlock()
-		return fmt.Errorf("delete shard %s: %w", id, err)
+		err = fmt.Errorf("delete shard %s: %w", id, err)
+		if IsReadOnly(err) {
+			err = fmt.Errorf("%w: %w", ErrReadOnly, err)
+			s.noteWriteFailure(err, 0)
+		}
+		return err
 	}
 	s.drop(id)
+	s.readOnly = false // the filesystem just took a change
+	s.clearCapNeedLocked()
+	fsFull := s.fsNeed > 0
+	c, changed := s.condChangedLocked()
 	s.mu.Unlock()
+	s.reportCond(c, changed)
 	if err := syncDir(filepath.Dir(p)); err != nil {
 		s.log.Warn("could not sync directory after delete", "shard", id, "err", err)
+	}
+	if fsFull {
+		s.Recheck()
 	}
 	return nil
 }

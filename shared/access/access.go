@@ -1,0 +1,253 @@
+// Package access says who may do what on rehome's bus: one NATS user per
+// role (and one per storage node), each with publish and subscribe
+// permissions that let it do its job and nothing else, and the NATS server
+// configuration that enforces them. The same configuration text serves the
+// embedded server of `rehome dev` and the NATS cluster of the compose stack,
+// so what the tests prove is what the stack runs.
+//
+// The package is pure: it renders permissions and configuration; it neither
+// connects nor stores anything.
+package access
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+)
+
+// Role is the job a bus user does.
+type Role string
+
+// The roles. Admin creates and updates streams and buckets (the bootstrap of
+// `rehome dev` and of the stack); everyone else works inside them.
+const (
+	Storage  Role = "storage"
+	Detector Role = "detector"
+	Planner  Role = "planner"
+	Mover    Role = "mover"
+	Operator Role = "operator"
+	Admin    Role = "admin"
+)
+
+// Roles lists every role, in a stable order.
+var Roles = []Role{Storage, Detector, Planner, Mover, Operator, Admin}
+
+// Account names of the server configuration.
+const (
+	// AppAccount holds rehome's streams, buckets and users (JetStream on).
+	AppAccount = "REHOME"
+	// SystemAccount holds the server's own events ($SYS.>), which detectors
+	// read to notice a closed connection.
+	SystemAccount = "SYS"
+)
+
+// User is one bus identity. Node is set for Storage only: a storage node's
+// user may speak only for that node.
+type User struct {
+	Name     string
+	Password string
+	Role     Role
+	Node     string
+}
+
+// UserName returns the user name of role (and node, for Storage): the role
+// itself, or "node-<id>" for a storage node.
+func UserName(role Role, node string) string {
+	if role == Storage {
+		return "node-" + node
+	}
+	return string(role)
+}
+
+// NewUser returns the user of role (node for Storage) with a fresh random
+// password. It fails on an unknown role or an invalid node id.
+func NewUser(role Role, node string) (User, error) {
+	if _, err := PermissionsFor(role, node); err != nil {
+		return User{}, err
+	}
+	pw, err := NewSecret()
+	if err != nil {
+		return User{}, err
+	}
+	return User{Name: UserName(role, node), Password: pw, Role: role, Node: node}, nil
+}
+
+// NewSecret returns 24 random bytes in hex: a password or a token.
+func NewSecret() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("secret: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// URL returns natsURL with u's credentials in it. A natsURL with a list of
+// servers (comma-separated) gets them in every entry.
+func (u User) URL(natsURL string) string {
+	parts := strings.Split(natsURL, ",")
+	for i, p := range parts {
+		pu, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || pu.Host == "" {
+			continue
+		}
+		pu.User = url.UserPassword(u.Name, u.Password)
+		parts[i] = pu.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// Permissions is what one user may publish and subscribe to. Responses lets
+// it answer requests it received (publish to their reply subjects) without
+// a grant on the whole inbox space.
+type Permissions struct {
+	Publish   []string
+	Subscribe []string
+	Responses bool
+}
+
+// everything is the admin's grant.
+const everything = ">"
+
+// consumerAPI returns the JetStream API subjects that create, read, pull
+// from and acknowledge consumer (any consumer when empty) on stream.
+func consumerAPI(stream, consumer string) []string {
+	c := consumer
+	if c == "" {
+		c = "*"
+	}
+	return []string{
+		"$JS.API.CONSUMER.CREATE." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream + ".>",
+		"$JS.API.CONSUMER.DURABLE.CREATE." + stream + "." + c,
+		"$JS.API.CONSUMER.INFO." + stream + "." + c,
+		"$JS.API.CONSUMER.DELETE." + stream + "." + c,
+		"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + c,
+		"$JS.ACK." + stream + ".>",
+		"$JS.FC." + stream + ".>",
+	}
+}
+
+// kvStream is the stream behind a KV bucket.
+func kvStream(bucket string) string { return "KV_" + bucket }
+
+// buckets lists every KV bucket.
+var buckets = []string{bus.BucketNodes, bus.BucketLiveness, bus.BucketPlacement, bus.BucketObjects,
+	bus.BucketDetector, bus.BucketControl, bus.BucketLease}
+
+// reader is what every role may do: look streams and buckets up, read keys
+// and watch buckets (ordered consumers), and read the events and heartbeat
+// streams. It grants no write to any stream or bucket and no access to the
+// task queue.
+func reader() []string {
+	p := []string{
+		"$JS.API.INFO",
+		"$JS.API.STREAM.INFO.*",
+		"$JS.API.STREAM.NAMES",
+		"$JS.API.STREAM.LIST",
+		"$JS.API.STREAM.MSG.GET.*",
+		"$JS.API.DIRECT.GET.>",
+	}
+	for _, b := range buckets {
+		p = append(p, consumerAPI(kvStream(b), "")...)
+	}
+	p = append(p, consumerAPI(bus.StreamEvents, "")...)
+	p = append(p, consumerAPI(bus.StreamHeartbeats, "")...)
+	return p
+}
+
+// kvWrite is the publish subject that puts or deletes key in bucket ("*" or
+// ">" for any key).
+func kvWrite(bucket, key string) string { return "$KV." + bucket + "." + key }
+
+// inbox is where replies to a user's own requests arrive.
+const inbox = "_INBOX.>"
+
+// PermissionsFor returns the grants of role (node for Storage).
+//
+//   - storage: heartbeats, corruption reports and its nodes-bucket record
+//     only for its own node; answers inventory requests for its own node.
+//   - detector: verdicts (rehome.node.>), hold notices, liveness records and
+//     the guard's state; reads heartbeats.
+//   - planner: plans, tasks, lost-shard and heal events; the map, manifests
+//     and lease; serves operator requests (rehome.ctl.>) and asks nodes for
+//     their inventory; manages the task queue.
+//   - mover: results and dead letters; consumes the task queue.
+//   - operator: reads everything; publishes only operator requests
+//     (rehome.ctl.>) and its switches (heal pause, detector release, node
+//     maintenance).
+//   - admin: everything (creates and updates streams and buckets).
+//
+// Every role may read keys and watch buckets and reply to its own requests.
+func PermissionsFor(role Role, node string) (Permissions, error) {
+	if role == Storage {
+		if err := model.ValidateNodeID(node); err != nil {
+			return Permissions{}, fmt.Errorf("storage user: %w", err)
+		}
+	} else if node != "" {
+		return Permissions{}, fmt.Errorf("%s user: a node id is only for storage users", role)
+	}
+	p := Permissions{Subscribe: []string{inbox}}
+	switch role {
+	case Storage:
+		p.Publish = []string{
+			event.HeartbeatPrefix + node,
+			event.CorruptPrefix + node,
+			kvWrite(bus.BucketNodes, node),
+		}
+		p.Subscribe = append(p.Subscribe, control.InventoryPrefix+node)
+		p.Responses = true
+	case Detector:
+		p.Publish = []string{
+			"rehome.node.>", "rehome.detector.>",
+			kvWrite(bus.BucketLiveness, ">"), kvWrite(bus.BucketDetector, model.HoldKey),
+		}
+		p.Subscribe = append(p.Subscribe, event.HeartbeatPrefix+"*")
+	case Planner:
+		p.Publish = []string{
+			event.PlanPrefix + ">", event.TaskPrefix + ">", event.LostPrefix + ">", "rehome.heal.>",
+			control.InventoryPrefix + "*",
+			kvWrite(bus.BucketPlacement, ">"), kvWrite(bus.BucketObjects, ">"), kvWrite(bus.BucketLease, ">"),
+			"$JS.API.STREAM.MSG.DELETE." + bus.StreamTasks,
+		}
+		p.Publish = append(p.Publish, consumerAPI(bus.StreamTasks, "")...)
+		p.Subscribe = append(p.Subscribe, event.HeartbeatPrefix+"*", event.ControlPrefix+">")
+		p.Responses = true
+	case Mover:
+		p.Publish = []string{
+			event.DonePrefix + ">", event.FailedPrefix + ">", event.DeadPrefix + ">",
+			"$JS.API.STREAM.MSG.DELETE." + bus.StreamTasks,
+		}
+		p.Publish = append(p.Publish, consumerAPI(bus.StreamTasks, bus.MoverConsumer)...)
+		p.Subscribe = append(p.Subscribe,
+			"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+bus.StreamTasks+"."+bus.MoverConsumer)
+	case Operator:
+		p.Publish = []string{
+			event.ControlPrefix + ">",
+			kvWrite(bus.BucketControl, ">"),
+			kvWrite(bus.BucketDetector, model.OverrideKey),
+			kvWrite(bus.BucketLiveness, "*"),
+		}
+		p.Subscribe = append(p.Subscribe, event.Root+".>")
+	case Admin:
+		return Permissions{Publish: []string{everything}, Subscribe: []string{everything}, Responses: true}, nil
+	default:
+		return Permissions{}, fmt.Errorf("unknown role %q (want one of %v)", role, Roles)
+	}
+	p.Publish = append(p.Publish, reader()...)
+	if role == Planner {
+		// The planner bootstraps the bus in the stack (Ensure): it may
+		// create and update rehome's streams, never delete or purge them.
+		p.Publish = append(p.Publish, "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*")
+	}
+	slices.Sort(p.Publish)
+	p.Publish = slices.Compact(p.Publish)
+	return p, nil
+}
