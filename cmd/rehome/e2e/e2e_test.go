@@ -328,6 +328,16 @@ func waitHealthy(t testing.TB, c *cluster, nodes int) control.ClusterStatus {
 
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
+// killNode sends SIGKILL to storage node id (process pid) and waits until
+// the detector has declared it down.
+func (c *cluster) killNode(t testing.TB, id string, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, id+" declared down", func() bool { return c.nodeState(id) == "down" })
+}
+
 // TestKillNodeHeals is the end-to-end: 6 nodes each in its own rack,
 // 400 objects of 16 KiB, kill -9 the fullest node, wait for the heal, check
 // placement, spread and bytes.
@@ -396,21 +406,7 @@ func TestKillNodeHeals(t *testing.T) {
 	// The operator tails the events while the node dies.
 	events := c.tailEvents(t)
 	t.Logf("killing %s (pid %d, %d shards)", victim.ID, pid, victim.Shards)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, victim.ID+" declared down", func() bool {
-		st, err := c.status()
-		if err != nil {
-			return false
-		}
-		for _, n := range st.Nodes {
-			if n.ID == victim.ID {
-				return n.State == "down"
-			}
-		}
-		return false
-	})
+	c.killNode(t, victim.ID, pid)
 	// The operator's view: heal status --follow exits 0 once healthy.
 	if out, err := c.rehome("heal", "status", "--follow", "--interval", "200ms"); err != nil {
 		t.Fatalf("heal status --follow: %v\n%s", err, out)

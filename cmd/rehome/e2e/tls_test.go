@@ -2,16 +2,12 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/rand"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/tlsconf"
@@ -52,30 +48,6 @@ func without(env []string, keys ...string) []string {
 	return out
 }
 
-// putRandom writes n objects of size random bytes through `rehome put` and
-// returns them by name.
-func putRandom(t *testing.T, c *cluster, n, size int) map[string][]byte {
-	t.Helper()
-	src := t.TempDir()
-	want := map[string][]byte{}
-	var files []string
-	for i := range n {
-		b := make([]byte, size)
-		_, _ = rand.Read(b)
-		name := fmt.Sprintf("tls-%02d", i)
-		p := filepath.Join(src, name)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		want[name] = b
-		files = append(files, p)
-	}
-	if _, err := c.rehome(append([]string{"put"}, files...)...); err != nil {
-		t.Fatal(err)
-	}
-	return want
-}
-
 // getAll reads every object back through `rehome get -o` and compares bytes.
 func getAll(t *testing.T, c *cluster, want map[string][]byte) {
 	t.Helper()
@@ -109,7 +81,7 @@ func TestTLSClusterHeals(t *testing.T) {
 		t.Fatalf("secrets.env names a client certificate without --mtls")
 	}
 	st := waitHealthy(t, c, 4)
-	want := putRandom(t, c, 24, 48<<10)
+	want := c.putRandom(t, 24, 48<<10)
 
 	// Without the CA the CLI reaches neither the bus nor a node: one line,
 	// exit 1, naming the certificate problem.
@@ -151,21 +123,7 @@ func TestTLSClusterHeals(t *testing.T) {
 		t.Fatalf("no victim: %+v pid %d", victim, pid)
 	}
 	t.Logf("killing %s (pid %d, %d shards)", victim.ID, pid, victim.Shards)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, victim.ID+" declared down", func() bool {
-		st, err := c.status()
-		if err != nil {
-			return false
-		}
-		for _, n := range st.Nodes {
-			if n.ID == victim.ID {
-				return n.State == "down"
-			}
-		}
-		return false
-	})
+	c.killNode(t, victim.ID, pid)
 	if out, err := c.rehome("heal", "status", "--follow", "--interval", "200ms"); err != nil {
 		t.Fatalf("heal status --follow: %v\n%s", err, out)
 	}
@@ -191,7 +149,7 @@ func TestMutualTLSCluster(t *testing.T) {
 		}
 	}
 	waitHealthy(t, c, 3)
-	want := putRandom(t, c, 4, 32<<10)
+	want := c.putRandom(t, 4, 32<<10)
 	getAll(t, c, want)
 
 	noCert := &cluster{t: t, dir: c.dir, env: without(c.env, tlsconf.EnvCert, tlsconf.EnvKey)}
