@@ -17,6 +17,7 @@ import (
 	"github.com/rehome/rehome/cmd/rehome/envfile"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/shardapi"
+	"github.com/rehome/rehome/shared/tlsconf"
 )
 
 // exitError carries an exit code other than 1 out of a command.
@@ -32,6 +33,7 @@ func (e *exitError) Unwrap() error { return e.err }
 type globals struct {
 	natsURL string
 	envFile string
+	tlsCA   string
 	timeout time.Duration
 }
 
@@ -47,14 +49,22 @@ func run(args []string) (int, error) {
 		SilenceErrors: true,
 		// --env-file is read before anything else looks at the environment.
 		PersistentPreRunE: func(*cobra.Command, []string) error {
-			if g.envFile == "" {
-				return nil
+			if g.envFile != "" {
+				if err := envfile.Load(g.envFile); err != nil {
+					return err
+				}
 			}
-			return envfile.Load(g.envFile)
+			if g.tlsCA != "" {
+				// Every client (bus, storage API, healthcheck) reads the CA
+				// from the environment.
+				return os.Setenv(tlsconf.EnvCA, g.tlsCA)
+			}
+			return nil
 		},
 	}
 	root.PersistentFlags().StringVar(&g.natsURL, "nats", "", "NATS URL (default $"+bus.EnvURL+" or "+bus.DefaultURL+")")
 	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "read KEY=value lines (e.g. "+bus.EnvURL+", "+shardapi.EnvToken+") from this file first, overriding the environment")
+	root.PersistentFlags().StringVar(&g.tlsCA, "tls-ca", "", "speak TLS to the bus and the storage nodes, trusting this PEM CA (default $"+tlsconf.EnvCA+")")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 5*time.Second, "how long to wait for the bus and the planner")
 	root.AddCommand(
 		devCmd(g),

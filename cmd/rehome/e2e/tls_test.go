@@ -89,6 +89,10 @@ func TestTLSClusterHeals(t *testing.T) {
 	if _, err := noCA.rehome("cluster", "status"); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("cluster status without the CA: want a certificate error, got %v", err)
 	}
+	// --tls-ca names it on the command line instead.
+	if _, err := noCA.rehome("--tls-ca", secrets[tlsconf.EnvCA], "cluster", "status"); err != nil {
+		t.Fatalf("cluster status with --tls-ca: %v", err)
+	}
 	addr := st.Nodes[0].Addr
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {
