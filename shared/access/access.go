@@ -111,6 +111,8 @@ type Permissions struct {
 	Publish   []string
 	Subscribe []string
 	Responses bool
+	// PublishDeny carves exceptions out of Publish (deny wins).
+	PublishDeny []string
 }
 
 // everything is the admin's grant.
@@ -132,6 +134,19 @@ func consumerAPI(stream, consumer string) []string {
 		"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + c,
 		"$JS.ACK." + stream + ".>",
 		"$JS.FC." + stream + ".>",
+	}
+}
+
+// durableGuard returns the subjects that would let a user other than its
+// owner read from, acknowledge, change or delete durable consumer on stream
+// (steal the planner's results, say), for PublishDeny.
+func durableGuard(stream, durable string) []string {
+	return []string{
+		"$JS.API.CONSUMER.*." + stream + "." + durable,
+		"$JS.API.CONSUMER.*." + stream + "." + durable + ".>",
+		"$JS.API.CONSUMER.DURABLE.CREATE." + stream + "." + durable,
+		"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable,
+		"$JS.ACK." + stream + "." + durable + ".>",
 	}
 }
 
@@ -185,7 +200,8 @@ const inbox = "_INBOX.>"
 //     maintenance).
 //   - admin: everything (creates and updates streams and buckets).
 //
-// Every role may read keys and watch buckets and reply to its own requests.
+// Every role may read keys and watch buckets and reply to its own requests;
+// none but the planner may touch the planner's durable consumer of results.
 func PermissionsFor(role Role, node string) (Permissions, error) {
 	if role == Storage {
 		if err := model.ValidateNodeID(node); err != nil {
@@ -242,6 +258,9 @@ func PermissionsFor(role Role, node string) (Permissions, error) {
 		return Permissions{}, fmt.Errorf("unknown role %q (want one of %v)", role, Roles)
 	}
 	p.Publish = append(p.Publish, reader()...)
+	if role != Planner {
+		p.PublishDeny = durableGuard(bus.StreamEvents, bus.PlannerConsumer)
+	}
 	if role == Planner {
 		// The planner bootstraps the bus in the stack (Ensure): it may
 		// create and update rehome's streams, never delete or purge them.

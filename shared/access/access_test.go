@@ -213,13 +213,19 @@ func TestEachRoleMayWriteOnlyWhatItsJobNeeds(t *testing.T) {
 }
 
 // TestAdministrationAndQueueAreGuarded: no service role may delete or purge
-// a stream, and only movers and the planner may touch the task queue.
+// a stream, only movers and the planner may touch the task queue, and only
+// the planner its durable consumer of results.
 func TestAdministrationAndQueueAreGuarded(t *testing.T) {
 	b := startAuthBus(t)
 	for _, user := range []string{"operator", "node-storage-1", "detector", "mover", "planner"} {
 		v := &violations{}
 		nc := b.connect(t, user, v)
 		probes := []string{"$JS.API.STREAM.DELETE." + bus.StreamEvents, "$JS.API.STREAM.PURGE." + bus.StreamTasks}
+		if user != "planner" {
+			results := bus.StreamEvents + "." + bus.PlannerConsumer
+			probes = append(probes, "$JS.API.CONSUMER.MSG.NEXT."+results, "$JS.API.CONSUMER.DELETE."+results,
+				"$JS.API.CONSUMER.CREATE."+results+".rehome.repair.done.>", "$JS.ACK."+results+".1.1.1.1.1.0")
+		}
 		if user != "planner" && user != "mover" {
 			probes = append(probes, "$JS.API.CONSUMER.CREATE."+bus.StreamTasks+".thief.>", "$JS.API.STREAM.MSG.DELETE."+bus.StreamTasks)
 		}

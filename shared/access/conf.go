@@ -40,7 +40,11 @@ func ServerConf(users []User, sys System) (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(&b, "      { user: %s, password: %s, permissions: {\n", strconv.Quote(u.Name), strconv.Quote(u.Password))
-		fmt.Fprintf(&b, "          publish: { allow: %s }\n", list(p.Publish))
+		if len(p.PublishDeny) > 0 {
+			fmt.Fprintf(&b, "          publish: { allow: %s, deny: %s }\n", list(p.Publish), list(p.PublishDeny))
+		} else {
+			fmt.Fprintf(&b, "          publish: { allow: %s }\n", list(p.Publish))
+		}
 		fmt.Fprintf(&b, "          subscribe: { allow: %s }\n", list(p.Subscribe))
 		if p.Responses {
 			b.WriteString("          allow_responses: true\n")
