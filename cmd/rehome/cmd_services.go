@@ -231,6 +231,7 @@ func storageCmd(g *globals) *cobra.Command {
 	fl.Int64Var(&cfg.ScrubBytesPerSec, "scrub-rate", cfg.ScrubBytesPerSec, "background checksum scrub, bytes per second (0: off)")
 	fl.DurationVar(&cfg.ScrubEvery, "scrub-every", cfg.ScrubEvery, "start a scrub pass this long after the previous one began")
 	fl.DurationVar(&cfg.ScrubDelay, "scrub-delay", cfg.ScrubDelay, "first scrub pass this long after start")
+	fl.Int64Var(&cfg.RepairPaceBytesPerSec, "repair-pace", cfg.RepairPaceBytesPerSec, "repair bytes per second through this node while it serves clients (0: repair only yields to client transfers)")
 	return cmd
 }
 
@@ -292,6 +293,9 @@ func plannerCmd(g *globals) *cobra.Command {
 	fl.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per shard before it is reported failed and parked")
 	fl.DurationVar(&cfg.RetryLater, "retry-later", cfg.RetryLater, "how long a parked shard waits before it is tried again")
 	fl.BoolVar(&cfg.AutoHeal, "auto-heal", cfg.AutoHeal, "check a node's inventory and heal it in place when it rejoins with a new boot id or returns from down")
+	fl.DurationVar(&cfg.OrphanScan, "orphan-scan", cfg.OrphanScan, "how often to sweep every up node for copies the map does not know (0: never)")
+	fl.DurationVar(&cfg.OrphanGrace, "orphan-grace", cfg.OrphanGrace, "delete a copy the map does not know only when its file is older than this")
+	fl.Float64Var(&cfg.OrphanMaxShare, "orphan-max-share", cfg.OrphanMaxShare, "delete nothing on a node when more than this share of its inventory is unknown to the map")
 	return cmd
 }
 

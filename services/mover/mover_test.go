@@ -833,3 +833,44 @@ func BenchmarkCopy(b *testing.B) {
 	bustest.Eventually(b, 10*time.Minute, "all copies done", func() bool { return len(c.doneFor(tasks[len(tasks)-1].Task)) == 1 && c.queued() == 0 })
 	b.StopTimer()
 }
+
+// TestMoverRequestsAreRepairTraffic checks that every storage request a
+// mover makes for a task carries the repair class, so nodes serve clients first.
+func TestMoverRequestsAreRepairTraffic(t *testing.T) {
+	c := newCluster(t)
+	c.storage("storage-b")
+	data := randomBytes(t, 100_000)
+	var (
+		mu      sync.Mutex
+		classes []string
+	)
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		classes = append(classes, r.Method+" "+r.Header.Get(shardapi.HeaderClass))
+		mu.Unlock()
+		w.Header().Set(shardapi.HeaderSHA256, shaHex(data))
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(data)
+		}
+	}))
+	t.Cleanup(src.Close)
+	c.register("storage-src", src.Listener.Addr().String())
+	c.mover(mover.Config{ID: "m1"})
+
+	c.publish(copyTask("task-1", "shard-1", data, "storage-b", "storage-src"))
+	bustest.Eventually(t, timeout, "done event for task-1", func() bool { return len(c.doneFor("task-1")) == 1 })
+	if got := c.read("storage-b", "shard-1"); !bytes.Equal(got, data) {
+		t.Fatalf("storage-b holds %d bytes, want %d", len(got), len(data))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(classes) == 0 {
+		t.Fatal("the source saw no request")
+	}
+	for _, cl := range classes {
+		if !strings.HasSuffix(cl, " "+shardapi.ClassRepair) {
+			t.Fatalf("source saw %q, want every request marked %q", classes, shardapi.ClassRepair)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/shardapi"
 )
 
 // publishTimeout bounds one result publish.
@@ -63,6 +64,8 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	// made with ctx belong to the incident's trace.
 	var span trace.Span
 	ctx, span = s.startSpan(ctx, msg, t, attempt)
+	// Its storage requests are repair traffic: nodes serve clients first.
+	ctx = shardapi.AsRepair(ctx)
 
 	stop := s.keepAlive(msg)
 	var out outcome

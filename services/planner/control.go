@@ -276,8 +276,10 @@ func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
 		}
 	}
 	pending := map[nodeRef]int64{}
+	ids := make(map[string]bool, len(req.Shards))
 	reply := control.AllocateReply{Allocations: make([]control.Allocation, len(req.Shards))}
 	for i, sh := range req.Shards {
+		ids[sh.ID] = true
 		a := control.Allocation{Shard: sh.ID, Nodes: make([]control.Endpoint, len(picks[i]))}
 		for k, ni := range picks[i] {
 			n := &s.v.nodes[ni]
@@ -287,6 +289,7 @@ func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
 		reply.Allocations[i] = a
 	}
 	s.v.addAllocation(req.Key, pending, now.Add(s.cfg.AllocationTTL))
+	s.v.allocs[req.Key].shards = ids
 	return reply, nil
 }
 

@@ -33,6 +33,10 @@ type metrics struct {
 	corrupt         prometheus.Counter
 	paused          prometheus.Gauge
 	singleCopy      prometheus.Gauge
+	// orphan collection (orphans.go)
+	orphansDeleted   prometheus.Counter
+	orphansAwaiting  prometheus.Gauge
+	orphanSweepsHeld prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -87,11 +91,18 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "rehome_planner_heal_paused", Help: "1 while an operator has paused repairs (heal pause)."}),
 		singleCopy: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rehome_planner_single_copy_shards", Help: "Shards one more loss would lose (one live copy; erasure-coded stripes with exactly K live pieces)."}),
+		orphansDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_orphans_deleted_total", Help: "Orphaned copies (on a node's disk, unknown to the map, older than the grace) queued for deletion."}),
+		orphansAwaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rehome_planner_orphans_awaiting_grace", Help: "Copies unknown to the map and younger than the orphan grace, as the nodes' last sweeps found them."}),
+		orphanSweepsHeld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rehome_planner_orphan_sweeps_held_total", Help: "Orphan sweeps of a node that deleted nothing because too large a share of its inventory was unknown to the map."}),
 	}
 	reg.MustRegister(m.underReplicated, m.lost, m.bytesRemaining, m.repairedBytes, m.inFlight,
 		m.issued, m.failures, m.stalled, m.malformed, m.shards, m.rescanSeconds,
 		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus, m.stripes, m.stripesDegraded,
-		m.checks, m.lacking, m.healedInPlace, m.dropped, m.corrupt, m.paused, m.singleCopy)
+		m.checks, m.lacking, m.healedInPlace, m.dropped, m.corrupt, m.paused, m.singleCopy,
+		m.orphansDeleted, m.orphansAwaiting, m.orphanSweepsHeld)
 	for _, s := range []string{subjectDone, subjectFailed, subjectCorrupt} {
 		for _, r := range event.Reasons {
 			m.malformed.WithLabelValues(s, r)

@@ -15,6 +15,8 @@
 // place: a node's inventory (read over the bus) or its corrupt reports show
 // copies the map lists and its disk lacks; those are rebuilt onto that node
 // itself, or dropped from the map when already whole elsewhere (inplace.go).
+// It deletes orphaned copies: shards on a node's disk the map does not know,
+// older than a grace, unless too much of the node looks orphaned (orphans.go).
 // Several planners may run: one acts (a lease in JetStream KV), the others
 // keep their view warm and take over when it stops renewing the lease.
 package planner
@@ -109,6 +111,19 @@ type Config struct {
 	// planner starts acting. DefaultConfig sets it; a zero Config leaves it
 	// off (then only `rehome heal --node` checks).
 	AutoHeal bool
+	// OrphanScan is how often the acting planner sweeps every up node's
+	// inventory for orphaned copies (shards the map does not know) and
+	// deletes those older than OrphanGrace; a node back from down is swept
+	// too (see orphans.go). DefaultConfig sets 10 min; 0 turns the
+	// collection off.
+	OrphanScan time.Duration
+	// OrphanGrace is how old an orphaned copy's file must be before it is
+	// deleted (default 1 h): writes of objects not yet committed are younger.
+	OrphanGrace time.Duration
+	// OrphanMaxShare holds a node's sweep (nothing deleted, counted and
+	// logged) when more than this share of its inventory is unknown to the
+	// map (default 0.2).
+	OrphanMaxShare float64
 }
 
 // DefaultConfig returns the documented defaults.
@@ -130,6 +145,9 @@ func DefaultConfig() Config {
 		AllocationTTL:     60 * time.Second,
 		MaxAllocateShards: 100000,
 		AutoHeal:          true,
+		OrphanScan:        10 * time.Minute,
+		OrphanGrace:       time.Hour,
+		OrphanMaxShare:    0.2,
 	}
 }
 
@@ -161,7 +179,8 @@ func (c Config) withDefaults() (Config, error) {
 	}{{&c.TickInterval, d.TickInterval, "TickInterval"}, {&c.TaskTimeout, d.TaskTimeout, "TaskTimeout"},
 		{&c.StallAfter, d.StallAfter, "StallAfter"}, {&c.ProgressInterval, d.ProgressInterval, "ProgressInterval"},
 		{&c.AllocationTTL, d.AllocationTTL, "AllocationTTL"}, {&c.LeaseTTL, d.LeaseTTL, "LeaseTTL"},
-		{&c.PlanDebounce, d.PlanDebounce, "PlanDebounce"}, {&c.RetryLater, d.RetryLater, "RetryLater"}}
+		{&c.PlanDebounce, d.PlanDebounce, "PlanDebounce"}, {&c.RetryLater, d.RetryLater, "RetryLater"},
+		{&c.OrphanGrace, d.OrphanGrace, "OrphanGrace"}}
 	for _, f := range durs {
 		if *f.v < 0 {
 			return c, fmt.Errorf("planner config: %s is negative", f.n)
@@ -192,6 +211,14 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("planner config: MaxFill %.2f outside 0-1", c.MaxFill)
 	case c.MaxFill == 0:
 		c.MaxFill = d.MaxFill
+	}
+	switch {
+	case c.OrphanScan < 0:
+		return c, errors.New("planner config: OrphanScan is negative")
+	case !(c.OrphanMaxShare >= 0 && c.OrphanMaxShare <= 1):
+		return c, fmt.Errorf("planner config: OrphanMaxShare %.2f outside 0-1", c.OrphanMaxShare)
+	case c.OrphanMaxShare == 0:
+		c.OrphanMaxShare = d.OrphanMaxShare
 	}
 	if c.LeaseTTL < minLeaseTTL {
 		return c, fmt.Errorf("planner config: LeaseTTL %s below %s", c.LeaseTTL, minLeaseTTL)
@@ -231,8 +258,9 @@ type Service struct {
 	tasks                                      jetstream.Stream
 	lease                                      *lease
 
-	sw     switchState // the heal switch (guarded by mu)
-	checks checks      // serialises the inventory checks of each node
+	sw      switchState // the heal switch (guarded by mu)
+	orphans orphanState // orphan collection (guarded by mu)
+	checks  checks      // serialises the inventory checks of each node
 
 	kick   chan struct{} // plan now
 	ctlSem chan struct{} // bounds concurrent mutating control calls

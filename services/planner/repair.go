@@ -169,6 +169,7 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	}
 	s.expireFlights(ctx, now)
 	s.startReconciles(act)
+	s.startOrphanSweep(act, now)
 
 	s.mu.Lock()
 	s.v.expire(now)

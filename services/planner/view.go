@@ -66,6 +66,7 @@ type node struct {
 	allocBytes        int64 // bytes allocated to it and not yet committed
 
 	returning bool // it was down and came back (cleared when it goes down again)
+	sweepDue  bool // its disk is to be swept for orphaned copies (see orphans.go)
 
 	bootID  string // the boot id of its registration or last heartbeat ("" unknown)
 	missing int    // shards whose entry lists the node while its disk lacks them
@@ -166,6 +167,7 @@ type policy struct {
 type allocation struct {
 	expires time.Time
 	bytes   map[nodeRef]int64
+	shards  map[string]bool // the shard ids being written (never orphans)
 }
 
 // view is the planner's in-memory picture of the cluster: nodes, the whole
@@ -312,6 +314,7 @@ func (v *view) noteTransition(r nodeRef, before model.State) {
 		n.returning = false
 	case !before.Live():
 		n.returning = true
+		n.sweepDue = true
 		v.wantReconcile(r)
 	}
 }

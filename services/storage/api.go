@@ -44,6 +44,7 @@ type api struct {
 	node     string
 	token    []byte
 	maxShard int64
+	prio     *priority // serves clients' transfers before repair's (nil: no priority)
 	m        *metrics
 	reg      *prometheus.Registry
 	log      *slog.Logger
@@ -221,9 +222,15 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, shardapi.HeaderSHA256+": "+err.Error())
 		return
 	}
+	var body io.Reader = r.Body
+	if shardapi.IsRepair(r) {
+		body = a.prio.repairReader(r.Context(), body)
+	} else {
+		defer a.prio.serve()()
+	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(transferDeadline(r.ContentLength)))
-	created, err := a.store.Put(id, sha, r.ContentLength, r.Body)
+	created, err := a.store.Put(id, sha, r.ContentLength, body)
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		code := statusOf(err)
@@ -278,6 +285,10 @@ func (a *api) head(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	repair := shardapi.IsRepair(r)
+	if !repair {
+		defer a.prio.serve()()
+	}
 	rd, info, err := a.store.Get(id)
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {
@@ -292,7 +303,11 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	a.shardHeaders(w, info)
 	w.WriteHeader(http.StatusOK)
-	n, err := copyOut(w, rd)
+	var src io.Reader = rd
+	if repair {
+		src = a.prio.repairReader(r.Context(), rd)
+	}
+	n, err := copyOut(w, src)
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {

@@ -66,6 +66,20 @@ type Config struct {
 	// Default 1024.
 	CorruptQueue int
 
+	// RepairPaceBytesPerSec paces the repair streams through this node
+	// (requests marked shardapi.ClassRepair: movers' reads and writes) to
+	// this many bytes per second (reads and writes drawing on one budget) while the
+	// node serves clients (a client shard transfer in flight or ended within
+	// RepairBusyWindow); with no client traffic repair runs unpaced. Repair
+	// streams also yield to client transfers in flight whatever this is.
+	// DefaultConfig sets DefaultRepairPaceBytesPerSec (64 MiB/s); like
+	// ScrubBytesPerSec a zero here is kept: it means no pacing. Positive
+	// values below 1 MiB/s and negative ones are refused.
+	RepairPaceBytesPerSec int64
+	// RepairBusyWindow is how long after its last client transfer the node
+	// still paces repair. Default DefaultRepairBusyWindow (500 ms).
+	RepairBusyWindow time.Duration
+
 	// TracerProvider receives the spans of shard requests that arrive with a
 	// trace context (a mover's copy); nil (the default) uses otel's global
 	// provider, which telemetry.Setup installs (a no-op when tracing is off).
@@ -87,21 +101,25 @@ const (
 	DefaultScrubEvery        = 24 * time.Hour
 	DefaultScrubDelay        = time.Minute
 	DefaultCorruptQueue      = 1024
+	// DefaultRepairPaceBytesPerSec is the repair pace while a node serves clients.
+	DefaultRepairPaceBytesPerSec = 64 << 20
 )
 
 // DefaultConfig returns a Config with every default filled in; ID, Rack and
 // Dir are left for the caller.
 func DefaultConfig() Config {
 	return Config{
-		Listen:            DefaultListen,
-		HeartbeatInterval: DefaultHeartbeatInterval,
-		MaxShardBytes:     DefaultMaxShardBytes,
-		RegisterEvery:     DefaultRegisterEvery,
-		ShutdownTimeout:   DefaultShutdownTimeout,
-		ScrubBytesPerSec:  DefaultScrubBytesPerSec,
-		ScrubEvery:        DefaultScrubEvery,
-		ScrubDelay:        DefaultScrubDelay,
-		CorruptQueue:      DefaultCorruptQueue,
+		Listen:                DefaultListen,
+		HeartbeatInterval:     DefaultHeartbeatInterval,
+		MaxShardBytes:         DefaultMaxShardBytes,
+		RegisterEvery:         DefaultRegisterEvery,
+		ShutdownTimeout:       DefaultShutdownTimeout,
+		ScrubBytesPerSec:      DefaultScrubBytesPerSec,
+		ScrubEvery:            DefaultScrubEvery,
+		ScrubDelay:            DefaultScrubDelay,
+		CorruptQueue:          DefaultCorruptQueue,
+		RepairPaceBytesPerSec: DefaultRepairPaceBytesPerSec,
+		RepairBusyWindow:      DefaultRepairBusyWindow,
 	}
 }
 
@@ -132,6 +150,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CorruptQueue <= 0 {
 		c.CorruptQueue = d.CorruptQueue
 	}
+	if c.RepairBusyWindow <= 0 {
+		c.RepairBusyWindow = d.RepairBusyWindow
+	}
 	var errs []error
 	if err := model.ValidateNodeID(c.ID); err != nil {
 		errs = append(errs, fmt.Errorf("storage id: %w", err))
@@ -147,6 +168,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ScrubBytesPerSec < 0 {
 		errs = append(errs, fmt.Errorf("storage scrub rate: %d bytes/s is negative (0 turns the scrub off)", c.ScrubBytesPerSec))
+	}
+	if c.RepairPaceBytesPerSec < 0 || (c.RepairPaceBytesPerSec > 0 && c.RepairPaceBytesPerSec < 1<<20) {
+		errs = append(errs, fmt.Errorf("storage repair pace: %d bytes/s is below 1 MiB/s (0 turns pacing off)", c.RepairPaceBytesPerSec))
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {

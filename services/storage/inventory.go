@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/control"
@@ -17,6 +18,12 @@ const defaultMaxPayload = 1 << 20
 // pager is what the inventory needs of the store: satisfied by *disk.Store.
 type pager interface {
 	Page(after string, limit int) ([]disk.Info, bool)
+}
+
+// dater is what the inventory uses, when the store offers it, to date each
+// shard (satisfied by *disk.Store): when its file was last written.
+type dater interface {
+	Written(id string) (time.Time, error)
 }
 
 // Inventory request results (label of rehome_storage_inventory_requests_total).
@@ -54,8 +61,9 @@ func parseInventoryRequest(data []byte) (control.InventoryRequest, error) {
 
 // inventoryReply answers one inventory request body with an encoded
 // control.Reply: the page of shards after req.After, in id order, with Next
-// set to the last id when more remain; or a refusal (model.ErrInvalid) for a
-// malformed request. A page whose encoding would exceed maxPayload bytes (the
+// set to the last id when more remain, each shard dated by its file's
+// modification time when p can tell (see dater), and Now the node's clock;
+// or a refusal (model.ErrInvalid) for a malformed request. A page whose encoding would exceed maxPayload bytes (the
 // bus's message limit) is shortened, Next pointing after its last shard.
 // result says how the request was judged (for the metric).
 func inventoryReply(p pager, node, bootID string, data []byte, maxPayload int) (reply []byte, result string) {
@@ -64,9 +72,16 @@ func inventoryReply(p pager, node, bootID string, data []byte, maxPayload int) (
 		return control.ErrorReply(err), inventoryInvalid
 	}
 	shards, more := p.Page(req.After, req.Limit)
-	page := control.InventoryPage{Node: node, BootID: bootID, Shards: make([]control.InventoryShard, len(shards))}
+	page := control.InventoryPage{Node: node, BootID: bootID, Shards: make([]control.InventoryShard, len(shards)),
+		Now: time.Now().UTC()}
+	d, dated := p.(dater)
 	for i, s := range shards {
 		page.Shards[i] = control.InventoryShard{ID: s.ID, Size: s.Size, SHA256: s.SHA256}
+		if dated {
+			if w, err := d.Written(s.ID); err == nil {
+				page.Shards[i].Written = w.UTC() // a shard deleted meanwhile stays undated
+			}
+		}
 	}
 	for {
 		page.Next = ""

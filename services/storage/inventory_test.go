@@ -1,11 +1,17 @@
 package storage
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/control"
@@ -103,5 +109,40 @@ func TestInventoryReplyShrinksPagesToTheBusLimit(t *testing.T) {
 	}
 	if reply, result := inventoryReply(shards, "n1", "b1", nil, 10); result != inventoryError {
 		t.Fatalf("a limit no shard fits in judged %s: %s", result, reply)
+	}
+}
+
+func TestInventoryReplyDatesShardsByTheirFiles(t *testing.T) {
+	dir := t.TempDir()
+	st, err := disk.Open(dir, disk.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	body := []byte("orphan me")
+	sum := sha256.Sum256(body)
+	if _, err := st.Put("obj-old", hex.EncodeToString(sum[:]), int64(len(body)), bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(filepath.Join(dir, "shards", "ob", "obj-old"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	reply, result := inventoryReply(st, "n1", "b1", nil, 1<<20)
+	var page control.InventoryPage
+	if err := control.DecodeReply(reply, &page); err != nil || result != inventoryOK {
+		t.Fatalf("%s: %v", result, err)
+	}
+	if len(page.Shards) != 1 || !page.Shards[0].Written.Equal(old) {
+		t.Fatalf("shards %+v, want obj-old written %s", page.Shards, old)
+	}
+	if time.Since(page.Now) > time.Minute || page.Now.IsZero() {
+		t.Fatalf("page now %s, want the node's clock", page.Now)
+	}
+	// A store that cannot date its shards leaves them undated.
+	reply, _ = inventoryReply(listPager{{ID: "x", Size: 1, SHA256: strings.Repeat("ab", 32)}}, "n1", "b1", nil, 1<<20)
+	var undated control.InventoryPage
+	if err := control.DecodeReply(reply, &undated); err != nil || len(undated.Shards) != 1 || !undated.Shards[0].Written.IsZero() {
+		t.Fatalf("undated store: %+v, %v", undated.Shards, err)
 	}
 }

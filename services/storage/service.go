@@ -145,6 +145,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 		node:     cfg.ID,
 		token:    []byte(cfg.Token),
 		maxShard: cfg.MaxShardBytes,
+		prio:     newPriority(cfg.RepairPaceBytesPerSec, cfg.RepairBusyWindow, reg),
 		m:        s.m,
 		reg:      s.reg,
 		log:      log,

@@ -206,19 +206,27 @@ type InventoryRequest struct {
 }
 
 // InventoryShard is one shard a node holds (verified at write; re-verified by scrub).
+// Written is its file's modification time on the node's clock (zero when the
+// node does not say: older nodes); the planner's orphan collection never
+// deletes a shard whose age it cannot tell.
 type InventoryShard struct {
-	ID     string `json:"id"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	ID      string    `json:"id"`
+	Size    int64     `json:"size"`
+	SHA256  string    `json:"sha256"`
+	Written time.Time `json:"written,omitzero"`
 }
 
 // InventoryPage answers InventoryRequest. Next is the After of the next page,
 // empty on the last one. BootID says which incarnation of the node answered.
+// Now is the node's clock when it answered (zero from older nodes): a shard's
+// age is Now - Written, whatever the skew between the node's and the
+// reader's clocks.
 type InventoryPage struct {
 	Node   string           `json:"node"`
 	BootID string           `json:"boot_id"`
 	Shards []InventoryShard `json:"shards"`
 	Next   string           `json:"next,omitempty"`
+	Now    time.Time        `json:"now,omitzero"`
 }
 
 // Heal control calls (answered by the acting planner).

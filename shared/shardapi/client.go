@@ -13,6 +13,8 @@
 //	GET    /v1/shards        inventory: {"node":..., "shards":[Info...]}
 //
 // With a token configured every /v1 request needs "Authorization: Bearer <token>" (401).
+// A request carrying "X-Rehome-Class: repair" (see AsRepair) is repair traffic, which
+// a node serves behind its clients' requests; every other request is foreground.
 // A node may serve HTTPS, and require client certificates too (see New).
 package shardapi
 
@@ -38,6 +40,30 @@ import (
 
 // HeaderSHA256 carries a shard's hex SHA-256 on PUT requests and GET/HEAD responses.
 const HeaderSHA256 = "X-Rehome-Sha256"
+
+// HeaderClass carries a request's traffic class; ClassRepair is the only
+// value defined (absent or anything else: foreground, a client's request).
+const (
+	HeaderClass = "X-Rehome-Class"
+	ClassRepair = "repair"
+)
+
+// repairKey marks a context whose requests are repair traffic.
+type repairKey struct{}
+
+// AsRepair returns ctx marked so that every request a Client makes with it
+// (or a context derived from it) carries HeaderClass: ClassRepair. Storage
+// nodes give such requests lower priority than their clients' requests: a
+// mover marks its repair work with it.
+func AsRepair(ctx context.Context) context.Context {
+	return context.WithValue(ctx, repairKey{}, true)
+}
+
+// IsRepair reports whether r, as a storage node receives it, is marked as
+// repair traffic.
+func IsRepair(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get(HeaderClass), ClassRepair)
+}
 
 // EnvToken names the environment variable holding the storage API bearer token.
 const EnvToken = "REHOME_TOKEN"
@@ -187,6 +213,9 @@ func (c *Client) request(ctx context.Context, method, addr, path string, body io
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	if repair, _ := ctx.Value(repairKey{}).(bool); repair {
+		req.Header.Set(HeaderClass, ClassRepair)
 	}
 	return req, nil
 }

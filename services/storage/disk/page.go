@@ -1,5 +1,27 @@
 package disk
 
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rehome/rehome/shared/model"
+)
+
+// Written returns when shard id's file was last written (its modification
+// time), or an error wrapping fs.ErrNotExist when the shard is gone. It reads
+// the file's metadata, not the index.
+func (s *Store) Written(id string) (time.Time, error) {
+	if err := model.ValidateShardID(id); err != nil {
+		return time.Time{}, err
+	}
+	fi, err := os.Stat(s.path(id))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("stat shard %s: %w", id, err)
+	}
+	return fi.ModTime(), nil
+}
+
 // Page returns up to limit stored shards whose ids sort after after (from the
 // first id when after is empty), in id order, and whether more such shards
 // exist. The store keeps its ids sorted as they are written and deleted, so a
