@@ -29,6 +29,16 @@ func (f *switchFiles) check(op, path string) error {
 	return nil
 }
 
+// OpenFile fails an open for writing (the store's LOCK file) when read-only.
+func (f *switchFiles) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
+	if flag&(os.O_WRONLY|os.O_RDWR|os.O_CREATE) != 0 {
+		if err := f.check("open", name); err != nil {
+			return nil, err
+		}
+	}
+	return os.OpenFile(name, flag, perm)
+}
+
 func (f *switchFiles) CreateTemp(dir, pattern string) (disk.File, error) {
 	if err := f.check("open", dir); err != nil {
 		return nil, err
@@ -196,5 +206,57 @@ func TestReadOnlyNodeSaysSoUntilItsDiskIsWritable(t *testing.T) {
 	}
 	if f := shardFiles(t, cfg.Dir); len(f) != 1 {
 		t.Fatalf("files: %v, want shard a only (no probe or temp file left)", f)
+	}
+}
+
+func TestNodeStartingOnReadOnlyDiskServesReadsAndSaysSoFromItsFirstHeartbeat(t *testing.T) {
+	env := bustest.Start(t)
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Rack, cfg.Dir = "storage-1", "rack-1", t.TempDir()
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	a, b := data(7, 40_000), data(8, 1000)
+	seed, err := disk.Open(cfg.Dir, disk.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.Put("a", sum(a), int64(len(a)), bytes.NewReader(a)); err != nil {
+		t.Fatal(err)
+	}
+	seed.Close()
+
+	ro := &switchFiles{}
+	ro.readOnly.Store(true)
+	cfg.files = ro
+	next := heartbeatsOf(t, env, cfg.ID)
+	r := startService(t, env, cfg)
+	addr := r.svc.Addr()
+	if hb := next(func(event.Heartbeat) bool { return true }); !hb.ReadOnly || hb.UsedBytes != int64(len(a)) {
+		t.Fatalf("first heartbeat of a node on a read-only disk: %+v, want read_only with shard a counted", hb)
+	}
+
+	c := shardapi.New("")
+	ctx := testCtx(t)
+	rc, _, err := c.Get(ctx, addr, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("get from a node started read-only: %v (identical: %v)", err, bytes.Equal(got, a))
+	}
+	err = c.Put(ctx, addr, "b", sum(b), int64(len(b)), bytes.NewReader(b))
+	if !errors.Is(err, shardapi.ErrFull) || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("put on a node started read-only: %v, want 507 naming the read-only disk", err)
+	}
+	if f := shardFiles(t, cfg.Dir); len(f) != 1 {
+		t.Fatalf("files: %v, want only shard a", f)
+	}
+
+	// The disk is remounted read-write: the periodic recheck notices.
+	ro.readOnly.Store(false)
+	next(func(hb event.Heartbeat) bool { return !hb.ReadOnly })
+	if err := c.Put(ctx, addr, "b", sum(b), int64(len(b)), bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
 	}
 }

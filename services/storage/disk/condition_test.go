@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
+	"os"
 	"slices"
 	"sync"
 	"syscall"
@@ -11,7 +12,7 @@ import (
 )
 
 // faultFiles is the real filesystem with failures injected per operation:
-// "create", "write", "sync", "close", "rename", "mkdir", "remove". A write
+// "lock", "create", "write", "sync", "close", "rename", "mkdir", "remove". A write
 // fault lets writeAfter bytes of a file through first (a partial write), so
 // the store must remove what the failed write left.
 type faultFiles struct {
@@ -47,6 +48,17 @@ func (f *faultFiles) fault(op string) error {
 		return &fs.PathError{Op: op, Path: "injected", Err: err}
 	}
 	return nil
+}
+
+// OpenFile fails an open for writing with the "lock" fault (Open's LOCK
+// file); a read-only open goes through, as on a read-only filesystem.
+func (f *faultFiles) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
+	if flag&(os.O_WRONLY|os.O_RDWR|os.O_CREATE) != 0 {
+		if err := f.fault("lock"); err != nil {
+			return nil, err
+		}
+	}
+	return f.osFiles.OpenFile(name, flag, perm)
 }
 
 func (f *faultFiles) CreateTemp(dir, pattern string) (File, error) {

@@ -9,11 +9,14 @@ import (
 	"syscall"
 )
 
-// Files is the filesystem a Store changes shards through: temp files,
-// renames, removals, fan-out directories and the free-space check. Options.Files nil
+// Files is the filesystem a Store changes shards through: its lock file, temp
+// files, renames, removals, fan-out directories and the free-space check. Options.Files nil
 // means the real one (package os and statfs); tests inject ENOSPC, EROFS and
 // the like here, which a process running as root cannot provoke with chmod.
 type Files interface {
+	// OpenFile opens a file, as os.OpenFile; Open opens the store's LOCK
+	// file through it (read-write, and read-only on a read-only filesystem).
+	OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error)
 	// CreateTemp creates and opens a new file in dir, as os.CreateTemp.
 	CreateTemp(dir, pattern string) (File, error)
 	// Rename moves oldpath to newpath, as os.Rename.
@@ -38,6 +41,9 @@ type File interface {
 // osFiles is Files on the real filesystem.
 type osFiles struct{}
 
+func (osFiles) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
+	return os.OpenFile(name, flag, perm)
+}
 func (osFiles) CreateTemp(dir, pattern string) (File, error) { return os.CreateTemp(dir, pattern) }
 func (osFiles) Rename(oldpath, newpath string) error         { return os.Rename(oldpath, newpath) }
 func (osFiles) Mkdir(name string, perm fs.FileMode) error    { return os.Mkdir(name, perm) }

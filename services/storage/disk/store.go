@@ -154,7 +154,12 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return
 // Open opens (creating if needed) the store in dir: it takes the directory
 // lock, removes temp files a crash left behind, quarantines files whose header
 // is damaged, and loads the index from the headers without reading the shard
-// bytes. It fails with ErrLocked if another process holds dir.
+// bytes. It fails with ErrLocked if another process holds dir. On a
+// read-only filesystem (EROFS) it still opens an existing store: it locks
+// LOCK through a read-only descriptor, leaves the temp and damaged files it
+// cannot remove in place (never indexed, so never served) and starts with
+// Condition.ReadOnly set, serving reads until Recheck finds the disk
+// writable. A read-only store without a LOCK file fails with ErrReadOnly.
 func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -179,9 +184,9 @@ func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	}
-	lf, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o640)
+	lf, ro, err := s.openLock()
 	if err != nil {
-		return nil, fmt.Errorf("open store lock: %w", err)
+		return nil, err
 	}
 	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lf.Close()
@@ -191,6 +196,10 @@ func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("lock store %s: %w", dir, err)
 	}
 	s.lock = lf
+	if ro {
+		s.readOnly = true
+		log.Warn("store filesystem is read-only: serving reads, refusing writes until it is writable", "dir", dir)
+	}
 	if err := s.load(); err != nil {
 		lf.Close()
 		return nil, err
@@ -198,6 +207,30 @@ func Open(dir string, opts Options, log *slog.Logger) (*Store, error) {
 	s.cond = s.condLocked()
 	log.Info("store opened", "dir", dir, "shards", len(s.index), "used_bytes", s.used, "temp_files_removed", s.tmpRemoved)
 	return s, nil
+}
+
+// openLock opens the LOCK file to flock: read-write, created if missing, or
+// read-only (ro true) when the filesystem refuses the write as read-only
+// (EROFS); a read-only open descriptor locks just as well. A read-only
+// filesystem with no LOCK file cannot be locked, so Open refuses to start
+// there rather than share the directory with another process unlocked.
+func (s *Store) openLock() (f *os.File, ro bool, err error) {
+	name := filepath.Join(s.dir, lockName)
+	f, err = s.files.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o640)
+	if err == nil {
+		return f, false, nil
+	}
+	if !IsReadOnly(err) {
+		return nil, false, fmt.Errorf("open store lock: %w", err)
+	}
+	f, rerr := s.files.OpenFile(name, os.O_RDONLY, 0)
+	if errors.Is(rerr, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("open store %s: %w and it has no %s file to lock; start the node once on a writable disk", s.dir, ErrReadOnly, lockName)
+	}
+	if rerr != nil {
+		return nil, false, fmt.Errorf("open store lock read-only: %w", rerr)
+	}
+	return f, true, nil
 }
 
 // Close releases the directory lock. It is idempotent.
@@ -247,7 +280,9 @@ func (s *Store) load() error {
 			if errors.Is(err, errBadHeader) {
 				s.checksumFailures.Add(1)
 				s.log.Warn("shard file damaged at open, quarantining", "shard", name, "err", err)
-				s.moveToQuarantine(name, path)
+				if IsReadOnly(s.moveToQuarantine(name, path)) {
+					s.readOnly = true // left in place, never indexed or served
+				}
 				s.notify(Quarantine{ID: name, Found: FoundOpen, Reason: err.Error()})
 				continue
 			}
@@ -282,8 +317,14 @@ func (s *Store) drop(id string) {
 	}
 }
 
+// removeTemp removes a temp file a crash left behind (temp files are never
+// indexed); on a read-only filesystem it stays, and the store starts
+// read-only.
 func (s *Store) removeTemp(path string) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := s.files.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if IsReadOnly(err) {
+			s.readOnly = true
+		}
 		s.log.Warn("could not remove leftover temp file", "path", path, "err", err)
 		return
 	}
@@ -707,9 +748,13 @@ func (s *Store) quarantine(id string, fi os.FileInfo, found Found, cause error) 
 		s.log.Warn("damaged shard already replaced or removed", "shard", id, "err", cause)
 		return
 	}
-	s.moveToQuarantine(id, p)
+	if IsReadOnly(s.moveToQuarantine(id, p)) {
+		s.readOnly = true
+	}
 	s.drop(id)
+	c, changed := s.condChangedLocked()
 	s.mu.Unlock()
+	s.reportCond(c, changed)
 	s.log.Warn("shard failed verification, quarantined", "shard", id, "found", found, "err", cause)
 	s.notify(Quarantine{ID: id, Found: found, Reason: cause.Error()})
 }
@@ -721,14 +766,21 @@ func (s *Store) notify(q Quarantine) {
 	}
 }
 
-func (s *Store) moveToQuarantine(id, path string) {
+// moveToQuarantine moves a damaged shard file aside, or removes it if it
+// cannot be moved; it returns the error that left the file in place (its
+// caller has dropped it from the index either way, so it is never served).
+func (s *Store) moveToQuarantine(id, path string) error {
 	dst := filepath.Join(s.quar, fmt.Sprintf("%s.%d", id, time.Now().UnixNano()))
-	if err := os.Rename(path, dst); err != nil {
-		s.log.Error("could not quarantine shard, removing it", "shard", id, "err", err)
-		if err := os.Remove(path); err != nil {
-			s.log.Error("could not remove damaged shard", "shard", id, "err", err)
-		}
+	err := s.files.Rename(path, dst)
+	if err == nil {
+		return nil
 	}
+	s.log.Error("could not quarantine shard, removing it", "shard", id, "err", err)
+	if err := s.files.Remove(path); err != nil {
+		s.log.Error("could not remove damaged shard; left in place, not served", "shard", id, "err", err)
+		return err
+	}
+	return nil
 }
 
 // Reader streams one shard, verifying it. Not safe for concurrent use.
