@@ -31,15 +31,9 @@ func healCmd(g *globals) *cobra.Command {
 			if node == "" {
 				return errors.New("heal needs --node ID (or a subcommand: status, plan, pause, resume)")
 			}
-			s, err := g.connect("rehome-cli")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 6*g.timeout)
-			defer cancel()
+			// Reading a node's whole inventory takes longer than a status call.
 			var r control.HealNodeReply
-			if err := bus.Call(ctx, s.nc, control.CtlHealNode, control.HealNodeRequest{Node: node}, &r); err != nil {
+			if err := g.callOnce(cmd.Context(), control.CtlHealNode, control.HealNodeRequest{Node: node}, &r, 6*g.timeout); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d shards checked, %d missing (%s): %d being rebuilt onto %s, %d already whole elsewhere\n",
@@ -100,15 +94,8 @@ func healPlanCmd(g *globals) *cobra.Command {
 			if node == "" {
 				return errors.New("heal plan needs --node ID")
 			}
-			s, err := g.connect("rehome-cli")
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 6*g.timeout)
-			defer cancel()
 			var p control.HealPlan
-			if err := bus.Call(ctx, s.nc, control.CtlHealPlan, control.HealNodeRequest{Node: node}, &p); err != nil {
+			if err := g.callOnce(cmd.Context(), control.CtlHealPlan, control.HealNodeRequest{Node: node}, &p, 6*g.timeout); err != nil {
 				return err
 			}
 			if asJSON {

@@ -118,6 +118,19 @@ func shardClient() *shardapi.Client {
 	return shardapi.New(os.Getenv(shardapi.EnvToken))
 }
 
+// callOnce connects to the bus, sends one control request to the acting
+// planner, decodes its reply into out and disconnects, all within timeout.
+func (g *globals) callOnce(ctx context.Context, subject string, req, out any, timeout time.Duration) error {
+	s, err := g.connect("rehome-cli")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return bus.Call(ctx, s.nc, subject, req, out)
+}
+
 // callCtx bounds one control call by the --timeout flag.
 func (g *globals) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, g.timeout)

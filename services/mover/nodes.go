@@ -100,13 +100,9 @@ func (d *directory) watch(ctx context.Context, js jetstream.JetStream, ready cha
 }
 
 func (d *directory) watchOnce(ctx context.Context, js jetstream.JetStream, markReady func()) error {
-	kv, err := js.KeyValue(ctx, bus.BucketNodes)
+	kv, w, err := watchBucket(ctx, js, bus.BucketNodes)
 	if err != nil {
-		return fmt.Errorf("open bucket %s: %w", bus.BucketNodes, err)
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch bucket %s: %w", bus.BucketNodes, err)
+		return err
 	}
 	defer func() { _ = w.Stop() }()
 	d.mu.Lock()
@@ -139,6 +135,20 @@ func (d *directory) watchOnce(ctx context.Context, js jetstream.JetStream, markR
 			}
 		}
 	}
+}
+
+// watchBucket opens bucket and watches all its keys; the caller stops the
+// watcher.
+func watchBucket(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, jetstream.KeyWatcher, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open bucket %s: %w", bucket, err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("watch bucket %s: %w", bucket, err)
+	}
+	return kv, w, nil
 }
 
 // rewatch runs once (a KV watch that calls markReady once its initial values

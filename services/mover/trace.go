@@ -148,13 +148,9 @@ func (in *incidents) watch(ctx context.Context, js jetstream.JetStream, ready ch
 }
 
 func (in *incidents) watchOnce(ctx context.Context, js jetstream.JetStream, markReady func()) error {
-	kv, err := js.KeyValue(ctx, bus.BucketLiveness)
+	kv, w, err := watchBucket(ctx, js, bus.BucketLiveness)
 	if err != nil {
-		return fmt.Errorf("open bucket %s: %w", bus.BucketLiveness, err)
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch bucket %s: %w", bus.BucketLiveness, err)
+		return err
 	}
 	defer func() { _ = w.Stop() }()
 	in.mu.Lock()

@@ -129,30 +129,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Listen == "" {
 		c.Listen = d.Listen
 	}
-	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = d.HeartbeatInterval
-	}
-	if c.MaxShardBytes <= 0 {
-		c.MaxShardBytes = d.MaxShardBytes
-	}
-	if c.RegisterEvery <= 0 {
-		c.RegisterEvery = d.RegisterEvery
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = d.ShutdownTimeout
-	}
-	if c.ScrubEvery <= 0 {
-		c.ScrubEvery = d.ScrubEvery
-	}
-	if c.ScrubDelay <= 0 {
-		c.ScrubDelay = d.ScrubDelay
-	}
-	if c.CorruptQueue <= 0 {
-		c.CorruptQueue = d.CorruptQueue
-	}
-	if c.RepairBusyWindow <= 0 {
-		c.RepairBusyWindow = d.RepairBusyWindow
-	}
+	c.HeartbeatInterval = positiveOr(c.HeartbeatInterval, d.HeartbeatInterval)
+	c.MaxShardBytes = positiveOr(c.MaxShardBytes, d.MaxShardBytes)
+	c.RegisterEvery = positiveOr(c.RegisterEvery, d.RegisterEvery)
+	c.ShutdownTimeout = positiveOr(c.ShutdownTimeout, d.ShutdownTimeout)
+	c.ScrubEvery = positiveOr(c.ScrubEvery, d.ScrubEvery)
+	c.ScrubDelay = positiveOr(c.ScrubDelay, d.ScrubDelay)
+	c.CorruptQueue = positiveOr(c.CorruptQueue, d.CorruptQueue)
+	c.RepairBusyWindow = positiveOr(c.RepairBusyWindow, d.RepairBusyWindow)
 	var errs []error
 	if err := model.ValidateNodeID(c.ID); err != nil {
 		errs = append(errs, fmt.Errorf("storage id: %w", err))
@@ -197,4 +181,12 @@ func advertiseAddr(configured, bound, hostname string) string {
 		return net.JoinHostPort(hostname, port)
 	}
 	return bound
+}
+
+// positiveOr returns v, or def when v is zero or negative.
+func positiveOr[T ~int | ~int64](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }

@@ -256,8 +256,35 @@ func (l *eventLog) saw(prefix string) bool {
 // be {"subject":...,"data":{... "v":1 ...}}.
 func (c *cluster) tailEvents(t *testing.T) *eventLog {
 	t.Helper()
+	log := &eventLog{}
+	c.tailLines(t, nil, func(raw []byte) {
+		var line struct {
+			Subject string          `json:"subject"`
+			Data    json.RawMessage `json:"data"`
+		}
+		var v struct {
+			V int `json:"v"`
+		}
+		if err := json.Unmarshal(raw, &line); err != nil || json.Unmarshal(line.Data, &v) != nil || v.V != 1 {
+			t.Errorf("events --json printed a line that is not a v1 event: %q", raw)
+			return
+		}
+		log.mu.Lock()
+		log.subjects = append(log.subjects, line.Subject)
+		log.data = append(log.data, line.Data)
+		log.mu.Unlock()
+	})
+	// Wait until the subscription is live: progress events arrive every second.
+	waitFor(t, 10*time.Second, "events tail running", func() bool { return log.saw("rehome.heal.progress") })
+	return log
+}
+
+// tailLines runs `rehome events --json` (plus extra arguments) until the
+// test ends and hands each line it prints to each, on one goroutine.
+func (c *cluster) tailLines(t *testing.T, extra []string, each func(line []byte)) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, rehomeBin, "events", "--json")
+	cmd := exec.CommandContext(ctx, rehomeBin, append([]string{"events", "--json"}, extra...)...)
 	cmd.Env = c.env
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -266,34 +293,16 @@ func (c *cluster) tailEvents(t *testing.T) *eventLog {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	log := &eventLog{}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
-			var line struct {
-				Subject string          `json:"subject"`
-				Data    json.RawMessage `json:"data"`
-			}
-			var v struct {
-				V int `json:"v"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &line); err != nil || json.Unmarshal(line.Data, &v) != nil || v.V != 1 {
-				t.Errorf("events --json printed a line that is not a v1 event: %q", sc.Text())
-				continue
-			}
-			log.mu.Lock()
-			log.subjects = append(log.subjects, line.Subject)
-			log.data = append(log.data, line.Data)
-			log.mu.Unlock()
+			each(sc.Bytes())
 		}
 	}()
 	t.Cleanup(func() { cancel(); _ = cmd.Wait(); <-done })
-	// Wait until the subscription is live: progress events arrive every second.
-	waitFor(t, 10*time.Second, "events tail running", func() bool { return log.saw("rehome.heal.progress") })
-	return log
 }
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {

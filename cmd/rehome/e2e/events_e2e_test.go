@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,37 +37,20 @@ func (c *capture) count(schema string) int {
 // tailAll runs `rehome events --json --heartbeats` until the test ends.
 func (c *cluster) tailAll(t *testing.T) *capture {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, rehomeBin, "events", "--json", "--heartbeats")
-	cmd.Env = c.env
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	capt := &capture{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var l struct {
-				Subject string          `json:"subject"`
-				Data    json.RawMessage `json:"data"`
-			}
-			capt.mu.Lock()
-			if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Subject == "" {
-				capt.bad = append(capt.bad, sc.Text())
-			} else {
-				capt.lines = append(capt.lines, l)
-			}
-			capt.mu.Unlock()
+	c.tailLines(t, []string{"--heartbeats"}, func(raw []byte) {
+		var l struct {
+			Subject string          `json:"subject"`
+			Data    json.RawMessage `json:"data"`
 		}
-	}()
-	t.Cleanup(func() { cancel(); _ = cmd.Wait(); <-done })
+		capt.mu.Lock()
+		if err := json.Unmarshal(raw, &l); err != nil || l.Subject == "" {
+			capt.bad = append(capt.bad, string(raw))
+		} else {
+			capt.lines = append(capt.lines, l)
+		}
+		capt.mu.Unlock()
+	})
 	waitFor(t, 10*time.Second, "events tail running", func() bool { return capt.count("heartbeat.json") > 0 })
 	return capt
 }
