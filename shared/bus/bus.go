@@ -45,6 +45,12 @@ const (
 	// BucketLease holds leases (key LeasePlanner: the acting planner); its
 	// keys expire LeaseTTL after their last write.
 	BucketLease = "rehome-lease"
+	// BucketIndex holds the listing index: the object keys in byte order,
+	// in linked pages (package listing). Only the acting planner writes it.
+	BucketIndex = "rehome-index"
+	// BucketS3 holds the S3 gateways' state: buckets ("bucket.<name>") and
+	// multipart uploads ("upload.<id>", "part.<id>.<n>").
+	BucketS3 = "rehome-s3"
 	// LeasePlanner is the key of the planner lease in BucketLease.
 	LeasePlanner = "planner"
 	// MoverConsumer is the one durable consumer all movers share on StreamTasks.
@@ -162,7 +168,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		}
 	}
 	var kvs []jetstream.KeyValueConfig
-	for _, b := range []string{BucketNodes, BucketLiveness, BucketPlacement, BucketObjects, BucketDetector, BucketControl} {
+	for _, b := range []string{BucketNodes, BucketLiveness, BucketPlacement, BucketObjects, BucketDetector, BucketControl, BucketIndex, BucketS3} {
 		kvs = append(kvs, jetstream.KeyValueConfig{Bucket: b, Storage: jetstream.FileStorage, Replicas: r, History: 1})
 	}
 	kvs = append(kvs, jetstream.KeyValueConfig{Bucket: BucketLease, Storage: jetstream.FileStorage, Replicas: r, History: 1, TTL: LeaseTTL})

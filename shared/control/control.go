@@ -318,3 +318,17 @@ type HealSwitch struct {
 
 // HealSwitchKey is the key of HealSwitch in bus.BucketControl.
 const HealSwitchKey = "heal"
+
+// ComposeRequest (event.CtlCompose) joins the part objects of a multipart
+// upload, in order, into the object Manifest.Key: their shards become the
+// object's (stripes renumbered, placement entries re-keyed) and the part
+// objects are forgotten without their shards being deleted. Manifest carries
+// the new object's id, layout, ETag, content type, metadata and time; its
+// shards, size and stripe lengths are the planner's to fill. Overwrite
+// replaces an existing object. A retried compose of the same object id
+// succeeds again. The reply is the committed manifest.
+type ComposeRequest struct {
+	Manifest  model.Manifest `json:"manifest"`
+	Parts     []string       `json:"parts"`
+	Overwrite bool           `json:"overwrite"`
+}

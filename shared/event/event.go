@@ -51,6 +51,9 @@ const (
 	CtlDelete     = "rehome.ctl.delete"
 	CtlStatus     = "rehome.ctl.status"
 	CtlHealStatus = "rehome.ctl.heal.status"
+	// CtlCompose joins the committed part objects of a multipart upload into
+	// one object (control.ComposeRequest -> model.Manifest).
+	CtlCompose = "rehome.ctl.compose"
 )
 
 // Header is the envelope every payload embeds: schema version and UTC time.

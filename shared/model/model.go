@@ -25,8 +25,13 @@ const DefaultChunkSize = 4 << 20
 // MaxShardIDLen bounds a shard id; longer ids are refused everywhere.
 const MaxShardIDLen = 128
 
-// MaxKeyLen bounds an object key in bytes.
-const MaxKeyLen = 1024
+// MaxKeyLen bounds an object key in bytes: room for an S3 bucket name (63),
+// a slash and an S3 key (1024).
+const MaxKeyLen = 1088
+
+// UploadPrefix starts the keys of the part objects of multipart uploads in
+// progress (an S3 bucket name cannot start with a dot, so no bucket sees them).
+const UploadPrefix = ".uploads/"
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
@@ -256,6 +261,18 @@ type Manifest struct {
 	ChunkSize int64      `json:"chunk_size"`
 	Shards    []ShardRef `json:"shards"`
 	Created   time.Time  `json:"created"`
+	// ETag is the object's S3 entity tag without quotes: the hex MD5 of its
+	// bytes, or for a multipart object the hex MD5 of its parts' MD5s, "-",
+	// and the number of parts.
+	ETag        string `json:"etag,omitempty"`
+	ContentType string `json:"content_type,omitempty"`
+	// Meta holds the S3 user metadata (x-amz-meta-*) and the other headers a
+	// client set and expects back (Cache-Control, Content-Disposition, ...).
+	Meta map[string]string `json:"meta,omitempty"`
+	// StripeBytes, when set, is the data length of each stripe (erasure
+	// coding) or chunk (replicated), in order; a multipart object's stripes
+	// do not all have ChunkSize bytes. Empty means the regular layout.
+	StripeBytes []int64 `json:"stripe_bytes,omitempty"`
 }
 
 // Validate checks the manifest's internal consistency: shard ids, sizes and
