@@ -35,7 +35,7 @@ func TestObjectKeysRoundTripAsKVKeys(t *testing.T) {
 			t.Errorf("%q: round trip gave %q, %v", k, dec, err)
 		}
 	}
-	if model.ValidateKey("") == nil || model.ValidateKey("a\x00") == nil || model.ValidateKey(strings.Repeat("k", 1025)) == nil {
+	if model.ValidateKey("") == nil || model.ValidateKey("a\x00") == nil || model.ValidateKey(strings.Repeat("k", model.MaxKeyLen+1)) == nil || model.ValidateKey(strings.Repeat("k", model.MaxKeyLen)) != nil {
 		t.Fatal("bad keys accepted")
 	}
 }
