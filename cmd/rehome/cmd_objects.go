@@ -15,7 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/rehome/rehome/cmd/rehome/objects"
+	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/model"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/rehome/rehome/shared/benchenv"
 
-	"github.com/rehome/rehome/cmd/rehome/objects"
+	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/model"
 )
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rehome/rehome/cmd/rehome/objects"
+	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/bustest"
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/shardapi"

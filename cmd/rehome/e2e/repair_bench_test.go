@@ -42,7 +42,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/rehome/rehome/cmd/rehome/objects"
+	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/services/mover"
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/bus"
