@@ -15,8 +15,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/objects"
 )
 
 // objectSession opens the bus and an objects client.

@@ -87,3 +87,7 @@ replace (
 	github.com/rehome/rehome/services/storage => ../../services/storage
 	github.com/rehome/rehome/shared => ../../shared
 )
+
+require github.com/rehome/rehome/services/s3 v0.0.0
+
+replace github.com/rehome/rehome/services/s3 => ../../services/s3

@@ -26,9 +26,9 @@ import (
 
 	"github.com/rehome/rehome/cmd/rehome/devcluster"
 	"github.com/rehome/rehome/cmd/rehome/envfile"
-	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/shardapi"
 )
 

@@ -11,8 +11,8 @@ import (
 
 	"github.com/rehome/rehome/shared/benchenv"
 
-	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/objects"
 )
 
 var ecLayout = model.Layout{K: 4, M: 2}

@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/bustest"
 	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/shardapi"
 )
 

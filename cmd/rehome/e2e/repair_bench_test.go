@@ -42,13 +42,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/services/mover"
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/shardapi"
 )
 

@@ -19,9 +19,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/services/planner"
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/shardapi"
 )
 
