@@ -34,6 +34,7 @@ func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error
 		{event.CtlAllocate, false, s.ctlAllocate},
 		{event.CtlCommit, false, s.ctlCommit},
 		{event.CtlDelete, false, s.ctlDelete},
+		{event.CtlCompose, false, s.ctlCompose},
 		{event.CtlStatus, true, s.ctlStatus},
 		{event.CtlHealStatus, true, s.ctlHealStatus},
 		{control.CtlHealNode, false, s.ctlHealNode},
@@ -382,6 +383,7 @@ func (s *Service) ctlCommit(ctx context.Context, data []byte) (any, error) {
 	if retried {
 		s.releaseAllocation(m.Key)
 		s.awaitPlacement(ctx)
+		s.awaitIndex(ctx)
 		return struct{}{}, nil
 	}
 	body, err := json.Marshal(m)
@@ -399,6 +401,7 @@ func (s *Service) ctlCommit(ctx context.Context, data []byte) (any, error) {
 		if now, _, gerr := s.getManifest(ctx, kvKey); gerr == nil && now.ID == m.ID {
 			s.releaseAllocation(m.Key)
 			s.awaitPlacement(ctx)
+			s.awaitIndex(ctx)
 			return struct{}{}, nil // a concurrent retry of the same commit won
 		}
 		s.deletePlacements(ctx, created)
@@ -410,22 +413,29 @@ func (s *Service) ctlCommit(ctx context.Context, data []byte) (any, error) {
 	s.releaseAllocation(m.Key)
 	s.log.Info("object committed", "key", m.Key, "id", m.ID, "shards", len(m.Shards), "bytes", m.Size, "overwrite", exists)
 	if exists {
-		keep := make(map[string]bool, len(m.Shards))
-		for _, sh := range m.Shards {
-			keep[sh.ID] = true
-		}
-		var gone []string
-		for _, sh := range old.Shards {
-			if !keep[sh.ID] {
-				gone = append(gone, sh.ID)
-			}
-		}
-		if err := s.unmapShards(ctx, gone); err != nil {
-			s.log.Warn("overwritten object: some old shards remain mapped", "key", m.Key, "err", err)
-		}
+		s.dropReplaced(ctx, old, m)
 	}
 	s.awaitPlacement(ctx)
+	s.awaitIndex(ctx)
 	return struct{}{}, nil
+}
+
+// dropReplaced unmaps (and schedules the deletion of) the shards of old, an
+// overwritten object, that its successor m does not reuse.
+func (s *Service) dropReplaced(ctx context.Context, old, m model.Manifest) {
+	keep := make(map[string]bool, len(m.Shards))
+	for _, sh := range m.Shards {
+		keep[sh.ID] = true
+	}
+	var gone []string
+	for _, sh := range old.Shards {
+		if !keep[sh.ID] {
+			gone = append(gone, sh.ID)
+		}
+	}
+	if err := s.unmapShards(ctx, gone); err != nil {
+		s.log.Warn("overwritten object: some old shards remain mapped", "key", m.Key, "err", err)
+	}
 }
 
 func (s *Service) releaseAllocation(key string) {
@@ -569,6 +579,7 @@ func (s *Service) ctlDelete(ctx context.Context, data []byte) (any, error) {
 	}
 	s.log.Info("object deleted", "key", req.Key, "shards", len(ids))
 	s.awaitPlacement(ctx)
+	s.awaitIndex(ctx)
 	return struct{}{}, nil
 }
 

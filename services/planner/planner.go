@@ -48,6 +48,7 @@ import (
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/listing"
 	"github.com/rehome/rehome/shared/model"
 )
 
@@ -265,9 +266,11 @@ type Service struct {
 	kick   chan struct{} // plan now
 	ctlSem chan struct{} // bounds concurrent mutating control calls
 
-	acting    atomic.Bool    // between startActing and stopActing
-	placeSeen atomic.Uint64  // highest placement revision the view has applied
-	ctlWG     sync.WaitGroup // control calls running on their own goroutines
+	acting    atomic.Bool   // between startActing and stopActing
+	placeSeen atomic.Uint64 // highest placement revision the view has applied
+	// indexer keeps the listing index while acting (nil while standing by).
+	indexer atomic.Pointer[listing.Indexer]
+	ctlWG   sync.WaitGroup // control calls running on their own goroutines
 }
 
 // New builds a planner on a NATS connection whose streams and buckets exist
@@ -570,6 +573,15 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 		s.stopActing(act, false)
 		return nil, err
 	}
+	ix := listing.NewIndexer(s.js, s.log)
+	s.indexer.Store(ix)
+	act.bg.Add(1)
+	go func() {
+		defer act.bg.Done()
+		if err := ix.Run(rctx); err != nil && rctx.Err() == nil {
+			s.log.Error("listing index stopped", "err", err)
+		}
+	}()
 	act.gateUntil = s.now().Add(resultsAckWait + time.Second)
 	if wait := s.tick(ctx, act); wait > 0 {
 		s.plan()
@@ -602,6 +614,7 @@ func (s *Service) stopActing(act *acting, clean bool) {
 		act.cancel()
 	}
 	act.bg.Wait()
+	s.indexer.Store(nil)
 	s.m.acting.Set(0)
 	s.m.inFlight.Set(0)
 	s.acting.Store(false)

@@ -119,6 +119,30 @@ func (s *Service) awaitPlacement(ctx context.Context) {
 	}
 }
 
+// awaitIndex waits (at most opTimeout) until the listing index holds every
+// manifest write made so far, so that a listing right after a put, a
+// compose or a delete sees it (S3's read-after-write for LIST). It returns
+// at once while not acting.
+func (s *Service) awaitIndex(ctx context.Context) {
+	ix := s.indexer.Load()
+	if ix == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	st, err := s.kvObjects.Status(ctx)
+	if err != nil {
+		return
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return
+	}
+	if err := ix.WaitApplied(ctx, bs.StreamInfo().State.LastSeq); err != nil {
+		s.log.Warn("listing index lags behind manifest writes", "err", err)
+	}
+}
+
 // getPlacement reads one map entry.
 func (s *Service) getPlacement(ctx context.Context, shard string) (model.Placement, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)

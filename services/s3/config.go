@@ -7,7 +7,10 @@ package s3
 
 import (
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/rehome/rehome/shared/model"
 )
 
 // EnvAccessKey and EnvSecretKey name the environment variables holding the
@@ -25,6 +28,8 @@ type Config struct {
 	Region string
 	// AccessKey and SecretKey are the key pair requests must be signed with.
 	AccessKey, SecretKey string
+	// Layout is the layout of objects in buckets created without one.
+	Layout model.Layout
 	// UploadGrace is how long a multipart upload may go without a new part
 	// before its parts are collected.
 	UploadGrace time.Duration
@@ -32,13 +37,16 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Listen: ":9000", Region: "us-east-1", UploadGrace: 24 * time.Hour}
+	return Config{Listen: ":9000", Region: "us-east-1", Layout: model.Layout{RF: model.DefaultRF}, UploadGrace: 24 * time.Hour}
 }
 
 // Validate rejects a config the gateway cannot serve with.
 func (c Config) Validate() error {
 	if c.AccessKey == "" || c.SecretKey == "" {
 		return errors.New("s3 gateway: no key pair (set " + EnvAccessKey + " and " + EnvSecretKey + ")")
+	}
+	if err := c.Layout.Validate(); err != nil {
+		return fmt.Errorf("s3 gateway: --layout: %w", err)
 	}
 	if c.UploadGrace <= 0 {
 		return errors.New("s3 gateway: --upload-grace must be positive")

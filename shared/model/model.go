@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -345,4 +346,24 @@ func (p Placement) Validate() error {
 		}
 	}
 	return nil
+}
+
+// ParseLayout reads a layout in String's form: "rf=3" or "ec=4+2".
+func ParseLayout(s string) (Layout, error) {
+	var l Layout
+	kind, val, ok := strings.Cut(s, "=")
+	switch {
+	case ok && kind == "rf":
+		if _, err := fmt.Sscanf(val, "%d", &l.RF); err != nil || fmt.Sprint(l.RF) != val {
+			return Layout{}, fmt.Errorf("%w layout %.20q: want rf=N or ec=K+M", ErrInvalid, s)
+		}
+	case ok && kind == "ec":
+		ks, ms, ok := strings.Cut(val, "+")
+		if _, err := fmt.Sscanf(ks+" "+ms, "%d %d", &l.K, &l.M); !ok || err != nil || fmt.Sprintf("%d+%d", l.K, l.M) != val {
+			return Layout{}, fmt.Errorf("%w layout %.20q: want rf=N or ec=K+M", ErrInvalid, s)
+		}
+	default:
+		return Layout{}, fmt.Errorf("%w layout %.20q: want rf=N or ec=K+M", ErrInvalid, s)
+	}
+	return l, l.Validate()
 }

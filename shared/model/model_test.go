@@ -102,3 +102,17 @@ func TestManifestSizesDoNotOverflow(t *testing.T) {
 		t.Fatalf("wrapping shard sizes: %v, want ErrInvalid", err)
 	}
 }
+
+func TestParseLayout(t *testing.T) {
+	for s, want := range map[string]model.Layout{"rf=3": {RF: 3}, "rf=1": {RF: 1}, "ec=4+2": {K: 4, M: 2}, "ec=10+4": {K: 10, M: 4}} {
+		got, err := model.ParseLayout(s)
+		if err != nil || got != want || got.String() != s {
+			t.Errorf("ParseLayout(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "rf", "rf=", "rf=x", "rf=3x", "rf=0", "rf=17", "ec=4", "ec=4+", "ec=+2", "ec=0+2", "ec=4+2+1", "xx=3", "3", "4+2"} {
+		if _, err := model.ParseLayout(s); err == nil {
+			t.Errorf("ParseLayout(%q) accepted", s)
+		}
+	}
+}

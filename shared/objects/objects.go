@@ -7,6 +7,7 @@ package objects
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -53,6 +54,7 @@ type Client struct {
 	// CallTimeout bounds each call to the planner (allocate, commit, delete),
 	// so a put fails with a clear error instead of hanging when none answers.
 	CallTimeout time.Duration
+	live        *liveView // set by Watch
 }
 
 // call makes one control call to the acting planner, bounded by CallTimeout.
@@ -83,7 +85,18 @@ func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, shards *sha
 type PutOptions struct {
 	Layout    model.Layout
 	Overwrite bool
+	// ContentType and Meta are kept in the manifest (S3 attributes).
+	ContentType string
+	Meta        map[string]string
+	// ExpectMD5 and ExpectSHA256 (hex), when set, are what the bytes must
+	// hash to: a mismatch fails Put with ErrDigest before anything is
+	// committed (S3's Content-MD5 and signed x-amz-content-sha256).
+	ExpectMD5, ExpectSHA256 string
 }
+
+// ErrDigest is returned by Put when the bytes do not hash to what the caller
+// said they would.
+var ErrDigest = errors.New("digest mismatch")
 
 type chunk struct {
 	ref  model.ShardRef
@@ -97,7 +110,10 @@ type chunk struct {
 // verified by a majority of its replicas, or every stripe by K of its nodes
 // plus one more when M > 1, and the manifest is committed; what could not be
 // written is left to the repair loop. Writing an
-// existing key fails with control.ErrConflict unless opts.Overwrite.
+// existing key fails with control.ErrConflict unless opts.Overwrite. The
+// manifest's ETag is the hex MD5 of the bytes (S3's ETag of a single PUT).
+// Put reads r exactly size bytes far: a shorter reader is an error and
+// nothing is committed.
 func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (model.Manifest, error) {
 	if opts.Layout == (model.Layout{}) {
 		opts.Layout = model.Layout{RF: model.DefaultRF}
@@ -130,7 +146,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return model.Manifest{}, fmt.Errorf("allocate: planner answered %d allocations for %d shards", len(alloc.Allocations), len(specs))
 	}
 
-	whole := sha256.New()
+	whole, etag := sha256.New(), md5.New()
 	refs := make([]model.ShardRef, 0, len(specs))
 	acked := make(map[string][]string, len(specs))
 	var mu sync.Mutex
@@ -144,6 +160,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 			return model.Manifest{}, fmt.Errorf("read stripe %d: %w", ui, err)
 		}
 		whole.Write(buf)
+		etag.Write(buf)
 		pieces := [][]byte{buf}
 		if codec != nil {
 			if pieces, err = codec.Encode(buf); err != nil {
@@ -176,10 +193,18 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err := g.Wait(); err != nil {
 		return model.Manifest{}, err
 	}
+	sum, md := hex.EncodeToString(whole.Sum(nil)), hex.EncodeToString(etag.Sum(nil))
+	if opts.ExpectMD5 != "" && opts.ExpectMD5 != md {
+		return model.Manifest{}, fmt.Errorf("object %q: MD5 %s, the client said %s: %w", key, md, opts.ExpectMD5, ErrDigest)
+	}
+	if opts.ExpectSHA256 != "" && opts.ExpectSHA256 != sum {
+		return model.Manifest{}, fmt.Errorf("object %q: SHA-256 %s, the client said %s: %w", key, sum, opts.ExpectSHA256, ErrDigest)
+	}
 	m := model.Manifest{
 		V: model.Version, Key: key, ID: objID, Size: size,
-		SHA256: hex.EncodeToString(whole.Sum(nil)), Layout: opts.Layout,
+		SHA256: sum, Layout: opts.Layout,
 		ChunkSize: c.ChunkSize, Shards: refs, Created: time.Now().UTC(),
+		ETag: md, ContentType: opts.ContentType, Meta: opts.Meta,
 	}
 	if err := c.call(ctx, event.CtlCommit, control.CommitRequest{Manifest: m, Nodes: acked, Overwrite: opts.Overwrite}, nil); err != nil {
 		return model.Manifest{}, fmt.Errorf("commit %q: %w", key, err)
@@ -313,99 +338,6 @@ func (c *Client) Manifest(ctx context.Context, key string) (model.Manifest, erro
 		return m, fmt.Errorf("manifest %q is corrupt: %w", key, err)
 	}
 	return m, nil
-}
-
-// Get writes the object's bytes to w in order, each chunk verified before it is
-// written, trying every live replica of a chunk before giving up. It returns
-// the manifest it read.
-func (c *Client) Get(ctx context.Context, key string, w io.Writer) (model.Manifest, error) {
-	m, err := c.Manifest(ctx, key)
-	if err != nil {
-		return m, err
-	}
-	view, err := c.loadView(ctx)
-	if err != nil {
-		return m, err
-	}
-	if m.Layout.Erasure() {
-		return m, c.getErasure(ctx, m, view, w)
-	}
-	whole := sha256.New()
-	// Read ahead up to Parallel chunks, write them out in order.
-	type result struct {
-		data []byte
-		err  error
-	}
-	results := make([]chan result, len(m.Shards))
-	sem := make(chan struct{}, max(1, c.Parallel))
-	for i := range results {
-		results[i] = make(chan result, 1)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		for i, ref := range m.Shards {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				results[i] <- result{err: ctx.Err()}
-				continue
-			}
-			go func() {
-				data, err := c.readShard(ctx, view, ref)
-				results[i] <- result{data, err}
-			}()
-		}
-	}()
-	for i := range m.Shards {
-		res := <-results[i]
-		<-sem
-		if res.err != nil {
-			return m, res.err
-		}
-		whole.Write(res.data)
-		if _, err := w.Write(res.data); err != nil {
-			return m, fmt.Errorf("write output: %w", err)
-		}
-	}
-	if got := hex.EncodeToString(whole.Sum(nil)); got != m.SHA256 {
-		return m, fmt.Errorf("object %q: checksum %s, manifest says %s", key, got, m.SHA256)
-	}
-	return m, nil
-}
-
-// getErasure writes an erasure-coded object to w stripe by stripe, reading K
-// verified pieces of each (data pieces on live nodes first) and
-// reconstructing from parity whatever is missing or corrupt: a degraded read
-// needs no repair first.
-func (c *Client) getErasure(ctx context.Context, m model.Manifest, v view, w io.Writer) error {
-	codec, err := erasure.New(m.Layout.K, m.Layout.M)
-	if err != nil {
-		return fmt.Errorf("object %q: %w", m.Key, err)
-	}
-	stripes := codec.Stripes(m.Size, int(m.ChunkSize))
-	byStripe := make([][]model.ShardRef, len(stripes))
-	for _, ref := range m.Shards {
-		if ref.Stripe < 0 || ref.Stripe >= len(stripes) || ref.Index < 0 || ref.Index >= m.Layout.K+m.Layout.M {
-			return fmt.Errorf("object %q: manifest names piece %s outside the layout", m.Key, ref.ID)
-		}
-		byStripe[ref.Stripe] = append(byStripe[ref.Stripe], ref)
-	}
-	whole := sha256.New()
-	out := io.MultiWriter(w, whole)
-	for s, n := range stripes {
-		pieces, err := c.readStripe(ctx, v, byStripe[s], m.Layout)
-		if err != nil {
-			return fmt.Errorf("object %q stripe %d: %w", m.Key, s, err)
-		}
-		if err := codec.Join(out, pieces, n); err != nil {
-			return fmt.Errorf("object %q stripe %d: %w", m.Key, s, err)
-		}
-	}
-	if got := hex.EncodeToString(whole.Sum(nil)); got != m.SHA256 {
-		return fmt.Errorf("object %q: checksum %s, manifest says %s", m.Key, got, m.SHA256)
-	}
-	return nil
 }
 
 // readStripe fetches K verified pieces of one stripe, K at a time in
@@ -593,6 +525,11 @@ func (v view) live(node string) bool {
 }
 
 func (c *Client) loadView(ctx context.Context) (view, error) {
+	if c.live != nil {
+		if v, ok := c.live.snapshot(); ok {
+			return v, nil
+		}
+	}
 	v := view{addr: map[string]string{}, rack: map[string]string{}, state: map[string]model.State{}}
 	err := eachValue(ctx, c.nodes, func(b []byte) {
 		var n model.Node
@@ -632,6 +569,19 @@ func eachValue(ctx context.Context, kv jetstream.KeyValue, f func([]byte)) error
 			return ctx.Err()
 		}
 	}
+}
+
+// Compose joins the part objects of a multipart upload into one object
+// (event.CtlCompose) and returns its manifest.
+func (c *Client) Compose(ctx context.Context, req control.ComposeRequest) (model.Manifest, error) {
+	var m model.Manifest
+	if err := c.call(ctx, event.CtlCompose, req, &m); err != nil {
+		if errors.Is(err, control.ErrNotFound) {
+			return m, fmt.Errorf("compose %q: %w: %w", req.Manifest.Key, ErrNotFound, err)
+		}
+		return m, fmt.Errorf("compose %q: %w", req.Manifest.Key, err)
+	}
+	return m, nil
 }
 
 // Delete removes key; its shards are deleted from the storage nodes by movers.
