@@ -34,11 +34,14 @@ const (
 	Planner  Role = "planner"
 	Mover    Role = "mover"
 	Operator Role = "operator"
-	Admin    Role = "admin"
+	// S3 is the S3 gateway: a client of the planner and the storage nodes,
+	// keeper of its own state bucket (S3 buckets, multipart uploads).
+	S3    Role = "s3"
+	Admin Role = "admin"
 )
 
 // Roles lists every role, in a stable order.
-var Roles = []Role{Storage, Detector, Planner, Mover, Operator, Admin}
+var Roles = []Role{Storage, Detector, Planner, Mover, Operator, S3, Admin}
 
 // Account names of the server configuration.
 const (
@@ -155,7 +158,7 @@ func kvStream(bucket string) string { return "KV_" + bucket }
 
 // buckets lists every KV bucket.
 var buckets = []string{bus.BucketNodes, bus.BucketLiveness, bus.BucketPlacement, bus.BucketObjects,
-	bus.BucketDetector, bus.BucketControl, bus.BucketLease}
+	bus.BucketDetector, bus.BucketControl, bus.BucketLease, bus.BucketIndex, bus.BucketS3}
 
 // reader is what every role may do: look streams and buckets up, read keys
 // and watch buckets (ordered consumers), and read the events and heartbeat
@@ -195,6 +198,8 @@ const inbox = "_INBOX.>"
 //     and lease; serves operator requests (rehome.ctl.>) and asks nodes for
 //     their inventory; manages the task queue.
 //   - mover: results and dead letters; consumes the task queue.
+//   - s3: the object calls to the planner (allocate, commit, delete,
+//     compose) and its own state bucket; reads like everyone.
 //   - operator: reads everything; publishes only operator requests
 //     (rehome.ctl.>) and its switches (heal pause, detector release, node
 //     maintenance).
@@ -231,6 +236,7 @@ func PermissionsFor(role Role, node string) (Permissions, error) {
 			event.PlanPrefix + ">", event.TaskPrefix + ">", event.LostPrefix + ">", "rehome.heal.>",
 			control.InventoryPrefix + "*",
 			kvWrite(bus.BucketPlacement, ">"), kvWrite(bus.BucketObjects, ">"), kvWrite(bus.BucketLease, ">"),
+			kvWrite(bus.BucketIndex, ">"),
 			"$JS.API.STREAM.MSG.DELETE." + bus.StreamTasks,
 		}
 		p.Publish = append(p.Publish, consumerAPI(bus.StreamTasks, "")...)
@@ -252,6 +258,11 @@ func PermissionsFor(role Role, node string) (Permissions, error) {
 			kvWrite(bus.BucketLiveness, "*"),
 		}
 		p.Subscribe = append(p.Subscribe, event.Root+".>")
+	case S3:
+		p.Publish = []string{
+			event.CtlAllocate, event.CtlCommit, event.CtlDelete, event.CtlCompose,
+			kvWrite(bus.BucketS3, ">"),
+		}
 	case Admin:
 		return Permissions{Publish: []string{everything}, Subscribe: []string{everything}, Responses: true}, nil
 	default:

@@ -40,7 +40,7 @@ func startAuthBus(t *testing.T) *authBus {
 		b.users[u.Name] = u
 		list = append(list, u)
 	}
-	for _, r := range []access.Role{access.Admin, access.Operator, access.Detector, access.Planner, access.Mover} {
+	for _, r := range []access.Role{access.Admin, access.Operator, access.Detector, access.Planner, access.Mover, access.S3} {
 		add(r, "")
 	}
 	add(access.Storage, "storage-1")
@@ -161,7 +161,8 @@ func TestEachRoleMayWriteOnlyWhatItsJobNeeds(t *testing.T) {
 		},
 		"planner": {
 			allow: []string{event.TaskPrefix + "storage-1", event.PlanPrefix + "i1", event.LostPrefix + "s1", event.HealProgress,
-				kv(bus.BucketPlacement, "s1"), kv(bus.BucketObjects, "k1"), kv(bus.BucketLease, bus.LeasePlanner)},
+				kv(bus.BucketPlacement, "s1"), kv(bus.BucketObjects, "k1"), kv(bus.BucketLease, bus.LeasePlanner),
+				kv(bus.BucketIndex, "root")},
 			deny: []string{event.DownPrefix + "storage-2", event.UpPrefix + "storage-2", kv(bus.BucketLiveness, "storage-2"),
 				event.DonePrefix + "storage-2", event.HeartbeatPrefix + "storage-2", kv(bus.BucketNodes, "storage-2")},
 		},
@@ -169,6 +170,12 @@ func TestEachRoleMayWriteOnlyWhatItsJobNeeds(t *testing.T) {
 			allow: []string{event.DonePrefix + "storage-1", event.FailedPrefix + "storage-1", event.DeadPrefix + "storage-1"},
 			deny: []string{event.TaskPrefix + "storage-2", event.DownPrefix + "storage-2", kv(bus.BucketPlacement, "s2"),
 				kv(bus.BucketObjects, "k2"), event.HealProgress},
+		},
+		"s3": {
+			allow: []string{kv(bus.BucketS3, "bucket.photos"), kv(bus.BucketS3, "upload.u1")},
+			deny: []string{kv(bus.BucketObjects, "k3"), kv(bus.BucketPlacement, "s3"), kv(bus.BucketIndex, "root"),
+				event.TaskPrefix + "storage-1", event.DownPrefix + "storage-1", event.DonePrefix + "storage-1",
+				kv(bus.BucketLease, bus.LeasePlanner), kv(bus.BucketControl, control.HealSwitchKey), event.HeartbeatPrefix + "storage-1"},
 		},
 		"operator": {
 			allow: []string{kv(bus.BucketControl, control.HealSwitchKey), kv(bus.BucketDetector, model.OverrideKey),
@@ -217,7 +224,7 @@ func TestEachRoleMayWriteOnlyWhatItsJobNeeds(t *testing.T) {
 // the planner its durable consumer of results.
 func TestAdministrationAndQueueAreGuarded(t *testing.T) {
 	b := startAuthBus(t)
-	for _, user := range []string{"operator", "node-storage-1", "detector", "mover", "planner"} {
+	for _, user := range []string{"operator", "node-storage-1", "detector", "mover", "planner", "s3"} {
 		v := &violations{}
 		nc := b.connect(t, user, v)
 		probes := []string{"$JS.API.STREAM.DELETE." + bus.StreamEvents, "$JS.API.STREAM.PURGE." + bus.StreamTasks}

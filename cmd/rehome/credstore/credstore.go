@@ -29,6 +29,8 @@ type Set struct {
 	System access.System
 	// Token is the storage API's bearer token.
 	Token string
+	// S3AccessKey and S3SecretKey are the S3 gateway's key pair.
+	S3AccessKey, S3SecretKey string
 }
 
 // SystemUser is the system account's user name.
@@ -38,6 +40,8 @@ const SystemUser = "rehome-sys"
 const (
 	keyToken  = "TOKEN"
 	keySystem = "SYSTEM_PASSWORD"
+	keyS3ID   = "S3_ACCESS_KEY_ID"
+	keyS3     = "S3_SECRET_ACCESS_KEY"
 )
 
 // Load returns the credentials of ids (plus the system user when system is
@@ -63,6 +67,16 @@ func Load(path string, ids []Identity, system bool) (*Set, error) {
 	}
 	if s.Token, err = keepOrNew(old, keyToken); err != nil {
 		return nil, err
+	}
+	if s.S3SecretKey, err = keepOrNew(old, keyS3); err != nil {
+		return nil, err
+	}
+	if s.S3AccessKey, err = keepOrNew(old, keyS3ID); err != nil {
+		return nil, err
+	}
+	if len(s.S3AccessKey) > 20 { // a fresh secret: shape it like an access key id
+		s.S3AccessKey = "RH" + strings.ToUpper(s.S3AccessKey[:18])
+		old[keyS3ID] = s.S3AccessKey
 	}
 	if system {
 		pw, err := keepOrNew(old, keySystem)

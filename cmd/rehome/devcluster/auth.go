@@ -2,6 +2,7 @@ package devcluster
 
 import (
 	"fmt"
+	"github.com/rehome/rehome/services/s3"
 	"path/filepath"
 
 	"github.com/rehome/rehome/cmd/rehome/credstore"
@@ -29,7 +30,7 @@ const (
 // instance of a role), one user per storage node, and the system user.
 func loadCredentials(cfg Config) (*credstore.Set, error) {
 	ids := []credstore.Identity{{Role: access.Admin}, {Role: access.Operator}, {Role: access.Detector},
-		{Role: access.Planner}, {Role: access.Mover}}
+		{Role: access.Planner}, {Role: access.Mover}, {Role: access.S3}}
 	for i := 1; i <= cfg.Nodes; i++ {
 		ids = append(ids, credstore.Identity{Role: access.Storage, Node: storageID(i)})
 	}
@@ -62,6 +63,9 @@ func (c *Cluster) writeChildEnv(role, id string) (string, error) {
 	kv := map[string]string{bus.EnvURL: u.URL(c.url), shardapi.EnvToken: c.token}
 	if role == "detector" {
 		kv[envSystemURL] = c.sysURL
+	}
+	if role == string(access.S3) {
+		kv[s3.EnvAccessKey], kv[s3.EnvSecretKey] = c.creds.S3AccessKey, c.creds.S3SecretKey
 	}
 	for k, v := range c.childEnv {
 		kv[k] = v

@@ -25,6 +25,7 @@ import (
 
 	"github.com/rehome/rehome/cmd/rehome/credstore"
 	"github.com/rehome/rehome/cmd/rehome/envfile"
+	"github.com/rehome/rehome/services/s3"
 	"github.com/rehome/rehome/shared/access"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
@@ -44,6 +45,7 @@ type Config struct {
 	DetectorArgs []string      // extra flags for the detector (flap damping)
 	StorageArgs  []string      // extra flags for every storage node (scrub)
 	NATSPort     int           // embedded server's client port
+	S3Port       int           // the S3 gateway's port on 127.0.0.1 (0: no gateway)
 	Grace        time.Duration // detector grace after suspicion
 	SuspectAfter time.Duration // silence before suspicion
 	Heartbeat    time.Duration // storage heartbeat interval
@@ -76,6 +78,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dev: --movers %d: want at least 1", c.Movers)
 	case c.NATSPort < 1 || c.NATSPort > 65535:
 		return fmt.Errorf("dev: --nats-port %d: want 1-65535", c.NATSPort)
+	case c.S3Port < 0 || c.S3Port > 65535 || c.S3Port == c.NATSPort:
+		return fmt.Errorf("dev: --s3-port %d: want 0 (no gateway) or 1-65535, not the NATS port", c.S3Port)
 	case !(c.MaxSilent > 0 && c.MaxSilent <= 1): // NaN too
 		return fmt.Errorf("dev: --max-silent-share %v: want a share in (0, 1]", c.MaxSilent)
 	case c.Grace <= 0 || c.SuspectAfter <= 0 || c.Heartbeat <= 0:
@@ -164,7 +168,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	// secrets.env equips an operator's shell: the bus as the operator user
 	// (reads everything, sends operator requests) and the storage token.
 	operator, _ := creds.User(access.Operator, "")
-	if err := envfile.Write(secretsPath, c.withTLSEnv(map[string]string{bus.EnvURL: operator.URL(c.url), shardapi.EnvToken: token})); err != nil {
+	secrets := map[string]string{bus.EnvURL: operator.URL(c.url), shardapi.EnvToken: token}
+	if cfg.S3Port > 0 {
+		// The same line equips `aws` and every AWS SDK for the gateway.
+		secrets["AWS_ACCESS_KEY_ID"], secrets["AWS_SECRET_ACCESS_KEY"] = creds.S3AccessKey, creds.S3SecretKey
+		secrets["AWS_ENDPOINT_URL"], secrets["AWS_REGION"] = c.s3URL(), s3.DefaultConfig().Region
+	}
+	if err := envfile.Write(secretsPath, c.withTLSEnv(secrets)); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
 	adminEnv := c.withTLSEnv(map[string]string{bus.EnvURL: c.adminURL, shardapi.EnvToken: token})
@@ -237,8 +247,19 @@ func (c *Cluster) startAll() error {
 			return err
 		}
 	}
+	if cfg.S3Port > 0 {
+		if err := c.start("s3", s3ID, "", append([]string{"s3", "--id", s3ID, "--listen", c.s3Addr()}, common...)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// s3ID names the dev cluster's S3 gateway.
+const s3ID = "s3-1"
+
+func (c *Cluster) s3Addr() string { return fmt.Sprintf("127.0.0.1:%d", c.cfg.S3Port) }
+func (c *Cluster) s3URL() string  { return "http://" + c.s3Addr() }
 
 // start launches one child with its output in logs/<id>.log. The child dies
 // with this process (Pdeathsig) and is in its own process group, so a terminal's
@@ -382,7 +403,7 @@ func (c *Cluster) waitReady(ctx context.Context) {
 		var st control.ClusterStatus
 		err := bus.Call(cctx, nc, event.CtlStatus, struct{}{}, &st)
 		cancel()
-		if err == nil && len(st.Nodes) >= c.cfg.Nodes {
+		if err == nil && len(st.Nodes) >= c.cfg.Nodes && c.s3Ready() {
 			return
 		}
 		select {
@@ -393,22 +414,44 @@ func (c *Cluster) waitReady(ctx context.Context) {
 	c.log.Warn("cluster not ready after 30s; see the logs dir")
 }
 
+// s3Ready reports whether the gateway (if any) accepts connections.
+func (c *Cluster) s3Ready() bool {
+	if c.cfg.S3Port == 0 {
+		return true
+	}
+	conn, err := net.DialTimeout("tcp", c.s3Addr(), time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
 func (c *Cluster) banner(out io.Writer) {
 	cfg := c.cfg
 	fmt.Fprintf(out, `rehome dev: %d storage nodes on %d racks, detector, %d planner(s), %d movers
   NATS      %s
   data dir  %s   (logs in logs/, processes in processes.json)
   grace     %s after %s of silence
-%s
+%s%s
 In another shell:
   set -a; . %s; set +a
   bin/rehome put README.md && bin/rehome inspect README.md
+  aws s3 mb s3://backups && aws s3 cp README.md s3://backups/   # with the S3 gateway
   kill -9 %d        # storage-1; its shards are re-homed after the grace
   bin/rehome heal status --follow
 
 Ctrl-C stops every process.
-`, cfg.Nodes, cfg.Racks, cfg.Planners, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter, c.telemetryLines(),
+`, cfg.Nodes, cfg.Racks, cfg.Planners, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter, c.telemetryLines(), c.s3Line(),
 		filepath.Join(cfg.Dir, "secrets.env"), c.pidOf("storage-1"))
+}
+
+// s3Line is the banner's line on the S3 gateway.
+func (c *Cluster) s3Line() string {
+	if c.cfg.S3Port == 0 {
+		return ""
+	}
+	return "  S3        " + c.s3URL() + "   (keys and endpoint in secrets.env)\n"
 }
 
 // telemetryLines are the banner's lines on metrics and traces.

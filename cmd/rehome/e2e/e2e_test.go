@@ -92,7 +92,8 @@ func startDev(t testing.TB, args ...string) *cluster {
 	dir := t.TempDir()
 	port := freePort(t)
 	c := &cluster{t: t, dir: dir, url: fmt.Sprintf("nats://127.0.0.1:%d", port), done: make(chan error, 1)}
-	all := append([]string{"dev", "--dir", dir, "--nats-port", fmt.Sprint(port)}, args...)
+	// Every cluster gets its own S3 port (args may say --s3-port again: the last wins).
+	all := append([]string{"dev", "--dir", dir, "--nats-port", fmt.Sprint(port), "--s3-port", fmt.Sprint(freePort(t))}, args...)
 	c.cmd = exec.Command(rehomeBin, all...)
 	logf, err := os.Create(filepath.Join(dir, "dev.out"))
 	if err != nil {
@@ -354,8 +355,8 @@ func TestKillNodeHeals(t *testing.T) {
 	c := startDev(t, "--nodes", "6", "--racks", "6", "--grace", "2s", "--suspect-after", "1s", "--heartbeat", "250ms")
 	waitHealthy(t, c, 6)
 	ps := c.processes()
-	if len(ps) != 6+1+1+2 {
-		t.Fatalf("processes.json lists %d processes, want 10: %+v", len(ps), ps)
+	if len(ps) != 6+1+1+2+1 { // storage, detector, planner, movers, s3 gateway
+		t.Fatalf("processes.json lists %d processes, want 11: %+v", len(ps), ps)
 	}
 
 	// 400 objects of 16 KiB through one `rehome put` call.
