@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rclone/gofakes3"
 
 	"github.com/rehome/rehome/shared/model"
 )
@@ -53,6 +54,9 @@ func (b buckets) create(ctx context.Context, rec bucketRecord) error {
 // get returns the bucket's record, or ok false when there is none.
 func (b buckets) get(ctx context.Context, name string) (bucketRecord, bool, error) {
 	var rec bucketRecord
+	if gofakes3.ValidateBucketName(name) != nil {
+		return rec, false, nil // no such bucket can exist (nor is it a safe KV key)
+	}
 	e, err := b.kv.Get(ctx, bucketKeyPrefix+name)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return rec, false, nil

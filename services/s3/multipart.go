@@ -189,8 +189,8 @@ func (mp *multipart) create(w http.ResponseWriter, r *http.Request, bucket, key 
 // upload returns upload id's record, checking it belongs to bucket/key.
 func (mp *multipart) upload(ctx context.Context, bucket, key, id string) (uploadRecord, error) {
 	var rec uploadRecord
-	if strings.ContainsAny(id, ".*> /") || id == "" {
-		return rec, noSuchUpload(id)
+	if _, err := uuid.Parse(id); err != nil {
+		return rec, noSuchUpload(id) // not one of ours (and not a safe KV key)
 	}
 	e, err := mp.kv.Get(ctx, uploadKeyPrefix+id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
