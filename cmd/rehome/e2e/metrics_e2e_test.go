@@ -121,14 +121,21 @@ func TestEveryServiceServesMetrics(t *testing.T) {
 	for _, n := range st.Nodes {
 		addrs[n.ID], roles[n.ID] = n.Addr, "storage"
 	}
-	if len(addrs) != 5+1+1+2 {
-		t.Fatalf("metrics addresses %v: want 9 processes", addrs)
+	if len(addrs) != 5+1+1+2+1 {
+		t.Fatalf("metrics addresses %v: want 10 processes", addrs)
+	}
+	// One S3 request (unsigned: refused) so the gateway's series exist.
+	if resp, err := http.Get(c.getenv("AWS_ENDPOINT_URL") + "/"); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("anonymous S3 request: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	required := map[string][]string{
 		"detector": {"rehome_detector_node_state", "rehome_detector_heartbeat_age_seconds", "rehome_detector_detection_delay_seconds", "rehome_detector_malformed_events_total"},
 		"planner": {"rehome_planner_under_replicated_shards", "rehome_planner_lost_shards", "rehome_planner_repair_bytes_remaining",
 			"rehome_planner_repaired_bytes_total", "rehome_planner_tasks_in_flight", "rehome_planner_stalled"},
 		"mover":   {"rehome_mover_task_duration_seconds", "rehome_mover_tasks_in_flight", "rehome_mover_bytes_copied_total", "rehome_mover_malformed_events_total"},
+		"s3":      {"rehome_s3_requests_total", "rehome_s3_request_duration_seconds"},
 		"storage": {"rehome_storage_shards", "rehome_storage_used_bytes", "rehome_storage_malformed_events_total"},
 	}
 	for id, addr := range addrs {
