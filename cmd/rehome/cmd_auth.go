@@ -10,6 +10,7 @@ import (
 
 	"github.com/rehome/rehome/cmd/rehome/credstore"
 	"github.com/rehome/rehome/cmd/rehome/envfile"
+	"github.com/rehome/rehome/services/s3"
 	"github.com/rehome/rehome/shared/access"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/model"
@@ -19,8 +20,9 @@ import (
 // authInit is what `rehome auth init` writes credentials for.
 type authInit struct {
 	dir, natsURL, hostURL, secrets string
+	hostS3                         string
 	storage, detectors, planners   []string
-	movers                         []string
+	movers, gateways               []string
 }
 
 func authCmd() *cobra.Command {
@@ -33,18 +35,20 @@ func authCmd() *cobra.Command {
   credentials.env   every password and the storage token (kept: run init again to add services)
   auth.conf         the NATS server's accounts, users and permissions; include it from nats.conf
   <service>.env     per service: REHOME_NATS_URL with its own user (over --nats), REHOME_TOKEN,
-                    and for detectors REHOME_SYSTEM_NATS_URL (the system account)
+                    for detectors REHOME_SYSTEM_NATS_URL (the system account), and for S3
+                    gateways their own bus user and the S3 key pair
   cli.env           the operator, over --nats (a CLI next to the services)
   admin.env         the admin (creates and repairs streams), over --host-nats
-and the operator's secrets for a shell (--secrets, default <dir>/secrets.env), over --host-nats.
-Storage users may speak only for their own node; see the README's Security section.`,
+and the operator's secrets for a shell (--secrets, default <dir>/secrets.env), over --host-nats,
+with the AWS_* lines for the first gateway at --host-s3 when --s3 names gateways.
+Storage users may speak only for their own node; see docs/security.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.run(); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote credentials for %d services to %s\n",
-				len(a.storage)+len(a.detectors)+len(a.planners)+len(a.movers), a.dir)
+				len(a.storage)+len(a.detectors)+len(a.planners)+len(a.movers)+len(a.gateways), a.dir)
 			return nil
 		},
 	}
@@ -57,6 +61,8 @@ Storage users may speak only for their own node; see the README's Security secti
 	fl.StringSliceVar(&a.detectors, "detectors", nil, "detector service names")
 	fl.StringSliceVar(&a.planners, "planners", nil, "planner service names")
 	fl.StringSliceVar(&a.movers, "movers", nil, "mover service names")
+	fl.StringSliceVar(&a.gateways, "s3", nil, "S3 gateway service names (each gets its own bus user)")
+	fl.StringVar(&a.hostS3, "host-s3", "", "the S3 endpoint as a shell on the host reaches the first gateway (AWS_ENDPOINT_URL in --secrets)")
 	cmd.AddCommand(initCmd)
 	return cmd
 }
@@ -73,7 +79,7 @@ func (a *authInit) run() error {
 		a.secrets = filepath.Join(a.dir, "secrets.env")
 	}
 	names := map[string]bool{"cli": true, "admin": true, "secrets": true, "credentials": true}
-	for _, list := range [][]string{a.storage, a.detectors, a.planners, a.movers} {
+	for _, list := range [][]string{a.storage, a.detectors, a.planners, a.movers, a.gateways} {
 		for _, n := range list {
 			if err := model.ValidateNodeID(n); err != nil {
 				return fmt.Errorf("auth init: service name: %w", err)
@@ -91,6 +97,9 @@ func (a *authInit) run() error {
 		{Role: access.Planner}, {Role: access.Mover}}
 	for _, n := range a.storage {
 		ids = append(ids, credstore.Identity{Role: access.Storage, Node: n})
+	}
+	for _, n := range a.gateways {
+		ids = append(ids, credstore.Identity{Role: access.S3, Node: n})
 	}
 	set, err := credstore.Load(filepath.Join(a.dir, "credentials.env"), ids, true)
 	if err != nil {
@@ -124,11 +133,12 @@ func (a *authInit) run() error {
 		{a.detectors, access.Detector, map[string]string{envSystemURL: sysURL}},
 		{a.planners, access.Planner, nil},
 		{a.movers, access.Mover, nil},
+		{a.gateways, access.S3, map[string]string{s3.EnvAccessKey: set.S3AccessKey, s3.EnvSecretKey: set.S3SecretKey}},
 	}
 	for _, f := range files {
 		for _, n := range f.list {
 			node := ""
-			if f.role == access.Storage {
+			if f.role == access.Storage || f.role == access.S3 {
 				node = n
 			}
 			if err := write(filepath.Join(a.dir, n+".env"), f.role, node, a.natsURL, f.extra); err != nil {
@@ -142,7 +152,12 @@ func (a *authInit) run() error {
 	if err := write(filepath.Join(a.dir, "admin.env"), access.Admin, "", a.hostURL, nil); err != nil {
 		return err
 	}
-	return write(a.secrets, access.Operator, "", a.hostURL, nil)
+	var aws map[string]string
+	if len(a.gateways) > 0 && a.hostS3 != "" {
+		aws = map[string]string{"AWS_ACCESS_KEY_ID": set.S3AccessKey, "AWS_SECRET_ACCESS_KEY": set.S3SecretKey,
+			"AWS_ENDPOINT_URL": a.hostS3, "AWS_REGION": s3.DefaultConfig().Region}
+	}
+	return write(a.secrets, access.Operator, "", a.hostURL, aws)
 }
 
 // writePrivate writes a file readable by its owner and group only: the

@@ -40,6 +40,7 @@ func TestStack(t *testing.T) {
 	if !t.Run("ready", s.ready) || !t.Run("write", s.write) {
 		t.FailNow()
 	}
+	t.Run("s3-gateways", s.s3Gateways)
 	t.Run("pause-under-grace", s.pauseUnderGrace)
 	t.Run("kill-storage", func(t *testing.T) {
 		incidents = append(incidents, s.killAndHeal(t, "storage-1"))

@@ -61,11 +61,15 @@ type User struct {
 	Node     string
 }
 
-// UserName returns the user name of role (and node, for Storage): the role
-// itself, or "node-<id>" for a storage node.
+// UserName returns the user name of role (and node, for Storage; the
+// instance, for S3): the role itself, "node-<id>" for a storage node, or
+// "s3-gw-<instance>" for one S3 gateway of several.
 func UserName(role Role, node string) string {
-	if role == Storage {
+	switch {
+	case role == Storage:
 		return "node-" + node
+	case role == S3 && node != "":
+		return "s3-gw-" + node
 	}
 	return string(role)
 }
@@ -208,12 +212,17 @@ const inbox = "_INBOX.>"
 // Every role may read keys and watch buckets and reply to its own requests;
 // none but the planner may touch the planner's durable consumer of results.
 func PermissionsFor(role Role, node string) (Permissions, error) {
-	if role == Storage {
+	switch {
+	case role == Storage:
 		if err := model.ValidateNodeID(node); err != nil {
 			return Permissions{}, fmt.Errorf("storage user: %w", err)
 		}
-	} else if node != "" {
-		return Permissions{}, fmt.Errorf("%s user: a node id is only for storage users", role)
+	case role == S3 && node != "": // one user per gateway instance
+		if err := model.ValidateNodeID(node); err != nil {
+			return Permissions{}, fmt.Errorf("s3 user: instance: %w", err)
+		}
+	case node != "":
+		return Permissions{}, fmt.Errorf("%s user: a node id is only for storage users (and S3 gateway instances)", role)
 	}
 	p := Permissions{Subscribe: []string{inbox}}
 	switch role {

@@ -45,6 +45,7 @@ func startAuthBus(t *testing.T) *authBus {
 	}
 	add(access.Storage, "storage-1")
 	add(access.Storage, "storage-2")
+	add(access.S3, "s3-1") // one user per gateway instance
 	s, err := embedded.Start(embedded.Config{Port: -1, StoreDir: t.TempDir(), Users: list,
 		SystemUser: "sys", SystemPassword: "sys-secret"})
 	if err != nil {
@@ -170,6 +171,10 @@ func TestEachRoleMayWriteOnlyWhatItsJobNeeds(t *testing.T) {
 			allow: []string{event.DonePrefix + "storage-1", event.FailedPrefix + "storage-1", event.DeadPrefix + "storage-1"},
 			deny: []string{event.TaskPrefix + "storage-2", event.DownPrefix + "storage-2", kv(bus.BucketPlacement, "s2"),
 				kv(bus.BucketObjects, "k2"), event.HealProgress},
+		},
+		"s3-gw-s3-1": {
+			allow: []string{kv(bus.BucketS3, "bucket.docs")},
+			deny:  []string{kv(bus.BucketObjects, "k4"), kv(bus.BucketIndex, "p.0"), event.TaskPrefix + "storage-2"},
 		},
 		"s3": {
 			allow: []string{kv(bus.BucketS3, "bucket.photos"), kv(bus.BucketS3, "upload.u1")},

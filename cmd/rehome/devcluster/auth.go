@@ -30,7 +30,7 @@ const (
 // instance of a role), one user per storage node, and the system user.
 func loadCredentials(cfg Config) (*credstore.Set, error) {
 	ids := []credstore.Identity{{Role: access.Admin}, {Role: access.Operator}, {Role: access.Detector},
-		{Role: access.Planner}, {Role: access.Mover}, {Role: access.S3}}
+		{Role: access.Planner}, {Role: access.Mover}, {Role: access.S3, Node: s3ID}}
 	for i := 1; i <= cfg.Nodes; i++ {
 		ids = append(ids, credstore.Identity{Role: access.Storage, Node: storageID(i)})
 	}
@@ -44,8 +44,8 @@ func loadCredentials(cfg Config) (*credstore.Set, error) {
 // userOf returns the user a child of role (storage: node id) connects as.
 func (c *Cluster) userOf(role, id string) (access.User, error) {
 	node := ""
-	if role == string(access.Storage) {
-		node = id
+	if role == string(access.Storage) || role == string(access.S3) {
+		node = id // one user per storage node and per gateway
 	}
 	u, ok := c.creds.User(access.Role(role), node)
 	if !ok {

@@ -31,7 +31,10 @@ func (c *cluster) awsCLI(t testing.TB, args ...string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if len(args) > 1 && args[0] == "s3" && strings.Contains(" cp sync rm mv ", " "+args[1]+" ") {
+	if !honoursEndpointEnv(bin) {
+		args = append([]string{"--endpoint-url", c.getenv("AWS_ENDPOINT_URL")}, args...)
+	}
+	if strings.Contains(" cp sync rm mv ", " "+s3Verb(args)+" ") {
 		args = append(args, "--only-show-errors") // no progress lines
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -42,6 +45,30 @@ func (c *cluster) awsCLI(t testing.TB, args ...string) (string, error) {
 		return stdout.String(), fmt.Errorf("aws %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
+}
+
+// s3Verb returns the subcommand of an `aws s3 ...` command line ("" if none).
+func s3Verb(args []string) string {
+	for i, a := range args {
+		if a == "s3" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// honoursEndpointEnv reports whether this aws CLI reads AWS_ENDPOINT_URL
+// (v1 from 1.29, v2 from 2.13); older ones need --endpoint-url.
+func honoursEndpointEnv(bin string) bool {
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(strings.Fields(string(out) + " x")[0], "aws-cli/"), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major == 1 && minor >= 29 || major == 2 && minor >= 13 || major > 2
 }
 
 func randomFile(t testing.TB, path string, size int64) [32]byte {
