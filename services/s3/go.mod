@@ -63,7 +63,6 @@ require (
 	go.opentelemetry.io/otel/exporters/stdout/stdouttrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
-	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk/metric v1.47.0 // indirect
 	go.opentelemetry.io/proto/otlp v1.11.1 // indirect
@@ -89,6 +88,7 @@ require (
 	github.com/aws/smithy-go v1.28.9
 	github.com/rehome/rehome/services/planner v0.0.0
 	github.com/rehome/rehome/services/storage v0.0.0
+	go.opentelemetry.io/otel/sdk v1.47.0
 )
 
 replace github.com/rehome/rehome/services/planner => ../planner
