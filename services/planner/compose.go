@@ -53,7 +53,7 @@ func (s *Service) ctlCompose(ctx context.Context, data []byte) (any, error) {
 	}
 	if exists && old.ID == m.ID {
 		s.forgetParts(ctx, req.Parts)
-		s.awaitIndex(ctx)
+		s.awaitWrites(ctx)
 		return old, nil // a retry: already composed
 	}
 	if exists && !req.Overwrite {
@@ -79,18 +79,7 @@ func (s *Service) ctlCompose(ctx context.Context, data []byte) (any, error) {
 	if err := s.rekey(ctx, m); err != nil {
 		return nil, err
 	}
-	body, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encode manifest: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, opTimeout)
-	if exists {
-		_, err = s.kvObjects.Update(wctx, kvKey, body, oldRev)
-	} else {
-		_, err = s.kvObjects.Create(wctx, kvKey, body)
-	}
-	cancel()
-	if err != nil {
+	if err := s.putManifest(ctx, m, oldRev, exists); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			return nil, refuse(control.ErrConflict, "object %s was written concurrently", m.Key)
 		}
@@ -101,8 +90,7 @@ func (s *Service) ctlCompose(ctx context.Context, data []byte) (any, error) {
 		s.dropReplaced(ctx, old, m)
 	}
 	s.forgetParts(ctx, req.Parts)
-	s.awaitPlacement(ctx)
-	s.awaitIndex(ctx)
+	s.awaitWrites(ctx)
 	return m, nil
 }
 

@@ -382,26 +382,13 @@ func (s *Service) ctlCommit(ctx context.Context, data []byte) (any, error) {
 	}
 	if retried {
 		s.releaseAllocation(m.Key)
-		s.awaitPlacement(ctx)
-		s.awaitIndex(ctx)
+		s.awaitWrites(ctx)
 		return struct{}{}, nil
 	}
-	body, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encode manifest: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, opTimeout)
-	if exists {
-		_, err = s.kvObjects.Update(wctx, kvKey, body, oldRev)
-	} else {
-		_, err = s.kvObjects.Create(wctx, kvKey, body)
-	}
-	cancel()
-	if err != nil {
+	if err := s.putManifest(ctx, m, oldRev, exists); err != nil {
 		if now, _, gerr := s.getManifest(ctx, kvKey); gerr == nil && now.ID == m.ID {
 			s.releaseAllocation(m.Key)
-			s.awaitPlacement(ctx)
-			s.awaitIndex(ctx)
+			s.awaitWrites(ctx)
 			return struct{}{}, nil // a concurrent retry of the same commit won
 		}
 		s.deletePlacements(ctx, created)
@@ -415,8 +402,7 @@ func (s *Service) ctlCommit(ctx context.Context, data []byte) (any, error) {
 	if exists {
 		s.dropReplaced(ctx, old, m)
 	}
-	s.awaitPlacement(ctx)
-	s.awaitIndex(ctx)
+	s.awaitWrites(ctx)
 	return struct{}{}, nil
 }
 
@@ -436,6 +422,23 @@ func (s *Service) dropReplaced(ctx context.Context, old, m model.Manifest) {
 	if err := s.unmapShards(ctx, gone); err != nil {
 		s.log.Warn("overwritten object: some old shards remain mapped", "key", m.Key, "err", err)
 	}
+}
+
+// putManifest writes m: Update at oldRev when the key exists, else Create
+// (a concurrent writer makes it fail with a revision or exists error).
+func (s *Service) putManifest(ctx context.Context, m model.Manifest, oldRev uint64, exists bool) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode manifest: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if exists {
+		_, err = s.kvObjects.Update(ctx, model.ObjectKVKey(m.Key), body, oldRev)
+	} else {
+		_, err = s.kvObjects.Create(ctx, model.ObjectKVKey(m.Key), body)
+	}
+	return err
 }
 
 func (s *Service) releaseAllocation(key string) {
@@ -578,8 +581,7 @@ func (s *Service) ctlDelete(ctx context.Context, data []byte) (any, error) {
 		s.log.Warn("deleted object: some shards remain mapped", "key", req.Key, "err", err)
 	}
 	s.log.Info("object deleted", "key", req.Key, "shards", len(ids))
-	s.awaitPlacement(ctx)
-	s.awaitIndex(ctx)
+	s.awaitWrites(ctx)
 	return struct{}{}, nil
 }
 

@@ -119,6 +119,14 @@ func (s *Service) awaitPlacement(ctx context.Context) {
 	}
 }
 
+// awaitWrites waits until the placement view and the listing index hold
+// every write made so far (see awaitPlacement and awaitIndex): a control
+// call answers only then, so what it wrote is what the next call reads.
+func (s *Service) awaitWrites(ctx context.Context) {
+	s.awaitPlacement(ctx)
+	s.awaitIndex(ctx)
+}
+
 // awaitIndex waits (at most opTimeout) until the listing index holds every
 // manifest write made so far, so that a listing right after a put, a
 // compose or a delete sees it (S3's read-after-write for LIST). It returns

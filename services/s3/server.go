@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/rehome/rehome/shared/httpstatus"
 	"github.com/rehome/rehome/shared/telemetry"
 )
 
@@ -208,28 +210,6 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-// statusWriter records the status a handler answered.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // instrument gives each request an id, a span (continuing a traceparent the
 // client sent), a count in rehome_s3_requests_total{op,code} and a latency
 // observation, and turns a panic into a 500 that does not kill the gateway.
@@ -249,25 +229,30 @@ func (g *Gateway) instrument(next http.Handler) http.Handler {
 		ctx := telemetry.Propagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 		ctx, span := tracer.Start(ctx, "s3 "+op, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
-		sw := &statusWriter{ResponseWriter: w}
+		rec := &httpstatus.Recorder{ResponseWriter: w}
 		defer func() {
-			if p := recover(); p != nil {
-				g.log.Error("s3 handler panic", "op", op, "path", r.URL.Path, "panic", p)
-				if sw.status == 0 {
-					writeError(sw, r, string(gofakes3.ErrInternal), http.StatusInternalServerError, "internal error", r.URL.Path)
+			p := recover()
+			if p != nil && p != http.ErrAbortHandler {
+				g.log.Error("s3 handler panic", "op", op, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				if rec.Code == 0 {
+					writeError(rec, r, string(gofakes3.ErrInternal), http.StatusInternalServerError, "internal error", r.URL.Path)
+					p = nil
+				} else {
+					p = http.ErrAbortHandler // the answer had begun: cut it rather than end it as if whole
 				}
 			}
-			if sw.status == 0 {
-				sw.status = http.StatusOK
-			}
-			span.SetAttributes(attribute.Int("http.response.status_code", sw.status))
-			if sw.status >= 500 {
-				span.SetStatus(codes.Error, http.StatusText(sw.status))
+			status := rec.Status()
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if status >= 500 || p != nil {
+				span.SetStatus(codes.Error, http.StatusText(status))
 			}
 			span.End()
-			g.metrics.observe(op, sw.status, time.Since(start))
+			g.metrics.observe(op, status, time.Since(start))
+			if p != nil {
+				panic(p)
+			}
 		}()
-		next.ServeHTTP(sw, r.WithContext(ctx))
+		next.ServeHTTP(rec, r.WithContext(ctx))
 	})
 }
 

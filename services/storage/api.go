@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/services/storage/disk"
+	"github.com/rehome/rehome/shared/httpstatus"
 	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/shardapi"
 	"github.com/rehome/rehome/shared/telemetry"
@@ -147,17 +148,17 @@ func (a *api) authorized(r *http.Request) bool {
 // cut connection if the answer had begun) instead of a crash.
 func (a *api) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &recorder{ResponseWriter: w}
+		rec := &httpstatus.Recorder{ResponseWriter: w}
 		defer func() {
 			p := recover()
-			code := strconv.Itoa(rec.status())
+			code := strconv.Itoa(rec.Status())
 			switch {
 			case p == nil:
 			case p == http.ErrAbortHandler:
 				code = "aborted"
 			default:
 				a.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-				if rec.code == 0 {
+				if rec.Code == 0 {
 					fail(rec, http.StatusInternalServerError, "internal error")
 					code, p = "500", nil
 				} else {
@@ -172,36 +173,6 @@ func (a *api) observe(next http.Handler) http.Handler {
 		next.ServeHTTP(rec, r)
 	})
 }
-
-// recorder remembers the status code written through it.
-type recorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *recorder) status() int {
-	if r.code == 0 {
-		return http.StatusOK
-	}
-	return r.code
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (a *api) put(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
