@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	s3sdk "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -526,4 +528,237 @@ func TestConformanceListing(t *testing.T) {
 			t.Errorf("%q reads back %q", k, got)
 		}
 	}
+}
+
+// sdkAs returns an SDK client signing with another access key.
+func (c *testCluster) sdkAs(access, secret string) *s3sdk.Client {
+	return s3sdk.NewFromConfig(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(access, secret, ""), RetryMaxAttempts: 1},
+		func(o *s3sdk.Options) { o.BaseEndpoint = aws.String(c.endpoint); o.UsePathStyle = true })
+}
+
+// xmlCode reads the Code of S3's XML error document.
+func xmlCode(body []byte) string {
+	var e struct{ Code string }
+	_ = xml.Unmarshal(body, &e)
+	return e.Code
+}
+
+func TestConformanceErrorsAndObjects(t *testing.T) {
+	c := startCluster(t, 6, 3)
+	ctx := context.Background()
+	cli := c.sdk(testSecret)
+	defer no500(t, c.gw)
+	mustBucket(t, cli, "things")
+
+	// Bucket names S3 forbids.
+	for _, name := range []string{"Bad_Name", "ab", "UPPER", "-dash", "a..b", "192.168.1.1", strings.Repeat("a", 64)} {
+		_, err := cli.CreateBucket(ctx, &s3sdk.CreateBucketInput{Bucket: aws.String(name)})
+		wantCode(t, "create bucket "+name, err, "InvalidBucketName", 400)
+	}
+	_, err := cli.CreateBucket(ctx, &s3sdk.CreateBucketInput{Bucket: aws.String("things")})
+	wantCode(t, "create a bucket twice", err, "BucketAlreadyOwnedByYou", 409)
+	if _, err := cli.HeadBucket(ctx, &s3sdk.HeadBucketInput{Bucket: aws.String("things")}); err != nil {
+		t.Errorf("HeadBucket: %v", err)
+	}
+	_, err = cli.HeadBucket(ctx, &s3sdk.HeadBucketInput{Bucket: aws.String("no-such-bucket")})
+	wantCode(t, "HeadBucket of a missing bucket", err, "NotFound", 404)
+	_, err = cli.GetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("no-such-bucket"), Key: aws.String("k")})
+	wantCode(t, "GET in a missing bucket", err, "NoSuchBucket", 404)
+	_, err = cli.PutObject(ctx, &s3sdk.PutObjectInput{Bucket: aws.String("no-such-bucket"), Key: aws.String("k"), Body: strings.NewReader("x")})
+	wantCode(t, "PUT in a missing bucket", err, "NoSuchBucket", 404)
+	_, err = cli.ListObjectsV2(ctx, &s3sdk.ListObjectsV2Input{Bucket: aws.String("no-such-bucket")})
+	wantCode(t, "list a missing bucket", err, "NoSuchBucket", 404)
+
+	// Keys: 1,024 bytes work, 1,025 do not.
+	long := strings.Repeat("k", 1020) + "/ü" + "x" // 1,024 bytes
+	if _, err := cli.PutObject(ctx, &s3sdk.PutObjectInput{Bucket: aws.String("things"), Key: aws.String(long), Body: strings.NewReader("long")}); err != nil {
+		t.Errorf("a 1,024-byte key: %v", err)
+	} else if got, _ := getBytes(t, cli, "things", long); string(got) != "long" {
+		t.Errorf("a 1,024-byte key reads back %q", got)
+	}
+	_, err = cli.PutObject(ctx, &s3sdk.PutObjectInput{Bucket: aws.String("things"), Key: aws.String(long + "y"), Body: strings.NewReader("long")})
+	wantCode(t, "a 1,025-byte key", err, "KeyTooLongError", 400)
+	_, err = cli.CreateMultipartUpload(ctx, &s3sdk.CreateMultipartUploadInput{Bucket: aws.String("things"), Key: aws.String(long + "y")})
+	wantCode(t, "a multipart upload to a 1,025-byte key", err, "KeyTooLongError", 400)
+
+	// Objects: metadata, Content-Type, ranges, conditions.
+	body := randomBytes(t, 100_000)
+	put, err := cli.PutObject(ctx, &s3sdk.PutObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one"), Body: bytes.NewReader(body),
+		ContentType: aws.String("image/png"), Metadata: map[string]string{"owner": "ada", "note": "héllo wörld"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToString(put.ETag) != md5ETag(body) {
+		t.Errorf("PUT ETag %s, want %s", aws.ToString(put.ETag), md5ETag(body))
+	}
+	head, err := cli.HeadObject(ctx, &s3sdk.HeadObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToString(head.ContentType) != "image/png" || head.Metadata["owner"] != "ada" || head.Metadata["note"] != "héllo wörld" ||
+		aws.ToInt64(head.ContentLength) != int64(len(body)) || aws.ToString(head.ETag) != md5ETag(body) || head.LastModified == nil {
+		t.Errorf("HEAD: type %q meta %v length %d etag %s modified %v", aws.ToString(head.ContentType), head.Metadata,
+			aws.ToInt64(head.ContentLength), aws.ToString(head.ETag), head.LastModified)
+	}
+	_, err = cli.GetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one"), Range: aws.String("bytes=100000-100010")})
+	wantCode(t, "a range past the end", err, "InvalidRange", 416)
+	rng, err := cli.GetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one"), Range: aws.String("bytes=99990-200000")})
+	if err != nil {
+		t.Fatalf("a range running past the end: %v", err)
+	}
+	tail, _ := io.ReadAll(rng.Body)
+	rng.Body.Close()
+	if !bytes.Equal(tail, body[99990:]) || aws.ToString(rng.ContentRange) != "bytes 99990-99999/100000" {
+		t.Errorf("range running past the end: %d bytes, Content-Range %q", len(tail), aws.ToString(rng.ContentRange))
+	}
+	rng, err = cli.GetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one"), Range: aws.String("bytes=-10")})
+	if err != nil {
+		t.Fatalf("a suffix range: %v", err)
+	}
+	tail, _ = io.ReadAll(rng.Body)
+	rng.Body.Close()
+	if !bytes.Equal(tail, body[len(body)-10:]) {
+		t.Errorf("suffix range: %x", tail)
+	}
+	future, past := time.Now().Add(time.Hour), time.Now().Add(-time.Hour)
+	_, err = cli.GetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one"), IfModifiedSince: &future})
+	if httpStatus(err) != http.StatusNotModified {
+		t.Errorf("If-Modified-Since in the future: %v (status %d), want 304", err, httpStatus(err))
+	}
+	if o, err := cli.GetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one"), IfModifiedSince: &past}); err != nil {
+		t.Errorf("If-Modified-Since in the past: %v", err)
+	} else {
+		o.Body.Close()
+	}
+	_, err = cli.GetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one"), IfNoneMatch: put.ETag})
+	if httpStatus(err) != http.StatusNotModified {
+		t.Errorf("If-None-Match its ETag: %v (status %d), want 304", err, httpStatus(err))
+	}
+
+	// CopyObject: metadata copied, then replaced.
+	cp, err := cli.CopyObject(ctx, &s3sdk.CopyObjectInput{Bucket: aws.String("things"), Key: aws.String("copy/same"), CopySource: aws.String("things/dir/obj%20one")})
+	if err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	if cp.CopyObjectResult == nil || aws.ToString(cp.CopyObjectResult.ETag) != md5ETag(body) {
+		t.Errorf("copy result %+v, want ETag %s", cp.CopyObjectResult, md5ETag(body))
+	}
+	got, gout := getBytes(t, cli, "things", "copy/same")
+	if !bytes.Equal(got, body) || aws.ToString(gout.ContentType) != "image/png" || gout.Metadata["owner"] != "ada" {
+		t.Errorf("copy (COPY): %d bytes type %q meta %v", len(got), aws.ToString(gout.ContentType), gout.Metadata)
+	}
+	_, err = cli.CopyObject(ctx, &s3sdk.CopyObjectInput{Bucket: aws.String("things"), Key: aws.String("copy/new"), CopySource: aws.String("things/dir/obj%20one"),
+		MetadataDirective: types.MetadataDirectiveReplace, ContentType: aws.String("text/plain"), Metadata: map[string]string{"owner": "bob"}})
+	if err != nil {
+		t.Fatalf("copy REPLACE: %v", err)
+	}
+	got, gout = getBytes(t, cli, "things", "copy/new")
+	if !bytes.Equal(got, body) || aws.ToString(gout.ContentType) != "text/plain" || gout.Metadata["owner"] != "bob" || gout.Metadata["note"] != "" {
+		t.Errorf("copy (REPLACE): %d bytes type %q meta %v", len(got), aws.ToString(gout.ContentType), gout.Metadata)
+	}
+	_, err = cli.CopyObject(ctx, &s3sdk.CopyObjectInput{Bucket: aws.String("things"), Key: aws.String("copy/x"), CopySource: aws.String("things/missing")})
+	wantCode(t, "copy of a missing key", err, "NoSuchKey", 404)
+
+	// Presigned GET with plain net/http; an expired one is refused.
+	pre := s3sdk.NewPresignClient(cli)
+	req, err := pre.PresignGetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one")}, s3sdk.WithPresignExpires(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(req.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(got, body) {
+		t.Errorf("presigned GET: %d, %d bytes", resp.StatusCode, len(got))
+	}
+	short, err := pre.PresignGetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one")}, s3sdk.WithPresignExpires(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := time.Now()
+	if resp, err := http.Get(short.URL); err == nil {
+		resp.Body.Close()
+		if time.Since(signed) < 500*time.Millisecond && resp.StatusCode != 200 {
+			t.Errorf("a fresh presigned URL (1 s) is refused: %d", resp.StatusCode)
+		}
+	}
+	var lastStatus int
+	var lastBody []byte
+	bustest.Eventually(t, 15*time.Second, "an expired presigned URL is refused", func() bool {
+		resp, err := http.Get(short.URL)
+		if err != nil {
+			return false
+		}
+		lastBody, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		lastStatus = resp.StatusCode
+		return resp.StatusCode != 200
+	})
+	if lastStatus != 403 || xmlCode(lastBody) != "AccessDenied" {
+		t.Errorf("expired presigned URL: %d %s, want 403 AccessDenied", lastStatus, lastBody)
+	}
+	tampered := strings.Replace(req.URL, "obj%20one", "obj%20two", 1)
+	if resp, err := http.Get(tampered); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 403 || xmlCode(b) != "SignatureDoesNotMatch" {
+			t.Errorf("a presigned URL for another key: %d %s, want 403 SignatureDoesNotMatch", resp.StatusCode, b)
+		}
+	}
+
+	// Authentication.
+	_, err = c.sdkAs("AKNOTAKEY", testSecret).ListBuckets(ctx, &s3sdk.ListBucketsInput{})
+	wantCode(t, "a wrong access key", err, "InvalidAccessKeyId", 403)
+	_, err = c.sdk("wrong").GetObject(ctx, &s3sdk.GetObjectInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one")})
+	wantCode(t, "a wrong secret", err, "SignatureDoesNotMatch", 403)
+	if resp, err := http.Get(c.endpoint + "/things/dir/obj%20one"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 403 || xmlCode(b) != "AccessDenied" {
+			t.Errorf("an anonymous GET: %d %s, want 403 AccessDenied", resp.StatusCode, b)
+		}
+	}
+
+	// What rehome does not do is NotImplemented, never a 500.
+	_, err = cli.PutBucketLifecycleConfiguration(ctx, &s3sdk.PutBucketLifecycleConfigurationInput{Bucket: aws.String("things"),
+		LifecycleConfiguration: &types.BucketLifecycleConfiguration{Rules: []types.LifecycleRule{{ID: aws.String("r"), Status: types.ExpirationStatusEnabled,
+			Filter: &types.LifecycleRuleFilter{Prefix: aws.String("")}, Expiration: &types.LifecycleExpiration{Days: aws.Int32(1)}}}}})
+	wantCode(t, "PutBucketLifecycleConfiguration", err, "NotImplemented", 501)
+	_, err = cli.PutBucketCors(ctx, &s3sdk.PutBucketCorsInput{Bucket: aws.String("things"), CORSConfiguration: &types.CORSConfiguration{
+		CORSRules: []types.CORSRule{{AllowedMethods: []string{"GET"}, AllowedOrigins: []string{"*"}}}}})
+	wantCode(t, "PutBucketCors", err, "NotImplemented", 501)
+	_, err = cli.PutObjectTagging(ctx, &s3sdk.PutObjectTaggingInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one"),
+		Tagging: &types.Tagging{TagSet: []types.Tag{{Key: aws.String("team"), Value: aws.String("infra")}}}})
+	wantCode(t, "PutObjectTagging", err, "NotImplemented", 501)
+	// With nothing ever configured, S3's answers to these reads are "none".
+	_, err = cli.GetBucketLifecycleConfiguration(ctx, &s3sdk.GetBucketLifecycleConfigurationInput{Bucket: aws.String("things")})
+	wantCode(t, "GetBucketLifecycleConfiguration", err, "NoSuchLifecycleConfiguration", 404)
+	if tags, err := cli.GetObjectTagging(ctx, &s3sdk.GetObjectTaggingInput{Bucket: aws.String("things"), Key: aws.String("dir/obj one")}); err != nil || len(tags.TagSet) != 0 {
+		t.Errorf("GetObjectTagging: %v %+v", err, tags)
+	}
+
+	// DeleteObjects, then the bucket.
+	_, err = cli.DeleteBucket(ctx, &s3sdk.DeleteBucketInput{Bucket: aws.String("things")})
+	wantCode(t, "DeleteBucket of a full bucket", err, "BucketNotEmpty", 409)
+	del, err := cli.DeleteObjects(ctx, &s3sdk.DeleteObjectsInput{Bucket: aws.String("things"), Delete: &types.Delete{Objects: []types.ObjectIdentifier{
+		{Key: aws.String("dir/obj one")}, {Key: aws.String("copy/same")}, {Key: aws.String("copy/new")}, {Key: aws.String(long)}, {Key: aws.String("never/was")}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(del.Deleted) != 5 || len(del.Errors) != 0 {
+		t.Errorf("DeleteObjects: %d deleted, errors %+v", len(del.Deleted), del.Errors)
+	}
+	for _, k := range []string{"dir/obj one", "copy/same", "copy/new"} {
+		_, err = cli.HeadObject(ctx, &s3sdk.HeadObjectInput{Bucket: aws.String("things"), Key: aws.String(k)})
+		wantCode(t, "HEAD of a deleted key", err, "NotFound", 404)
+	}
+	bustest.Eventually(t, 15*time.Second, "the emptied bucket is deleted", func() bool {
+		_, err := cli.DeleteBucket(ctx, &s3sdk.DeleteBucketInput{Bucket: aws.String("things")})
+		return err == nil
+	})
+	_, err = cli.HeadBucket(ctx, &s3sdk.HeadBucketInput{Bucket: aws.String("things")})
+	wantCode(t, "HeadBucket of a deleted bucket", err, "NotFound", 404)
 }
