@@ -383,10 +383,12 @@ func (mp *multipart) complete(w http.ResponseWriter, r *http.Request, bucket, ke
 	sum := md5.New()
 	keys := make([]string, len(req.Parts))
 	used := map[string]bool{}
-	for i, p := range req.Parts {
+	for i, p := range req.Parts { // S3 checks the order before any part
 		if i > 0 && p.PartNumber <= req.Parts[i-1].PartNumber {
 			return badRequest(gofakes3.ErrInvalidPartOrder, "The list of parts was not in ascending order. The parts list must be specified in order by part number.")
 		}
+	}
+	for i, p := range req.Parts {
 		e, ok := byNum[p.PartNumber]
 		if !ok || strings.Trim(p.ETag, `"`) != e.ETag {
 			return badRequest(gofakes3.ErrInvalidPart, fmt.Sprintf("One or more of the specified parts could not be found (part %d). The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.", p.PartNumber))

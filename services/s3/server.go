@@ -134,7 +134,11 @@ func (g *Gateway) routes(b *backend, mp *multipart) http.Handler {
 			r = r.WithContext(context.WithValue(ctx, etagKey, fix))
 			stripParts(r.Header, "If-None-Match")
 			stripParts(r.Header, "If-Match")
-			inner.ServeHTTP(&etagWriter{ResponseWriter: w, fix: fix}, r)
+			ew := &etagWriter{ResponseWriter: w, fix: fix}
+			inner.ServeHTTP(ew, r)
+			if !ew.wrote { // a HEAD answers without writing: fix its ETag too
+				ew.WriteHeader(http.StatusOK)
+			}
 		}
 	})
 	return g.instrument(g.authenticate(serve))
