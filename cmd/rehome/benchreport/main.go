@@ -95,6 +95,22 @@ var figures = []figure{
 		Pass: func(_, r float64) bool { return r >= 0.7 }},
 	{Name: "repair network bytes per rebuilt byte (4+2)", Bench: "BenchmarkRebuildVsReconstruct/piece=4MiB/lost=1",
 		Value: "read-B/rebuilt-B", ValueUnit: "bytes", Target: "expect K = 4", Pass: func(v, _ float64) bool { return v <= 4.01 }},
+	// SPEC §11: the S3 gateway (aws-sdk-go-v2 against `rehome dev`).
+	{Name: "S3 PUT of 1 GiB (SDK multipart) vs rehome put, same run", Bench: "BenchmarkS3PutGet1GiB",
+		Value: "s3_put_MBps", Baseline: "cli_put_MBps", Ratio: "put_ratio", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Pass: func(_, r float64) bool { return r >= 0.8 }},
+	{Name: "S3 GET of 1 GiB (SDK multipart) vs rehome get, same run", Bench: "BenchmarkS3PutGet1GiB",
+		Value: "s3_get_MBps", Baseline: "cli_get_MBps", Ratio: "get_ratio", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Pass: func(_, r float64) bool { return r >= 0.8 }},
+	{Name: "S3 gateway peak RSS, 5 GiB multipart upload", Bench: "BenchmarkS3GatewayRSS5GiBMultipart",
+		Value: "peak_rss_MiB", ValueUnit: "MiB", Target: "<= 256 MiB", Pass: func(v, _ float64) bool { return v <= 256 }},
+	{Name: "ListObjectsV2 over 100 000 keys, every page of 1 000", Bench: "BenchmarkS3ListObjectsV2",
+		Value: "all_pages_ms", ValueUnit: "ms", Target: "<= 2 s", Pass: func(v, _ float64) bool { return v <= 2000 }},
+	{Name: "ListObjectsV2 over 100 000 keys, first page of 1 000", Bench: "BenchmarkS3ListObjectsV2",
+		Value: "first_page_ms", ValueUnit: "ms", Target: "<= 50 ms", Pass: func(v, _ float64) bool { return v <= 50 }},
+	{Name: "S3 GET time to first byte p99, one node dead vs healthy", Bench: "BenchmarkS3GetTTFBNodeDead",
+		Value: "dead_p99_ms", Baseline: "healthy_p99_ms", Ratio: "ratio", ValueUnit: "ms", Target: "<= 2x",
+		Pass: func(_, r float64) bool { return r <= 2 }},
 }
 
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)

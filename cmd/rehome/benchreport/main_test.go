@@ -35,3 +35,34 @@ PASS
 		t.Errorf("false verdicts: %s, want not run", s)
 	}
 }
+
+func TestS3Rows(t *testing.T) {
+	out := `BenchmarkS3PutGet1GiB-2  1  9813499836 ns/op  198.8 cli_get_MBps  145.3 cli_put_MBps  0.9306 get_ratio  256.0 object_MiB  0.6254 put_ratio  185.0 s3_get_MBps  90.90 s3_put_MBps
+BenchmarkS3GatewayRSS5GiBMultipart-2  1  10712996521 ns/op  23.77 idle_rss_MiB  1024 object_MiB  145.6 peak_rss_MiB  107.2 upload_MBps
+BenchmarkS3ListObjectsV2-2  1  95707896280 ns/op  2541.5 all_pages_ms  52.60 delimiter_ms  21.39 first_page_ms  20000 keys  216.2 puts_per_s
+BenchmarkS3GetTTFBNodeDead-2  1  23200238495 ns/op  22.91 dead_p50_ms  49.49 dead_p99_ms  0 errors  23.11 healthy_p50_ms  51.52 healthy_p99_ms  0.9607 ratio
+`
+	ms, err := parse(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"S3 PUT of 1 GiB (SDK multipart) vs rehome put, same run": "short",
+		"S3 GET of 1 GiB (SDK multipart) vs rehome get, same run": "pass",
+		"S3 gateway peak RSS, 5 GiB multipart upload":             "pass",
+		"ListObjectsV2 over 100 000 keys, every page of 1 000":    "short",
+		"ListObjectsV2 over 100 000 keys, first page of 1 000":    "pass",
+		"S3 GET time to first byte p99, one node dead vs healthy": "pass",
+	}
+	for _, r := range report(ms) {
+		if s, ok := want[r.Figure]; ok {
+			if r.Status != s {
+				t.Errorf("%s: %s, want %s", r.Figure, r.Status, s)
+			}
+			delete(want, r.Figure)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("rows missing from the report: %v", want)
+	}
+}
