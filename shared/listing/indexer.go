@@ -2,332 +2,440 @@ package listing
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/model"
 )
 
-// batchSize bounds the manifest writes applied in one pass.
-const batchSize = 4096
+// The objects bucket's stream, which the Indexer follows.
+const (
+	objectsStream        = "KV_" + bus.BucketObjects
+	objectsSubjectPrefix = "$KV." + bus.BucketObjects + "."
+)
 
-// Indexer keeps the index in step with the objects bucket: it reads the
-// bucket's stream from its cursor, applies each batch of puts and deletes to
-// the pages (one compare-and-set write per page touched), then moves the
-// cursor. Applying is idempotent, so a crash between the two replays a batch
-// harmlessly. Run it in one process at a time (the acting planner); a
-// compare-and-set conflict with a former writer is retried, never lost.
+// Consumption tuning.
+const (
+	// maxBatch caps the stream messages applied in one batch.
+	maxBatch = 4096
+	// idleWait is how long the Indexer waits for a message before it checks
+	// whether a waiter asks for a sequence the stream no longer holds.
+	idleWait = 500 * time.Millisecond
+	// drainWait is how long it waits for a message the stream said is
+	// pending before it applies the batch it has.
+	drainWait = 100 * time.Millisecond
+	// maxBackoff bounds the pause between restarts after an error.
+	maxBackoff = 5 * time.Second
+)
+
+// Indexer keeps the index bucket in step with the objects bucket: the only
+// writer of the index (the acting planner runs it). It follows the objects
+// bucket's stream from the cursor it stored, applies puts and deletes in
+// batches (one compare-and-set write per page a batch changes, then the
+// root if pages split, then the cursor). Applying is idempotent: after a
+// crash it replays from the cursor, and a page skips operations it already
+// reflects, so a former writer still running cannot undo newer changes. A
+// write that loses to another writer is read again and retried: no update
+// is lost. Its methods are safe for concurrent use; Run runs once at a time.
 type Indexer struct {
-	js  jetstream.JetStream
-	log *slog.Logger
+	js    jetstream.JetStream
+	log   *slog.Logger
+	lim   limits
+	newID func() string
 
-	mu      sync.Mutex
-	applied uint64
-	changed chan struct{} // closed and replaced when applied moves
+	running atomic.Bool
+
+	mu       sync.Mutex
+	applied  uint64        // last objects-stream sequence reflected in the index
+	advanced chan struct{} // closed (and replaced) when applied grows
+	want     uint64        // highest sequence a WaitApplied waits for
+
+	// Run's own state.
+	store     kvStore
+	root      rootIndex
+	rootRev   uint64
+	rootDirty bool
+	cursorRev uint64
+	cursor    uint64
 }
 
-// NewIndexer returns an indexer of the objects bucket into the index bucket.
+// NewIndexer returns an Indexer writing through js; log may be nil (then
+// slog.Default()). It does no I/O.
 func NewIndexer(js jetstream.JetStream, log *slog.Logger) *Indexer {
-	return &Indexer{js: js, log: log, changed: make(chan struct{})}
-}
-
-// WaitApplied blocks until every objects-stream message up to seq is in
-// the index, or ctx ends. Safe for concurrent use.
-func (ix *Indexer) WaitApplied(ctx context.Context, seq uint64) error {
-	for {
-		ix.mu.Lock()
-		done, ch := ix.applied >= seq, ix.changed
-		ix.mu.Unlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("listing index at %d, waiting for %d: %w", ix.appliedSeq(), seq, ctx.Err())
-		}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Indexer{
+		js:       js,
+		log:      log.With("component", "listing-indexer"),
+		lim:      defaultLimits,
+		newID:    newPageID,
+		advanced: make(chan struct{}),
 	}
 }
 
-func (ix *Indexer) appliedSeq() uint64 {
+// newPageID returns a random 16-hex-digit page id.
+func newPageID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Run indexes until ctx ends, then returns nil. It blocks. Errors on the way
+// (bus unavailable, a write that fails) are logged and retried with backoff,
+// restarting from the last applied sequence. It fails at once only if the
+// Indexer is already running.
+func (ix *Indexer) Run(ctx context.Context) error {
+	if !ix.running.CompareAndSwap(false, true) {
+		return errors.New("listing: indexer already running")
+	}
+	defer ix.running.Store(false)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := ix.start(ctx)
+		if err == nil {
+			err = ix.consume(ctx, func() { backoff = 100 * time.Millisecond })
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		ix.log.Warn("listing indexer restarts", "err", err, "applied", ix.Applied(), "after", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	return nil
+}
+
+// Applied returns the last objects-stream sequence the index reflects.
+func (ix *Indexer) Applied() uint64 {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	return ix.applied
 }
 
-func (ix *Indexer) advance(seq uint64) {
-	ix.mu.Lock()
-	if seq > ix.applied {
-		ix.applied = seq
-		close(ix.changed)
-		ix.changed = make(chan struct{})
-	}
-	ix.mu.Unlock()
-}
-
-// Run indexes until ctx ends (then it returns nil). It blocks.
-func (ix *Indexer) Run(ctx context.Context) error {
-	kv, err := ix.js.KeyValue(ctx, bus.BucketIndex)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", bus.BucketIndex, err)
-	}
-	for ctx.Err() == nil {
-		err := ix.follow(ctx, kv)
-		if ctx.Err() != nil {
+// WaitApplied blocks until the index reflects objects-stream sequence seq
+// (the revision a KV Create, Update, Put or Delete on the objects bucket
+// returned), so that a listing after it sees that change; or until ctx
+// ends, with ctx's error. It needs Run going (in this process) to return.
+func (ix *Indexer) WaitApplied(ctx context.Context, seq uint64) error {
+	for {
+		ix.mu.Lock()
+		applied, ch := ix.applied, ix.advanced
+		if applied < seq {
+			ix.want = max(ix.want, seq)
+		}
+		ix.mu.Unlock()
+		if applied >= seq {
 			return nil
 		}
-		ix.log.Warn("listing index: restarting", "err", err)
 		select {
+		case <-ch:
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+			return fmt.Errorf("listing: wait for objects sequence %d (applied %d): %w", seq, applied, ctx.Err())
 		}
 	}
-	return nil
 }
 
-// follow consumes the objects stream from the cursor and applies it.
-func (ix *Indexer) follow(ctx context.Context, kv jetstream.KeyValue) error {
-	cur, err := readCursor(ctx, kv)
+// advance records that the index reflects everything up to seq.
+func (ix *Indexer) advance(seq uint64) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if seq > ix.applied {
+		ix.applied = seq
+		close(ix.advanced)
+		ix.advanced = make(chan struct{})
+	}
+}
+
+// start opens the index bucket, reads the cursor and the root, and creates
+// the first page if no indexer ever did.
+func (ix *Indexer) start(ctx context.Context) error {
+	kv, err := ix.js.KeyValue(ctx, bus.BucketIndex)
+	if err != nil {
+		return fmt.Errorf("listing: open bucket %s: %w", bus.BucketIndex, err)
+	}
+	ix.store = kvStore{kv: kv}
+	cur, rev, err := ix.readCursor(ctx)
 	if err != nil {
 		return err
 	}
+	ix.cursor, ix.cursorRev = cur, rev
 	ix.advance(cur)
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if cur > 0 {
-		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: cur + 1}
+	if _, rev, err := ix.store.getPage(ctx, firstPageID); err != nil {
+		return err
+	} else if rev == 0 {
+		err := ix.store.updatePage(ctx, page{ID: firstPageID}, 0)
+		if err != nil && !errors.Is(err, errConflict) {
+			return fmt.Errorf("listing: create the first page: %w", err)
+		}
 	}
-	stream := "KV_" + bus.BucketObjects
-	cons, err := ix.js.OrderedConsumer(ctx, stream, cfg)
+	rt, rev, err := ix.store.getRoot(ctx)
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", stream, err)
+		return err
 	}
-	w := &writer{ctx: ctx, kv: kv}
-	for ctx.Err() == nil {
-		// Block for the first message, then take what else is there at once:
-		// a lone commit is indexed in a round trip, a burst in batches.
-		var ops []op
-		var last uint64
-		for _, fetch := range []func() (jetstream.MessageBatch, error){
-			func() (jetstream.MessageBatch, error) { return cons.Fetch(1, jetstream.FetchMaxWait(time.Second)) },
-			func() (jetstream.MessageBatch, error) { return cons.FetchNoWait(batchSize) },
-		} {
-			batch, err := fetch()
-			if err != nil {
-				return fmt.Errorf("fetch %s: %w", stream, err)
-			}
-			for msg := range batch.Messages() {
-				md, err := msg.Metadata()
-				if err != nil {
-					continue
-				}
-				last = md.Sequence.Stream
-				if o, ok := ix.decode(msg); ok {
-					ops = append(ops, o)
-				}
-			}
-			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-				return fmt.Errorf("fetch %s: %w", stream, err)
-			}
-			if last == 0 {
-				break // nothing arrived within the wait
-			}
-		}
-		if last == 0 {
-			continue // nothing new
-		}
-		if err := w.apply(ops); err != nil {
-			return err
-		}
-		if err := writeCursor(ctx, kv, last); err != nil {
-			return err
-		}
-		ix.advance(last)
+	if ix.rootDirty {
+		rt = rt.merge(ix.root.Pages)
 	}
+	ix.root, ix.rootRev = rt, rev
 	return nil
 }
 
-// op is one change to the index: an upsert, or a delete when del.
-type op struct {
-	e   Entry
-	del bool
-}
-
-// decode turns one objects-stream message into an op.
-func (ix *Indexer) decode(msg jetstream.Msg) (op, bool) {
-	enc := strings.TrimPrefix(msg.Subject(), "$KV."+bus.BucketObjects+".")
-	key, err := model.ObjectKeyFromKV(enc)
-	if err != nil {
-		ix.log.Warn("listing index: skipping a manifest with an undecodable key", "subject", msg.Subject())
-		return op{}, false
-	}
-	switch msg.Headers().Get("KV-Operation") {
-	case "DEL", "PURGE":
-		return op{e: Entry{Key: key}, del: true}, true
-	}
-	var m model.Manifest
-	if err := json.Unmarshal(msg.Data(), &m); err != nil {
-		ix.log.Warn("listing index: manifest undecodable, indexed with no size", "key", key, "err", err)
-	}
-	return op{e: Entry{Key: key, Size: m.Size, ETag: m.ETag, Modified: m.Created}}, true
-}
-
-// readCursor returns the last stream sequence applied (0: none).
-func readCursor(ctx context.Context, kv jetstream.KeyValue) (uint64, error) {
-	e, err := kv.Get(ctx, cursorKey)
+// readCursor returns the stored cursor and its revision (0, 0 if none).
+func (ix *Indexer) readCursor(ctx context.Context) (uint64, uint64, error) {
+	e, err := ix.store.kv.Get(ctx, cursorKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read listing cursor: %w", err)
+		return 0, 0, fmt.Errorf("listing: read cursor: %w", err)
 	}
 	n, err := strconv.ParseUint(string(e.Value()), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("listing cursor is corrupt: %w", err)
+		return 0, 0, fmt.Errorf("%w: cursor %q", ErrCorrupt, e.Value())
 	}
-	return n, nil
+	return n, e.Revision(), nil
 }
 
-func writeCursor(ctx context.Context, kv jetstream.KeyValue, seq uint64) error {
-	if _, err := kv.Put(ctx, cursorKey, []byte(strconv.FormatUint(seq, 10))); err != nil {
-		return fmt.Errorf("write listing cursor: %w", err)
+// consume follows the objects stream from the sequence after the applied
+// one and applies it batch by batch until ctx ends or an error. ok is
+// called after each applied batch.
+func (ix *Indexer) consume(ctx context.Context, ok func()) error {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{objectsSubjectPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    ix.Applied() + 1,
 	}
-	return nil
-}
-
-// writer applies ops to the pages in the KV.
-type writer struct {
-	ctx context.Context
-	kv  jetstream.KeyValue
-}
-
-// apply writes a batch: the last op per key wins; keys are grouped by the
-// page that holds them; each page is read, changed, split as needed and
-// written with compare-and-set (a conflict re-reads and retries).
-func (w *writer) apply(ops []op) error {
-	last := make(map[string]op, len(ops))
-	for _, o := range ops {
-		last[o.e.Key] = o
+	cons, err := ix.js.OrderedConsumer(ctx, objectsStream, cfg)
+	if err != nil {
+		return fmt.Errorf("listing: consume %s: %w", objectsStream, err)
 	}
-	keys := make([]string, 0, len(last))
-	for k := range last {
-		keys = append(keys, k)
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("listing: consume %s: %w", objectsStream, err)
 	}
-	sort.Strings(keys)
-	for len(keys) > 0 {
-		n, err := w.applyPage(keys, last)
-		if err != nil {
-			return err
-		}
-		keys = keys[n:]
-	}
-	return nil
-}
-
-// applyPage applies the ops of the leading keys that fall in one page and
-// returns how many it applied.
-func (w *writer) applyPage(keys []string, ops map[string]op) (int, error) {
-	for try := 0; ; try++ {
-		root, rootRev, err := readRoot(w.ctx, w.kv)
-		if err != nil {
-			return 0, err
-		}
-		p, rev, err := seekPage(w.ctx, w.kv, root, keys[0])
-		if err != nil {
-			return 0, err
-		}
-		p.prune()
-		n := 0
-		for n < len(keys) && p.covers(keys[n]) {
-			if o := ops[keys[n]]; o.del {
-				p.remove(o.e.Key)
-			} else {
-				p.upsert(o.e)
+	defer it.Stop()
+	batch := make([]jetstream.Msg, 0, maxBatch)
+	for {
+		m, err := nextMsg(ctx, it, idleWait)
+		if errors.Is(err, errIdle) {
+			if err := ix.idle(ctx); err != nil && ctx.Err() == nil {
+				ix.log.Warn("listing indexer: check the stream's end", "err", err)
 			}
-			n++
+			continue
 		}
-		err = w.write(root, rootRev, p, rev)
-		if err == nil {
-			return n, nil
-		}
-		if !conflict(err) || try >= 20 {
-			return 0, err
-		}
-	}
-}
-
-func conflict(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
-}
-
-// write stores p (split first while it is oversized): new right pages are
-// created first, then p is updated at rev, then the root, so a crash leaves
-// at worst an unreferenced page or a stale root, never a lost key.
-func (w *writer) write(root Root, rootRev uint64, p *Page, rev uint64) error {
-	var created []*Page
-	for p.oversized() {
-		right := p.split(strings.ReplaceAll(uuid.NewString(), "-", ""))
-		for right.oversized() { // a page of very long keys: keep halving
-			created = append(created, right.split(strings.ReplaceAll(uuid.NewString(), "-", "")))
-		}
-		created = append(created, right)
-	}
-	for _, np := range created {
-		if err := putPage(w.ctx, w.kv, np, 0, true); err != nil {
+		if err != nil {
 			return err
 		}
+		batch = append(batch[:0], m)
+		for len(batch) < maxBatch && pending(m) > 0 {
+			if m, err = nextMsg(ctx, it, drainWait); errors.Is(err, errIdle) {
+				break
+			} else if err != nil {
+				return err
+			}
+			batch = append(batch, m)
+		}
+		if err := ix.apply(ctx, batch); err != nil {
+			return err
+		}
+		ok()
 	}
-	if err := putPage(w.ctx, w.kv, p, rev, rev == 0); err != nil {
-		return err
+}
+
+// errIdle is a wait for the next message that timed out.
+var errIdle = errors.New("listing: no message")
+
+// nextMsg returns the next message, errIdle after wait without one, or
+// ctx's error.
+func nextMsg(ctx context.Context, it jetstream.MessagesContext, wait time.Duration) (jetstream.Msg, error) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	m, err := it.Next(jetstream.NextContext(wctx))
+	switch {
+	case err == nil:
+		return m, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case wctx.Err() != nil:
+		return nil, errIdle
 	}
-	if len(created) == 0 && rootRev != 0 {
+	return nil, fmt.Errorf("listing: next message: %w", err)
+}
+
+// pending returns how many messages the stream held after m when it was
+// delivered.
+func pending(m jetstream.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.NumPending
+}
+
+// idle runs when no message came for a while. If a waiter wants a sequence
+// beyond the applied one, the message may be gone from the stream (purged),
+// so the applied sequence moves up to the next message the stream still
+// holds, or to its end.
+func (ix *Indexer) idle(ctx context.Context) error {
+	ix.mu.Lock()
+	applied, want := ix.applied, ix.want
+	ix.mu.Unlock()
+	if want <= applied {
 		return nil
 	}
-	for _, np := range created {
-		root.insert(RootRef{ID: np.ID, Low: np.Low})
-	}
-	body, err := json.Marshal(root)
+	st, err := ix.js.Stream(ctx, objectsStream)
 	if err != nil {
 		return err
 	}
-	if rootRev == 0 {
-		_, err = w.kv.Create(w.ctx, rootKey, body)
-	} else {
-		_, err = w.kv.Update(w.ctx, rootKey, body, rootRev)
+	last := st.CachedInfo().State.LastSeq
+	m, err := st.GetMsg(ctx, applied+1, jetstream.WithGetMsgSubject(objectsSubjectPrefix+">"))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		ix.advance(last)
+	case err != nil:
+		return err
+	case m.Sequence > applied+1:
+		ix.advance(m.Sequence - 1)
 	}
-	if err != nil && !conflict(err) {
-		return fmt.Errorf("write listing root: %w", err)
-	}
-	// A root conflict means another writer moved it: the pages are written
-	// and linked, readers reach them through the links; the next split
-	// rewrites the root from a fresh read.
 	return nil
 }
 
-// putPage writes one page: Create when create, else Update at rev.
-func putPage(ctx context.Context, kv jetstream.KeyValue, p *Page, rev uint64, create bool) error {
-	body, err := json.Marshal(p)
+// apply indexes one batch of stream messages, then writes the root (if
+// pages were added) and the cursor, then marks the batch applied.
+func (ix *Indexer) apply(ctx context.Context, batch []jetstream.Msg) error {
+	ops := make([]op, 0, len(batch))
+	var upto uint64
+	for _, m := range batch {
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("listing: message metadata: %w", err)
+		}
+		upto = max(upto, md.Sequence.Stream)
+		if o, ok := ix.toOp(m, md); ok {
+			ops = append(ops, o)
+		}
+	}
+	ops = normalize(ops)
+	bs, err := applyBatch(ctx, ix.store, &ix.root, ops, upto, ix.lim, ix.newID)
+	if len(bs.Added) > 0 {
+		ix.rootDirty = true
+	}
+	if bs.Conflicts > 0 {
+		ix.log.Info("listing indexer: page writes lost to another writer, redone", "conflicts", bs.Conflicts, "upto", upto)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("listing: apply sequences to %d: %w", upto, err)
 	}
-	if create {
-		_, err = kv.Create(ctx, pagePre+p.ID, body)
-	} else {
-		_, err = kv.Update(ctx, pagePre+p.ID, body, rev)
+	ix.log.Debug("listing indexer: batch applied", "messages", len(batch), "upto", upto, "writes", bs.Writes, "added", len(bs.Added), "hops", bs.Hops)
+	if ix.rootDirty {
+		if err := ix.writeRoot(ctx); err != nil {
+			ix.log.Warn("listing indexer: write root (a stale root is only slower)", "err", err)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("write listing page %s: %w", p.ID, err)
+	if err := ix.writeCursor(ctx, upto); err != nil {
+		ix.log.Warn("listing indexer: write cursor (a restart replays more)", "err", err, "seq", upto)
 	}
+	ix.advance(upto)
 	return nil
+}
+
+// toOp turns a message of the objects stream into an index operation. A
+// key that does not decode is logged and skipped; a manifest that does not
+// decode is logged and indexed with size 0.
+func (ix *Indexer) toOp(m jetstream.Msg, md *jetstream.MsgMetadata) (op, bool) {
+	seq := md.Sequence.Stream
+	kvKey, found := strings.CutPrefix(m.Subject(), objectsSubjectPrefix)
+	key, err := model.ObjectKeyFromKV(kvKey)
+	if !found || err != nil || key == "" {
+		ix.log.Warn("listing indexer: skip a message whose subject names no key", "subject", m.Subject(), "seq", seq)
+		return op{}, false
+	}
+	h := m.Headers()
+	if kop := h.Get("KV-Operation"); kop == "DEL" || kop == "PURGE" || h.Get(jetstream.MarkerReasonHeader) != "" {
+		return op{Key: key, Seq: seq, Del: true}, true
+	}
+	e := Entry{Key: key, Modified: md.Timestamp}
+	var man model.Manifest
+	if err := json.Unmarshal(m.Data(), &man); err != nil {
+		ix.log.Warn("listing indexer: manifest does not decode; indexed with size 0", "key", key, "seq", seq, "err", err)
+	} else {
+		e.Size, e.ETag = man.Size, man.ETag
+		if !man.Created.IsZero() {
+			e.Modified = man.Created
+		}
+	}
+	e.Modified = time.UnixMilli(e.Modified.UnixMilli()).UTC() // what a page keeps
+	return op{Key: key, Seq: seq, Entry: e}, true
+}
+
+// writeRoot stores the in-memory root with compare-and-set; on a conflict
+// it merges the stored root in and tries again.
+func (ix *Indexer) writeRoot(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		b, err := encodeRoot(ix.root)
+		if err != nil {
+			return err
+		}
+		var rev uint64
+		if ix.rootRev == 0 {
+			rev, err = ix.store.kv.Create(ctx, rootKey, b)
+		} else {
+			rev, err = ix.store.kv.Update(ctx, rootKey, b, ix.rootRev)
+		}
+		if err == nil {
+			ix.rootRev, ix.rootDirty = rev, false
+			return nil
+		}
+		if !isConflict(err) || attempt == 10 {
+			return fmt.Errorf("listing: write root: %w", err)
+		}
+		stored, rev, err := ix.store.getRoot(ctx)
+		if err != nil {
+			return err
+		}
+		ix.root, ix.rootRev = stored.merge(ix.root.Pages), rev
+	}
+}
+
+// writeCursor stores seq as the cursor unless the stored one is already
+// further (another writer got ahead): the cursor never goes back.
+func (ix *Indexer) writeCursor(ctx context.Context, seq uint64) error {
+	for attempt := 0; ; attempt++ {
+		if ix.cursor >= seq && ix.cursorRev != 0 {
+			return nil
+		}
+		b := []byte(strconv.FormatUint(seq, 10))
+		var rev uint64
+		var err error
+		if ix.cursorRev == 0 {
+			rev, err = ix.store.kv.Create(ctx, cursorKey, b)
+		} else {
+			rev, err = ix.store.kv.Update(ctx, cursorKey, b, ix.cursorRev)
+		}
+		if err == nil {
+			ix.cursor, ix.cursorRev = seq, rev
+			return nil
+		}
+		if !isConflict(err) || attempt == 10 {
+			return fmt.Errorf("listing: write cursor: %w", err)
+		}
+		if ix.cursor, ix.cursorRev, err = ix.readCursor(ctx); err != nil {
+			return err
+		}
+	}
 }
