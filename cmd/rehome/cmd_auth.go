@@ -20,7 +20,7 @@ import (
 // authInit is what `rehome auth init` writes credentials for.
 type authInit struct {
 	dir, natsURL, hostURL, secrets string
-	hostS3                         string
+	s3Endpoint                         string
 	storage, detectors, planners   []string
 	movers, gateways               []string
 }
@@ -40,7 +40,7 @@ func authCmd() *cobra.Command {
   cli.env           the operator, over --nats (a CLI next to the services)
   admin.env         the admin (creates and repairs streams), over --host-nats
 and the operator's secrets for a shell (--secrets, default <dir>/secrets.env), over --host-nats,
-with the AWS_* lines for the first gateway at --host-s3 when --s3 names gateways.
+with the AWS_* lines for a gateway at --s3-endpoint when --s3 names gateways.
 Storage users may speak only for their own node; see docs/security.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -62,7 +62,7 @@ Storage users may speak only for their own node; see docs/security.md.`,
 	fl.StringSliceVar(&a.planners, "planners", nil, "planner service names")
 	fl.StringSliceVar(&a.movers, "movers", nil, "mover service names")
 	fl.StringSliceVar(&a.gateways, "s3", nil, "S3 gateway service names (each gets its own bus user)")
-	fl.StringVar(&a.hostS3, "host-s3", "", "the S3 endpoint as a shell on the host reaches the first gateway (AWS_ENDPOINT_URL in --secrets)")
+	fl.StringVar(&a.s3Endpoint, "s3-endpoint", "", "the S3 endpoint as a shell on the host reaches the first gateway (AWS_ENDPOINT_URL in --secrets; needs --s3)")
 	cmd.AddCommand(initCmd)
 	return cmd
 }
@@ -74,6 +74,9 @@ func (a *authInit) run() error {
 	}
 	if a.hostURL == "" {
 		a.hostURL = a.natsURL
+	}
+	if a.s3Endpoint != "" && len(a.gateways) == 0 {
+		return errors.New("auth init: --s3-endpoint needs --s3 (the gateways it reaches)")
 	}
 	if a.secrets == "" {
 		a.secrets = filepath.Join(a.dir, "secrets.env")
@@ -153,9 +156,9 @@ func (a *authInit) run() error {
 		return err
 	}
 	var aws map[string]string
-	if len(a.gateways) > 0 && a.hostS3 != "" {
+	if a.s3Endpoint != "" {
 		aws = map[string]string{"AWS_ACCESS_KEY_ID": set.S3AccessKey, "AWS_SECRET_ACCESS_KEY": set.S3SecretKey,
-			"AWS_ENDPOINT_URL": a.hostS3, "AWS_REGION": s3.DefaultConfig().Region}
+			"AWS_ENDPOINT_URL": a.s3Endpoint, "AWS_REGION": s3.DefaultConfig().Region}
 	}
 	return write(a.secrets, access.Operator, "", a.hostURL, aws)
 }

@@ -63,13 +63,13 @@ type User struct {
 
 // UserName returns the user name of role (and node, for Storage; the
 // instance, for S3): the role itself, "node-<id>" for a storage node, or
-// "s3-gw-<instance>" for one S3 gateway of several.
+// "gateway-<instance>" for one S3 gateway of several.
 func UserName(role Role, node string) string {
 	switch {
 	case role == Storage:
 		return "node-" + node
 	case role == S3 && node != "":
-		return "s3-gw-" + node
+		return "gateway-" + node
 	}
 	return string(role)
 }

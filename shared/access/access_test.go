@@ -172,7 +172,7 @@ func TestEachRoleMayWriteOnlyWhatItsJobNeeds(t *testing.T) {
 			deny: []string{event.TaskPrefix + "storage-2", event.DownPrefix + "storage-2", kv(bus.BucketPlacement, "s2"),
 				kv(bus.BucketObjects, "k2"), event.HealProgress},
 		},
-		"s3-gw-s3-1": {
+		"gateway-s3-1": {
 			allow: []string{kv(bus.BucketS3, "bucket.docs")},
 			deny:  []string{kv(bus.BucketObjects, "k4"), kv(bus.BucketIndex, "p.0"), event.TaskPrefix + "storage-2"},
 		},
