@@ -391,6 +391,13 @@ func (mp *multipart) complete(w http.ResponseWriter, r *http.Request, bucket, ke
 	for i, p := range req.Parts {
 		e, ok := byNum[p.PartNumber]
 		if !ok || strings.Trim(p.ETag, `"`) != e.ETag {
+			// The index may lag a part committed a moment ago (its wait is
+			// bounded): the part's manifest is the authority.
+			if m, err := mp.b.store.Manifest(ctx, partKey(id, p.PartNumber)); err == nil {
+				e, ok = listing.Entry{Key: m.Key, Size: m.Size, ETag: m.ETag, Modified: m.Created}, true
+			}
+		}
+		if !ok || strings.Trim(p.ETag, `"`) != e.ETag {
 			return badRequest(gofakes3.ErrInvalidPart, fmt.Sprintf("One or more of the specified parts could not be found (part %d). The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.", p.PartNumber))
 		}
 		if e.Size < minPartSize && i < len(req.Parts)-1 {
