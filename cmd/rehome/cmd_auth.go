@@ -20,7 +20,7 @@ import (
 // authInit is what `rehome auth init` writes credentials for.
 type authInit struct {
 	dir, natsURL, hostURL, secrets string
-	s3Endpoint                         string
+	s3Endpoint                     string
 	storage, detectors, planners   []string
 	movers, gateways               []string
 }
