@@ -58,8 +58,26 @@ const fillerSlack = 128 << 10
 
 // startFiller begins a PUT of a zero-filled shard taking all but fillerSlack
 // bytes of the room node has left, and returns once the node accepted it
-// (its temp file exists).
+// (its temp file exists). Repair copies land meanwhile: if one took the
+// room between the inventory and the PUT (the node answers 507 at once), it
+// measures again, a few times.
 func startFiller(t *testing.T, c *cluster, node, addr string, capacity int64) *filler {
+	t.Helper()
+	var last error
+	for range 3 {
+		f, err := tryFiller(t, c, node, addr, capacity)
+		if err == nil {
+			return f
+		}
+		last = err
+	}
+	t.Fatalf("filler never accepted by %s: %v", node, last)
+	return nil
+}
+
+// tryFiller is one attempt of startFiller; the error is the node's
+// refusal of the filler before its write began.
+func tryFiller(t *testing.T, c *cluster, node, addr string, capacity int64) (*filler, error) {
 	t.Helper()
 	sc := shardapi.New(c.token())
 	ctx := context.Background()
@@ -80,16 +98,22 @@ func startFiller(t *testing.T, c *cluster, node, addr string, capacity int64) *f
 	go func() { f.res <- sc.Put(ctx, addr, f.id, zeroSHA256(f.size), f.size, pr) }()
 	go func() { _, _ = pw.Write(make([]byte, 4096)) }() // the first bytes: the write has begun
 	tmp := filepath.Join(c.dir, node, "shards", f.id[:2], ".tmp-"+f.id+"-*")
+	var refused error
 	waitFor(t, 10*time.Second, "the filler's write begun on "+node, func() bool {
 		select {
 		case err := <-f.res:
-			t.Fatalf("filler of %d bytes (%d used of %d): %v", f.size, used, capacity, err)
+			refused = fmt.Errorf("filler of %d bytes (%d used of %d): %w", f.size, used, capacity, err)
+			return true
 		default:
 		}
 		m, _ := filepath.Glob(tmp)
 		return len(m) > 0
 	})
-	return f
+	if refused != nil {
+		pw.Close()
+		return nil, refused
+	}
+	return f, nil
 }
 
 // finish sends the rest of the filler's bytes and waits for the node to
