@@ -63,7 +63,7 @@ func (b *backend) s3Error(op, resource string, err error) error {
 		return err
 	case errors.Is(err, objects.ErrNotFound), errors.Is(err, control.ErrNotFound):
 		return gofakes3.KeyNotFound(resource)
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errShortBody):
+	case errors.Is(err, io.ErrUnexpectedEOF):
 		return gofakes3.ErrorMessage(gofakes3.ErrIncompleteBody, "the body ended before Content-Length bytes")
 	case errors.Is(err, model.ErrInvalid):
 		return gofakes3.ErrorMessage(gofakes3.ErrInvalidArgument, oneLine(err.Error()))
@@ -73,8 +73,6 @@ func (b *backend) s3Error(op, resource string, err error) error {
 	b.log.Warn("s3 request failed", "op", op, "resource", resource, "err", err)
 	return gofakes3.ErrorMessage(gofakes3.ErrSlowDown, "rehome could not serve this now, try again: "+oneLine(err.Error()))
 }
-
-var errShortBody = errors.New("short body")
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
@@ -315,9 +313,4 @@ func (b *backend) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, 
 		return gofakes3.CopyObjectResult{}, b.s3Error("CopyObject", dstKey, err)
 	}
 	return gofakes3.CopyObjectResult{ETag: quote(m.ETag), LastModified: gofakes3.NewContentTime(m.Created)}, nil
-}
-
-// errNotImplemented is S3's NotImplemented with a reason.
-func errNotImplemented(what string) error {
-	return gofakes3.ErrorMessage(gofakes3.ErrNotImplemented, what+" is not implemented by rehome's S3 gateway")
 }

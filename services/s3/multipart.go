@@ -288,7 +288,9 @@ func (mp *multipart) putError(err error) error {
 	return mp.b.s3Error("UploadPart", "", err)
 }
 
-// copySourceRange matches x-amz-copy-source-range.
+// parseCopyRange reads x-amz-copy-source-range ("bytes=FIRST-LAST", both
+// inside an object of size bytes) into an offset and a length; none means
+// the whole object.
 func parseCopyRange(v string, size int64) (off, n int64, err error) {
 	if v == "" {
 		return 0, size, nil
@@ -309,7 +311,7 @@ func (mp *multipart) uploadPartCopy(w http.ResponseWriter, r *http.Request, rec 
 	if !ok || srcKey == "" {
 		return badRequest(gofakes3.ErrInvalidArgument, "x-amz-copy-source must name a bucket and a key")
 	}
-	if i := strings.Index(srcKey, "?versionId="); i >= 0 {
+	if strings.Contains(srcKey, "?versionId=") {
 		return &mpError{string(gofakes3.ErrNotImplemented), http.StatusNotImplemented, "versions are not implemented by rehome's S3 gateway"}
 	}
 	sm, err := mp.b.store.Manifest(r.Context(), objectKey(srcBucket, srcKey))

@@ -14,7 +14,9 @@ import (
 
 // liveView keeps a view of node addresses and states current from watches on
 // the nodes and liveness buckets, so a long-running client (the S3 gateway)
-// does not read both buckets for every object it reads.
+// does not read both buckets for every object it reads. Its maps are
+// copy-on-write (an update replaces the map it changes), so a read shares
+// them without copying: updates are rare, reads are every request.
 type liveView struct {
 	mu    sync.Mutex
 	v     view
@@ -31,15 +33,26 @@ func (c *Client) Watch(ctx context.Context) {
 	go lv.follow(ctx, c.nodes, 0, func(b []byte) {
 		var n model.Node
 		if json.Unmarshal(b, &n) == nil {
-			lv.v.addr[n.ID], lv.v.rack[n.ID] = n.Addr, n.Rack
+			lv.v.addr, lv.v.rack = with(lv.v.addr, n.ID, n.Addr), with(lv.v.rack, n.ID, n.Rack)
 		}
 	})
 	go lv.follow(ctx, c.liveness, 1, func(b []byte) {
 		var l model.Liveness
 		if json.Unmarshal(b, &l) == nil {
-			lv.v.state[l.Node] = l.State
+			lv.v.state = with(lv.v.state, l.Node, l.State)
 		}
 	})
+}
+
+// with returns a copy of m with k set to v (m itself is never changed:
+// snapshots share it).
+func with[V comparable](m map[string]V, k string, v V) map[string]V {
+	if old, ok := m[k]; ok && old == v {
+		return m
+	}
+	out := maps.Clone(m)
+	out[k] = v
+	return out
 }
 
 // follow applies every value of kv to the view (under the lock) until ctx
@@ -69,12 +82,13 @@ func (lv *liveView) follow(ctx context.Context, kv jetstream.KeyValue, slot int,
 	}
 }
 
-// snapshot returns a copy of the view, or false while it is not ready.
+// snapshot returns the current view (shared, read-only), or false while it
+// is not ready.
 func (lv *liveView) snapshot() (view, bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if !lv.ready[0] || !lv.ready[1] {
 		return view{}, false
 	}
-	return view{addr: maps.Clone(lv.v.addr), rack: maps.Clone(lv.v.rack), state: maps.Clone(lv.v.state)}, true
+	return lv.v, true
 }
