@@ -3,9 +3,11 @@ package storage
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/bustest"
 	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/history"
 	"github.com/rehome/rehome/shared/shardapi"
 )
 
@@ -173,6 +176,27 @@ func TestFullNodeSaysSoAtOnceServesReadsAndRecovers(t *testing.T) {
 	if err := c.Put(ctx, addr, "b", sum(b), int64(len(b)), bytes.NewReader(b)); err != nil {
 		t.Fatal(err)
 	}
+	awaitConditions(t, env, cfg.ID, history.KindFull, history.KindWritable)
+}
+
+// awaitConditions polls the events stream until node's history of disk
+// conditions is want, in order.
+func awaitConditions(t *testing.T, env *bustest.Env, node string, want ...string) {
+	t.Helper()
+	bustest.CheckFor(t, 15*time.Second, func() error {
+		log := history.NewLog()
+		if err := history.Read(testCtx(t), env.JS, time.Time{}, []string{event.ConditionPrefix + node}, log.Add); err != nil {
+			return err
+		}
+		var seen []string
+		for _, e := range log.Node(node) {
+			seen = append(seen, e.Kind)
+		}
+		if !slices.Equal(seen, want) {
+			return fmt.Errorf("condition events of %s: %v, want %v", node, seen, want)
+		}
+		return nil
+	})
 }
 
 func TestReadOnlyNodeSaysSoUntilItsDiskIsWritable(t *testing.T) {
@@ -207,6 +231,7 @@ func TestReadOnlyNodeSaysSoUntilItsDiskIsWritable(t *testing.T) {
 	if f := shardFiles(t, cfg.Dir); len(f) != 1 {
 		t.Fatalf("files: %v, want shard a only (no probe or temp file left)", f)
 	}
+	awaitConditions(t, env, cfg.ID, history.KindReadOnly, history.KindWritable)
 }
 
 func TestNodeStartingOnReadOnlyDiskServesReadsAndSaysSoFromItsFirstHeartbeat(t *testing.T) {

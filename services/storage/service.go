@@ -62,6 +62,8 @@ type Service struct {
 	// condChanged is signalled when the store's Condition changes, so the
 	// heartbeat saying so goes out at once rather than at the next tick.
 	condChanged chan struct{}
+	// published is the condition last announced by publishCondition.
+	published disk.Condition
 }
 
 // New opens the store in cfg.Dir (removing crash leftovers, quarantining
@@ -310,6 +312,7 @@ func (s *Service) heartbeats(ctx context.Context, want chan<- struct{}, serveErr
 		lastReconnects = reconnects
 		s.store.Recheck()
 		s.publishHeartbeat()
+		s.publishCondition(ctx)
 		if stop, err := s.awaitBeat(ctx, t.C, serveErr); stop {
 			return err
 		}
@@ -331,6 +334,7 @@ func (s *Service) awaitBeat(ctx context.Context, tick <-chan time.Time, serveErr
 			return true, err
 		case <-s.condChanged:
 			s.publishHeartbeat()
+			s.publishCondition(ctx)
 		case <-tick:
 			return false, nil
 		}
@@ -432,6 +436,26 @@ func (s *Service) heartbeat() *event.Heartbeat {
 		Full:          cond.Full,
 		ReadOnly:      cond.ReadOnly,
 	}
+}
+
+// publishCondition publishes a condition event (rehome.node.condition.<node>)
+// when the store's condition differs from the last one published; at start
+// the last one is "writable", so a node that starts full says so. A failed
+// publish is retried at the next heartbeat. Only the heartbeat goroutine
+// calls it.
+func (s *Service) publishCondition(ctx context.Context) {
+	cond := s.store.Condition()
+	if cond == s.published {
+		return
+	}
+	c := &event.Condition{Header: event.Header{TS: s.now().UTC()}, Node: s.cfg.ID, Full: cond.Full, ReadOnly: cond.ReadOnly}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
+	defer cancel()
+	if err := bus.Publish(pctx, s.js, event.ConditionPrefix+s.cfg.ID, c, ""); err != nil {
+		s.log.Debug("condition not published; retried at the next heartbeat", "err", err)
+		return
+	}
+	s.published = cond
 }
 
 // publishHeartbeat sends one heartbeat with core NATS (the heartbeat stream

@@ -194,7 +194,7 @@ const inbox = "_INBOX.>"
 
 // PermissionsFor returns the grants of role (node for Storage).
 //
-//   - storage: heartbeats, corruption reports and its nodes-bucket record
+//   - storage: heartbeats, corruption reports, disk conditions and its nodes-bucket record
 //     only for its own node; answers inventory requests for its own node.
 //   - detector: verdicts (rehome.node.>), hold notices, liveness records and
 //     the guard's state; reads heartbeats.
@@ -230,6 +230,7 @@ func PermissionsFor(role Role, node string) (Permissions, error) {
 		p.Publish = []string{
 			event.HeartbeatPrefix + node,
 			event.CorruptPrefix + node,
+			event.ConditionPrefix + node,
 			kvWrite(bus.BucketNodes, node),
 		}
 		p.Subscribe = append(p.Subscribe, control.InventoryPrefix+node)

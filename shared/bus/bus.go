@@ -59,6 +59,13 @@ const (
 	PlannerConsumer = "planner-results"
 )
 
+// EventsMaxAge and EventsMaxBytes bound StreamEvents: what is older, or
+// beyond the newest EventsMaxBytes, is dropped.
+const (
+	EventsMaxAge   = 7 * 24 * time.Hour
+	EventsMaxBytes = 1 << 30
+)
+
 // LeaseTTL is the TTL of BucketLease: the longest a lease may go without
 // renewal.
 const LeaseTTL = 5 * time.Second
@@ -143,8 +150,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 			"rehome.node.>", "rehome.detector.>", event.PlanPrefix + ">", event.DonePrefix + ">", event.FailedPrefix + ">",
 			event.DeadPrefix + ">", "rehome.shard.>", "rehome.heal.>",
 		},
-		MaxAge:     24 * time.Hour,
-		MaxBytes:   256 << 20,
+		// The events are also the nodes' history (rehome node history) and
+		// the console's incidents: a week, or the newest GiB.
+		MaxAge:     EventsMaxAge,
+		MaxBytes:   EventsMaxBytes,
 		Storage:    jetstream.FileStorage,
 		Replicas:   r,
 		Duplicates: 2 * time.Minute,

@@ -4,6 +4,7 @@ package bustest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -52,10 +53,27 @@ func Start(t testing.TB) *Env {
 // fails the test with msg.
 func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
 	t.Helper()
+	CheckFor(t, timeout, func() error {
+		if cond() {
+			return nil
+		}
+		return errors.New(msg)
+	})
+}
+
+// CheckFor polls check every 20 ms until it returns nil or timeout passes,
+// then fails the test with the last error check returned: say there what
+// was last seen.
+func CheckFor(t testing.TB, timeout time.Duration, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for !cond() {
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %s", timeout, msg)
+			t.Fatalf("timed out after %s: %v", timeout, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

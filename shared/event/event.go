@@ -30,8 +30,11 @@ const (
 	// CorruptPrefix + node: a node found a shard whose bytes fail their checksum
 	// (on a read or a scrub), quarantined it and no longer serves it.
 	CorruptPrefix = "rehome.shard.corrupt."
-	HealProgress  = "rehome.heal.progress"
-	HealStalled   = "rehome.heal.stalled"
+	// ConditionPrefix + node: a storage node's disk started or stopped
+	// refusing writes (full or read-only).
+	ConditionPrefix = "rehome.node.condition."
+	HealProgress    = "rehome.heal.progress"
+	HealStalled     = "rehome.heal.stalled"
 	// HealPaused and HealResumed announce a change of the durable heal
 	// switch (control.HealSwitch), published by the acting planner.
 	HealPaused  = "rehome.heal.paused"
@@ -571,6 +574,23 @@ func (c Corrupt) Validate() error {
 		return err
 	}
 	return model.ValidateShardID(c.Shard)
+}
+
+// Condition is published on rehome.node.condition.<node> when a storage
+// node's disk starts or stops refusing writes: Full (no room) or ReadOnly
+// (the filesystem refuses writes); both false: writable again. It repeats
+// the heartbeat's flags at the moment they change.
+type Condition struct {
+	Header
+	Node     string `json:"node"`
+	Full     bool   `json:"full"`
+	ReadOnly bool   `json:"read_only"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// Validate rejects a condition naming no valid node.
+func (c Condition) Validate() error {
+	return model.ValidateNodeID(c.Node)
 }
 
 // Progress is the heal state, published on rehome.heal.progress and returned

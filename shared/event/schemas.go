@@ -41,6 +41,7 @@ var schemaByPrefix = []struct{ prefix, file string }{
 	{DeadPrefix, "dead.json"},
 	{LostPrefix, "lost.json"},
 	{CorruptPrefix, "corrupt.json"},
+	{ConditionPrefix, "condition.json"},
 	{HealProgress, "progress.json"},
 	{HealStalled, "stalled.json"},
 	{HealPaused, "heal_switch.json"},

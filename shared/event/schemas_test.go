@@ -55,6 +55,8 @@ func samples() []struct {
 		{event.DeadPrefix + event.DeadUnknownTarget, &event.Dead{Payload: []byte{0xff, 0x00}, Size: 2, Subject: event.TaskPrefix + "x", Target: event.DeadUnknownTarget, Reason: "malformed", Deliveries: 1}},
 		{event.LostPrefix + "obj1-s0", &event.Lost{Shard: "obj1-s0", Key: "photos/cat.jpg", Nodes: []string{"storage-1", "storage-2", "storage-3"}}},
 		{event.CorruptPrefix + "storage-2", &event.Corrupt{Node: "storage-2", Shard: "obj1-s0", Reason: "sha256 mismatch", Found: "scrub"}},
+		{event.ConditionPrefix + "storage-2", &event.Condition{Node: "storage-2", Full: true, Reason: "no space left on device"}},
+		{event.ConditionPrefix + "storage-2", &event.Condition{Node: "storage-2"}},
 		{event.HealProgress, &event.Progress{UnderReplicated: 120, BytesRemaining: 120 << 20, RateBytesPerSec: 95e6, ETASeconds: 1.3, InFlight: 16, VerifiedBytes: 5 << 20, Shards: 400, SingleCopyETASeconds: -1}},
 		{event.HealStalled, &event.Stalled{UnderReplicated: 3, BytesRemaining: 3 << 20, IdleSeconds: 61}},
 		{event.HealPaused, &event.HealSwitched{Paused: true, By: "operator at host", Since: at, Planner: "planner"}},
@@ -123,7 +125,8 @@ func TestSchemasDescribeTheGoTypes(t *testing.T) {
 		"heartbeat.json": event.Heartbeat{}, "verdict.json": event.Verdict{}, "hold.json": event.Hold{},
 		"plan.json": event.Plan{}, "task.json": event.Task{}, "done.json": event.Done{}, "failed.json": event.Failed{},
 		"dead.json": event.Dead{}, "lost.json": event.Lost{}, "corrupt.json": event.Corrupt{},
-		"progress.json": event.Progress{}, "stalled.json": event.Stalled{}, "heal_switch.json": event.HealSwitched{},
+		"condition.json": event.Condition{},
+		"progress.json":  event.Progress{}, "stalled.json": event.Stalled{}, "heal_switch.json": event.HealSwitched{},
 	}
 	files, _ := fs.Glob(event.Schemas(), "*.json")
 	if len(files) != len(types) {
@@ -214,6 +217,7 @@ func TestSchemaNameCoversEverySubject(t *testing.T) {
 		"$JS.EVENT.ADVISORY.CONSUMER.X.Y.Z":  "",
 		"rehome.detector.held":               "hold.json",
 		"rehome.shard.corrupt.storage-2":     "corrupt.json",
+		"rehome.node.condition.storage-2":    "condition.json",
 		"rehome.repair.plan.storage-1-12345": "plan.json",
 	}
 	for subj, want := range cases {
