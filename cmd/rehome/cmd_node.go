@@ -42,7 +42,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(maint)
+	cmd.AddCommand(maint, nodeHistoryCmd(g))
 	return cmd
 }
 

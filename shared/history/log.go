@@ -117,6 +117,7 @@ type nodeLog struct {
 	// counted is where the running count of (kind, incident) lives in entries.
 	counted map[string]int
 	suspect time.Time // the last suspect verdict not yet followed by down or up
+	silent  time.Duration
 	down    bool
 }
 
@@ -220,7 +221,7 @@ func (l *Log) verdict(e Event, v event.Verdict) {
 	n := l.node(v.Node)
 	switch v.State {
 	case "suspect":
-		n.suspect = t
+		n.suspect, n.silent = t, time.Duration(v.SilentMS)*time.Millisecond
 		n.add(Entry{Time: t, Kind: KindSuspect, Detail: fmt.Sprintf("silent %s (%s)", ms(v.SilentMS), v.Reason)})
 	case "down":
 		n.add(Entry{Time: t, Kind: KindDown, Incident: v.Incident, Detail: fmt.Sprintf("declared down after %s silent (%s)", ms(v.SilentMS), v.Reason)})
@@ -236,19 +237,19 @@ func (l *Log) verdict(e Event, v event.Verdict) {
 		}
 		n.suspect, n.down = time.Time{}, true
 	case "up":
-		if n.down {
+		switch {
+		case n.down:
 			n.add(Entry{Time: t, Kind: KindUp, Detail: "back after a down verdict: " + v.Reason})
 			for _, id := range l.open {
 				if inc := l.incidents[id]; inc.Node == v.Node {
 					inc.Steps = append(inc.Steps, Step{Time: t, Phase: PhaseUp, Detail: v.Node + " is back; its surplus copies will be trimmed"})
 				}
 			}
-		} else {
-			detail := "back within the grace: no incident"
-			if !n.suspect.IsZero() {
-				detail = fmt.Sprintf("back after %s silent, within the grace: no incident", t.Sub(n.suspect).Round(time.Millisecond))
-			}
-			n.add(Entry{Time: t, Kind: KindFlap, Detail: detail})
+		case !n.suspect.IsZero():
+			silent := (n.silent + t.Sub(n.suspect)).Round(time.Millisecond)
+			n.add(Entry{Time: t, Kind: KindFlap, Detail: fmt.Sprintf("back after %s silent, within the grace: no incident", silent)})
+		default:
+			n.add(Entry{Time: t, Kind: KindUp, Detail: "heard: " + v.Reason})
 		}
 		n.suspect, n.down = time.Time{}, false
 	}

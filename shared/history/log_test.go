@@ -122,6 +122,7 @@ func TestIncidentTimelineFromSuspectToHealthy(t *testing.T) {
 func TestFlapsConditionsAndCorruption(t *testing.T) {
 	l := history.NewLog()
 	for _, e := range []history.Event{
+		verdict(t, 0, "storage-2", model.StateUp, ""), // first heard
 		verdict(t, 3, "storage-2", model.StateSuspect, ""),
 		verdict(t, 5, "storage-2", model.StateUp, ""),
 		ev(t, event.ConditionPrefix+"storage-2", at(20), &event.Condition{Node: "storage-2", Full: true}),
@@ -136,11 +137,12 @@ func TestFlapsConditionsAndCorruption(t *testing.T) {
 		t.Fatalf("a flap opened incidents: %+v", incs)
 	}
 	h := l.Node("storage-2")
-	if want := []string{"suspect", "flap", "full", "writable", "read_only", "corrupt"}; !slices.Equal(kinds(h), want) {
+	if want := []string{"up", "suspect", "flap", "full", "writable", "read_only", "corrupt"}; !slices.Equal(kinds(h), want) {
 		t.Fatalf("history %v, want %v", kinds(h), want)
 	}
-	if !strings.Contains(h[1].Detail, "2s") || !strings.Contains(h[5].Detail, "s7") {
-		t.Fatalf("details %q / %q", h[1].Detail, h[5].Detail)
+	// Silent 3 s at the suspect verdict, back 2 s later.
+	if !strings.Contains(h[2].Detail, "back after 5s silent") || !strings.Contains(h[6].Detail, "s7") {
+		t.Fatalf("details %q / %q", h[2].Detail, h[6].Detail)
 	}
 }
 

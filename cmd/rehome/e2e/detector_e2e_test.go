@@ -12,6 +12,7 @@ import (
 
 	"github.com/rehome/rehome/shared/bustest"
 	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/history"
 )
 
 // Timing of the detector tests' clusters: heartbeats every 250 ms, suspect
@@ -89,6 +90,9 @@ func TestBlipInsideGraceCostsNothing(t *testing.T) {
 	})
 	if s := c.nodeState("storage-2"); s != "up" {
 		t.Fatalf("storage-2 is %q after the blip, want up", s)
+	}
+	if h := c.nodeHistory(t, "storage-2"); len(h.entriesOf(history.KindFlap)) != 1 || len(h.entriesOf(history.KindDown)) != 0 || len(h.Incidents) != 0 {
+		t.Fatalf("history of storage-2 after a blip: %+v, want one flap and no incident", h)
 	}
 }
 

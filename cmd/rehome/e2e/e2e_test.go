@@ -28,6 +28,7 @@ import (
 	"github.com/rehome/rehome/cmd/rehome/envfile"
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/history"
 	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/shardapi"
 )
@@ -473,6 +474,27 @@ func TestKillNodeHeals(t *testing.T) {
 	t.Logf("re-homed per survivor: %v (max/mean %.2f)", rehomed, float64(maxN)/mean)
 	if len(rehomed) != 5 || float64(maxN)/mean > 1.25 {
 		t.Fatalf("re-homed replicas spread %v over survivors: max/mean %.2f, want 5 survivors and <= 1.25", rehomed, float64(maxN)/mean)
+	}
+
+	// The victim's history tells the incident; each survivor's, the copies it took.
+	h := c.nodeHistory(t, victim.ID)
+	if len(h.entriesOf(history.KindSuspect)) != 1 || len(h.entriesOf(history.KindDown)) != 1 || len(h.entriesOf(history.KindPlan)) != 1 {
+		t.Fatalf("history of %s: %+v, want one suspect, one down and one plan entry", victim.ID, h.Entries)
+	}
+	if len(h.Incidents) != 1 || h.Incidents[0].Repaired < victim.Shards || h.Incidents[0].PlannedShards != victim.Shards {
+		t.Fatalf("incidents of %s: %+v, want one planning and repairing its %d shards", victim.ID, h.Incidents, victim.Shards)
+	}
+	for n, copies := range rehomed {
+		took := c.nodeHistory(t, n).entriesOf(history.KindRepairTo)
+		if len(took) != 1 || took[0].Shards < copies || took[0].Incident != h.Incidents[0].ID {
+			t.Fatalf("history of %s: repairs to it %+v, want one line counting its %d new copies", n, took, copies)
+		}
+	}
+	if out, err := c.rehome("node", "history", victim.ID); err != nil || !strings.Contains(out, "declared down") || !strings.Contains(out, h.Incidents[0].ID) {
+		t.Fatalf("node history %s: %v\n%s", victim.ID, err, out)
+	}
+	if _, err := c.rehome("node", "history", "storage-99"); err == nil || !strings.Contains(err.Error(), "unknown node storage-99") {
+		t.Fatalf("history of a node never seen: %v, want an unknown node error", err)
 	}
 
 	// Every object reads back byte-identical (a few through the CLI's -o).
