@@ -39,6 +39,10 @@ func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error
 		{event.CtlHealStatus, true, s.ctlHealStatus},
 		{control.CtlHealNode, false, s.ctlHealNode},
 		{control.CtlHealPlan, false, s.ctlHealPlan},
+		{control.CtlDrain, false, s.ctlDrain},
+		{control.CtlDrainCancel, false, s.ctlDrainCancel},
+		{control.CtlDrainStatus, true, s.ctlDrainStatus},
+		{control.CtlNodeRemove, false, s.ctlNodeRemove},
 	}
 	var subs []*nats.Subscription
 	for _, h := range handlers {

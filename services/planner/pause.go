@@ -75,7 +75,14 @@ func (s *Service) updateSwitch(ctx context.Context, e jetstream.KeyValueEntry, o
 	if !ok {
 		return fmt.Errorf("watch %s closed", bus.BucketControl)
 	}
-	if e == nil || !s.applySwitch(e) {
+	if e == nil {
+		return nil
+	}
+	if s.applyNodeRecord(e) {
+		s.plan()
+		return nil
+	}
+	if !s.applySwitch(e) {
 		return nil
 	}
 	s.mu.Lock()

@@ -105,6 +105,7 @@ func (v *view) candidates() []placement.Candidate {
 			Reads:         n.outTasks,
 			Returning:     n.returning,
 			Full:          n.hbFull || n.hbReadOnly,
+			Leaving:       n.draining,
 		}
 	}
 	return cs
@@ -182,10 +183,13 @@ copies:
 				d  decision
 				ok bool
 			)
-			if v.layouts[v.rec(h).layout].Erasure() {
-				d, ok = v.decideRebuild(h, &pc)
-			} else {
+			switch {
+			case !v.layouts[v.rec(h).layout].Erasure():
 				d, ok = v.decide(h, &pc)
+			case b == moveBucket:
+				d, ok = v.decidePieceMove(h, &pc)
+			default:
+				d, ok = v.decideRebuild(h, &pc)
 			}
 			if !ok {
 				continue
@@ -197,6 +201,9 @@ copies:
 				}
 			}
 			d.margin = b - 1
+			if b == moveBucket {
+				d.margin, d.incident = v.liveCount(h)-1, v.drainIncident(h)
+			}
 			out.copies = append(out.copies, d)
 			budget--
 			if rp := d.rb; rp != nil {
@@ -372,11 +379,17 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	if _, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt}); err != nil {
 		return decision{}, false
 	}
+	// The new copy's holders-to-be: without copies leaving a draining node,
+	// whose racks are free for it.
+	stay := hs
+	if v.draining > 0 {
+		stay = v.staying(hs)
+	}
 	// Skip the search when targets outside these racks were all busy for a
 	// shard no larger than this one in this round.
 	mask, memo := uint64(0), r == nil && trimmed < 0 && lacking == nil && pc.racks <= 64
 	if memo {
-		for _, x := range hs {
+		for _, x := range stay {
 			if cands[x].State.Live() {
 				mask |= 1 << pc.rackOf[x]
 			}
@@ -396,12 +409,12 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 		}
 	}
 	opt.Exclude = append(opt.Exclude, exclude...)
-	tg, err := placement.ChooseTarget(hs, cands, opt)
+	tg, err := placement.ChooseTarget(stay, cands, opt)
 	if len(opt.Exclude) > len(exclude) && (err != nil || (tg.RackRelaxed && r.attempt < relaxAfterAttempt)) {
 		// Avoiding the failed targets would break the rack rule (or leaves
 		// nothing): retry them, until relaxAfterAttempt failures.
 		opt.Exclude = exclude
-		if tg2, err2 := placement.ChooseTarget(hs, cands, opt); err2 == nil && (!tg2.RackRelaxed || err != nil) {
+		if tg2, err2 := placement.ChooseTarget(stay, cands, opt); err2 == nil && (!tg2.RackRelaxed || err != nil) {
 			tg, err = tg2, nil
 		} else if err == nil && tg.RackRelaxed && r.attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy) {
 			return decision{}, false // the rack-keeping target is busy: wait for it
@@ -513,6 +526,7 @@ type totals struct {
 	bytesRemaining                         int64
 	inFlight                               int // copy and rebuild tasks, and trims
 	surplus                                int // shards awaiting a trim
+	moving                                 int // shards with a copy to move off a draining node
 	stripes                                int // erasure-coded stripes
 	stripesDegraded                        int // of which missing at least one piece (lost ones too)
 }
@@ -532,7 +546,7 @@ func (v *view) totals() totals {
 			degraded[g] = true
 		}
 	}
-	for b := 1; b < len(v.buckets); b++ {
+	for b := 1; b < moveBucket; b++ {
 		for _, h := range v.buckets[b] {
 			s := v.rec(h)
 			t.underReplicated++
@@ -544,6 +558,7 @@ func (v *view) totals() totals {
 			}
 		}
 	}
+	t.moving = len(v.buckets[moveBucket])
 	for _, h := range v.buckets[0] {
 		t.lost++
 		if v.layouts[v.rec(h).layout].Erasure() {
@@ -623,7 +638,7 @@ func (v *view) clusterStatus() control.ClusterStatus {
 	}
 	for i := range v.nodes {
 		n := &v.nodes[i]
-		if !n.registered && n.shards == 0 {
+		if !n.registered && n.shards == 0 || v.removed[n.id] {
 			continue
 		}
 		capacity := n.hbCapacity
@@ -634,6 +649,10 @@ func (v *view) clusterStatus() control.ClusterStatus {
 			ID: n.id, Rack: n.rack, State: n.effState(), Addr: n.addr,
 			Shards: n.shards, Bytes: n.bytes, UsedBytes: n.hbUsed, CapacityBytes: capacity,
 			Flaps: n.flaps, GraceMS: n.graceMS, Full: n.hbFull, ReadOnly: n.hbReadOnly,
+			Draining: n.draining,
+		}
+		if n.draining && ns.State == model.StateUp {
+			ns.State = model.StateDraining
 		}
 		if capacity > 0 {
 			ns.Fill = float64(n.hbUsed) / float64(capacity)

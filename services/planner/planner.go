@@ -46,7 +46,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/shared/bus"
-	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/listing"
 	"github.com/rehome/rehome/shared/model"
@@ -384,7 +383,7 @@ func (s *Service) Run(ctx context.Context) error {
 	for i, w := range watches {
 		var kw jetstream.KeyWatcher
 		if w.kv == s.kvCtl {
-			kw, err = w.kv.Watch(ctx, control.HealSwitchKey)
+			kw, err = w.kv.WatchFiltered(ctx, controlWatchKeys())
 		} else {
 			kw, err = w.kv.WatchAll(ctx)
 		}
@@ -647,6 +646,7 @@ func (s *Service) initial(i int, e jetstream.KeyValueEntry, ok bool, loaded []bo
 	}
 	if bucketOf[i] == bus.BucketControl {
 		s.applySwitch(e)
+		s.applyNodeRecord(e)
 		return nil
 	}
 	s.apply(bucketOf[i], e)

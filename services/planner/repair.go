@@ -220,6 +220,7 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 		s.drops(ctx, p.drops)
 	}
 	s.announceLost(ctx)
+	s.announceDrained(ctx)
 	s.refreshGauges()
 	return p.wait
 }

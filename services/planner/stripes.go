@@ -181,13 +181,17 @@ func (v *view) missing(g *stripeGroup) int {
 // holders (see wantBucket): a piece of a stripe missing more than M pieces
 // is lost (bucket 0, live or not); a missing piece of a recoverable stripe
 // queues at margin M - missing (bucket margin+1); a piece with a live holder
-// is healthy, with surplus when more than one holder is up.
-func (v *view) pieceBucket(g *stripeGroup, live, up int) (uint8, bool) {
+// is healthy, with surplus when more than one holder is up, unless all its
+// live holders are being drained (moveBucket).
+func (v *view) pieceBucket(g *stripeGroup, h uint32, live, up int) (uint8, bool) {
 	missing := v.missing(g)
 	switch {
 	case missing > g.m:
 		return 0, false
 	case live > 0:
+		if v.draining > 0 && live == v.leavingCount(h) {
+			return moveBucket, up > 1 // its only live holders are leaving
+		}
 		return noBucket, up > 1
 	}
 	return uint8(g.m - missing + 1), false

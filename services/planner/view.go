@@ -27,8 +27,12 @@ const (
 	pageSize      = 1 << pageBits
 	maxLayouts    = 255
 	// numBuckets holds every margin: live copies < Copies() <= 16 for a
-	// replicated shard, M - missing + 1 <= M <= 254 for a missing piece.
+	// replicated shard, M - missing + 1 <= M < moveBucket for a missing
+	// piece, and moveBucket.
 	numBuckets = noBucket
+	// moveBucket, the last queue, holds whole shards with a copy that must
+	// move (see drain.go): planned after every repair.
+	moveBucket = numBuckets - 1
 )
 
 // Flags of a shard record.
@@ -66,7 +70,11 @@ type node struct {
 	allocBytes        int64 // bytes allocated to it and not yet committed
 
 	returning bool // it was down and came back (cleared when it goes down again)
-	sweepDue  bool // its disk is to be swept for orphaned copies (see orphans.go)
+	// draining: an operator asked for every copy on it to move elsewhere
+	// (see drain.go); drain holds when and from what.
+	draining bool
+	drain    drainState
+	sweepDue bool // its disk is to be swept for orphaned copies (see orphans.go)
 
 	bootID  string // the boot id of its registration or last heartbeat ("" unknown)
 	missing int    // shards whose entry lists the node while its disk lacks them
@@ -220,6 +228,11 @@ type view struct {
 	// was in flight when its shard left the map (see noteUnmapped).
 	unmapped map[string]string
 
+	// draining counts the nodes being drained; removed holds the ids
+	// forgotten by `rehome node remove` (see drain.go).
+	draining int
+	removed  map[string]bool
+
 	rate         rateMeter
 	verified     int64     // bytes verified by copies since start
 	lastVerified time.Time // last verified copy
@@ -270,6 +283,9 @@ func (v *view) ref(id string) (nodeRef, error) {
 
 // setNode records a node registration.
 func (v *view) setNode(n model.Node) error {
+	if v.removed[n.ID] {
+		return nil // forgotten: its registration counts for nothing
+	}
 	r, err := v.ref(n.ID)
 	if err != nil {
 		return err
@@ -581,11 +597,14 @@ func (v *view) wantBucket(h uint32) (bucket uint8, surplus bool) {
 	live, up := v.counts(h)
 	if v.layouts[s.layout].Erasure() {
 		if g := v.group(h); g != nil {
-			return v.pieceBucket(g, live, up)
+			return v.pieceBucket(g, h, live, up)
 		}
 	}
 	copies := v.layouts[s.layout].Copies()
 	if live >= copies {
+		if v.draining > 0 && live-v.leavingCount(h) < copies {
+			return moveBucket, up > copies
+		}
 		return noBucket, up > copies
 	}
 	return uint8(live), false

@@ -198,9 +198,11 @@ const inbox = "_INBOX.>"
 //     only for its own node; answers inventory requests for its own node.
 //   - detector: verdicts (rehome.node.>), hold notices, liveness records and
 //     the guard's state; reads heartbeats.
-//   - planner: plans, tasks, lost-shard and heal events; the map, manifests
-//     and lease; serves operator requests (rehome.ctl.>) and asks nodes for
-//     their inventory; manages the task queue.
+//   - planner: plans, tasks, lost-shard, heal and drain events; the map,
+//     manifests and lease; drain and removed records, and deleting a
+//     removed node's registration and liveness; serves operator requests
+//     (rehome.ctl.>) and asks nodes for their inventory; manages the task
+//     queue.
 //   - mover: results and dead letters; consumes the task queue.
 //   - s3: the object calls to the planner (allocate, commit, delete,
 //     compose) and its own state bucket; reads like everyone.
@@ -244,7 +246,10 @@ func PermissionsFor(role Role, node string) (Permissions, error) {
 	case Planner:
 		p.Publish = []string{
 			event.PlanPrefix + ">", event.TaskPrefix + ">", event.LostPrefix + ">", "rehome.heal.>",
+			event.DrainingPrefix + "*", event.DrainedPrefix + "*",
 			control.InventoryPrefix + "*",
+			kvWrite(bus.BucketControl, control.DrainKeyPrefix+">"), kvWrite(bus.BucketControl, control.RemovedKeyPrefix+">"),
+			kvWrite(bus.BucketNodes, ">"), kvWrite(bus.BucketLiveness, ">"),
 			kvWrite(bus.BucketPlacement, ">"), kvWrite(bus.BucketObjects, ">"), kvWrite(bus.BucketLease, ">"),
 			kvWrite(bus.BucketIndex, ">"),
 			"$JS.API.STREAM.MSG.DELETE." + bus.StreamTasks,

@@ -163,6 +163,9 @@ type NodeStatus struct {
 	// shards (disk full, or read-only), so no repair or new write targets it.
 	Full     bool `json:"full,omitempty"`
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Draining: an operator is draining it (State reads "draining" while
+	// it is up).
+	Draining bool `json:"draining,omitempty"`
 	// Flaps and GraceMS come from the detector's liveness record.
 	Flaps   int   `json:"flaps"`
 	GraceMS int64 `json:"grace_ms"`
@@ -236,6 +239,16 @@ const (
 	CtlHealNode = "rehome.ctl.heal.node"
 	// CtlHealPlan: HealNodeRequest -> HealPlan. The same, as a dry run.
 	CtlHealPlan = "rehome.ctl.heal.plan"
+	// CtlDrain: NodeRequest -> DrainReply. Start a node's drain, once the
+	// planner has checked it can finish (enough nodes, racks and room).
+	CtlDrain = "rehome.ctl.node.drain"
+	// CtlDrainCancel: NodeRequest -> DrainReply. Stop it; what moved stays.
+	CtlDrainCancel = "rehome.ctl.node.drain.cancel"
+	// CtlDrainStatus: NodeRequest (Node optional) -> DrainReply.
+	CtlDrainStatus = "rehome.ctl.node.drain.status"
+	// CtlNodeRemove: NodeRequest -> nothing. Forget a drained node, or a
+	// dead one whose shards are all re-homed; refused otherwise, saying why.
+	CtlNodeRemove = "rehome.ctl.node.remove"
 )
 
 // HealNodeRequest names the node to heal (or plan for).
@@ -331,4 +344,60 @@ type ComposeRequest struct {
 	Manifest  model.Manifest `json:"manifest"`
 	Parts     []string       `json:"parts"`
 	Overwrite bool           `json:"overwrite"`
+}
+
+// DrainKeyPrefix + node is the key of a node's Drain record in
+// bus.BucketControl: present while the node is being drained. The acting
+// planner writes it (after checking the drain can finish) and deletes it on
+// cancel or remove; every planner watches it.
+const DrainKeyPrefix = "drain."
+
+// RemovedKeyPrefix + node is the key of a Removed record in
+// bus.BucketControl: the node was forgotten by `rehome node remove`, and a
+// registration under its id is ignored.
+const RemovedKeyPrefix = "removed."
+
+// Drain is the durable record of one node's drain.
+type Drain struct {
+	V     int       `json:"v"`
+	Node  string    `json:"node"`
+	By    string    `json:"by,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// Removed is the durable record of a node forgotten by `rehome node remove`.
+type Removed struct {
+	V     int       `json:"v"`
+	Node  string    `json:"node"`
+	By    string    `json:"by,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// NodeRequest names one node (drain, drain cancel, remove; Node "" for a
+// drain status of every drain). By says who asks, for the records.
+type NodeRequest struct {
+	Node string `json:"node,omitempty"`
+	By   string `json:"by,omitempty"`
+}
+
+// DrainStatus is one node's drain: what is left on it, what moved since it
+// began, and the rate and ETA (-1: unknown yet; 0: drained).
+type DrainStatus struct {
+	Node            string    `json:"node"`
+	State           string    `json:"state"`
+	Since           time.Time `json:"since"`
+	By              string    `json:"by,omitempty"`
+	ShardsRemaining int       `json:"shards_remaining"`
+	BytesRemaining  int64     `json:"bytes_remaining"`
+	ShardsMoved     int       `json:"shards_moved"`
+	BytesMoved      int64     `json:"bytes_moved"`
+	RateBytesPerSec float64   `json:"rate_bytes_per_sec"`
+	ETASeconds      float64   `json:"eta_seconds"`
+	Drained         bool      `json:"drained"`
+}
+
+// DrainReply answers the drain calls: the drains under way (one for a
+// request naming a node).
+type DrainReply struct {
+	Drains []DrainStatus `json:"drains"`
 }

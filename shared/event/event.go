@@ -30,6 +30,10 @@ const (
 	// CorruptPrefix + node: a node found a shard whose bytes fail their checksum
 	// (on a read or a scrub), quarantined it and no longer serves it.
 	CorruptPrefix = "rehome.shard.corrupt."
+	// DrainingPrefix + node: the acting planner started draining a node;
+	// DrainedPrefix + node: the node holds no shard any more.
+	DrainingPrefix = "rehome.node.draining."
+	DrainedPrefix  = "rehome.node.drained."
 	// ConditionPrefix + node: a storage node's disk started or stopped
 	// refusing writes (full or read-only).
 	ConditionPrefix = "rehome.node.condition."
@@ -574,6 +578,26 @@ func (c Corrupt) Validate() error {
 		return err
 	}
 	return model.ValidateShardID(c.Shard)
+}
+
+// Drain is published on rehome.node.draining.<node> when the acting planner
+// starts a node's drain, and on rehome.node.drained.<node> when the node
+// holds nothing any more: Shards and Bytes are what it held at the start
+// (draining) or what moved off it (drained).
+type Drain struct {
+	Header
+	Node   string `json:"node"`
+	By     string `json:"by,omitempty"`
+	Shards int    `json:"shards"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// Validate rejects a drain event naming no valid node or negative counts.
+func (d Drain) Validate() error {
+	if d.Shards < 0 || d.Bytes < 0 {
+		return errors.New("drain: negative shards or bytes")
+	}
+	return model.ValidateNodeID(d.Node)
 }
 
 // Condition is published on rehome.node.condition.<node> when a storage

@@ -25,7 +25,7 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		payloads := []event.Payload{&event.Heartbeat{}, &event.Verdict{}, &event.Task{}, &event.Done{}, &event.Failed{},
 			&event.Plan{}, &event.Lost{}, &event.Progress{}, &event.Stalled{}, &event.Hold{}, &event.Corrupt{}, &event.Dead{},
-			&event.HealSwitched{}, &event.Condition{}}
+			&event.HealSwitched{}, &event.Condition{}, &event.Drain{}}
 		for _, p := range payloads {
 			if err := event.Decode(data, p); err != nil {
 				if !errors.Is(err, event.ErrMalformed) {

@@ -42,6 +42,8 @@ var schemaByPrefix = []struct{ prefix, file string }{
 	{LostPrefix, "lost.json"},
 	{CorruptPrefix, "corrupt.json"},
 	{ConditionPrefix, "condition.json"},
+	{DrainingPrefix, "drain.json"},
+	{DrainedPrefix, "drain.json"},
 	{HealProgress, "progress.json"},
 	{HealStalled, "stalled.json"},
 	{HealPaused, "heal_switch.json"},

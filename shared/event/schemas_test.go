@@ -57,6 +57,8 @@ func samples() []struct {
 		{event.CorruptPrefix + "storage-2", &event.Corrupt{Node: "storage-2", Shard: "obj1-s0", Reason: "sha256 mismatch", Found: "scrub"}},
 		{event.ConditionPrefix + "storage-2", &event.Condition{Node: "storage-2", Full: true, Reason: "no space left on device"}},
 		{event.ConditionPrefix + "storage-2", &event.Condition{Node: "storage-2"}},
+		{event.DrainingPrefix + "storage-3", &event.Drain{Node: "storage-3", By: "operator", Shards: 120, Bytes: 480 << 20}},
+		{event.DrainedPrefix + "storage-3", &event.Drain{Node: "storage-3", Shards: 120, Bytes: 480 << 20}},
 		{event.HealProgress, &event.Progress{UnderReplicated: 120, BytesRemaining: 120 << 20, RateBytesPerSec: 95e6, ETASeconds: 1.3, InFlight: 16, VerifiedBytes: 5 << 20, Shards: 400, SingleCopyETASeconds: -1}},
 		{event.HealStalled, &event.Stalled{UnderReplicated: 3, BytesRemaining: 3 << 20, IdleSeconds: 61}},
 		{event.HealPaused, &event.HealSwitched{Paused: true, By: "operator at host", Since: at, Planner: "planner"}},
@@ -125,8 +127,8 @@ func TestSchemasDescribeTheGoTypes(t *testing.T) {
 		"heartbeat.json": event.Heartbeat{}, "verdict.json": event.Verdict{}, "hold.json": event.Hold{},
 		"plan.json": event.Plan{}, "task.json": event.Task{}, "done.json": event.Done{}, "failed.json": event.Failed{},
 		"dead.json": event.Dead{}, "lost.json": event.Lost{}, "corrupt.json": event.Corrupt{},
-		"condition.json": event.Condition{},
-		"progress.json":  event.Progress{}, "stalled.json": event.Stalled{}, "heal_switch.json": event.HealSwitched{},
+		"condition.json": event.Condition{}, "drain.json": event.Drain{},
+		"progress.json": event.Progress{}, "stalled.json": event.Stalled{}, "heal_switch.json": event.HealSwitched{},
 	}
 	files, _ := fs.Glob(event.Schemas(), "*.json")
 	if len(files) != len(types) {

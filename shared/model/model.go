@@ -166,6 +166,9 @@ const (
 	StateSuspect     State = "suspect"
 	StateDown        State = "down"
 	StateMaintenance State = "maintenance"
+	// StateDraining is shown by status for an up node being drained; it is
+	// never a liveness record's state.
+	StateDraining State = "draining"
 )
 
 // Live reports whether shards on a node in state s count as present.

@@ -149,9 +149,10 @@ func ChooseRebuildTargets(n int, holders []int, rackPieces map[string]int, cands
 // held by more than one up node (its old holder came back after a rebuild).
 // rackPieces counts, per rack, the stripe's other pieces with a live holder
 // there. The piece keeps the holder that keeps the stripe within M pieces per
-// rack, then the less filled one: so the removed holder is, in this order, one
-// whose rack would hold more than m pieces with it, then the fullest disk
-// (DiskFill), then a returning node, then by a per-piece hash and id. Only up
+// rack, then the less filled one: so the removed holder is, in this order, a
+// Leaving node's, one whose rack would hold more than m pieces with it, then
+// the fullest disk (DiskFill), then a returning node, then by a per-piece
+// hash and id. Only up
 // holders are removed, so at least one up holder always stays. It returns
 // ErrNoSurplus unless two or more holders are up.
 func ChooseSurplusPiece(holders []int, cands []Candidate, rackPieces map[string]int, m int, salt uint64) (int, error) {

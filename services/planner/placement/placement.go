@@ -60,6 +60,10 @@ type Candidate struct {
 	// or read-only): it has room for nothing, whatever its bytes say, so it
 	// is never a target; it stays a source.
 	Full bool
+	// Leaving marks a node being drained: its copies are moving away, so
+	// it is never a target (it stays a source), and among surplus copies its
+	// copy is the first removed.
+	Leaving bool
 }
 
 // Shard is one shard to place: its id (which also salts tie-breaks) and size.
@@ -90,16 +94,16 @@ func (c Candidate) DiskFill() float64 {
 	return float64(c.Load()+c.OtherBytes) / float64(c.CapacityBytes)
 }
 
-// fits reports whether size more bytes fit: never on a Full node, always
+// fits reports whether size more bytes fit: never on a Full or Leaving node, always
 // when the capacity is unknown.
 func (c Candidate) fits(size int64) bool {
-	return !c.Full && (c.CapacityBytes <= 0 || c.Load()+c.OtherBytes+size <= c.CapacityBytes)
+	return !c.Full && !c.Leaving && (c.CapacityBytes <= 0 || c.Load()+c.OtherBytes+size <= c.CapacityBytes)
 }
 
 // fitsBelow reports whether size more bytes fit while keeping the disk fill
 // at most maxFill (0 or >= 1: up to the capacity); never on a Full node.
 func (c Candidate) fitsBelow(size int64, maxFill float64) bool {
-	if c.Full || maxFill <= 0 || maxFill >= 1 || c.CapacityBytes <= 0 {
+	if c.Full || c.Leaving || maxFill <= 0 || maxFill >= 1 || c.CapacityBytes <= 0 {
 		return c.fits(size)
 	}
 	return float64(c.Load()+c.OtherBytes+size) <= maxFill*float64(c.CapacityBytes)
@@ -440,7 +444,7 @@ func ChooseSource(holders []int, cands []Candidate, opt SourceOptions) (int, err
 
 // ChooseSurplus picks the copy to remove from a shard whose up holders
 // outnumber copies (the copies its layout needs): the worst placed up holder,
-// judged in this order: its rack holds another live copy, then its disk is
+// judged in this order: it is Leaving, then its rack holds another live copy, then its disk is
 // the fullest (DiskFill), then it is a returning node, then by a per-shard
 // hash (salt) and id. Only up holders are removed, so the shard keeps at
 // least copies up holders (and every suspect or maintenance holder). It
@@ -466,11 +470,14 @@ func ChooseSurplus(holders []int, cands []Candidate, copies int, salt uint64) (i
 	return worstUpHolder(holders, cands, salt, sharesRack), nil
 }
 
-// worstUpHolder returns the up holder it is best to drop: misplaced first
-// (the caller's rule), then on the fullest disk, then a returning node, then
+// worstUpHolder returns the up holder it is best to drop: a Leaving node's
+// first, then misplaced (the caller's rule), then on the fullest disk, then a returning node, then
 // by a per-shard hash (salt) and id; -1 when no holder is up.
 func worstUpHolder(holders []int, cands []Candidate, salt uint64, misplaced func(int) bool) int {
 	worse := func(a, b int) bool { // a is the worse holder to keep
+		if la, lb := cands[a].Leaving, cands[b].Leaving; la != lb {
+			return la
+		}
 		if ma, mb := misplaced(a), misplaced(b); ma != mb {
 			return ma
 		}
