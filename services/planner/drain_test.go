@@ -1,0 +1,265 @@
+package planner
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rehome/rehome/shared/model"
+)
+
+// drainUntilDone plays rounds (copies land, trims are done) until nothing
+// is planned, calling check after every step; it returns every decision.
+func (h *planHarness) drainUntilDone(check func(step string)) (copies []decision, trims []trimDecision) {
+	h.t.Helper()
+	for round := 0; round < 200; round++ {
+		p := h.plan()
+		if len(p.copies) == 0 && len(p.trims) == 0 {
+			return copies, trims
+		}
+		for _, d := range p.copies {
+			h.land(d)
+			check("landed " + d.id + " on " + h.name(d.target))
+		}
+		for _, tr := range p.trims {
+			h.trimmed(tr)
+			check("trimmed " + tr.id + " from " + h.name(tr.node))
+		}
+		copies, trims = append(copies, p.copies...), append(trims, p.trims...)
+	}
+	h.t.Fatal("still planning after 200 rounds")
+	return nil, nil
+}
+
+// checkWhole fails unless every shard has 3 live holders in 3 racks.
+func (h *planHarness) checkWhole(step string, ids []string) {
+	h.t.Helper()
+	for _, id := range ids {
+		sh, _ := h.v.ids.Lookup(id)
+		racks := map[string]bool{}
+		for _, r := range h.v.holders(sh) {
+			if h.v.nodes[r].effState().Live() {
+				racks[h.v.nodes[r].rack] = true
+			}
+		}
+		if live := h.v.liveCount(sh); live < 3 || len(racks) < 3 {
+			h.t.Fatalf("after %s: %s has %d live holders %v in %d racks, want 3 in 3", step, id, live, h.holderIDs(id), len(racks))
+		}
+	}
+	if t := h.v.totals(); t.underReplicated != 0 {
+		h.t.Fatalf("after %s: %d under-replicated: a drain is no repair", step, t.underReplicated)
+	}
+}
+
+// TestDrainMovesEveryCopyAndNeverDropsBelowTarget drains a node of rack-3:
+// each copy is made elsewhere (its rack's other node keeps the rack rule),
+// verified, then the draining copy is trimmed; at no step does a shard have
+// fewer than 3 live holders in 3 racks, and nothing lands on the node.
+func TestDrainMovesEveryCopyAndNeverDropsBelowTarget(t *testing.T) {
+	h := newPlanHarness(t, 6, 3, limits{perNodeIn: 4, perNodeOut: 4, maxInFlight: 16})
+	var ids []string
+	for i := 0; i < 30; i++ {
+		id := fmt.Sprintf("s%02d", i)
+		ids = append(ids, id)
+		// rack-1: 1,4; rack-2: 2,5; rack-3: 3,6. Half on storage-3.
+		a, b, c := 1+3*(i%2), 2+3*((i/2)%2), 3+3*((i/4)%2)
+		h.put(id, 1000, fmt.Sprintf("storage-%d", a), fmt.Sprintf("storage-%d", b), fmt.Sprintf("storage-%d", c))
+	}
+	on := h.v.nodes[h.v.nodeIdx["storage-3"]].shards
+	if err := h.v.drainable("storage-3", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.v.setDrain("storage-3", true, drainState{since: h.now}); err != nil {
+		t.Fatal(err)
+	}
+	h.v.fresh()
+	if got := h.v.totals().moving; got != on {
+		t.Fatalf("%d shards to move, want the %d on storage-3", got, on)
+	}
+	copies, trims := h.drainUntilDone(func(step string) { h.checkWhole(step, ids) })
+	for _, d := range copies {
+		if h.name(d.target) != "storage-6" || !strings.HasPrefix(d.incident, drainIncidentPrefix) {
+			t.Fatalf("copy of %s to %s (incident %s): want rack-3's other node, under the drain", d.id, h.name(d.target), d.incident)
+		}
+	}
+	for _, tr := range trims {
+		if h.name(tr.node) != "storage-3" {
+			t.Fatalf("trimmed %s from %s, want the draining copy", tr.id, h.name(tr.node))
+		}
+	}
+	n := h.v.nodes[h.v.nodeIdx["storage-3"]]
+	if n.shards != 0 || len(copies) != on || len(trims) != on {
+		t.Fatalf("storage-3 holds %d shards after %d copies and %d trims, want 0 after %d each", n.shards, len(copies), len(trims), on)
+	}
+	st, err := h.v.drainStatus("storage-3", h.now)
+	if err != nil || len(st) != 1 || !st[0].Drained || st[0].ShardsMoved != on {
+		t.Fatalf("drain status %+v %v", st, err)
+	}
+	if err := h.v.removable("storage-3"); err != nil {
+		t.Fatalf("a drained node is not removable: %v", err)
+	}
+	// A drained node accepts no new shard.
+	for i, c := range h.v.candidates() {
+		if h.v.nodes[i].id == "storage-3" && !c.Leaving {
+			t.Fatal("the drained node is a candidate for new shards")
+		}
+	}
+}
+
+// TestDrainYieldsToRepair: a node dies while another drains; every repair
+// copy is planned before any drain move.
+func TestDrainYieldsToRepair(t *testing.T) {
+	h := newPlanHarness(t, 6, 3, limits{perNodeIn: 2, perNodeOut: 2, maxInFlight: 3})
+	var ids []string
+	for i := 0; i < 12; i++ {
+		id := fmt.Sprintf("s%02d", i)
+		ids = append(ids, id)
+		h.put(id, 1000, "storage-1", "storage-2", "storage-3")
+	}
+	if _, err := h.v.setDrain("storage-3", true, drainState{since: h.now}); err != nil {
+		t.Fatal(err)
+	}
+	h.state("storage-1", model.StateDown)
+	repairing := true
+	h.drainUntilDone(func(string) {})
+	for _, p := range h.rounds {
+		for _, d := range p.copies {
+			drain := strings.HasPrefix(d.incident, drainIncidentPrefix)
+			if drain && repairing {
+				repairing = false
+			} else if !drain && !repairing {
+				t.Fatalf("repair copy of %s planned after a drain move", d.id)
+			}
+		}
+	}
+	if repairing {
+		t.Fatal("no drain move was ever planned")
+	}
+	for _, id := range ids {
+		hs := h.holderIDs(id)
+		if slices.Contains(hs, "storage-3") || len(hs) != 4 { // storage-1 stays listed while down
+			t.Fatalf("%s held by %v at the end", id, hs)
+		}
+	}
+}
+
+// TestDrainRefusedUpFront: not enough nodes, racks or room, or a node that
+// is not up.
+func TestDrainRefusedUpFront(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		nodes, rack int
+		capacity    int64
+		drain, want string
+		down        string
+	}{
+		{"three nodes", 3, 3, 1 << 40, "storage-1", "only 2 other up nodes", ""},
+		{"alone in its rack", 4, 3, 1 << 40, "storage-2", "too few racks", ""},
+		{"no room", 4, 3, 2900, "storage-1", "too little space", ""},
+		{"down", 6, 3, 1 << 40, "storage-1", "is down", "storage-1"},
+		{"unknown", 6, 3, 1 << 40, "storage-9", "unknown node", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newPlanHarness(t, tc.nodes, tc.rack, wide)
+			for i := range h.v.nodes {
+				h.v.nodes[i].capacity = tc.capacity
+			}
+			for i := 0; i < 3; i++ {
+				h.put(fmt.Sprintf("s%d", i), 1000, "storage-1", "storage-2", "storage-3")
+			}
+			if tc.down != "" {
+				h.state(tc.down, model.StateDown)
+			}
+			err := h.v.drainable(tc.drain, 0)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("drainable(%s): %v, want %q", tc.drain, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestDrainMovesErasureCodedPieces: a piece on a draining node is copied to
+// a node its stripe's rack rule allows, then trimmed from the drained node.
+func TestDrainMovesErasureCodedPieces(t *testing.T) {
+	h := newPlanHarness(t, 8, 4, wide)
+	putStripe(t, h.v, "obj", 0, 4, 2, 100, nodeNames(1, 2, 3, 4, 5, 6)...)
+	h.v.rescan()
+	if _, err := h.v.setDrain("storage-2", true, drainState{since: h.now}); err != nil {
+		t.Fatal(err)
+	}
+	p := h.plan()
+	if len(p.copies) != 1 {
+		t.Fatalf("planned %d copies, want the one piece on storage-2", len(p.copies))
+	}
+	d := p.copies[0]
+	tg := h.v.nodes[d.target]
+	if h.name(d.sources[0]) != "storage-2" || tg.draining || slices.Contains(nodeNames(1, 2, 3, 4, 5, 6), tg.id) {
+		t.Fatalf("piece move %s from %s to %s", d.id, h.name(d.sources[0]), tg.id)
+	}
+	h.v.endFlight(d.shard)
+	putPiece(t, h.v, "obj", 0, 1, 4, 2, 100, "storage-2", tg.id)
+	if h.v.totals().underReplicated != 0 {
+		t.Fatal("under-replicated during a piece move")
+	}
+	p = h.plan()
+	if len(p.trims) != 1 || h.name(p.trims[0].node) != "storage-2" {
+		t.Fatalf("trims %+v, want the draining copy", p.trims)
+	}
+	racks := map[string]int{}
+	putPiece(t, h.v, "obj", 0, 1, 4, 2, 100, tg.id)
+	h.v.endTrim(p.trims[0].shard)
+	for i := 0; i < 6; i++ {
+		sh, _ := h.v.ids.Lookup(pieceID("obj", 0, i))
+		for _, r := range h.v.holders(sh) {
+			racks[h.v.nodes[r].rack]++
+		}
+	}
+	for r, n := range racks {
+		if n > 2 {
+			t.Fatalf("rack %s holds %d pieces of a 4+2 stripe after the move: %v", r, n, racks)
+		}
+	}
+	if n := h.v.nodes[h.v.nodeIdx["storage-2"]].shards; n != 0 {
+		t.Fatalf("storage-2 holds %d pieces", n)
+	}
+}
+
+// TestRemoveForgetsAndIgnoresLateRegistration: remove is refused while a
+// node holds shards, and a removed node's registration counts for nothing.
+func TestRemoveForgetsAndIgnoresLateRegistration(t *testing.T) {
+	h := newPlanHarness(t, 6, 3, wide)
+	h.put("s0", 10, "storage-1", "storage-2", "storage-3")
+	for node, want := range map[string]string{
+		"storage-1": "drain it first", "storage-9": "unknown node",
+	} {
+		if err := h.v.removable(node); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("removable(%s): %v, want %q", node, err, want)
+		}
+	}
+	h.state("storage-1", model.StateDown)
+	if err := h.v.removable("storage-1"); err == nil || !strings.Contains(err.Error(), "wait until repair") {
+		t.Fatalf("removable(dead node still listed): %v", err)
+	}
+	if err := h.v.removable("storage-6"); err == nil {
+		t.Fatal("an up node that was never drained is removable")
+	}
+	if _, err := h.v.setDrain("storage-6", true, drainState{since: h.now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.v.removable("storage-6"); err != nil {
+		t.Fatalf("a drained node holding nothing: %v", err)
+	}
+	h.v.forget("storage-6")
+	if err := h.v.setNode(model.Node{V: 1, ID: "storage-6", Rack: "rack-3", Addr: "x:1", CapacityBytes: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range h.v.clusterStatus().Nodes {
+		if n.ID == "storage-6" {
+			t.Fatalf("a removed node that registers again shows in status: %+v", n)
+		}
+	}
+	if h.v.nodes[h.v.nodeIdx["storage-6"]].registered || h.v.draining != 0 {
+		t.Fatal("a removed node's late registration counted, or its drain did not end")
+	}
+}
