@@ -42,7 +42,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(maint, nodeHistoryCmd(g))
+	cmd.AddCommand(maint, nodeHistoryCmd(g), drainCmd(g), removeCmd(g))
 	return cmd
 }
 
