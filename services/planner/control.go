@@ -43,6 +43,7 @@ func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error
 		{control.CtlDrainCancel, false, s.ctlDrainCancel},
 		{control.CtlDrainStatus, true, s.ctlDrainStatus},
 		{control.CtlNodeRemove, false, s.ctlNodeRemove},
+		{control.CtlRebalanceStatus, true, s.ctlRebalanceStatus},
 	}
 	var subs []*nats.Subscription
 	for _, h := range handlers {

@@ -29,12 +29,14 @@ type drainState struct {
 	announced   bool  // rehome.node.drained was published
 }
 
-// leavingCount returns how many live holders of h are being drained (a
-// holder whose disk lacks h counts for nothing).
+// leavingCount returns how many live holders of h are leaving it: being
+// drained, or the holder a rebalancing move takes it from (a holder whose
+// disk lacks h counts for nothing).
 func (v *view) leavingCount(h uint32) int {
 	n := 0
+	mv, moving := v.moves[h]
 	for _, r := range v.holders(h) {
-		if nd := &v.nodes[r]; nd.draining && nd.effState().Live() && !v.isMissing(h, r) {
+		if nd := &v.nodes[r]; (nd.draining || moving && r == mv.from) && nd.effState().Live() && !v.isMissing(h, r) {
 			n++
 		}
 	}
@@ -252,12 +254,13 @@ func (v *view) drainIncident(h uint32) string {
 // drainIncidentPrefix starts the incident of a drain's moves.
 const drainIncidentPrefix = "drain-"
 
-// staying returns the holders in hs (nodeRefs as ints) that are not being
-// drained, in a new slice.
-func (v *view) staying(hs []int) []int {
+// staying returns the holders of h in hs (nodeRefs as ints) that are not
+// leaving it (drained, or moved by the rebalancer), in a new slice.
+func (v *view) staying(h uint32, hs []int) []int {
+	mv, moving := v.moves[h]
 	out := make([]int, 0, len(hs))
 	for _, x := range hs {
-		if !v.nodes[x].draining {
+		if !v.nodes[x].draining && !(moving && nodeRef(x) == mv.from) {
 			out = append(out, x)
 		}
 	}

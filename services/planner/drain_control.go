@@ -246,5 +246,5 @@ func (s *Service) announceDrained(ctx context.Context) {
 // controlWatchKeys returns the keys of bus.BucketControl a planner watches,
 // in a new slice each time (WatchFiltered rewrites the one it is given).
 func controlWatchKeys() []string {
-	return []string{control.HealSwitchKey, control.DrainKeyPrefix + ">", control.RemovedKeyPrefix + ">"}
+	return []string{control.HealSwitchKey, control.RebalanceSwitchKey, control.DrainKeyPrefix + ">", control.RemovedKeyPrefix + ">"}
 }

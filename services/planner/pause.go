@@ -78,7 +78,7 @@ func (s *Service) updateSwitch(ctx context.Context, e jetstream.KeyValueEntry, o
 	if e == nil {
 		return nil
 	}
-	if s.applyNodeRecord(e) {
+	if s.applyNodeRecord(e) || s.applyRebalanceSwitch(e) {
 		s.plan()
 		return nil
 	}

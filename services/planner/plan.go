@@ -183,7 +183,10 @@ copies:
 				d  decision
 				ok bool
 			)
+			mv, moving := v.moves[h]
 			switch {
+			case b == moveBucket && moving:
+				d, ok = v.decideMove(h, mv, &pc)
 			case !v.layouts[v.rec(h).layout].Erasure():
 				d, ok = v.decide(h, &pc)
 			case b == moveBucket:
@@ -201,7 +204,7 @@ copies:
 				}
 			}
 			d.margin = b - 1
-			if b == moveBucket {
+			if b == moveBucket && !moving {
 				d.margin, d.incident = v.liveCount(h)-1, v.drainIncident(h)
 			}
 			out.copies = append(out.copies, d)
@@ -286,7 +289,9 @@ func (v *view) planTrims(pc *planCtx, budget int) []trimDecision {
 			x   int
 			err error
 		)
-		if g := v.group(h); g != nil {
+		if mv, ok := v.moves[h]; ok && slices.Contains(hs, int(mv.from)) && pc.cands[mv.from].State == model.StateUp {
+			x = int(mv.from) // the rebalanced copy leaves
+		} else if g := v.group(h); g != nil {
 			if g.rb != nil || pc.planned[g] {
 				continue // a rebuild of the stripe may be reading this piece
 			}
@@ -382,8 +387,8 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	// The new copy's holders-to-be: without copies leaving a draining node,
 	// whose racks are free for it.
 	stay := hs
-	if v.draining > 0 {
-		stay = v.staying(hs)
+	if v.draining > 0 || len(v.moves) > 0 {
+		stay = v.staying(h, hs)
 	}
 	// Skip the search when targets outside these racks were all busy for a
 	// shard no larger than this one in this round.

@@ -85,6 +85,10 @@ type Config struct {
 	// map's if larger, plus copies in flight and this shard) would exceed
 	// this share of capacity (default 0.9; 1 = up to the capacity).
 	MaxFill float64
+	// BalanceBand is how far (a share of capacity: 0.05 is 5 percentage
+	// points) a node's fill may stray from the mean before the rebalancer
+	// moves copies (default 0.05; 0 turns rebalancing off).
+	BalanceBand float64
 	// MaxAttempts is how many failed attempts a shard's repair gets before
 	// it is reported on rehome.repair.failed (final) and parked (default 5).
 	MaxAttempts int
@@ -137,6 +141,7 @@ func DefaultConfig() Config {
 		PerNodeOut:        2,
 		MaxInFlight:       64,
 		MaxFill:           0.9,
+		BalanceBand:       0.05,
 		MaxAttempts:       5,
 		RetryLater:        time.Minute,
 		TaskTimeout:       2 * time.Minute,
@@ -259,6 +264,7 @@ type Service struct {
 	lease                                      *lease
 
 	sw      switchState // the heal switch (guarded by mu)
+	rbsw    switchState // the rebalancer's switch (guarded by mu)
 	orphans orphanState // orphan collection (guarded by mu)
 	checks  checks      // serialises the inventory checks of each node
 
@@ -646,6 +652,7 @@ func (s *Service) initial(i int, e jetstream.KeyValueEntry, ok bool, loaded []bo
 	}
 	if bucketOf[i] == bus.BucketControl {
 		s.applySwitch(e)
+		s.applyRebalanceSwitch(e)
 		s.applyNodeRecord(e)
 		return nil
 	}

@@ -205,6 +205,7 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 
 	s.mu.Lock()
 	s.v.expire(now)
+	s.markMovesLocked()
 	p := s.v.round(now, s.limits())
 	s.v.reserve(p, now, s.cfg.TaskTimeout)
 	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())

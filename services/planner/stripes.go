@@ -189,8 +189,8 @@ func (v *view) pieceBucket(g *stripeGroup, h uint32, live, up int) (uint8, bool)
 	case missing > g.m:
 		return 0, false
 	case live > 0:
-		if v.draining > 0 && live == v.leavingCount(h) {
-			return moveBucket, up > 1 // its only live holders are leaving
+		if (v.draining > 0 || len(v.moves) > 0) && live == v.leavingCount(h) {
+			return moveBucket, up > 1 // its only live holders are leaving (drained or rebalanced)
 		}
 		return noBucket, up > 1
 	}

@@ -232,6 +232,11 @@ type view struct {
 	// forgotten by `rehome node remove` (see drain.go).
 	draining int
 	removed  map[string]bool
+	// moves are the copies being rebalanced, by shard; moveOut and moveIn
+	// their bytes by node (see rebalance.go).
+	moves   map[uint32]move
+	moveOut map[nodeRef]int64
+	moveIn  map[nodeRef]int64
 
 	rate         rateMeter
 	verified     int64     // bytes verified by copies since start
@@ -260,6 +265,9 @@ func newView(clock func() time.Time, pol policy) *view {
 		retries:    make(map[uint32]*retry),
 		allocs:     make(map[string]*allocation),
 		lacks:      make(map[uint32][]nodeRef),
+		moves:      make(map[uint32]move),
+		moveOut:    make(map[nodeRef]int64),
+		moveIn:     make(map[nodeRef]int64),
 		rate:       rateMeter{window: 20 * time.Second},
 	}
 }
@@ -602,7 +610,7 @@ func (v *view) wantBucket(h uint32) (bucket uint8, surplus bool) {
 	}
 	copies := v.layouts[s.layout].Copies()
 	if live >= copies {
-		if v.draining > 0 && live-v.leavingCount(h) < copies {
+		if (v.draining > 0 || len(v.moves) > 0) && live-v.leavingCount(h) < copies {
 			return moveBucket, up > copies
 		}
 		return noBucket, up > copies

@@ -401,3 +401,32 @@ type DrainStatus struct {
 type DrainReply struct {
 	Drains []DrainStatus `json:"drains"`
 }
+
+// RebalanceSwitchKey is the key of the rebalancer's durable pause switch
+// (a HealSwitch record) in bus.BucketControl: `rehome rebalance pause|resume`.
+const RebalanceSwitchKey = "rebalance"
+
+// CtlRebalanceStatus: no body -> BalanceStatus (answered by the acting planner).
+const CtlRebalanceStatus = "rehome.ctl.rebalance.status"
+
+// BalanceStatus is how evenly the nodes are filled: each node's fill (the
+// bytes the map places on it over its capacity) against the mean, the band
+// the rebalancer keeps them in, and the moves under way.
+type BalanceStatus struct {
+	Paused        bool          `json:"paused"`
+	Band          float64       `json:"band"`
+	MeanFill      float64       `json:"mean_fill"`
+	MaxDeviation  float64       `json:"max_deviation"`
+	Balanced      bool          `json:"balanced"`
+	MovesInFlight int           `json:"moves_in_flight"`
+	BytesMoving   int64         `json:"bytes_moving"`
+	Nodes         []BalanceNode `json:"nodes"`
+}
+
+// BalanceNode is one node's fill and its distance from the mean.
+type BalanceNode struct {
+	ID        string  `json:"id"`
+	Rack      string  `json:"rack"`
+	Fill      float64 `json:"fill"`
+	Deviation float64 `json:"deviation"`
+}

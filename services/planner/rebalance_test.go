@@ -1,0 +1,112 @@
+package planner
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/rehome/rehome/shared/model"
+)
+
+// minimumToBand is the least bytes any plan must move to bring every node
+// of st within its band: the larger of what the nodes above the band must
+// shed and what those below it must gain.
+func minimumToBand(h *planHarness, band float64) int64 {
+	nodes := h.v.balanceNodes()
+	mean := meanFill(nodes)
+	var shed, gain float64
+	for _, b := range nodes {
+		c := float64(b.capacity)
+		shed += math.Max(0, float64(b.load)-(mean+band)*c)
+		gain += math.Max(0, (mean-band)*c-float64(b.load))
+	}
+	return int64(math.Max(shed, gain))
+}
+
+// TestRebalanceAfterAddingANode: 6 full nodes in 6 racks, storage-7 joins
+// empty in its own rack. The rebalancer moves copies onto it until every
+// fill is within the band, moving at most 1.1 x the minimum bytes, with
+// every shard at 3 live copies in 3 racks at every step.
+func TestRebalanceAfterAddingANode(t *testing.T) {
+	const band = 0.05
+	h := newPlanHarness(t, 6, 6, limits{perNodeIn: 4, perNodeOut: 4, maxInFlight: 32})
+	var ids []string
+	for i := 0; i < 300; i++ {
+		id := fmt.Sprintf("s%03d", i)
+		ids = append(ids, id)
+		h.put(id, 2000, fmt.Sprintf("storage-%d", i%6+1), fmt.Sprintf("storage-%d", (i+1)%6+1), fmt.Sprintf("storage-%d", (i+3)%6+1))
+	}
+	for i := range h.v.nodes {
+		h.v.nodes[i].capacity = 500_000 // 300 copies of 2000 bytes: 0.6 full
+	}
+	if st := h.v.balanceStatus(band); !st.Balanced {
+		t.Fatalf("unbalanced before the join: %+v", st)
+	}
+	if err := h.v.setNode(model.Node{V: 1, ID: "storage-7", Rack: "rack-7", Addr: "127.0.0.1:9007", CapacityBytes: 500_000}); err != nil {
+		t.Fatal(err)
+	}
+	h.v.fresh()
+	minimum := minimumToBand(h, band)
+	if st := h.v.balanceStatus(band); st.Balanced || minimum <= 0 {
+		t.Fatalf("balanced with an empty node: %+v (minimum %d)", st, minimum)
+	}
+	var moved int64
+	for round := 0; round < 500; round++ {
+		h.v.chooseMoves(band, 8-len(h.v.moves))
+		p := h.plan()
+		if len(p.copies) == 0 && len(p.trims) == 0 && len(h.v.moves) == 0 {
+			break
+		}
+		for _, d := range p.copies {
+			if d.incident != rebalanceIncident {
+				t.Fatalf("copy %s under incident %s: nothing needs repair", d.id, d.incident)
+			}
+			moved += d.bytes
+			h.land(d)
+			h.checkWhole("landed "+d.id, ids)
+		}
+		for _, tr := range p.trims {
+			h.trimmed(tr)
+			h.checkWhole("trimmed "+tr.id+" from "+h.name(tr.node), ids)
+		}
+	}
+	st := h.v.balanceStatus(band)
+	t.Logf("moved %d bytes, minimum %d (%.2fx); max deviation %.3f; fills %+v", moved, minimum, float64(moved)/float64(minimum), st.MaxDeviation, st.Nodes)
+	if !st.Balanced || len(h.v.moves) != 0 {
+		t.Fatalf("not balanced at the end: %+v (moves pending %d)", st, len(h.v.moves))
+	}
+	if float64(moved) > 1.1*float64(minimum) {
+		t.Fatalf("moved %d bytes, %.2fx the minimum %d; want <= 1.1x", moved, float64(moved)/float64(minimum), minimum)
+	}
+	for _, id := range ids {
+		if hs := h.holderIDs(id); len(hs) != 3 {
+			t.Fatalf("%s held by %v at the end", id, hs)
+		}
+	}
+}
+
+// TestRebalanceYieldsToRepair: no move is chosen while a repair is queued,
+// and a pause (clearMoves) forgets the moves not yet copying.
+func TestRebalanceYieldsToRepair(t *testing.T) {
+	h := newPlanHarness(t, 7, 7, wide)
+	for i := 0; i < 30; i++ {
+		h.put(fmt.Sprintf("s%02d", i), 2000, "storage-1", "storage-2", "storage-3")
+	}
+	for i := range h.v.nodes {
+		h.v.nodes[i].capacity = 100_000
+	}
+	h.state("storage-1", model.StateDown)
+	h.v.fresh()
+	if n := h.v.chooseMoves(0.05, 8); n != 0 {
+		t.Fatalf("%d moves chosen while 30 shards await repair", n)
+	}
+	h.state("storage-1", model.StateUp)
+	h.v.fresh()
+	if n := h.v.chooseMoves(0.05, 8); n == 0 {
+		t.Fatal("no move chosen for an uneven cluster")
+	}
+	h.v.clearMoves()
+	if len(h.v.moves) != 0 || h.v.totals().moving != 0 {
+		t.Fatalf("moves left after clearMoves: %d (queued %d)", len(h.v.moves), h.v.totals().moving)
+	}
+}
