@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -126,17 +125,7 @@ func (g *globals) nodeCall(ctx context.Context, subject, node string, out any) e
 	if err := model.ValidateNodeID(node); err != nil {
 		return err
 	}
-	return g.callOnce(ctx, subject, control.NodeRequest{Node: node, By: whoAmI()}, out, g.timeout)
-}
-
-// whoAmI names the operator in records: user at host.
-func whoAmI() string {
-	host, _ := os.Hostname()
-	user := os.Getenv("USER")
-	if user == "" {
-		user = "operator"
-	}
-	return user + "@" + host
+	return g.callOnce(ctx, subject, control.NodeRequest{Node: node, By: operator()}, out, g.timeout)
 }
 
 // drainLine is one drain in a line.

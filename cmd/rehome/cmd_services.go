@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -290,6 +292,7 @@ func plannerCmd(g *globals) *cobra.Command {
 	fl.DurationVar(&cfg.StallAfter, "stall-after", cfg.StallAfter, "report a stall when nothing was verified for this long while work remains")
 	fl.Int64Var(&cfg.MaxBytesPerSec, "max-bytes-per-sec", cfg.MaxBytesPerSec, "cap on repair bytes per second cluster-wide (0: no cap)")
 	fl.Float64Var(&cfg.MaxFill, "max-fill", cfg.MaxFill, "never choose a repair target fuller than this share of its capacity")
+	fl.Var(percentPoints{&cfg.BalanceBand}, "balance-band", "rebalance until every node's fill is within this many percentage points of the mean (0: never rebalance)")
 	fl.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per shard before it is reported failed and parked")
 	fl.DurationVar(&cfg.RetryLater, "retry-later", cfg.RetryLater, "how long a parked shard waits before it is tried again")
 	fl.BoolVar(&cfg.AutoHeal, "auto-heal", cfg.AutoHeal, "check a node's inventory and heal it in place when it rejoins with a new boot id or returns from down")
@@ -355,3 +358,24 @@ func healthcheckCmd() *cobra.Command {
 		},
 	}
 }
+
+// percentPoints is a flag in percentage points ("5") stored as a share (0.05).
+type percentPoints struct{ share *float64 }
+
+func (p percentPoints) String() string {
+	if p.share == nil {
+		return "0"
+	}
+	return strconv.FormatFloat(*p.share*100, 'g', -1, 64)
+}
+
+func (p percentPoints) Set(s string) error {
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "pp"), 64)
+	if err != nil || v < 0 || v >= 100 {
+		return fmt.Errorf("want percentage points between 0 and 100, e.g. 5")
+	}
+	*p.share = v / 100
+	return nil
+}
+
+func (percentPoints) Type() string { return "pp" }

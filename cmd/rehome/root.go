@@ -69,7 +69,7 @@ func run(args []string) (int, error) {
 	root.AddCommand(
 		devCmd(g),
 		putCmd(g), getCmd(g), lsCmd(g), rmCmd(g), inspectCmd(g),
-		clusterCmd(g), healCmd(g), eventsCmd(g), nodeCmd(g),
+		clusterCmd(g), healCmd(g), eventsCmd(g), nodeCmd(g), rebalanceCmd(g),
 		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), s3Cmd(g), healthcheckCmd(), authCmd(),
 	)
 	root.SetArgs(args)

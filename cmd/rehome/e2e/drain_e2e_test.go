@@ -19,6 +19,7 @@ import (
 // checking every byte; it records what it wrote and when.
 type workload struct {
 	c      *cluster
+	prefix string
 	oc     *objects.Client
 	mu     sync.Mutex
 	want   map[string][]byte
@@ -28,12 +29,14 @@ type workload struct {
 	done   chan struct{}
 }
 
-func (c *cluster) startWorkload(t *testing.T, seed int) *workload {
+// startWorkload writes seed objects named prefix-seed-N, then goes on
+// writing prefix-live-N and reading the seed objects back until finish.
+func (c *cluster) startWorkload(t *testing.T, prefix string, seed int) *workload {
 	t.Helper()
-	w := &workload{c: c, oc: c.objects(t), want: map[string][]byte{}, writes: map[string]time.Time{},
+	w := &workload{c: c, prefix: prefix, oc: c.objects(t), want: map[string][]byte{}, writes: map[string]time.Time{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	for i := 0; i < seed; i++ {
-		w.put(context.Background(), fmt.Sprintf("seed-%03d", i))
+		w.put(context.Background(), fmt.Sprintf("%s-seed-%03d", prefix, i))
 	}
 	if len(w.errs) > 0 {
 		t.Fatal(w.errs[0])
@@ -65,9 +68,9 @@ func (w *workload) run() {
 			return
 		default:
 		}
-		w.put(ctx, fmt.Sprintf("live-%04d", i))
+		w.put(ctx, fmt.Sprintf("%s-live-%04d", w.prefix, i))
 		w.mu.Lock()
-		key := fmt.Sprintf("seed-%03d", i%len(w.want))
+		key := fmt.Sprintf("%s-seed-%03d", w.prefix, i%len(w.want))
 		want, ok := w.want[key]
 		w.mu.Unlock()
 		if !ok {
@@ -122,7 +125,7 @@ func TestDrainWhileClientsWriteAndRead(t *testing.T) {
 	c := startDev(t, append([]string{"--nodes", "6", "--racks", "3"}, detectorTiming...)...)
 	waitHealthy(t, c, 6)
 	events := c.tailEvents(t)
-	w := c.startWorkload(t, 120)
+	w := c.startWorkload(t, "drain", 120)
 	stopSampling := c.sampleStatus()
 
 	if _, err := c.rehome("node", "remove", "storage-1"); err == nil || !strings.Contains(err.Error(), "drain it first") {
@@ -194,7 +197,7 @@ func TestDrainWhileClientsWriteAndRead(t *testing.T) {
 func TestNodeDiesDuringADrain(t *testing.T) {
 	c := startDev(t, append([]string{"--nodes", "6", "--racks", "3"}, detectorTiming...)...)
 	waitHealthy(t, c, 6)
-	w := c.startWorkload(t, 150)
+	w := c.startWorkload(t, "die", 150)
 	w.finish(t)
 	if _, err := c.rehome("node", "drain", "storage-3"); err != nil {
 		t.Fatal(err)
