@@ -39,7 +39,7 @@ type nodeHistory struct {
 // lost shards). Progress is left out: a week of it is 600,000 events.
 func historySubjects(node string) []string {
 	return []string{
-		"rehome.node.*." + node,
+		"rehome.node.*." + node, // verdicts, disk conditions, drains
 		event.CorruptPrefix + node,
 		event.FailedPrefix + node,
 		event.DonePrefix + ">",

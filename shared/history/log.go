@@ -83,6 +83,8 @@ const (
 	KindFull         = "full"          // the disk refused writes for room
 	KindReadOnly     = "read_only"     // the filesystem refused writes
 	KindWritable     = "writable"      // writes accepted again
+	KindDraining     = "draining"      // an operator started draining it
+	KindDrained      = "drained"       // it holds nothing any more
 )
 
 // Entry is one thing that happened to a node. Repairs and lost shards are
@@ -162,6 +164,15 @@ func (l *Log) Add(e Event) {
 		if decode(e, &c, &c.Header) {
 			l.node(c.Node).add(Entry{Time: c.TS, Kind: KindCorrupt, Shards: 1,
 				Detail: fmt.Sprintf("shard %s failed its checksum (found on %s): %s", c.Shard, c.Found, c.Reason)})
+		}
+	case strings.HasPrefix(e.Subject, event.DrainingPrefix), strings.HasPrefix(e.Subject, event.DrainedPrefix):
+		var d event.Drain
+		if decode(e, &d, &d.Header) {
+			kind, detail := KindDraining, fmt.Sprintf("drain started by %s: %d shards (%s) to move", d.By, d.Shards, units.Bytes(d.Bytes))
+			if strings.HasPrefix(e.Subject, event.DrainedPrefix) {
+				kind, detail = KindDrained, fmt.Sprintf("drained: %d shards (%s) moved off; rehome node remove forgets it", d.Shards, units.Bytes(d.Bytes))
+			}
+			l.node(d.Node).add(Entry{Time: d.TS, Kind: kind, Shards: d.Shards, Bytes: d.Bytes, Detail: detail})
 		}
 	case strings.HasPrefix(e.Subject, event.ConditionPrefix):
 		var c event.Condition
@@ -268,16 +279,24 @@ func (l *Log) openIncident(id, node string, t time.Time) *Incident {
 
 // incidentNode returns the node an incident id names: detector incidents are
 // "<node>-<unix ms>", in-place heals "heal-<node>". Housekeeping tasks
-// (trims, orphan deletes) belong to no incident: "".
+// (trims, orphan deletes) and planned moves (drains, rebalancing) belong to
+// no incident: "".
 func incidentNode(id string) string {
 	if node, ok := strings.CutPrefix(id, "heal-"); ok {
 		return node
+	}
+	if strings.HasPrefix(id, "drain-") || id == "rebalance" {
+		return "" // planned moves, not a loss
 	}
 	if i := strings.LastIndexByte(id, '-'); i > 0 {
 		return id[:i]
 	}
 	return ""
 }
+
+// plannedMove reports whether tasks of incident id are planned moves (a
+// drain's, the rebalancer's): copies worth a node's history, no incident.
+func plannedMove(id string) bool { return strings.HasPrefix(id, "drain-") || id == "rebalance" }
 
 func (l *Log) plan(e Event, p event.Plan) {
 	t := p.TS
@@ -320,7 +339,7 @@ func (l *Log) done(e Event, d event.Done) {
 		inc.Repaired++
 		inc.RepairedBytes += d.Bytes
 	}
-	if incidentNode(d.Incident) == "" {
+	if incidentNode(d.Incident) == "" && !plannedMove(d.Incident) {
 		return // trims and orphan deletes are housekeeping, not repairs
 	}
 	l.node(d.Target).count(t, KindRepairTo, d.Incident, 1, d.Bytes, func(en Entry) string {

@@ -129,15 +129,18 @@ func TestFlapsConditionsAndCorruption(t *testing.T) {
 		ev(t, event.ConditionPrefix+"storage-2", at(30), &event.Condition{Node: "storage-2"}),
 		ev(t, event.ConditionPrefix+"storage-2", at(40), &event.Condition{Node: "storage-2", ReadOnly: true}),
 		ev(t, event.CorruptPrefix+"storage-2", at(50), &event.Corrupt{Node: "storage-2", Shard: "s7", Reason: "sha256 mismatch", Found: "scrub"}),
+		ev(t, event.DrainingPrefix+"storage-2", at(70), &event.Drain{Node: "storage-2", By: "ops", Shards: 1, Bytes: 10}),
+		ev(t, event.DonePrefix+"storage-4", at(71), &event.Done{Task: "m", Incident: "drain-storage-2", Shard: "s8", Kind: event.KindCopy, Source: "storage-2", Target: "storage-4", Bytes: 10}),
+		ev(t, event.DrainedPrefix+"storage-2", at(72), &event.Drain{Node: "storage-2", Shards: 1, Bytes: 10}),
 		{Subject: event.CorruptPrefix + "storage-2", Time: at(60), Data: []byte("not json")},
 	} {
 		l.Add(e)
 	}
 	if incs := l.Incidents(time.Time{}); len(incs) != 0 {
-		t.Fatalf("a flap opened incidents: %+v", incs)
+		t.Fatalf("a flap or a drain opened incidents: %+v", incs)
 	}
 	h := l.Node("storage-2")
-	if want := []string{"up", "suspect", "flap", "full", "writable", "read_only", "corrupt"}; !slices.Equal(kinds(h), want) {
+	if want := []string{"up", "suspect", "flap", "full", "writable", "read_only", "corrupt", "draining", "repair_from", "drained"}; !slices.Equal(kinds(h), want) {
 		t.Fatalf("history %v, want %v", kinds(h), want)
 	}
 	// Silent 3 s at the suspect verdict, back 2 s later.
