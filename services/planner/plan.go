@@ -433,7 +433,15 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 		}
 		return decision{}, false
 	}
-	src, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[tg.Index].Rack})
+	// Read from a staying holder where one can serve: a leaving node's out
+	// slots are better spent on the trims that empty it.
+	srcs := hs
+	if len(stay) > 0 && len(stay) < len(hs) {
+		if _, err := placement.ChooseSource(stay, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt}); err == nil {
+			srcs = stay
+		}
+	}
+	src, err := placement.ChooseSource(srcs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[tg.Index].Rack})
 	if err != nil {
 		return decision{}, false
 	}

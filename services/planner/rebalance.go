@@ -29,15 +29,27 @@ type move struct {
 // balanceNode is one node as the rebalancer sees it.
 type balanceNode struct {
 	r        nodeRef
-	load     int64 // map bytes, plus copies coming in, minus moves going out
+	load     int64 // map bytes, as the moves under way will leave them
 	capacity int64
 }
 
 func (b balanceNode) fill() float64 { return float64(b.load) / float64(b.capacity) }
 
 // balanceNodes returns the nodes that take part: registered, up, not
-// draining, not refusing writes, with a known capacity.
+// draining, not refusing writes, with a known capacity. A node's load is
+// the map's bytes on it as the moves under way will leave them: a move's
+// bytes count on its target before its copy lands there (after, the map
+// counts them), and leave its source before the map stops listing it there.
 func (v *view) balanceNodes() []balanceNode {
+	adjust := map[nodeRef]int64{}
+	for h, mv := range v.moves {
+		if !v.holds(h, mv.to) {
+			adjust[mv.to] += mv.bytes
+		}
+		if v.holds(h, mv.from) {
+			adjust[mv.from] -= mv.bytes
+		}
+	}
 	var out []balanceNode
 	for i := range v.nodes {
 		n := &v.nodes[i]
@@ -48,7 +60,7 @@ func (v *view) balanceNodes() []balanceNode {
 		if !n.registered || n.effState() != model.StateUp || n.draining || n.hbFull || n.hbReadOnly || capacity <= 0 || v.removed[n.id] {
 			continue
 		}
-		out = append(out, balanceNode{r: nodeRef(i), load: n.bytes + n.inBytes - v.moveOut[nodeRef(i)] + v.moveIn[nodeRef(i)], capacity: capacity})
+		out = append(out, balanceNode{r: nodeRef(i), load: n.bytes + adjust[nodeRef(i)], capacity: capacity})
 	}
 	return out
 }
@@ -92,13 +104,10 @@ func (v *view) forgetMoves() {
 
 // dropMove forgets h's move and re-queues it.
 func (v *view) dropMove(h uint32) {
-	mv, ok := v.moves[h]
-	if !ok {
+	if _, ok := v.moves[h]; !ok {
 		return
 	}
 	delete(v.moves, h)
-	v.moveOut[mv.from] -= mv.bytes
-	v.moveIn[mv.to] -= mv.bytes
 	if v.ids.Valid(h) {
 		v.refresh(h)
 		v.refreshStripe(v.group(h))
@@ -157,17 +166,16 @@ func (v *view) chooseMoves(band float64, budget int) int {
 				if tries++; tries > maxMoveSearches {
 					break pairs
 				}
-				// Move what brings the pair nearer the mean without
-				// overshooting either past the band.
-				need := min(src.load-int64(mean*float64(src.capacity)), int64(mean*float64(dst.capacity))-dst.load)
+				// need: what brings the end that is out of the band just
+				// inside it (moving further only costs bytes); slack: the
+				// most that keeps both ends within it.
+				need := max(src.load-int64((mean+band)*float64(src.capacity)), int64((mean-band)*float64(dst.capacity))-dst.load)
 				slack := min(int64((mean+band)*float64(dst.capacity))-dst.load, src.load-int64((mean-band)*float64(src.capacity)))
 				h, size, ok := v.pickMove(src.r, dst.r, need, slack)
 				if !ok {
 					continue
 				}
 				v.moves[h] = move{from: src.r, to: dst.r, bytes: size}
-				v.moveOut[src.r] += size
-				v.moveIn[dst.r] += size
 				src.load -= size
 				dst.load += size
 				v.refresh(h)
@@ -192,7 +200,7 @@ const maxMoveSearches = 64
 // there unless from shares it; a piece: the stripe stays within M pieces
 // per rack); it is whole (no repair), not moving, copying or being
 // trimmed. It prefers the largest no larger than need, then the smallest no
-// larger than slack.
+// larger than slack (the least overshoot that still gets inside the band).
 func (v *view) pickMove(from, to nodeRef, need, slack int64) (uint32, int64, bool) {
 	best, bestSize := uint32(0), int64(-1)
 	over, overSize := uint32(0), int64(-1)

@@ -23,26 +23,40 @@ func minimumToBand(h *planHarness, band float64) int64 {
 	return int64(math.Max(shed, gain))
 }
 
-// TestRebalanceAfterAddingANode: 6 full nodes in 6 racks, storage-7 joins
-// empty in its own rack. The rebalancer moves copies onto it until every
-// fill is within the band, moving at most 1.1 x the minimum bytes, with
-// every shard at 3 live copies in 3 racks at every step.
+// TestRebalanceAfterAddingANode: 6 nodes 60% full in 6 racks, storage-7
+// joins empty in its own rack. The rebalancer moves copies onto it until
+// every fill is within the band, moving at most 1.1 x the minimum bytes,
+// with every shard at 3 live copies in 3 racks at every step; with many
+// small shards and with a few 4 MiB ones.
 func TestRebalanceAfterAddingANode(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		shards int
+		size   int64
+	}{{"fine", 300, 2000}, {"coarse", 29, 4 << 20}} {
+		t.Run(tc.name, func(t *testing.T) { rebalanceAfterAdd(t, tc.shards, tc.size) })
+	}
+}
+
+// rebalanceAfterAdd fills 6 nodes with shards copies of size bytes to 60%,
+// adds storage-7 and rebalances.
+func rebalanceAfterAdd(t *testing.T, shards int, size int64) {
 	const band = 0.05
 	h := newPlanHarness(t, 6, 6, limits{perNodeIn: 4, perNodeOut: 4, maxInFlight: 32})
 	var ids []string
-	for i := 0; i < 300; i++ {
+	for i := 0; i < shards; i++ {
 		id := fmt.Sprintf("s%03d", i)
 		ids = append(ids, id)
-		h.put(id, 2000, fmt.Sprintf("storage-%d", i%6+1), fmt.Sprintf("storage-%d", (i+1)%6+1), fmt.Sprintf("storage-%d", (i+3)%6+1))
+		h.put(id, size, fmt.Sprintf("storage-%d", i%6+1), fmt.Sprintf("storage-%d", (i+1)%6+1), fmt.Sprintf("storage-%d", (i+3)%6+1))
 	}
+	capacity := int64(shards)*size*3/6*10/6 + 1 // 60% full
 	for i := range h.v.nodes {
-		h.v.nodes[i].capacity = 500_000 // 300 copies of 2000 bytes: 0.6 full
+		h.v.nodes[i].capacity = capacity
 	}
 	if st := h.v.balanceStatus(band); !st.Balanced {
 		t.Fatalf("unbalanced before the join: %+v", st)
 	}
-	if err := h.v.setNode(model.Node{V: 1, ID: "storage-7", Rack: "rack-7", Addr: "127.0.0.1:9007", CapacityBytes: 500_000}); err != nil {
+	if err := h.v.setNode(model.Node{V: 1, ID: "storage-7", Rack: "rack-7", Addr: "127.0.0.1:9007", CapacityBytes: capacity}); err != nil {
 		t.Fatal(err)
 	}
 	h.v.fresh()

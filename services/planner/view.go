@@ -232,11 +232,8 @@ type view struct {
 	// forgotten by `rehome node remove` (see drain.go).
 	draining int
 	removed  map[string]bool
-	// moves are the copies being rebalanced, by shard; moveOut and moveIn
-	// their bytes by node (see rebalance.go).
-	moves   map[uint32]move
-	moveOut map[nodeRef]int64
-	moveIn  map[nodeRef]int64
+	// moves are the copies being rebalanced, by shard (see rebalance.go).
+	moves map[uint32]move
 
 	rate         rateMeter
 	verified     int64     // bytes verified by copies since start
@@ -266,8 +263,6 @@ func newView(clock func() time.Time, pol policy) *view {
 		allocs:     make(map[string]*allocation),
 		lacks:      make(map[uint32][]nodeRef),
 		moves:      make(map[uint32]move),
-		moveOut:    make(map[nodeRef]int64),
-		moveIn:     make(map[nodeRef]int64),
 		rate:       rateMeter{window: 20 * time.Second},
 	}
 }

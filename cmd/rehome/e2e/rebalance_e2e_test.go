@@ -19,7 +19,7 @@ import (
 // addNode starts storage node id in rack by hand, as an operator adds a
 // machine (the dev cluster's admin credentials), with capacity bytes; it is
 // stopped when the test ends.
-func (c *cluster) addNode(t *testing.T, id, rack string, capacity int64) {
+func (c *cluster) addNode(t testing.TB, id, rack string, capacity int64) {
 	t.Helper()
 	cmd := exec.Command(rehomeBin, "storage", "--env-file", filepath.Join(c.dir, "env", "admin.env"),
 		"--id", id, "--rack", rack, "--dir", filepath.Join(c.dir, id), "--heartbeat", "250ms",

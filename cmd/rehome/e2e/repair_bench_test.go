@@ -79,9 +79,12 @@ type benchCluster struct {
 	tap    *busTap
 }
 
-func startBenchCluster(b *testing.B, nodes, racks int) *benchCluster {
+// startBenchCluster starts `rehome dev` with nodes in racks, the bench's
+// movers and timing, and extra flags.
+func startBenchCluster(b *testing.B, nodes, racks int, extra ...string) *benchCluster {
 	b.Helper()
 	args := append([]string{"--nodes", strconv.Itoa(nodes), "--racks", strconv.Itoa(racks), "--movers", strconv.Itoa(benchMovers)}, benchTiming...)
+	args = append(args, extra...)
 	c := startDev(b, args...)
 	waitHealthy(b, c, nodes)
 	nc, err := bus.Connect(c.url, "bench-repair", 5*time.Second)
@@ -269,6 +272,7 @@ type busTap struct {
 	// Copy tasks issued and not yet answered, and the most there were at once.
 	inFlight map[string]bool
 	peak     int
+	moved    int64 // bytes of rebalancing copies verified
 }
 
 func tapBus(b *testing.B, nc *nats.Conn) *busTap {
@@ -321,6 +325,9 @@ func (t *busTap) observe(m *nats.Msg) {
 	case isDown:
 		t.down[down.Node] = down.TS
 	case isDone:
+		if done.Incident == rebalanceIncident {
+			t.moved += done.Bytes
+		}
 		t.done[done.Shard] = done
 		t.doneAt[done.Shard] = now
 		delete(t.inFlight, done.Task)
