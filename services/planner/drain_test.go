@@ -263,3 +263,52 @@ func TestRemoveForgetsAndIgnoresLateRegistration(t *testing.T) {
 		t.Fatal("a removed node's late registration counted, or its drain did not end")
 	}
 }
+
+// TestDrainCancelKeepsWhatMoved: after a cancel nothing more moves, the
+// copies that moved stay where they went, and the node takes shards again.
+func TestDrainCancelKeepsWhatMoved(t *testing.T) {
+	h := newPlanHarness(t, 6, 3, limits{perNodeIn: 1, perNodeOut: 1, maxInFlight: 2})
+	for i := 0; i < 6; i++ {
+		h.put(fmt.Sprintf("s%d", i), 1000, "storage-1", "storage-2", "storage-3")
+	}
+	if _, err := h.v.setDrain("storage-3", true, drainState{since: h.now}); err != nil {
+		t.Fatal(err)
+	}
+	p := h.plan()
+	if len(p.copies) != 1 {
+		t.Fatalf("planned %d copies, want 1 (one copy at a time into storage-6)", len(p.copies))
+	}
+	moved := p.copies[0]
+	h.land(moved)
+	h.v.endFlight(moved.shard) // the mover's result, as the service records it
+	tr := h.plan().trims // the next copy may be planned beside it
+	if len(tr) != 1 || tr[0].shard != moved.shard || h.name(tr[0].node) != "storage-3" {
+		t.Fatalf("trims %+v, want %s's copy on storage-3", tr, moved.id)
+	}
+	h.trimmed(tr[0])
+	if _, err := h.v.setDrain("storage-3", false, drainState{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range h.rounds[len(h.rounds)-1].copies { // a copy under way when cancelled lands
+		h.land(d)
+		h.v.endFlight(d.shard)
+	}
+	after := len(h.rounds)
+	h.drainUntilDone(func(string) {})
+	for _, r := range h.rounds[after:] {
+		if len(r.copies) != 0 {
+			t.Fatalf("copies planned after the cancel: %+v", r.copies)
+		}
+	}
+	if hs := h.holderIDs(moved.id); slices.Contains(hs, "storage-3") || !slices.Contains(hs, "storage-6") {
+		t.Fatalf("%s held by %v after the cancel, want it to stay on storage-6", moved.id, hs)
+	}
+	if n := h.v.nodes[h.v.nodeIdx["storage-3"]]; n.shards < 4 || h.v.candidates()[h.v.nodeIdx["storage-3"]].Leaving {
+		t.Fatalf("storage-3 holds %d shards (want the 4 or 5 that did not move) or still refuses new ones", n.shards)
+	}
+	for i := 0; i < 6; i++ {
+		if hs := h.holderIDs(fmt.Sprintf("s%d", i)); len(hs) != 3 {
+			t.Fatalf("s%d held by %v after the cancel settled", i, hs)
+		}
+	}
+}
