@@ -111,3 +111,5 @@ require (
 )
 
 replace github.com/rehome/rehome/services/s3 => ../../services/s3
+
+replace github.com/rehome/rehome/shared/clustertest => ../../shared/clustertest
