@@ -74,7 +74,7 @@ func healCmd(g *globals) *cobra.Command {
 		},
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --follow: one line per poll)")
-	status.Flags().BoolVar(&follow, "follow", false, "draw a live progress bar until healthy (exit 0) or only lost shards remain (exit 2)")
+	status.Flags().BoolVar(&follow, "follow", false, "draw a live progress bar until healthy (exit 0) or only lost shards remain (exit 1, naming how many)")
 	status.Flags().DurationVar(&interval, "interval", 500*time.Millisecond, "poll interval with --follow")
 	status.Flags().StringVar(&statusNode, "node", "", "only this node's in-place heal")
 	cmd.AddCommand(status, healPlanCmd(g), healSwitchCmd(g, true), healSwitchCmd(g, false))
@@ -180,6 +180,11 @@ func healthy(p event.Progress) bool {
 	return p.UnderReplicated == 0 && p.Lost == 0 && p.InFlight == 0 && p.SuspectNodes == 0
 }
 
+// lostError is followHeal's end when only lost shards remain.
+func lostError(lost int) error {
+	return fmt.Errorf("%d shards lost: no surviving copy can rebuild them, nothing more will heal them", lost)
+}
+
 // isTerminal reports whether w is a character device (a live progress bar
 // makes sense there; elsewhere plain lines are printed).
 func isTerminal(w io.Writer) bool {
@@ -192,7 +197,8 @@ func isTerminal(w io.Writer) bool {
 }
 
 // followHeal polls heal status until the cluster is healthy (nil), only lost
-// shards remain (exit 2) or ctx ends. On a terminal it draws a progress bar of
+// shards remain (an error naming how many: nothing more can heal them, so
+// the exit is 1, as for any other failure) or ctx ends. On a terminal it draws a progress bar of
 // bytes rebuilt; otherwise it prints a line (JSON with asJSON) per change.
 func followHeal(ctx context.Context, g *globals, nc *nats.Conn, w io.Writer, node string, every time.Duration, asJSON bool) error {
 	var (
@@ -247,7 +253,7 @@ func followHeal(ctx context.Context, g *globals, nc *nats.Conn, w io.Writer, nod
 			}
 			return nil
 		case p.UnderReplicated == 0 && p.InFlight == 0 && p.SuspectNodes == 0 && p.Lost > 0:
-			return &exitError{code: 2, err: fmt.Errorf("%d shards lost: no surviving copy can rebuild them", p.Lost)}
+			return lostError(p.Lost)
 		}
 		select {
 		case <-ctx.Done():

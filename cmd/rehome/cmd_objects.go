@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/objects"
@@ -35,53 +36,65 @@ func (g *globals) objectSession(ctx context.Context) (*session, *objects.Client,
 	return s, c, nil
 }
 
+// putPlan is what `rehome put` will do, read from its flags and arguments.
+type putPlan struct {
+	files     []string
+	keys      []string // one per file
+	layout    model.Layout
+	overwrite bool
+}
+
+// planPut reads put's flags and FILE arguments: --key names the object of
+// a single FILE (default: each file's base name), --rf N replicates, --ec K+M
+// erasure-codes (exclusive with --rf).
+func planPut(fl *pflag.FlagSet, files []string) (putPlan, error) {
+	key, _ := fl.GetString("key")
+	rf, _ := fl.GetInt("rf")
+	ec, _ := fl.GetString("ec")
+	overwrite, _ := fl.GetBool("overwrite")
+	p := putPlan{files: files, layout: model.Layout{RF: rf}, overwrite: overwrite}
+	if fl.Changed("ec") {
+		if fl.Changed("rf") {
+			return p, errors.New("--rf and --ec are exclusive: replicate or erasure-code")
+		}
+		var err error
+		if p.layout, err = parseEC(ec); err != nil {
+			return p, err
+		}
+	}
+	if err := p.layout.Validate(); err != nil {
+		return p, err
+	}
+	if key != "" && len(files) > 1 {
+		return p, fmt.Errorf("--key names one object: give one FILE with it, not %d", len(files))
+	}
+	for _, f := range files {
+		k := key
+		if k == "" {
+			k = filepath.Base(f)
+		}
+		p.keys = append(p.keys, k)
+	}
+	return p, nil
+}
+
 func putCmd(g *globals) *cobra.Command {
-	var (
-		key       string
-		rf        int
-		ec        string
-		overwrite bool
-	)
 	cmd := &cobra.Command{
 		Use:   "put FILE... [--key K] [--rf 3 | --ec 4+2]",
 		Short: "store files as objects (key defaults to the file name)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			layout := model.Layout{RF: rf}
-			if cmd.Flags().Changed("ec") {
-				if cmd.Flags().Changed("rf") {
-					return errors.New("--rf and --ec are exclusive: replicate or erasure-code")
-				}
-				// `--ec 4+2` (with a space) reaches us as --ec with its default
-				// and "4+2" as the first FILE: take it as the value unless such
-				// a file exists.
-				if l, err := parseEC(args[0]); err == nil && len(args) > 1 {
-					if _, serr := os.Stat(args[0]); serr != nil {
-						ec, args = fmt.Sprintf("%d+%d", l.K, l.M), args[1:]
-					}
-				}
-				var err error
-				if layout, err = parseEC(ec); err != nil {
-					return err
-				}
-			}
-			if err := layout.Validate(); err != nil {
+			p, err := planPut(cmd.Flags(), args)
+			if err != nil {
 				return err
-			}
-			if key != "" && len(args) > 1 {
-				return errors.New("--key names one object: give one FILE with it")
 			}
 			s, c, err := g.objectSession(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			for _, file := range args {
-				k := key
-				if k == "" {
-					k = filepath.Base(file)
-				}
-				m, err := putFile(cmd.Context(), c, file, k, objects.PutOptions{Layout: layout, Overwrite: overwrite})
+			for i, file := range p.files {
+				m, err := putFile(cmd.Context(), c, file, p.keys[i], objects.PutOptions{Layout: p.layout, Overwrite: p.overwrite})
 				if err != nil {
 					return err
 				}
@@ -90,11 +103,12 @@ func putCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&key, "key", "", "object key (default: the file's base name)")
-	cmd.Flags().IntVar(&rf, "rf", model.DefaultRF, "replicas per chunk")
-	cmd.Flags().StringVar(&ec, "ec", "", "erasure-code as K data + M parity pieces per stripe (--ec alone: 4+2)")
-	cmd.Flags().Lookup("ec").NoOptDefVal = "4+2"
-	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace an existing object")
+	// --ec takes a value always (no NoOptDefVal): an optional value would
+	// make `--ec 4+2` read 4+2 as a FILE.
+	cmd.Flags().String("key", "", "object key (default: the file's base name)")
+	cmd.Flags().Int("rf", model.DefaultRF, "replicas per chunk")
+	cmd.Flags().String("ec", "", "erasure-code as K data + M parity pieces per stripe, e.g. 4+2")
+	cmd.Flags().Bool("overwrite", false, "replace an existing object")
 	return cmd
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -20,28 +19,32 @@ import (
 	"github.com/rehome/rehome/shared/tlsconf"
 )
 
-// exitError carries an exit code other than 1 out of a command.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
 // globals are the flags every command shares.
 type globals struct {
 	natsURL string
 	envFile string
 	tlsCA   string
 	timeout time.Duration
+
+	urlFrom string // where the bus URL came from (findSecrets), for errors
 }
 
 // run parses args, runs the command and returns the process exit code.
 func run(args []string) (int, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	g := &globals{}
+	root := newRoot(&globals{})
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		return 1, err
+	}
+	return 0, nil
+}
+
+// newRoot builds the whole command tree over g. Every command group (a
+// command with subcommands and nothing to run itself) refuses an unknown or
+// missing subcommand with an error instead of printing help and exiting 0.
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "rehome",
 		Short:         "rehome keeps every shard of a distributed store at full redundancy",
@@ -62,7 +65,7 @@ func run(args []string) (int, error) {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&g.natsURL, "nats", "", "NATS URL (default $"+bus.EnvURL+" or "+bus.DefaultURL+")")
+	root.PersistentFlags().StringVar(&g.natsURL, "nats", "", "NATS URL (default $"+bus.EnvURL+", then the one in ./"+defaultSecrets+", then "+bus.DefaultURL+")")
 	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "read KEY=value lines (e.g. "+bus.EnvURL+", "+shardapi.EnvToken+") from this file first, overriding the environment")
 	root.PersistentFlags().StringVar(&g.tlsCA, "tls-ca", "", "speak TLS to the bus and the storage nodes, trusting this PEM CA (default $"+tlsconf.EnvCA+")")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 5*time.Second, "how long to wait for the bus and the planner")
@@ -72,16 +75,34 @@ func run(args []string) (int, error) {
 		clusterCmd(g), healCmd(g), eventsCmd(g), nodeCmd(g), rebalanceCmd(g),
 		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), s3Cmd(g), healthcheckCmd(), authCmd(),
 	)
-	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return 0, nil
+	refuseUnknownSubcommands(root)
+	return root
+}
+
+// refuseUnknownSubcommands gives every group under root (a command with
+// subcommands and no Run of its own) a RunE that fails naming the unknown
+// subcommand, or the missing one. Cobra would print the group's help and
+// exit 0, and a script would take a typo for success.
+func refuseUnknownSubcommands(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		refuseUnknownSubcommands(c)
+		if !c.HasSubCommands() || c.Runnable() {
+			continue
+		}
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			var names []string
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			if len(args) == 0 {
+				return fmt.Errorf("%s needs a subcommand: %s", cmd.CommandPath(), strings.Join(names, ", "))
+			}
+			return fmt.Errorf("unknown command %q for %q: want one of %s", args[0], cmd.CommandPath(), strings.Join(names, ", "))
+		}
 	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code, ee.err
-	}
-	return 1, err
 }
 
 // oneLine folds a multi-line error into one line for stderr.
@@ -97,13 +118,17 @@ type session struct {
 
 func (s *session) Close() { s.nc.Close() }
 
-// connect dials the bus named by --nats / $REHOME_NATS_URL, failing within the
-// timeout and naming the URL when nothing answers.
+// connect dials the bus named by --nats / $REHOME_NATS_URL (or found in
+// ./rehome-data/secrets.env, see findSecrets), failing within the timeout
+// with a message naming the URL, where it came from and what to source.
 func (g *globals) connect(name string) (*session, error) {
+	if err := g.findSecrets(); err != nil {
+		return nil, err
+	}
 	url := bus.URL(g.natsURL)
 	nc, err := bus.Connect(url, name, g.timeout)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; %s", err, g.connectHint(err))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -48,6 +48,7 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/rehome/rehome/services/planner v0.0.0 // indirect
 	github.com/rs/xid v1.6.0 // indirect
 	github.com/ryszard/goskiplist v0.0.0-20150312221310-2dfbae5fcf46 // indirect
 	github.com/shabbyrobe/gocovmerge v0.0.0-20230507112040-c3350d9342df // indirect
@@ -98,11 +99,13 @@ require (
 	github.com/aws/smithy-go v1.28.9
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/prometheus/client_model v0.6.3
-	github.com/rehome/rehome/services/planner v0.0.0
 	github.com/rehome/rehome/services/storage v0.0.0
+	github.com/rehome/rehome/shared/clustertest v0.0.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 )
 
 replace github.com/rehome/rehome/services/planner => ../planner
 
 replace github.com/rehome/rehome/services/storage => ../storage
+
+replace github.com/rehome/rehome/shared/clustertest => ../../shared/clustertest

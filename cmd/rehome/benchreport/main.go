@@ -1,20 +1,25 @@
 // Command benchreport turns the output of `go test -bench` over rehome's
 // packages into the table of SPEC §6: each figure with rehome's value, the
 // baseline measured in the same run, the ratio, the target and pass/short. It
-// prints the table and writes the same as JSON with the machine it ran on.
+// prints the table and writes the same as JSON with the machine it ran on,
+// the commit it measured (and whether the tree was dirty) and the output file
+// it read; -markdown prints the README's table.
 //
 //	go test -run '^$' -bench . ./... | tee bench/out.txt
 //	go run ./cmd/rehome/benchreport -in bench/out.txt -json bench/results.json
+//	go run ./cmd/rehome/benchreport -in bench/out.txt -markdown   # the README table
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
@@ -23,6 +28,66 @@ import (
 	"text/tabwriter"
 	"time"
 )
+
+// Source names what a report measured: the commit (git rev-parse HEAD),
+// whether the work tree had uncommitted changes besides the report's own
+// files, and the raw `go test -bench` output it was read from (kept
+// committed beside results.json).
+type Source struct {
+	Commit string `json:"commit"`
+	Dirty  bool   `json:"dirty"`
+	Out    string `json:"out"`
+}
+
+// Report is results.json: the machine, what was measured, and the table.
+type Report struct {
+	Machine Machine `json:"machine"`
+	Source  *Source `json:"source,omitempty"`
+	Figures []Row   `json:"figures"`
+}
+
+// gitSource returns the commit checked out in the current directory and
+// whether its tree is dirty, ignoring the files named in own (the report's
+// input and output, which a bench run rewrites).
+func gitSource(own ...string) (commit string, dirty bool, err error) {
+	out, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "", false, fmt.Errorf("git rev-parse HEAD: %w", err)
+	}
+	args := []string{"status", "--porcelain", "--", "."}
+	for _, f := range own {
+		if f != "" && f != "-" {
+			args = append(args, ":(exclude)"+f)
+		}
+	}
+	st, err := exec.Command("git", args...).Output()
+	if err != nil {
+		return "", false, fmt.Errorf("git status: %w", err)
+	}
+	return strings.TrimSpace(string(out)), len(bytes.TrimSpace(st)) > 0, nil
+}
+
+// Markdown renders rows as the README's performance table: every number
+// exactly as results.json holds it (shortest float form), so a test can
+// hold the README to the file.
+func Markdown(rows []Row) string {
+	num := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.FormatFloat(*p, 'f', -1, 64)
+	}
+	var b strings.Builder
+	b.WriteString("| figure | rehome | baseline | ratio | target | status |\n|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		v := num(r.Value)
+		if r.Unit != "" && r.Value != nil {
+			v += " " + r.Unit
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Figure, v, num(r.Baseline), num(r.Ratio), r.Target, r.Status)
+	}
+	return b.String()
+}
 
 // measurement is one benchmark line: its metrics by unit.
 type measurement map[string]float64
@@ -245,6 +310,7 @@ func fmtNum(p *float64) string {
 func run() error {
 	in := flag.String("in", "-", "go test -bench output (- for stdin)")
 	jsonOut := flag.String("json", "", "also write the report as JSON here")
+	markdown := flag.Bool("markdown", false, "print the README's markdown table instead of the text table")
 	flag.Parse()
 	var r io.Reader = os.Stdin
 	if *in != "-" {
@@ -261,26 +327,35 @@ func run() error {
 	}
 	rows := report(ms)
 	mc := machine()
+	commit, dirty, err := gitSource(*in, *jsonOut)
+	if err != nil {
+		return err
+	}
+	rep := Report{Machine: mc, Source: &Source{Commit: commit, Dirty: dirty, Out: *in}, Figures: rows}
+	if *markdown {
+		fmt.Print(Markdown(rows))
+		return writeReport(*jsonOut, rep)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "FIGURE\tREHOME\tBASELINE\tRATIO\tTARGET\tSTATUS\n")
 	for _, row := range rows {
 		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\n", row.Figure, fmtNum(row.Value), row.Unit, fmtNum(row.Baseline), fmtNum(row.Ratio), row.Target, row.Status)
 	}
 	tw.Flush()
-	fmt.Printf("\nmachine: %s, %d cores, %s GB, %s, %s\n", mc.CPU, mc.Cores, mc.MemoryGB, mc.Go, mc.Date)
-	if *jsonOut != "" {
-		b, err := json.MarshalIndent(struct {
-			Machine Machine `json:"machine"`
-			Figures []Row   `json:"figures"`
-		}{mc, rows}, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
-			return err
-		}
+	fmt.Printf("\nmachine: %s, %d cores, %s GB, %s, %s\ncommit: %s (dirty: %t), from %s\n", mc.CPU, mc.Cores, mc.MemoryGB, mc.Go, mc.Date, commit, dirty, *in)
+	return writeReport(*jsonOut, rep)
+}
+
+// writeReport writes rep as indented JSON to path ("" writes nothing).
+func writeReport(path string, rep Report) error {
+	if path == "" {
+		return nil
 	}
-	return nil
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 func main() {

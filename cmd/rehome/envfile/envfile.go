@@ -5,7 +5,9 @@ package envfile
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -87,6 +89,29 @@ func Load(path string) error {
 		}
 	}
 	return nil
+}
+
+// LoadUnset sets the assignments in path that the environment lacks (unset
+// or empty), leaving every variable already set alone: a file found by
+// convention never overrides what the shell says. It reports whether the
+// file exists; a missing file is not an error.
+func LoadUnset(path string) (bool, error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	kv, err := Read(path)
+	if err != nil {
+		return true, fmt.Errorf("env file: %w", err)
+	}
+	for k, v := range kv {
+		if os.Getenv(k) != "" {
+			continue
+		}
+		if err := os.Setenv(k, v); err != nil {
+			return true, fmt.Errorf("env file %s: %s: %w", path, k, err)
+		}
+	}
+	return true, nil
 }
 
 // Write replaces path atomically with kv's assignments (sorted), readable by
