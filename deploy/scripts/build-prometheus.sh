@@ -6,7 +6,7 @@
 # all the stack and its drills use) is complete. OUT is reused when it was built from
 # the same version.
 set -euo pipefail
-out=${1:?usage: build-prometheus.sh OUT}
+out=$(realpath -m "${1:?usage: build-prometheus.sh OUT}")
 version=${PROMETHEUS_VERSION:-v0.316.0}
 go=${GO:-go}
 if [ -x "$out" ] && [ "$(cat "$out.version" 2>/dev/null)" = "$version" ]; then
