@@ -1,7 +1,7 @@
 # rehome — make run (local cluster), make test (everything).
 GO      ?= go
 BIN     := $(CURDIR)/bin
-MODULES := shared services/storage services/detector services/planner services/mover services/s3 cmd/rehome
+MODULES := shared services/storage services/detector services/planner services/mover services/s3 services/console cmd/rehome
 PKGS    := $(addsuffix /...,$(addprefix ./,$(MODULES)))
 ARGS    ?=
 

@@ -107,7 +107,10 @@ require (
 	github.com/aws/aws-sdk-go-v2/credentials v1.21.3
 	github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager v0.5.9
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.115.0
+	github.com/rehome/rehome/services/console v0.0.0
 	github.com/rehome/rehome/services/s3 v0.0.0
 )
 
 replace github.com/rehome/rehome/services/s3 => ../../services/s3
+
+replace github.com/rehome/rehome/services/console => ../../services/console

@@ -70,7 +70,7 @@ func run(args []string) (int, error) {
 		devCmd(g),
 		putCmd(g), getCmd(g), lsCmd(g), rmCmd(g), inspectCmd(g),
 		clusterCmd(g), healCmd(g), eventsCmd(g), nodeCmd(g), rebalanceCmd(g),
-		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), s3Cmd(g), healthcheckCmd(), authCmd(),
+		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), s3Cmd(g), consoleCmd(g), healthcheckCmd(), authCmd(),
 	)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
