@@ -21,7 +21,8 @@ run: build
 
 ## test: the whole suite, unit to end-to-end through bin/rehome
 test: build lint
-	REHOME_BIN=$(BIN)/rehome $(GO) test -count=1 -timeout 15m $(PKGS)
+	@mkdir -p $(BIN)/artifacts
+	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 -timeout 15m $(PKGS)
 
 ## lint: gofmt and go vet over every module
 lint:
