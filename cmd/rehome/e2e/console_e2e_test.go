@@ -166,7 +166,7 @@ func TestConsoleShowsAKilledNodeHealing(t *testing.T) {
 		return v.Under == "0" && v.States[victim] == "down"
 	})
 
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100) // 100: PNG)
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
