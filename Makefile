@@ -1,7 +1,7 @@
 # rehome — make run (local cluster), make test (everything).
 GO      ?= go
 BIN     := $(CURDIR)/bin
-MODULES := shared shared/clustertest services/storage services/detector services/planner services/mover services/s3 cmd/rehome
+MODULES := shared shared/clustertest services/storage services/detector services/planner services/mover services/s3 services/console cmd/rehome
 PKGS    := $(addsuffix /...,$(addprefix ./,$(MODULES)))
 ARGS    ?=
 
@@ -21,7 +21,8 @@ run: build
 
 ## test: the whole suite, unit to end-to-end through bin/rehome
 test: build lint
-	REHOME_BIN=$(BIN)/rehome $(GO) test -count=1 -timeout 15m $(PKGS)
+	@mkdir -p $(BIN)/artifacts
+	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 -timeout 15m $(PKGS)
 
 ## lint: gofmt and go vet over every module
 lint:
@@ -111,7 +112,7 @@ stack-auth: build
 	  --detectors detector-1,detector-2 --planners planner-1,planner-2 --movers mover-1,mover-2,mover-3 \
 	  --s3 s3-1,s3-2 --s3-endpoint "http://127.0.0.1:$${REHOME_STACK_S3_PORT_1:-19000}"
 
-## stack-up: build the images and start the stack (6 storage, 3 NATS, 2 detectors, 2 planners, 3 movers, 2 S3 gateways, Jaeger)
+## stack-up: build the images and start the stack (6 storage, 3 NATS, 2 detectors, 2 planners, 3 movers, 2 S3 gateways, a console, Jaeger)
 stack-up: stack-images stack-auth
 	$(STACK) up -d --no-build
 	deploy/scripts/wait-healthy.sh $(DOCKER) rehome 240

@@ -39,6 +39,7 @@ func devCmd(_ *globals) *cobra.Command {
 	fl.StringArrayVar(&cfg.DetectorArgs, "detector-flag", nil, "extra flag for the detector, repeatable (e.g. --detector-flag=--flap-window=5m)")
 	fl.StringArrayVar(&cfg.PlannerArgs, "planner-flag", nil, "extra flag for every planner, repeatable (e.g. --planner-flag=--max-bytes-per-sec=50000000)")
 	fl.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "embedded NATS client port")
+	fl.IntVar(&cfg.ConsolePort, "console-port", 8080, "the operator's page's port on 127.0.0.1 (0: none; secrets.env gets REHOME_CONSOLE_URL)")
 	fl.IntVar(&cfg.S3Port, "s3-port", 9000, "the S3 gateway's port on 127.0.0.1 (0: no gateway; secrets.env gets the AWS_* lines)")
 	fl.DurationVar(&cfg.Grace, "grace", cfg.Grace, "silence past suspicion before a node is down")
 	fl.DurationVar(&cfg.SuspectAfter, "suspect-after", cfg.SuspectAfter, "silence before a node is suspect")

@@ -35,7 +35,9 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/chromedp/cdproto v0.160.1 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
@@ -106,6 +108,8 @@ require (
 	github.com/aws/aws-sdk-go-v2/credentials v1.21.3
 	github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager v0.5.9
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.115.0
+	github.com/chromedp/chromedp v0.23.1
+	github.com/rehome/rehome/services/console v0.0.0
 	github.com/rehome/rehome/services/s3 v0.0.0
 	github.com/spf13/pflag v1.0.9
 )
@@ -113,3 +117,5 @@ require (
 replace github.com/rehome/rehome/services/s3 => ../../services/s3
 
 replace github.com/rehome/rehome/shared/clustertest => ../../shared/clustertest
+
+replace github.com/rehome/rehome/services/console => ../../services/console

@@ -41,6 +41,7 @@ func TestStack(t *testing.T) {
 		t.FailNow()
 	}
 	t.Run("s3-gateways", s.s3Gateways)
+	t.Run("console", s.console)
 	t.Run("pause-under-grace", s.pauseUnderGrace)
 	t.Run("kill-storage", func(t *testing.T) {
 		incidents = append(incidents, s.killAndHeal(t, "storage-1"))

@@ -43,6 +43,9 @@ func loadCredentials(cfg Config) (*credstore.Set, error) {
 
 // userOf returns the user a child of role (storage: node id) connects as.
 func (c *Cluster) userOf(role, id string) (access.User, error) {
+	if role == consoleID {
+		role = string(access.Operator) // the console reads the bus as the operator it asks the browser for
+	}
 	node := ""
 	if role == string(access.Storage) || role == string(access.S3) {
 		node = id // one user per storage node and per gateway

@@ -46,6 +46,7 @@ type Config struct {
 	StorageArgs  []string      // extra flags for every storage node (scrub)
 	NATSPort     int           // embedded server's client port
 	S3Port       int           // the S3 gateway's port on 127.0.0.1 (0: no gateway)
+	ConsolePort  int           // the operator's page's port on 127.0.0.1 (0: no console)
 	Grace        time.Duration // detector grace after suspicion
 	SuspectAfter time.Duration // silence before suspicion
 	Heartbeat    time.Duration // storage heartbeat interval
@@ -80,6 +81,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dev: --nats-port %d: want 1-65535", c.NATSPort)
 	case c.S3Port < 0 || c.S3Port > 65535 || c.S3Port == c.NATSPort:
 		return fmt.Errorf("dev: --s3-port %d: want 0 (no gateway) or 1-65535, not the NATS port", c.S3Port)
+	case c.ConsolePort < 0 || c.ConsolePort > 65535 || (c.ConsolePort > 0 && (c.ConsolePort == c.NATSPort || c.ConsolePort == c.S3Port)):
+		return fmt.Errorf("dev: --console-port %d: want 0 (no console) or 1-65535, not the NATS or S3 port", c.ConsolePort)
 	case !(c.MaxSilent > 0 && c.MaxSilent <= 1): // NaN too
 		return fmt.Errorf("dev: --max-silent-share %v: want a share in (0, 1]", c.MaxSilent)
 	case c.Grace <= 0 || c.SuspectAfter <= 0 || c.Heartbeat <= 0:
@@ -174,6 +177,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 		secrets["AWS_ACCESS_KEY_ID"], secrets["AWS_SECRET_ACCESS_KEY"] = creds.S3AccessKey, creds.S3SecretKey
 		secrets["AWS_ENDPOINT_URL"], secrets["AWS_REGION"] = c.s3URL(), s3.DefaultConfig().Region
 	}
+	if cfg.ConsolePort > 0 {
+		secrets[EnvConsoleURL] = c.consoleURL()
+	}
 	if err := envfile.Write(secretsPath, c.withTLSEnv(secrets)); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
@@ -252,8 +258,22 @@ func (c *Cluster) startAll() error {
 			return err
 		}
 	}
+	if cfg.ConsolePort > 0 {
+		if err := c.start("console", consoleID, "", append([]string{"console", "--listen", c.consoleAddr()}, common...)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// EnvConsoleURL names the secrets.env line with the console's address.
+const EnvConsoleURL = "REHOME_CONSOLE_URL"
+
+// consoleID names the dev cluster's console (it reads the bus as the operator).
+const consoleID = "console"
+
+func (c *Cluster) consoleAddr() string { return fmt.Sprintf("127.0.0.1:%d", c.cfg.ConsolePort) }
+func (c *Cluster) consoleURL() string  { return "http://" + c.consoleAddr() }
 
 // s3ID names the dev cluster's S3 gateway.
 const s3ID = "s3-1"
@@ -403,7 +423,7 @@ func (c *Cluster) waitReady(ctx context.Context) {
 		var st control.ClusterStatus
 		err := bus.Call(cctx, nc, event.CtlStatus, struct{}{}, &st)
 		cancel()
-		if err == nil && len(st.Nodes) >= c.cfg.Nodes && c.s3Ready() {
+		if err == nil && len(st.Nodes) >= c.cfg.Nodes && c.s3Ready() && c.consoleReady() {
 			return
 		}
 		select {
@@ -415,11 +435,14 @@ func (c *Cluster) waitReady(ctx context.Context) {
 }
 
 // s3Ready reports whether the gateway (if any) accepts connections.
-func (c *Cluster) s3Ready() bool {
-	if c.cfg.S3Port == 0 {
-		return true
-	}
-	conn, err := net.DialTimeout("tcp", c.s3Addr(), time.Second)
+func (c *Cluster) s3Ready() bool { return c.cfg.S3Port == 0 || accepts(c.s3Addr()) }
+
+// consoleReady reports whether the console (if any) accepts connections.
+func (c *Cluster) consoleReady() bool { return c.cfg.ConsolePort == 0 || accepts(c.consoleAddr()) }
+
+// accepts reports whether addr accepts a TCP connection.
+func accepts(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return false
 	}
@@ -433,7 +456,7 @@ func (c *Cluster) banner(out io.Writer) {
   NATS      %s
   data dir  %s   (logs in logs/, processes in processes.json)
   grace     %s after %s of silence
-%s%s
+%s%s%s
 In another shell:
   set -a; . %s; set +a
   bin/rehome put README.md && bin/rehome inspect README.md
@@ -442,8 +465,16 @@ In another shell:
   bin/rehome heal status --follow
 
 Ctrl-C stops every process.
-`, cfg.Nodes, cfg.Racks, cfg.Planners, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter, c.telemetryLines(), c.s3Line(),
+`, cfg.Nodes, cfg.Racks, cfg.Planners, cfg.Movers, c.url, cfg.Dir, cfg.Grace, cfg.SuspectAfter, c.telemetryLines(), c.s3Line(), c.consoleLine(),
 		filepath.Join(cfg.Dir, "secrets.env"), c.pidOf("storage-1"))
+}
+
+// consoleLine is the banner's line on the console.
+func (c *Cluster) consoleLine() string {
+	if c.cfg.ConsolePort == 0 {
+		return ""
+	}
+	return "  console   " + c.consoleURL() + "   (log in with the operator's user and password from REHOME_NATS_URL in secrets.env)\n"
 }
 
 // s3Line is the banner's line on the S3 gateway.

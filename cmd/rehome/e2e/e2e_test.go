@@ -93,8 +93,10 @@ func startDev(t testing.TB, args ...string) *cluster {
 	dir := t.TempDir()
 	port := freePort(t)
 	c := &cluster{t: t, dir: dir, url: fmt.Sprintf("nats://127.0.0.1:%d", port), done: make(chan error, 1)}
-	// Every cluster gets its own S3 port (args may say --s3-port again: the last wins).
-	all := append([]string{"dev", "--dir", dir, "--nats-port", fmt.Sprint(port), "--s3-port", fmt.Sprint(freePort(t))}, args...)
+	// Every cluster gets its own S3 and console ports (args may say
+	// --s3-port or --console-port again: the last wins).
+	all := append([]string{"dev", "--dir", dir, "--nats-port", fmt.Sprint(port), "--s3-port", fmt.Sprint(freePort(t)),
+		"--console-port", fmt.Sprint(freePort(t))}, args...)
 	c.cmd = exec.Command(rehomeBin, all...)
 	logf, err := os.Create(filepath.Join(dir, "dev.out"))
 	if err != nil {
@@ -356,8 +358,8 @@ func TestKillNodeHeals(t *testing.T) {
 	c := startDev(t, "--nodes", "6", "--racks", "6", "--grace", "2s", "--suspect-after", "1s", "--heartbeat", "250ms")
 	waitHealthy(t, c, 6)
 	ps := c.processes()
-	if len(ps) != 6+1+1+2+1 { // storage, detector, planner, movers, s3 gateway
-		t.Fatalf("processes.json lists %d processes, want 11: %+v", len(ps), ps)
+	if len(ps) != 6+1+1+2+1+1 { // storage, detector, planner, movers, s3 gateway, console
+		t.Fatalf("processes.json lists %d processes, want 12: %+v", len(ps), ps)
 	}
 
 	// 400 objects of 16 KiB through one `rehome put` call.

@@ -121,8 +121,8 @@ func TestEveryServiceServesMetrics(t *testing.T) {
 	for _, n := range st.Nodes {
 		addrs[n.ID], roles[n.ID] = n.Addr, "storage"
 	}
-	if len(addrs) != 5+1+1+2+1 {
-		t.Fatalf("metrics addresses %v: want 10 processes", addrs)
+	if len(addrs) != 5+1+1+2+1+1 { // storage, detector, planner, movers, s3 gateway, console
+		t.Fatalf("metrics addresses %v: want 11 processes", addrs)
 	}
 	// One S3 request (unsigned: refused) so the gateway's series exist.
 	if resp, err := http.Get(c.getenv("AWS_ENDPOINT_URL") + "/"); err != nil || resp.StatusCode != http.StatusForbidden {
