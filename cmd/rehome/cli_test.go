@@ -231,7 +231,11 @@ func TestGroupsRefuseUnknownSubcommands(t *testing.T) {
 				continue
 			}
 			p := append(append([]string{}, path...), sub.Name())
-			groups = append(groups, p)
+			// A group that is itself a command of positional arguments
+			// ("node drain ID") takes an unknown word as its argument.
+			if !(sub.Runnable() && sub.Args != nil && strings.Contains(sub.Use, " ID")) {
+				groups = append(groups, p)
+			}
 			walk(sub, p)
 		}
 	}
