@@ -281,7 +281,7 @@ func TestDrainCancelKeepsWhatMoved(t *testing.T) {
 	moved := p.copies[0]
 	h.land(moved)
 	h.v.endFlight(moved.shard) // the mover's result, as the service records it
-	tr := h.plan().trims // the next copy may be planned beside it
+	tr := h.plan().trims       // the next copy may be planned beside it
 	if len(tr) != 1 || tr[0].shard != moved.shard || h.name(tr[0].node) != "storage-3" {
 		t.Fatalf("trims %+v, want %s's copy on storage-3", tr, moved.id)
 	}
