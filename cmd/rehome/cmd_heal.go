@@ -122,9 +122,20 @@ func healPlanCmd(g *globals) *cobra.Command {
 // healSwitchCmd is `heal pause` or `heal resume`: a durable switch in KV that
 // every planner watches; in-flight tasks finish, no new ones start.
 func healSwitchCmd(g *globals, pause bool) *cobra.Command {
-	use, short := "resume", "resume repairs after a pause"
 	if pause {
-		use, short = "pause", "pause repairs (durable: survives planner restarts) until heal resume"
+		return switchCmd(g, control.HealSwitchKey, true, "pause repairs (durable: survives planner restarts) until heal resume",
+			"repairs paused: tasks in flight finish, no new ones start (rehome heal resume)")
+	}
+	return switchCmd(g, control.HealSwitchKey, false, "resume repairs after a pause", "repairs resumed")
+}
+
+// switchCmd is a `pause` or `resume` command writing the durable switch
+// under key in bus.BucketControl (a control.HealSwitch record), then
+// printing done.
+func switchCmd(g *globals, key string, pause bool, short, done string) *cobra.Command {
+	use := "resume"
+	if pause {
+		use = "pause"
 	}
 	return &cobra.Command{
 		Use:   use,
@@ -132,14 +143,10 @@ func healSwitchCmd(g *globals, pause bool) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rec := control.HealSwitch{V: model.Version, Paused: pause, By: operator(), Since: time.Now().UTC()}
-			if err := g.putSwitch(cmd.Context(), bus.BucketControl, control.HealSwitchKey, rec); err != nil {
+			if err := g.putSwitch(cmd.Context(), bus.BucketControl, key, rec); err != nil {
 				return err
 			}
-			if pause {
-				fmt.Fprintln(cmd.OutOrStdout(), "repairs paused: tasks in flight finish, no new ones start (rehome heal resume)")
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "repairs resumed")
-			}
+			fmt.Fprintln(cmd.OutOrStdout(), done)
 			return nil
 		},
 	}

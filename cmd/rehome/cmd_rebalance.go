@@ -3,13 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
-	"github.com/rehome/rehome/shared/model"
 )
 
 // rebalanceCmd is `rehome rebalance status|pause|resume`.
@@ -47,27 +44,11 @@ holds a copy of everything), nodes can only even out within their rack.`,
 // rebalanceSwitchCmd is `rebalance pause` or `rebalance resume`: a durable
 // switch every planner watches; moves already copying finish.
 func rebalanceSwitchCmd(g *globals, pause bool) *cobra.Command {
-	use, short := "resume", "resume rebalancing after a pause"
 	if pause {
-		use, short = "pause", "pause rebalancing (durable: survives planner restarts) until rebalance resume"
+		return switchCmd(g, control.RebalanceSwitchKey, true, "pause rebalancing (durable: survives planner restarts) until rebalance resume",
+			"rebalancing paused: moves copying now finish, no new ones start (rehome rebalance resume)")
 	}
-	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			rec := control.HealSwitch{V: model.Version, Paused: pause, By: operator(), Since: time.Now().UTC()}
-			if err := g.putSwitch(cmd.Context(), bus.BucketControl, control.RebalanceSwitchKey, rec); err != nil {
-				return err
-			}
-			if pause {
-				fmt.Fprintln(cmd.OutOrStdout(), "rebalancing paused: moves copying now finish, no new ones start (rehome rebalance resume)")
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "rebalancing resumed")
-			}
-			return nil
-		},
-	}
+	return switchCmd(g, control.RebalanceSwitchKey, false, "resume rebalancing after a pause", "rebalancing resumed")
 }
 
 // printBalance writes the balance as a table.
