@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rehome/rehome/shared/units"
 	"io"
 	"os"
 	"strings"
@@ -119,7 +120,7 @@ func printStatus(w io.Writer, st control.ClusterStatus) {
 		case n.Full:
 			fill += " full"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", rack, n.ID, n.State, n.Addr, n.Shards, humanBytes(n.Bytes), fill, n.Flaps, grace)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", rack, n.ID, n.State, n.Addr, n.Shards, units.Bytes(n.Bytes), fill, n.Flaps, grace)
 	}
 	tw.Flush()
 	if st.HealPaused {
@@ -132,7 +133,7 @@ func printStatus(w io.Writer, st control.ClusterStatus) {
 		fmt.Fprintf(w, "\nVERDICTS HELD: %s\n  (rehome cluster release-hold to override)\n", st.HeldReason)
 	}
 	fmt.Fprintf(w, "\nobjects %d  shards %d  under-replicated %d  lost %d  bytes to rebuild %s  tasks in flight %d\n",
-		st.Objects, st.Shards, st.UnderReplicated, st.Lost, humanBytes(st.BytesRemaining), st.InFlight)
+		st.Objects, st.Shards, st.UnderReplicated, st.Lost, units.Bytes(st.BytesRemaining), st.InFlight)
 }
 
 func eventsCmd(g *globals) *cobra.Command {

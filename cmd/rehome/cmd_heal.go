@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rehome/rehome/shared/units"
 	"io"
 	"os"
 	"text/tabwriter"
@@ -12,8 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/control"
@@ -37,7 +35,7 @@ func healCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d shards checked, %d missing (%s): %d being rebuilt onto %s, %d already whole elsewhere\n",
-				r.Node, r.Checked, r.Missing, humanBytes(r.MissingBytes), r.Rebuilding, r.Node, r.Dropped)
+				r.Node, r.Checked, r.Missing, units.Bytes(r.MissingBytes), r.Rebuilding, r.Node, r.Dropped)
 			fmt.Fprintf(cmd.OutOrStdout(), "follow it with: rehome heal status --node %s --follow\n", r.Node)
 			return nil
 		},
@@ -105,12 +103,12 @@ func healPlanCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SHARD\tKIND\tSOURCE\tRACK\tTARGET\tRACK\tBYTES")
 			for _, m := range p.Moves {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Shard, m.Kind, m.Source, m.SourceRack, m.Target, m.TargetRack, humanBytes(m.Bytes))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Shard, m.Kind, m.Source, m.SourceRack, m.Target, m.TargetRack, units.Bytes(m.Bytes))
 			}
 			tw.Flush()
 			eta := time.Duration(p.EstimatedSeconds * float64(time.Second)).Round(time.Second)
 			fmt.Fprintf(w, "\n%d shards, %s onto %s; about %s under current throttles (%s). Nothing was changed.\n",
-				p.Shards, humanBytes(p.Bytes), p.Node, eta, p.Throttle)
+				p.Shards, units.Bytes(p.Bytes), p.Node, eta, p.Throttle)
 			return nil
 		},
 	}
@@ -166,7 +164,7 @@ func progressLine(p event.Progress) string {
 		eta = (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second).String()
 	}
 	line := fmt.Sprintf("under-replicated %d  lost %d  remaining %s  rate %s/s  eta %s  in flight %d",
-		p.UnderReplicated, p.Lost, humanBytes(p.BytesRemaining), humanBytes(int64(p.RateBytesPerSec)), eta, p.InFlight)
+		p.UnderReplicated, p.Lost, units.Bytes(p.BytesRemaining), units.Bytes(int64(p.RateBytesPerSec)), eta, p.InFlight)
 	if p.SingleCopy > 0 {
 		line += fmt.Sprintf("  single-copy %d", p.SingleCopy)
 	}
@@ -208,64 +206,18 @@ func isTerminal(w io.Writer) bool {
 // the exit is 1, as for any other failure) or ctx ends. On a terminal it draws a progress bar of
 // bytes rebuilt; otherwise it prints a line (JSON with asJSON) per change.
 func followHeal(ctx context.Context, g *globals, nc *nats.Conn, w io.Writer, node string, every time.Duration, asJSON bool) error {
-	var (
-		bar      *mpb.Bar
-		progress *mpb.Progress
-		total    int64
-		last     string
-		p        event.Progress
-	)
-	if !asJSON && isTerminal(w) {
-		progress = mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(30), mpb.WithAutoRefresh())
-		bar = progress.New(0, mpb.BarStyle(),
-			mpb.PrependDecorators(decor.Name("heal "), decor.Percentage(decor.WCSyncSpace)),
-			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return "  " + progressLine(p) })))
-	}
-	finish := func() {
-		if progress != nil {
-			bar.SetTotal(-1, true)
-			progress.Wait()
+	return follow(ctx, w, "heal", every, asJSON, func(ctx context.Context) (sample, error) {
+		p, err := healStatus(ctx, g, nc, node)
+		if err != nil {
+			return sample{}, err
 		}
-	}
-	defer finish()
-	for {
-		var err error
-		if p, err = healStatus(ctx, g, nc, node); err != nil {
-			return err
-		}
-		switch {
-		case bar != nil:
-			// The total grows when more work appears (a second failure).
-			if rebuilt := bar.Current(); rebuilt+p.BytesRemaining > total {
-				total = rebuilt + p.BytesRemaining
-			}
-			bar.SetTotal(total, false)
-			bar.SetCurrent(total - p.BytesRemaining)
-		case asJSON:
-			if err := json.NewEncoder(w).Encode(p); err != nil {
-				return err
-			}
-		default:
-			if line := progressLine(p); line != last {
-				fmt.Fprintln(w, line)
-				last = line
-			}
-		}
+		s := sample{Remaining: p.BytesRemaining, Line: progressLine(p), JSON: p}
 		switch {
 		case healthy(p):
-			finish()
-			progress = nil
-			if !asJSON {
-				fmt.Fprintln(w, "healthy: every shard is at full redundancy")
-			}
-			return nil
+			s.Done, s.DoneLine = true, "healthy: every shard is at full redundancy"
 		case p.UnderReplicated == 0 && p.InFlight == 0 && p.SuspectNodes == 0 && p.Lost > 0:
-			return lostError(p.Lost)
+			s.Done, s.Err = true, lostError(p.Lost)
 		}
-		select {
-		case <-ctx.Done():
-			return errors.New("interrupted before the cluster was healthy")
-		case <-time.After(every):
-		}
-	}
+		return s, nil
+	})
 }

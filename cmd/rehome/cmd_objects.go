@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rehome/rehome/shared/units"
 	"io"
 	"os"
 	"path/filepath"
@@ -203,7 +204,7 @@ func lsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tSIZE\tLAYOUT\tSHARDS\tCREATED")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Key, humanBytes(r.Size), r.Layout, r.Shards, r.Created.Format(time.RFC3339))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Key, units.Bytes(r.Size), r.Layout, r.Shards, r.Created.Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},
@@ -252,11 +253,11 @@ func inspectCmd(g *globals) *cobra.Command {
 				return writeJSON(cmd.OutOrStdout(), in)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "key     %s\nsize    %s (%d bytes)\nsha256  %s\nlayout  %s\nshards  %d\n\n", in.Key, humanBytes(in.Size), in.Size, in.SHA256, in.Layout, len(in.Shards))
+			fmt.Fprintf(w, "key     %s\nsize    %s (%d bytes)\nsha256  %s\nlayout  %s\nshards  %d\n\n", in.Key, units.Bytes(in.Size), in.Size, in.SHA256, in.Layout, len(in.Shards))
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SHARD\tSTRIPE\tINDEX\tSIZE\tNODES\tRACKS\tDOWN")
 			for _, sv := range in.Shards {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", sv.ID, sv.Stripe, sv.Index, humanBytes(sv.Size),
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", sv.ID, sv.Stripe, sv.Index, units.Bytes(sv.Size),
 					strings.Join(sv.Nodes, ","), strings.Join(sv.Racks, ","), strings.Join(sv.DownNodes, ","))
 			}
 			return tw.Flush()
@@ -270,17 +271,4 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
