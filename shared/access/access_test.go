@@ -163,9 +163,12 @@ func TestEachRoleMayWriteOnlyWhatItsJobNeeds(t *testing.T) {
 		"planner": {
 			allow: []string{event.TaskPrefix + "storage-1", event.PlanPrefix + "i1", event.LostPrefix + "s1", event.HealProgress,
 				kv(bus.BucketPlacement, "s1"), kv(bus.BucketObjects, "k1"), kv(bus.BucketLease, bus.LeasePlanner),
-				kv(bus.BucketIndex, "root")},
-			deny: []string{event.DownPrefix + "storage-2", event.UpPrefix + "storage-2", kv(bus.BucketLiveness, "storage-2"),
-				event.DonePrefix + "storage-2", event.HeartbeatPrefix + "storage-2", kv(bus.BucketNodes, "storage-2")},
+				kv(bus.BucketIndex, "root"),
+				// node remove deletes the removed node's registration and liveness;
+				// a KV delete is a publish on the key, so the grant is the key.
+				kv(bus.BucketLiveness, "storage-2"), kv(bus.BucketNodes, "storage-2")},
+			deny: []string{event.DownPrefix + "storage-2", event.UpPrefix + "storage-2",
+				event.DonePrefix + "storage-2", event.HeartbeatPrefix + "storage-2", kv(bus.BucketDetector, model.HoldKey)},
 		},
 		"mover": {
 			allow: []string{event.DonePrefix + "storage-1", event.FailedPrefix + "storage-1", event.DeadPrefix + "storage-1"},
