@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/shared/event"
@@ -103,7 +105,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus, m.stripes, m.stripesDegraded,
 		m.checks, m.lacking, m.healedInPlace, m.dropped, m.corrupt, m.paused, m.singleCopy,
 		m.orphansDeleted, m.orphansAwaiting, m.orphanSweepsHeld)
-	for _, s := range []string{subjectDone, subjectFailed, subjectCorrupt} {
+	for _, s := range []string{core.SubjectDone, core.SubjectFailed, core.SubjectCorrupt} {
 		for _, r := range event.Reasons {
 			m.malformed.WithLabelValues(s, r)
 		}

@@ -22,6 +22,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"go.opentelemetry.io/otel/trace"
 
 	"context"
@@ -256,7 +258,7 @@ type Service struct {
 	m      *metrics
 
 	mu    sync.Mutex // guards v and bytes
-	v     *view
+	v     *core.View
 	bytes *rate.Limiter // copy bytes admitted per second (nil: no cap)
 
 	kvNodes, kvLive, kvPlace, kvObjects, kvCtl jetstream.KeyValue
@@ -298,7 +300,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 	s := &Service{
 		cfg: cfg, nc: nc, js: js, log: log.With("planner", cfg.ID), now: now, reg: reg, m: newMetrics(reg),
 		tracer: telemetry.Provider(cfg.TracerProvider).Tracer("github.com/rehome/rehome/services/planner"),
-		v:      newView(now, policy{maxAttempts: cfg.MaxAttempts, retryLater: cfg.RetryLater, autoHeal: cfg.AutoHeal}),
+		v:      core.NewView(now, core.Policy{MaxAttempts: cfg.MaxAttempts, RetryLater: cfg.RetryLater, AutoHeal: cfg.AutoHeal}),
 		kick:   make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
 	}
 	if cfg.MaxBytesPerSec > 0 {
@@ -340,9 +342,9 @@ func (s *Service) Registry() *prometheus.Registry { return s.reg }
 // for concurrent use).
 func (s *Service) Acting() bool { return s.acting.Load() }
 
-func (s *Service) limits() limits {
-	return limits{perNodeIn: s.cfg.PerNodeIn, perNodeOut: s.cfg.PerNodeOut, maxInFlight: s.cfg.MaxInFlight,
-		maxFill: s.cfg.MaxFill, bytes: s.bytes, paused: s.sw.sw.Paused}
+func (s *Service) limits() core.Limits {
+	return core.Limits{PerNodeIn: s.cfg.PerNodeIn, PerNodeOut: s.cfg.PerNodeOut, MaxInFlight: s.cfg.MaxInFlight,
+		MaxFill: s.cfg.MaxFill, Bytes: s.bytes, Paused: s.sw.sw.Paused}
 }
 
 // plan asks the loop to plan at once (non-blocking).
@@ -405,7 +407,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 	// Initial values: nothing is planned or answered before all are in.
 	s.mu.Lock()
-	s.v.loading = true
+	s.v.Loading = true
 	s.mu.Unlock()
 	loaded := make([]bool, len(ws))
 	for !allTrue(loaded) {
@@ -430,14 +432,14 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.seedHeartbeats(ctx)
 	s.mu.Lock()
-	s.v.loading = false
-	s.v.rescan()
-	t := s.v.totals()
-	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())
+	s.v.Loading = false
+	s.v.Rescan()
+	t := s.v.Totals()
+	s.m.rescanSeconds.Set(s.v.RescanDur.Seconds())
 	paused := s.sw.sw.Paused
 	s.mu.Unlock()
-	s.log.Info("planner view loaded", "shards", t.shards, "objects", t.objects,
-		"under_replicated", t.underReplicated, "lost", t.lost, "heal_paused", paused)
+	s.log.Info("planner view loaded", "shards", t.Shards, "objects", t.Objects,
+		"under_replicated", t.UnderReplicated, "lost", t.Lost, "heal_paused", paused)
 
 	// The lease: its own goroutine renews it or tries to take it, and
 	// signals every change of hands.
@@ -550,12 +552,12 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 	s.m.acting.Set(1)
 	act := &acting{term: s.lease.term.Load()}
 	s.mu.Lock()
-	s.v.clearFlights()
+	s.v.ClearFlights()
 	// Copies another planner found lacking were known to it alone: check
 	// every live node holding shards again (with AutoHeal).
-	for i := range s.v.nodes {
-		if n := &s.v.nodes[i]; n.registered && n.shards > 0 && n.effState().Live() {
-			s.v.wantReconcile(nodeRef(i))
+	for i := range s.v.Nodes {
+		if n := &s.v.Nodes[i]; n.Registered && n.Shards > 0 && n.EffState().Live() {
+			s.v.WantReconcile(core.NodeRef(i))
 		}
 	}
 	s.mu.Unlock()
@@ -709,7 +711,7 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	switch bucket {
 	case bus.BucketNodes:
 		if del {
-			s.v.removeNode(key)
+			s.v.RemoveNode(key)
 			return true
 		}
 		var n model.Node
@@ -722,22 +724,22 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			return false
 		}
 		asked := false
-		if r, ok := s.v.nodeIdx[n.ID]; ok {
-			asked = s.v.nodes[r].needReconcile
+		if r, ok := s.v.NodeIndex[n.ID]; ok {
+			asked = s.v.Nodes[r].NeedReconcile
 		}
-		if err := s.v.setNode(n); err != nil {
+		if err := s.v.SetNode(n); err != nil {
 			s.malformed(bucket, err)
 			return false
 		}
-		r := s.v.nodeIdx[n.ID]
-		if !asked && s.v.nodes[r].needReconcile {
+		r := s.v.NodeIndex[n.ID]
+		if !asked && s.v.Nodes[r].NeedReconcile {
 			s.log.Info("node registered anew while the map lists it: checking its inventory", "node", n.ID, "boot_id", n.BootID)
 			return true
 		}
-		return s.v.needRescan
+		return s.v.NeedRescan
 	case bus.BucketLiveness:
 		if del {
-			return s.v.clearLiveness(key)
+			return s.v.ClearLiveness(key)
 		}
 		var l model.Liveness
 		if err := decodeRecord(e.Value(), &l); err != nil {
@@ -748,13 +750,13 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, err)
 			return false
 		}
-		if !s.v.loading && !s.v.knowsNode(l.Node) {
+		if !s.v.Loading && !s.v.KnowsNode(l.Node) {
 			// A verdict on a node never registered nor in the map (during
 			// the initial load, registrations may come after verdicts).
 			s.malformed(bucket, fmt.Errorf("liveness: %w %s", event.ErrUnknownNode, l.Node))
 			return false
 		}
-		changed, err := s.v.setLiveness(l)
+		changed, err := s.v.SetLiveness(l)
 		if err != nil {
 			s.malformed(bucket, err)
 		}
@@ -765,7 +767,7 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	case bus.BucketPlacement:
 		defer s.placeSeen.Store(max(s.placeSeen.Load(), e.Revision()))
 		if del {
-			return s.v.removePlacement(key) // frees the slots of its tasks, if any
+			return s.v.RemovePlacement(key) // frees the slots of its tasks, if any
 		}
 		var p model.Placement
 		if err := decodeRecord(e.Value(), &p); err != nil {
@@ -776,7 +778,7 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, fmt.Errorf("placement %q: %v", key, err))
 			return false
 		}
-		landed, err := s.v.upsertPlacement(p)
+		landed, err := s.v.UpsertPlacement(p)
 		if err != nil {
 			s.malformed(bucket, err)
 		}
@@ -813,7 +815,7 @@ func (s *Service) onHeartbeat(msg *nats.Msg) {
 		err = event.CheckSubjectNode(msg.Subject, hb.Node)
 	}
 	s.mu.Lock()
-	if err == nil && !s.v.loading && !s.v.knowsNode(hb.Node) {
+	if err == nil && !s.v.Loading && !s.v.KnowsNode(hb.Node) {
 		err = fmt.Errorf("%w %s", event.ErrUnknownNode, hb.Node) // registrations come first
 	}
 	if err != nil {
@@ -821,9 +823,9 @@ func (s *Service) onHeartbeat(msg *nats.Msg) {
 		s.malformed(strings.TrimSuffix(event.HeartbeatPrefix, "."), fmt.Errorf("heartbeat on %s: %w", msg.Subject, err))
 		return
 	}
-	s.v.heartbeat(hb.Node, hb.UsedBytes, hb.CapacityBytes, s.now())
-	accepts := s.v.diskCondition(hb.Node, hb.Full, hb.ReadOnly)
-	asked := s.v.bootSeen(hb.Node, hb.BootID)
+	s.v.Heartbeat(hb.Node, hb.UsedBytes, hb.CapacityBytes, s.now())
+	accepts := s.v.DiskCondition(hb.Node, hb.Full, hb.ReadOnly)
+	asked := s.v.BootSeen(hb.Node, hb.BootID)
 	s.mu.Unlock()
 	if accepts {
 		s.log.Info("node accepts new shards again", "node", hb.Node)
@@ -845,9 +847,9 @@ func (s *Service) seedHeartbeats(ctx context.Context) {
 	}
 	s.mu.Lock()
 	var ids []string
-	for i := range s.v.nodes {
-		if s.v.nodes[i].registered && s.v.nodes[i].hbAt.IsZero() {
-			ids = append(ids, s.v.nodes[i].id)
+	for i := range s.v.Nodes {
+		if s.v.Nodes[i].Registered && s.v.Nodes[i].HeartbeatAt.IsZero() {
+			ids = append(ids, s.v.Nodes[i].ID)
 		}
 	}
 	s.mu.Unlock()
@@ -863,10 +865,10 @@ func (s *Service) seedHeartbeats(ctx context.Context) {
 			continue
 		}
 		s.mu.Lock()
-		if r, ok := s.v.nodeIdx[id]; ok && s.v.nodes[r].hbAt.IsZero() {
-			s.v.heartbeat(id, hb.UsedBytes, hb.CapacityBytes, m.Time)
-			s.v.diskCondition(id, hb.Full, hb.ReadOnly)
-			s.v.bootSeen(id, hb.BootID)
+		if r, ok := s.v.NodeIndex[id]; ok && s.v.Nodes[r].HeartbeatAt.IsZero() {
+			s.v.Heartbeat(id, hb.UsedBytes, hb.CapacityBytes, m.Time)
+			s.v.DiskCondition(id, hb.Full, hb.ReadOnly)
+			s.v.BootSeen(id, hb.BootID)
 		}
 		s.mu.Unlock()
 	}

@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,7 +55,7 @@ func (s *Service) seedFlights(ctx context.Context) error {
 			continue
 		}
 		s.mu.Lock()
-		if s.v.seedFlight(t, m.Sequence, now.Add(s.cfg.TaskTimeout)) {
+		if s.v.SeedFlight(t, m.Sequence, now.Add(s.cfg.TaskTimeout)) {
 			seeded++
 		}
 		s.mu.Unlock()
@@ -85,10 +87,10 @@ func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.Pu
 func (s *Service) incidentTrace(inc string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.v.nodes {
-		n := &s.v.nodes[i]
-		if n.traceParent != "" && !n.since.IsZero() && inc == n.id+"-"+strconv.FormatInt(n.since.UnixMilli(), 10) {
-			return n.traceParent
+	for i := range s.v.Nodes {
+		n := &s.v.Nodes[i]
+		if n.TraceParent != "" && !n.Since.IsZero() && inc == n.ID+"-"+strconv.FormatInt(n.Since.UnixMilli(), 10) {
+			return n.TraceParent
 		}
 	}
 	return ""
@@ -204,26 +206,26 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	s.startOrphanSweep(act, now)
 
 	s.mu.Lock()
-	s.v.expire(now)
+	s.v.Expire(now)
 	s.markMovesLocked()
-	p := s.v.round(now, s.limits())
-	s.v.reserve(p, now, s.cfg.TaskTimeout)
-	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())
+	p := s.v.Round(now, s.limits())
+	s.v.Reserve(p, now, s.cfg.TaskTimeout)
+	s.m.rescanSeconds.Set(s.v.RescanDur.Seconds())
 	s.mu.Unlock()
 
-	if len(p.copies) > 0 {
-		s.issue(ctx, p.copies)
+	if len(p.Copies) > 0 {
+		s.issue(ctx, p.Copies)
 	}
-	for _, t := range p.trims {
+	for _, t := range p.Trims {
 		s.trim(ctx, t)
 	}
-	if len(p.drops) > 0 {
-		s.drops(ctx, p.drops)
+	if len(p.Drops) > 0 {
+		s.drops(ctx, p.Drops)
 	}
 	s.announceLost(ctx)
 	s.announceDrained(ctx)
 	s.refreshGauges()
-	return p.wait
+	return p.Wait
 }
 
 // expireFlights re-plans tasks past their deadline, unless the task message
@@ -231,7 +233,7 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 // An expired copy counts as a failed attempt; an expired trim is forgotten.
 func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 	s.mu.Lock()
-	copies, trims := s.v.expired(now)
+	copies, trims := s.v.Expired(now)
 	type check struct {
 		h    uint32
 		task string
@@ -240,12 +242,12 @@ func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 	}
 	checks := make([]check, 0, len(copies)+len(trims))
 	for _, h := range copies {
-		f := s.v.flights[h]
-		checks = append(checks, check{h, f.task, f.seq, false})
+		f := s.v.Flights[h]
+		checks = append(checks, check{h, f.Task, f.Seq, false})
 	}
 	for _, h := range trims {
-		t := s.v.trims[h]
-		checks = append(checks, check{h, t.task, t.seq, true})
+		t := s.v.Trims[h]
+		checks = append(checks, check{h, t.Task, t.Seq, true})
 	}
 	s.mu.Unlock()
 	for _, c := range checks {
@@ -261,12 +263,12 @@ func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 		}
 		if c.trim {
 			s.mu.Lock()
-			if t := s.v.trims[c.h]; t != nil && t.task == c.task {
+			if t := s.v.Trims[c.h]; t != nil && t.Task == c.task {
 				if queued {
-					t.deadline = now.Add(s.cfg.TaskTimeout)
+					t.Deadline = now.Add(s.cfg.TaskTimeout)
 				} else {
 					s.log.Warn("trim timed out", "task", c.task)
-					s.v.endTrim(c.h)
+					s.v.EndTrim(c.h)
 				}
 			}
 			s.mu.Unlock()
@@ -274,12 +276,12 @@ func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 		}
 		var gaveUp *event.Failed
 		s.mu.Lock()
-		if f := s.v.flights[c.h]; f != nil && f.task == c.task {
+		if f := s.v.Flights[c.h]; f != nil && f.Task == c.task {
 			if queued {
-				f.deadline = now.Add(s.cfg.TaskTimeout)
-				if f.rb != nil {
-					for _, p := range s.v.openPieces(f.rb) {
-						s.v.flights[p].deadline = f.deadline
+				f.Deadline = now.Add(s.cfg.TaskTimeout)
+				if f.RB != nil {
+					for _, p := range s.v.OpenPieces(f.RB) {
+						s.v.Flights[p].Deadline = f.Deadline
 					}
 				}
 			} else {
@@ -292,54 +294,14 @@ func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 	}
 }
 
-// failedLocked ends flight f of shard h as a failed attempt (s.mu held); for
-// a piece of a rebuild, every piece of its task still open. When it was the
-// last attempt of its round it returns the report to publish.
-func (s *Service) failedLocked(h uint32, f *flight, cause string, now time.Time, avoid bool) *event.Failed {
-	// A copy back in place that failed leaves its target lacking the shard
-	// (a planner that took over knows it only from the task).
-	type back struct {
-		h uint32
-		r nodeRef
+// failedLocked ends flight f of shard h as a failed attempt (s.mu held)
+// and counts a parked shard; see view.failFlight.
+func (s *Service) failedLocked(h uint32, f *core.Flight, cause string, now time.Time, avoid bool) *event.Failed {
+	gaveUp := s.v.FailFlight(h, f, cause, now, avoid)
+	if gaveUp != nil {
+		s.m.gaveUp.Inc()
 	}
-	var backs []back
-	if f.rb != nil {
-		for _, p := range s.v.openPieces(f.rb) {
-			if pf := s.v.flights[p]; pf.inPlace {
-				backs = append(backs, back{p, pf.target})
-			}
-		}
-	} else if f.inPlace {
-		backs = append(backs, back{h, f.target})
-	}
-	defer func() {
-		for _, b := range backs {
-			s.v.markMissing(b.h, b.r)
-		}
-	}()
-	kind := event.KindCopy
-	if f.rb != nil {
-		kind = event.KindRebuild
-		if pieces := s.v.openPieces(f.rb); len(pieces) > 0 {
-			h = pieces[0]
-		}
-		if !s.v.failedRebuild(f.rb, now, avoid) {
-			return nil
-		}
-	} else {
-		s.v.endFlight(h)
-		if !s.v.failed(h, f.target, f.attempt, f.serial, now, avoid) {
-			return nil
-		}
-	}
-	s.m.gaveUp.Inc()
-	r := s.v.retries[h]
-	return &event.Failed{
-		Task: f.task, Incident: f.incident, Shard: s.v.ids.String(h), Kind: kind,
-		Target: s.v.nodes[f.target].id, Attempt: f.attempt, Final: true, RetryAt: r.notBefore.UTC(),
-		Error: fmt.Sprintf("repair failed %d times in a row (last: %s); retrying from attempt 1 at %s",
-			f.attempt, cause, r.notBefore.UTC().Format(time.RFC3339)),
-	}
+	return gaveUp
 }
 
 // reportGaveUp publishes the planner's final failure report of a parked
@@ -358,16 +320,16 @@ func (s *Service) reportGaveUp(ctx context.Context, f *event.Failed) {
 
 // issue publishes the tasks of reserved decisions and one plan event per
 // incident (a rebuild counts each piece it writes, on its target).
-func (s *Service) issue(ctx context.Context, ds []decision) {
+func (s *Service) issue(ctx context.Context, ds []core.Decision) {
 	// One plan span per incident, continuing the trace its down verdict
 	// started; the tasks and the plan event are published inside it.
-	byIncident := map[string][]decision{}
+	byIncident := map[string][]core.Decision{}
 	var order []string
 	for _, d := range ds {
-		if _, ok := byIncident[d.incident]; !ok {
-			order = append(order, d.incident)
+		if _, ok := byIncident[d.Incident]; !ok {
+			order = append(order, d.Incident)
 		}
-		byIncident[d.incident] = append(byIncident[d.incident], d)
+		byIncident[d.Incident] = append(byIncident[d.Incident], d)
 	}
 	for _, inc := range order {
 		s.issueIncident(ctx, inc, byIncident[inc])
@@ -375,7 +337,7 @@ func (s *Service) issue(ctx context.Context, ds []decision) {
 }
 
 // issueIncident publishes the tasks of one incident and its plan event.
-func (s *Service) issueIncident(ctx context.Context, inc string, ds []decision) {
+func (s *Service) issueIncident(ctx context.Context, inc string, ds []core.Decision) {
 	ctx, span := s.tracer.Start(telemetry.ContextFromTraceParent(ctx, s.incidentTrace(inc)), "rehome.repair.plan",
 		trace.WithAttributes(attribute.String("rehome.incident", inc)))
 	defer span.End()
@@ -386,7 +348,7 @@ func (s *Service) issueIncident(ctx context.Context, inc string, ds []decision) 
 			t  *event.Task
 			ok bool
 		)
-		if d.rb != nil {
+		if d.RB != nil {
 			t, ok = s.issueRebuild(ctx, d)
 		} else {
 			t, ok = s.issueOne(ctx, d)
@@ -433,21 +395,21 @@ func (s *Service) issueIncident(ctx context.Context, inc string, ds []decision) 
 
 // issueOne reads the shard's entry (checksum, revision) and publishes its
 // task; on any failure (or a lease lost meanwhile) the reservation is released.
-func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) {
+func (s *Service) issueOne(ctx context.Context, d core.Decision) (*event.Task, bool) {
 	s.mu.Lock()
-	taskID := s.v.taskID(d)
-	target := s.v.nodes[d.target].id
-	sources := make([]string, len(d.sources))
-	for i, r := range d.sources {
-		sources[i] = s.v.nodes[r].id
+	taskID := s.v.TaskID(d)
+	target := s.v.Nodes[d.Target].ID
+	sources := make([]string, len(d.Sources))
+	for i, r := range d.Sources {
+		sources[i] = s.v.Nodes[r].ID
 	}
 	s.mu.Unlock()
 	release := func(used bool) {
 		s.mu.Lock()
-		if f := s.v.flights[d.shard]; f != nil && f.task == taskID {
-			s.v.endFlight(d.shard)
+		if f := s.v.Flights[d.Shard]; f != nil && f.Task == taskID {
+			s.v.EndFlight(d.Shard)
 			if used {
-				s.v.usedSerial(d.shard, d.serial, s.now())
+				s.v.UsedSerial(d.Shard, d.Serial, s.now())
 			}
 		}
 		s.mu.Unlock()
@@ -456,18 +418,18 @@ func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) 
 		release(false)
 		return nil, false
 	}
-	p, rev, err := s.getPlacement(ctx, d.id)
+	p, rev, err := s.getPlacement(ctx, d.ID)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			s.log.Warn("read placement for task", "shard", d.id, "err", err)
+			s.log.Warn("read placement for task", "shard", d.ID, "err", err)
 		}
 		release(false)
 		return nil, false
 	}
 	t := &event.Task{
-		Task: taskID, Incident: d.incident, Shard: d.id, Kind: event.KindCopy,
+		Task: taskID, Incident: d.Incident, Shard: d.ID, Kind: event.KindCopy,
 		Sources: sources, Target: target, Bytes: p.Size, SHA256: p.SHA256,
-		Attempt: d.attempt, RackRelaxed: d.relaxed,
+		Attempt: d.Attempt, RackRelaxed: d.Relaxed,
 	}
 	ack, err := s.publishTask(ctx, t)
 	if err != nil {
@@ -483,12 +445,12 @@ func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) 
 	}
 	s.m.issued.WithLabelValues(event.KindCopy).Inc()
 	s.mu.Lock()
-	if f := s.v.flights[d.shard]; f != nil && f.task == taskID {
-		f.seq, f.rev, f.entry = ack.Sequence, rev, &p
+	if f := s.v.Flights[d.Shard]; f != nil && f.Task == taskID {
+		f.Seq, f.Rev, f.Entry = ack.Sequence, rev, &p
 	}
 	s.mu.Unlock()
 	s.log.Debug("task issued", "task", taskID, "source", sources[0], "target", target, "bytes", p.Size,
-		"attempt", d.attempt, "margin", d.margin, "rack_relaxed", d.relaxed)
+		"attempt", d.Attempt, "margin", d.Margin, "rack_relaxed", d.Relaxed)
 	return t, true
 }
 
@@ -498,17 +460,17 @@ func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) 
 // task lists the K holders it was charged for first in Sources, then the
 // other live holders. On any failure (or a lease lost, or a piece gone from
 // the map meanwhile) the reservation is released.
-func (s *Service) issueRebuild(ctx context.Context, d decision) (*event.Task, bool) {
+func (s *Service) issueRebuild(ctx context.Context, d core.Decision) (*event.Task, bool) {
 	s.mu.Lock()
-	taskID := s.v.taskID(d)
-	g := d.rb.group
-	rb := g.rb
-	if rb == nil || rb.task != taskID || len(s.v.openPieces(rb)) != len(d.rb.pieces) {
+	taskID := s.v.TaskID(d)
+	g := d.RB.Group
+	rb := g.RB
+	if rb == nil || rb.Task != taskID || len(s.v.OpenPieces(rb)) != len(d.RB.Pieces) {
 		s.mu.Unlock()
 		s.releaseRebuild(taskID, g, d, false)
 		return nil, false
 	}
-	t := s.v.rebuildTask(d, taskID)
+	t := s.v.RebuildTask(d, taskID)
 	s.mu.Unlock()
 	if err := t.Validate(); err != nil {
 		s.log.Warn("rebuild task not valid, not issued", "task", taskID, "err", err)
@@ -532,29 +494,29 @@ func (s *Service) issueRebuild(ctx context.Context, d decision) (*event.Task, bo
 	}
 	s.m.issued.WithLabelValues(event.KindRebuild).Inc()
 	s.mu.Lock()
-	if g.rb != nil && g.rb.task == taskID {
-		for _, p := range s.v.openPieces(g.rb) {
-			s.v.flights[p].seq = ack.Sequence
+	if g.RB != nil && g.RB.Task == taskID {
+		for _, p := range s.v.OpenPieces(g.RB) {
+			s.v.Flights[p].Seq = ack.Sequence
 		}
 	}
 	s.mu.Unlock()
 	s.log.Debug("rebuild issued", "task", taskID, "pieces", len(t.Rebuild), "sources", t.Sources[:t.K],
-		"target", t.Target, "bytes_read", d.bytes, "attempt", d.attempt, "margin", d.margin, "rack_relaxed", d.relaxed)
+		"target", t.Target, "bytes_read", d.Bytes, "attempt", d.Attempt, "margin", d.Margin, "rack_relaxed", d.Relaxed)
 	return t, true
 }
 
 // releaseRebuild forgets reserved rebuild taskID of stripe g; used records
 // that its task id is taken (the next task takes a higher serial).
-func (s *Service) releaseRebuild(taskID string, g *stripeGroup, d decision, used bool) {
+func (s *Service) releaseRebuild(taskID string, g *core.StripeGroup, d core.Decision, used bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if g.rb == nil || g.rb.task != taskID {
+	if g.RB == nil || g.RB.Task != taskID {
 		return
 	}
-	for _, p := range s.v.openPieces(g.rb) {
-		s.v.endFlight(p)
+	for _, p := range s.v.OpenPieces(g.RB) {
+		s.v.EndFlight(p)
 		if used {
-			s.v.usedSerial(p, d.serial, s.now())
+			s.v.UsedSerial(p, d.Serial, s.now())
 		}
 	}
 }
@@ -564,14 +526,14 @@ func (s *Service) releaseRebuild(taskID string, g *stripeGroup, d decision, used
 // than the layout's copies), then queues the delete task for that node.
 // Anything unexpected (entry changed, lease lost, bus trouble) releases the
 // reservation; the next round looks again.
-func (s *Service) trim(ctx context.Context, td trimDecision) {
+func (s *Service) trim(ctx context.Context, td core.TrimDecision) {
 	s.mu.Lock()
-	node := s.v.nodes[td.node].id
+	node := s.v.Nodes[td.Node].ID
 	s.mu.Unlock()
 	release := func() {
 		s.mu.Lock()
-		if t := s.v.trims[td.shard]; t != nil && t.node == td.node && t.task == "" {
-			s.v.endTrim(td.shard)
+		if t := s.v.Trims[td.Shard]; t != nil && t.Node == td.Node && t.Task == "" {
+			s.v.EndTrim(td.Shard)
 		}
 		s.mu.Unlock()
 	}
@@ -579,7 +541,7 @@ func (s *Service) trim(ctx context.Context, td trimDecision) {
 		release()
 		return
 	}
-	p, rev, err := s.getPlacement(ctx, td.id)
+	p, rev, err := s.getPlacement(ctx, td.ID)
 	if err != nil {
 		release()
 		return
@@ -587,7 +549,7 @@ func (s *Service) trim(ctx context.Context, td trimDecision) {
 	s.mu.Lock()
 	up := 0 // holders up and not lacking the shard
 	for _, n := range p.Nodes {
-		if r, ok := s.v.nodeIdx[n]; ok && s.v.nodes[r].effState() == model.StateUp && !s.v.isMissing(td.shard, r) {
+		if r, ok := s.v.NodeIndex[n]; ok && s.v.Nodes[r].EffState() == model.StateUp && !s.v.IsMissing(td.Shard, r) {
 			up++
 		}
 	}
@@ -604,50 +566,50 @@ func (s *Service) trim(ctx context.Context, td trimDecision) {
 		return
 	}
 	uctx, cancel := context.WithTimeout(ctx, opTimeout)
-	newRev, err := s.kvPlace.Update(uctx, td.id, body, rev)
+	newRev, err := s.kvPlace.Update(uctx, td.ID, body, rev)
 	cancel()
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			s.log.Warn("trim: update placement", "shard", td.id, "err", err)
+			s.log.Warn("trim: update placement", "shard", td.ID, "err", err)
 		}
 		release()
 		return
 	}
-	taskID := trimPrefix + td.id + "-" + node + "-" + strconv.FormatUint(newRev, 10)
+	taskID := core.TrimPrefix + td.ID + "-" + node + "-" + strconv.FormatUint(newRev, 10)
 	s.mu.Lock()
-	if t := s.v.trims[td.shard]; t != nil && t.node == td.node {
-		t.task = taskID
+	if t := s.v.Trims[td.Shard]; t != nil && t.Node == td.Node {
+		t.Task = taskID
 	}
 	s.mu.Unlock()
-	t := &event.Task{Task: taskID, Incident: "trim", Shard: td.id, Kind: event.KindDelete,
+	t := &event.Task{Task: taskID, Incident: "trim", Shard: td.ID, Kind: event.KindDelete,
 		Target: node, Bytes: p.Size, SHA256: p.SHA256}
 	ack, err := s.publishTask(ctx, t)
 	if err != nil {
 		// The map no longer lists the copy: it stays on the node's disk, unused.
-		s.log.Warn("trim: copy unmapped but its delete task not queued", "shard", td.id, "node", node, "err", err)
+		s.log.Warn("trim: copy unmapped but its delete task not queued", "shard", td.ID, "node", node, "err", err)
 		s.mu.Lock()
-		if t := s.v.trims[td.shard]; t != nil && t.task == taskID {
-			s.v.endTrim(td.shard)
+		if t := s.v.Trims[td.Shard]; t != nil && t.Task == taskID {
+			s.v.EndTrim(td.Shard)
 		}
 		s.mu.Unlock()
 		return
 	}
 	s.m.trims.Inc()
 	s.mu.Lock()
-	if t := s.v.trims[td.shard]; t != nil && t.task == taskID {
-		t.seq = ack.Sequence
+	if t := s.v.Trims[td.Shard]; t != nil && t.Task == taskID {
+		t.Seq = ack.Sequence
 	}
 	s.mu.Unlock()
-	s.log.Info("surplus copy trimmed", "shard", td.id, "node", node, "task", taskID)
+	s.log.Info("surplus copy trimmed", "shard", td.ID, "node", node, "task", taskID)
 }
 
 // announceLost publishes event.Lost once for each newly lost shard.
 func (s *Service) announceLost(ctx context.Context) {
 	s.mu.Lock()
-	hs := s.v.lostToAnnounce(256)
+	hs := s.v.LostToAnnounce(256)
 	ids := make([]string, len(hs))
 	for i, h := range hs {
-		ids[i] = s.v.ids.String(h)
+		ids[i] = s.v.IDs.String(h)
 	}
 	s.mu.Unlock()
 	for i, id := range ids {
@@ -669,8 +631,8 @@ func (s *Service) announceLost(ctx context.Context) {
 		}
 		s.log.Error(what, "shard", id, "key", p.Key, "nodes", p.Nodes, "layout", p.Layout.String())
 		s.mu.Lock()
-		if h, ok := s.v.ids.Lookup(id); ok && h == hs[i] {
-			s.v.rec(h).flags |= flagLostSent
+		if h, ok := s.v.IDs.Lookup(id); ok && h == hs[i] {
+			s.v.Record(h).Flags |= core.FlagLostSent
 		}
 		s.mu.Unlock()
 	}
@@ -678,23 +640,23 @@ func (s *Service) announceLost(ctx context.Context) {
 
 func (s *Service) refreshGauges() {
 	s.mu.Lock()
-	t := s.v.totals()
-	single, _ := s.v.singleCopy()
+	t := s.v.Totals()
+	single, _ := s.v.SingleCopy()
 	lacking := 0
-	for i := range s.v.nodes {
-		lacking += s.v.nodes[i].missing
+	for i := range s.v.Nodes {
+		lacking += s.v.Nodes[i].Missing
 	}
 	s.mu.Unlock()
 	s.m.singleCopy.Set(float64(single))
 	s.m.lacking.Set(float64(lacking))
-	s.m.underReplicated.Set(float64(t.underReplicated))
-	s.m.lost.Set(float64(t.lost))
-	s.m.bytesRemaining.Set(float64(t.bytesRemaining))
-	s.m.inFlight.Set(float64(t.inFlight))
-	s.m.shards.Set(float64(t.shards))
-	s.m.surplus.Set(float64(t.surplus))
-	s.m.stripes.Set(float64(t.stripes))
-	s.m.stripesDegraded.Set(float64(t.stripesDegraded))
+	s.m.underReplicated.Set(float64(t.UnderReplicated))
+	s.m.lost.Set(float64(t.Lost))
+	s.m.bytesRemaining.Set(float64(t.BytesRemaining))
+	s.m.inFlight.Set(float64(t.InFlight))
+	s.m.shards.Set(float64(t.Shards))
+	s.m.surplus.Set(float64(t.Surplus))
+	s.m.stripes.Set(float64(t.Stripes))
+	s.m.stripesDegraded.Set(float64(t.StripesDegraded))
 }
 
 // publishProgress publishes rehome.heal.progress, and rehome.heal.stalled
@@ -702,11 +664,11 @@ func (s *Service) refreshGauges() {
 func (s *Service) publishProgress(ctx context.Context) {
 	now := s.now()
 	s.mu.Lock()
-	p := s.v.progress(now, s.cfg.StallAfter)
+	p := s.v.Progress(now, s.cfg.StallAfter)
 	p.Paused = s.pausedLocked()
-	announce := p.Stalled && !s.v.stallSent
-	s.v.stallSent = p.Stalled
-	idle := now.Sub(s.v.idleSince()).Seconds()
+	announce := p.Stalled && !s.v.StallSent
+	s.v.StallSent = p.Stalled
+	idle := now.Sub(s.v.IdleSince()).Seconds()
 	s.mu.Unlock()
 	if p.Stalled {
 		s.m.stalled.Set(1)

@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,10 +62,10 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 	subj := msg.Subject()
 	ctx, span := telemetry.StartProcess(ctx, s.tracer, "rehome.repair.commit", subj, msg.Headers())
 	defer span.End()
-	label, r, err := decodeResult(subj, msg.Data())
+	label, r, err := core.DecodeResult(subj, msg.Data())
 	if err == nil {
 		s.mu.Lock()
-		err = s.v.checkResult(r)
+		err = s.v.CheckResult(r)
 		s.mu.Unlock()
 	}
 	if err != nil {
@@ -72,12 +74,12 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	switch {
-	case r.done != nil:
-		err = s.onDone(ctx, *r.done)
-	case r.failed != nil:
-		s.onFailed(ctx, *r.failed)
-	case r.corrupt != nil:
-		s.onCorrupt(*r.corrupt)
+	case r.Done != nil:
+		err = s.onDone(ctx, *r.Done)
+	case r.Failed != nil:
+		s.onFailed(ctx, *r.Failed)
+	case r.Corrupt != nil:
+		s.onCorrupt(*r.Corrupt)
 	}
 	if err != nil {
 		s.log.Warn("recording result failed, will retry", "subject", subj, "err", err)
@@ -103,9 +105,9 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 		entry *model.Placement
 		rev   uint64
 	)
-	if h, ok := s.v.ids.Lookup(d.Shard); ok {
-		if r, known := s.v.nodeIdx[d.Target]; known && s.v.landedInPlace(h, r, d.Task) {
-			s.v.verifiedCopy(d.Bytes, s.now())
+	if h, ok := s.v.IDs.Lookup(d.Shard); ok {
+		if r, known := s.v.NodeIndex[d.Target]; known && s.v.LandedInPlace(h, r, d.Task) {
+			s.v.VerifiedCopy(d.Bytes, s.now())
 			s.mu.Unlock()
 			s.m.repairedBytes.Add(float64(d.Bytes))
 			s.m.healedInPlace.Inc()
@@ -113,10 +115,10 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 			s.plan()
 			return nil
 		}
-		if f := s.v.flights[h]; f != nil && f.task == d.Task && f.entry != nil {
-			e := *f.entry
+		if f := s.v.Flights[h]; f != nil && f.Task == d.Task && f.Entry != nil {
+			e := *f.Entry
 			e.Nodes = slices.Clone(e.Nodes)
-			entry, rev = &e, f.rev
+			entry, rev = &e, f.Rev
 		}
 	}
 	s.mu.Unlock()
@@ -157,7 +159,7 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 	if added {
 		s.m.repairedBytes.Add(float64(d.Bytes))
 		s.mu.Lock()
-		s.v.verifiedCopy(d.Bytes, s.now())
+		s.v.VerifiedCopy(d.Bytes, s.now())
 		s.mu.Unlock()
 		s.log.Debug("copy recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
 	}
@@ -180,9 +182,9 @@ func (s *Service) deleteOrphan(ctx context.Context, shard, node string, bytes in
 func (s *Service) endTrim(shard, task string) {
 	s.mu.Lock()
 	ended := false
-	if h, ok := s.v.ids.Lookup(shard); ok {
-		if t := s.v.trims[h]; t != nil && t.task == task {
-			s.v.endTrim(h)
+	if h, ok := s.v.IDs.Lookup(shard); ok {
+		if t := s.v.Trims[h]; t != nil && t.Task == task {
+			s.v.EndTrim(h)
 			ended = true
 		}
 	}
@@ -211,35 +213,35 @@ func (s *Service) onFailed(ctx context.Context, f event.Failed) {
 	}
 	now := s.now()
 	s.mu.Lock()
-	h, ok := s.v.ids.Lookup(f.Shard)
+	h, ok := s.v.IDs.Lookup(f.Shard)
 	if !ok {
 		s.mu.Unlock()
 		return
 	}
-	fl := s.v.flights[h]
-	if (fl == nil || fl.task != f.Task) && f.Kind == event.KindRebuild {
+	fl := s.v.Flights[h]
+	if (fl == nil || fl.Task != f.Task) && f.Kind == event.KindRebuild {
 		// The piece named may have landed already: find the task by its stripe.
-		if g := s.v.group(h); g != nil && g.rb != nil && g.rb.task == f.Task {
-			if open := s.v.openPieces(g.rb); len(open) > 0 {
-				fl = s.v.flights[open[0]]
+		if g := s.v.Group(h); g != nil && g.RB != nil && g.RB.Task == f.Task {
+			if open := s.v.OpenPieces(g.RB); len(open) > 0 {
+				fl = s.v.Flights[open[0]]
 				h = open[0]
 			}
 		}
 	}
-	if fl == nil || fl.task != f.Task {
+	if fl == nil || fl.Task != f.Task {
 		s.mu.Unlock()
 		return // an older attempt
 	}
 	if !f.Final {
-		fl.deadline = minTime(fl.deadline, now.Add(nonFinalRecheck))
+		fl.Deadline = minTime(fl.Deadline, now.Add(nonFinalRecheck))
 		s.mu.Unlock()
 		return
 	}
 	gaveUp := s.failedLocked(h, fl, f.Error, now, true)
 	if gaveUp == nil {
 		next := 0
-		if r := s.v.retries[h]; r != nil {
-			next = r.attempt
+		if r := s.v.Retries[h]; r != nil {
+			next = r.Attempt
 		}
 		s.log.Warn("repair failed, re-planning", "kind", f.Kind, "task", f.Task, "shard", f.Shard, "target", f.Target,
 			"err", f.Error, "next_attempt", next)

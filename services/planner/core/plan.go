@@ -1,8 +1,9 @@
-package planner
+package core
 
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -17,55 +18,55 @@ import (
 )
 
 // limits are the repair throttles of a planning round.
-type limits struct {
+type Limits struct {
 	// perNodeIn and perNodeOut bound copies writing to and reading from one
 	// node (a trim takes an out slot of the node it deletes from); a shard
 	// with a single live copy may exceed both by one.
-	perNodeIn, perNodeOut int
+	PerNodeIn, PerNodeOut int
 	// maxInFlight bounds copies and trims in flight cluster-wide.
-	maxInFlight int
+	MaxInFlight int
 	// maxFill skips targets whose disk would be fuller than this (0: no limit).
-	maxFill float64
+	MaxFill float64
 	// bytes admits the bytes of copies (nil: no byte cap). Planning consumes
 	// its tokens at the round's time; a copy it cannot admit yet ends the
 	// round's copies (the riskiest shard keeps its place) and sets wait.
-	bytes *rate.Limiter
+	Bytes *rate.Limiter
 	// paused holds every new task and map change back (heal pause).
-	paused bool
+	Paused bool
 }
 
 // decision is one copy, or one rebuild of an erasure-coded stripe (rb set),
 // the planner wants issued.
-type decision struct {
-	shard    uint32
-	id       string
-	sources  []nodeRef // chosen source(s) first, then the other live holders
-	target   nodeRef
-	bytes    int64 // a copy's size; the bytes a rebuild reads (K pieces)
-	attempt  int   // within the round (1..MaxAttempts)
-	serial   int   // task id number, unique per shard
-	margin   int   // copies the shard may still lose (0: one live copy left)
-	incident string
-	relaxed  bool
-	rb       *rebuildPlan // set for a rebuild
+type Decision struct {
+	Shard    uint32
+	ID       string
+	Sources  []NodeRef // chosen source(s) first, then the other live holders
+	Target   NodeRef
+	Bytes    int64 // a copy's size; the bytes a rebuild reads (K pieces)
+	Attempt  int   // within the round (1..MaxAttempts)
+	Serial   int   // task id number, unique per shard
+	Margin   int   // copies the shard may still lose (0: one live copy left)
+	Incident string
+	Relaxed  bool
+	RB       *rebuildPlan // set for a rebuild
 	inPlace  bool         // a copy back onto a holder whose disk lacks the shard
 }
 
 // trimDecision is one surplus copy the planner wants removed.
-type trimDecision struct {
-	shard uint32
-	id    string
-	node  nodeRef
+type TrimDecision struct {
+	Shard uint32
+	ID    string
+	Node  NodeRef
 	bytes int64
 }
 
 // roundPlan is what one planning round decided.
 type roundPlan struct {
-	copies []decision
-	trims  []trimDecision
-	drops  []dropDecision
+	Copies []Decision
+	Trims  []TrimDecision
+	Drops  []DropDecision
 	// wait is set when the byte cap held copies back: plan again after it.
-	wait time.Duration
+	Wait time.Duration
 }
 
 // incidentNone names the repair of shards that lack copies without any
@@ -85,27 +86,27 @@ const maxTrimScan = 4096
 // index is the nodeRef. A node's load is the bytes the map places on it (the
 // planner's own, always current account); what its heartbeat reports beyond
 // that (other data, or a disk shared with other nodes) only reduces its room.
-func (v *view) candidates() []placement.Candidate {
-	cs := make([]placement.Candidate, len(v.nodes))
-	for i := range v.nodes {
-		n := &v.nodes[i]
+func (v *View) Candidates() []placement.Candidate {
+	cs := make([]placement.Candidate, len(v.Nodes))
+	for i := range v.Nodes {
+		n := &v.Nodes[i]
 		capacity := n.hbCapacity
 		if capacity <= 0 {
 			capacity = n.capacity
 		}
 		cs[i] = placement.Candidate{
-			ID:            n.id,
-			Rack:          n.rack,
-			State:         n.effState(),
-			UsedBytes:     n.bytes,
-			OtherBytes:    max(n.hbUsed-n.bytes, 0),
+			ID:            n.ID,
+			Rack:          n.Rack,
+			State:         n.EffState(),
+			UsedBytes:     n.Bytes,
+			OtherBytes:    max(n.hbUsed-n.Bytes, 0),
 			CapacityBytes: capacity,
 			PendingBytes:  n.inBytes + n.allocBytes,
 			PendingTasks:  n.inTasks,
 			Reads:         n.outTasks,
 			Returning:     n.returning,
 			Full:          n.hbFull || n.hbReadOnly,
-			Leaving:       n.draining,
+			Leaving:       n.Draining,
 		}
 	}
 	return cs
@@ -113,15 +114,15 @@ func (v *view) candidates() []placement.Candidate {
 
 // incident names what made shard h lose copies: its first down holder's id
 // and the time it went down (unix ms).
-func (v *view) incident(h uint32) string {
+func (v *View) incident(h uint32) string {
 	for _, r := range v.holders(h) {
-		n := &v.nodes[r]
-		if !n.effState().Live() {
+		n := &v.Nodes[r]
+		if !n.EffState().Live() {
 			var ms int64
-			if !n.since.IsZero() {
-				ms = n.since.UnixMilli()
+			if !n.Since.IsZero() {
+				ms = n.Since.UnixMilli()
 			}
-			return n.id + "-" + strconv.FormatInt(ms, 10)
+			return n.ID + "-" + strconv.FormatInt(ms, 10)
 		}
 	}
 	return incidentNone
@@ -144,26 +145,26 @@ func (v *view) incident(h uint32) string {
 // shard that is whole without them are dropped from its entry (drops, not
 // bound by the task limits). While lim.paused it plans nothing. It does not
 // change the view (see reserve) but consumes lim.bytes tokens.
-func (v *view) round(now time.Time, lim limits) roundPlan {
+func (v *View) Round(now time.Time, lim Limits) roundPlan {
 	v.fresh()
 	var out roundPlan
-	if lim.paused {
+	if lim.Paused {
 		return out
 	}
-	out.drops = v.drops(maxDropsPerRound)
-	budget := lim.maxInFlight - v.copyFlights - len(v.trims)
+	out.Drops = v.drops(maxDropsPerRound)
+	budget := lim.MaxInFlight - v.copyFlights - len(v.Trims)
 	if budget <= 0 {
 		return out
 	}
-	cands := v.candidates()
-	pc := planCtx{now: now, lim: lim, cands: cands, planned: map[*stripeGroup]bool{}}
+	cands := v.Candidates()
+	pc := planCtx{now: now, lim: lim, cands: cands, planned: map[*StripeGroup]bool{}}
 	pc.rackOf, pc.racks = rackIndex(cands)
 copies:
 	for b := 1; b < len(v.buckets); b++ {
 		if len(v.buckets[b]) == 0 {
 			continue
 		}
-		pc.maxIn, pc.maxOut = lim.perNodeIn, lim.perNodeOut
+		pc.maxIn, pc.maxOut = lim.PerNodeIn, lim.PerNodeOut
 		if b == 1 { // one live copy left: may exceed a node's caps by one
 			pc.maxIn++
 			pc.maxOut++
@@ -171,7 +172,7 @@ copies:
 		pc.busy = map[uint64]int64{}
 		freeIn := 0 // write slots left on possible targets: none left, nothing to plan
 		for i, c := range cands {
-			if c.State == model.StateUp || (c.State == model.StateMaintenance && v.nodes[i].missing > 0) {
+			if c.State == model.StateUp || (c.State == model.StateMaintenance && v.Nodes[i].Missing > 0) {
 				freeIn += max(pc.maxIn-c.PendingTasks, 0)
 			}
 		}
@@ -180,14 +181,14 @@ copies:
 				break
 			}
 			var (
-				d  decision
+				d  Decision
 				ok bool
 			)
-			mv, moving := v.moves[h]
+			mv, moving := v.Moves[h]
 			switch {
 			case b == moveBucket && moving:
 				d, ok = v.decideMove(h, mv, &pc)
-			case !v.layouts[v.rec(h).layout].Erasure():
+			case !v.layouts[v.Record(h).layout].Erasure():
 				d, ok = v.decide(h, &pc)
 			case b == moveBucket:
 				d, ok = v.decidePieceMove(h, &pc)
@@ -197,20 +198,20 @@ copies:
 			if !ok {
 				continue
 			}
-			if lim.bytes != nil {
-				if wait := admit(lim.bytes, now, d.bytes); wait > 0 {
-					out.wait = wait
+			if lim.Bytes != nil {
+				if wait := admit(lim.Bytes, now, d.Bytes); wait > 0 {
+					out.Wait = wait
 					break copies
 				}
 			}
-			d.margin = b - 1
+			d.Margin = b - 1
 			if b == moveBucket && !moving {
-				d.margin, d.incident = v.liveCount(h)-1, v.drainIncident(h)
+				d.Margin, d.Incident = v.liveCount(h)-1, v.drainIncident(h)
 			}
-			out.copies = append(out.copies, d)
+			out.Copies = append(out.Copies, d)
 			budget--
-			if rp := d.rb; rp != nil {
-				pc.planned[rp.group] = true
+			if rp := d.RB; rp != nil {
+				pc.planned[rp.Group] = true
 				for _, r := range rp.reads {
 					cands[r].Reads++
 				}
@@ -222,17 +223,17 @@ copies:
 				continue
 			}
 			freeIn--
-			src, tg := d.sources[0], d.target
+			src, tg := d.Sources[0], d.Target
 			cands[src].Reads++
 			cands[tg].PendingTasks++
-			cands[tg].PendingBytes += d.bytes
+			cands[tg].PendingBytes += d.Bytes
 		}
 		if budget == 0 {
 			break
 		}
 	}
 	if budget > 0 {
-		out.trims = v.planTrims(&pc, budget)
+		out.Trims = v.planTrims(&pc, budget)
 	}
 	return out
 }
@@ -261,49 +262,49 @@ func admit(l *rate.Limiter, now time.Time, n int64) time.Duration {
 
 // planTrims picks up to budget surplus copies to remove, scanning at most
 // maxTrimScan surplus shards from the cursor on.
-func (v *view) planTrims(pc *planCtx, budget int) []trimDecision {
+func (v *View) planTrims(pc *planCtx, budget int) []TrimDecision {
 	n := len(v.surplus)
 	if n == 0 {
 		return nil
 	}
-	var out []trimDecision
+	var out []TrimDecision
 	if v.trimCursor >= n {
 		v.trimCursor = 0
 	}
 	scan := min(n, maxTrimScan)
 	for k := 0; k < scan && len(out) < budget; k++ {
 		h := v.surplus[(v.trimCursor+k)%n]
-		if v.flights[h] != nil || v.trims[h] != nil || v.reconcilePending(h) {
+		if v.Flights[h] != nil || v.Trims[h] != nil || v.reconcilePending(h) {
 			continue
 		}
 		hs := v.holderBuf[:0]
 		for _, x := range v.holders(h) {
-			if !v.isMissing(h, x) {
+			if !v.IsMissing(h, x) {
 				hs = append(hs, int(x))
 			}
 		}
 		v.holderBuf = hs
-		s := v.rec(h)
-		id := v.ids.String(h)
+		s := v.Record(h)
+		id := v.IDs.String(h)
 		var (
 			x   int
 			err error
 		)
-		if mv, ok := v.moves[h]; ok && slices.Contains(hs, int(mv.from)) && pc.cands[mv.from].State == model.StateUp {
+		if mv, ok := v.Moves[h]; ok && slices.Contains(hs, int(mv.from)) && pc.cands[mv.from].State == model.StateUp {
 			x = int(mv.from) // the rebalanced copy leaves
-		} else if g := v.group(h); g != nil {
-			if g.rb != nil || pc.planned[g] {
+		} else if g := v.Group(h); g != nil {
+			if g.RB != nil || pc.planned[g] {
 				continue // a rebuild of the stripe may be reading this piece
 			}
 			x, err = placement.ChooseSurplusPiece(hs, pc.cands, v.stripeRacks(g, h), g.m, placement.Salt(id))
 		} else {
 			x, err = placement.ChooseSurplus(hs, pc.cands, v.layouts[s.layout].Copies(), placement.Salt(id))
 		}
-		if err != nil || pc.cands[x].Reads >= pc.lim.perNodeOut {
+		if err != nil || pc.cands[x].Reads >= pc.lim.PerNodeOut {
 			continue
 		}
 		pc.cands[x].Reads++
-		out = append(out, trimDecision{shard: h, id: id, node: nodeRef(x), bytes: s.size})
+		out = append(out, TrimDecision{Shard: h, ID: id, Node: NodeRef(x), bytes: s.size})
 	}
 	v.trimCursor = (v.trimCursor + scan) % n
 	return out
@@ -312,7 +313,7 @@ func (v *view) planTrims(pc *planCtx, budget int) []trimDecision {
 // planCtx is the state of one planning round.
 type planCtx struct {
 	now           time.Time
-	lim           limits
+	lim           Limits
 	maxIn, maxOut int // the caps of the bucket being planned
 	cands         []placement.Candidate
 	rackOf        []int
@@ -321,7 +322,7 @@ type planCtx struct {
 	// shard size for which every target outside those racks was busy.
 	busy map[uint64]int64
 	// planned holds the stripes a rebuild was planned for this round.
-	planned map[*stripeGroup]bool
+	planned map[*StripeGroup]bool
 }
 
 // rackIndex numbers the candidates' racks.
@@ -345,49 +346,49 @@ func rackIndex(cands []placement.Candidate) ([]int, int) {
 // racks without a live copy, room below maxFill, balanced by bytes and
 // writes, never a node the entry lists); the source is then the least busy
 // live holder that has it, nearest the target's rack.
-func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
+func (v *View) decide(h uint32, pc *planCtx) (Decision, bool) {
 	now, lim, cands := pc.now, pc.lim, pc.cands
-	if v.flights[h] != nil {
-		return decision{}, false
+	if v.Flights[h] != nil {
+		return Decision{}, false
 	}
-	s := v.rec(h)
-	r := v.retries[h]
+	s := v.Record(h)
+	r := v.Retries[h]
 	if r != nil && now.Before(r.notBefore) {
-		return decision{}, false
+		return Decision{}, false
 	}
 	// A copy being trimmed from a node is neither read nor re-made there
 	// until its delete task is done.
 	trimmed := -1
-	if tf := v.trims[h]; tf != nil {
-		trimmed = int(tf.node)
+	if tf := v.Trims[h]; tf != nil {
+		trimmed = int(tf.Node)
 	}
 	var lacking []int // listed holders whose disk lacks it: never sources, never new targets
 	hs := v.holderBuf[:0]
 	for _, x := range v.holders(h) {
 		switch {
 		case int(x) == trimmed:
-		case s.flags&flagMissing != 0 && v.isMissing(h, x):
+		case s.Flags&flagMissing != 0 && v.IsMissing(h, x):
 			lacking = append(lacking, int(x))
 		default:
 			hs = append(hs, int(x))
 		}
 	}
 	v.holderBuf = hs
-	id := v.ids.String(h)
+	id := v.IDs.String(h)
 	salt := placement.Salt(id)
 	switch x, ans := v.inPlaceTarget(h, s.size, pc); ans {
 	case inPlaceWait:
-		return decision{}, false
+		return Decision{}, false
 	case inPlaceGo:
 		return v.decideInPlace(h, x, hs, pc, id, salt)
 	}
 	if _, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt}); err != nil {
-		return decision{}, false
+		return Decision{}, false
 	}
 	// The new copy's holders-to-be: without copies leaving a draining node,
 	// whose racks are free for it.
 	stay := hs
-	if v.draining > 0 || len(v.moves) > 0 {
+	if v.draining > 0 || len(v.Moves) > 0 {
 		stay = v.staying(h, hs)
 	}
 	// Skip the search when targets outside these racks were all busy for a
@@ -400,10 +401,10 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 			}
 		}
 		if min, ok := pc.busy[mask]; ok && s.size >= min {
-			return decision{}, false
+			return Decision{}, false
 		}
 	}
-	opt := placement.TargetOptions{Size: s.size, MaxTasks: pc.maxIn, Salt: salt, MaxFill: lim.maxFill}
+	opt := placement.TargetOptions{Size: s.size, MaxTasks: pc.maxIn, Salt: salt, MaxFill: lim.MaxFill}
 	exclude := lacking
 	if trimmed >= 0 {
 		exclude = append(exclude, trimmed)
@@ -415,14 +416,14 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	}
 	opt.Exclude = append(opt.Exclude, exclude...)
 	tg, err := placement.ChooseTarget(stay, cands, opt)
-	if len(opt.Exclude) > len(exclude) && (err != nil || (tg.RackRelaxed && r.attempt < relaxAfterAttempt)) {
+	if len(opt.Exclude) > len(exclude) && (err != nil || (tg.RackRelaxed && r.Attempt < relaxAfterAttempt)) {
 		// Avoiding the failed targets would break the rack rule (or leaves
 		// nothing): retry them, until relaxAfterAttempt failures.
 		opt.Exclude = exclude
 		if tg2, err2 := placement.ChooseTarget(stay, cands, opt); err2 == nil && (!tg2.RackRelaxed || err != nil) {
 			tg, err = tg2, nil
-		} else if err == nil && tg.RackRelaxed && r.attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy) {
-			return decision{}, false // the rack-keeping target is busy: wait for it
+		} else if err == nil && tg.RackRelaxed && r.Attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy) {
+			return Decision{}, false // the rack-keeping target is busy: wait for it
 		}
 	}
 	if err != nil {
@@ -431,7 +432,7 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 				pc.busy[mask] = s.size
 			}
 		}
-		return decision{}, false
+		return Decision{}, false
 	}
 	// Read from a staying holder where one can serve: a leaving node's out
 	// slots are better spent on the trims that empty it.
@@ -443,69 +444,118 @@ func (v *view) decide(h uint32, pc *planCtx) (decision, bool) {
 	}
 	src, err := placement.ChooseSource(srcs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[tg.Index].Rack})
 	if err != nil {
-		return decision{}, false
+		return Decision{}, false
 	}
 	attempt, serial := v.nextTask(h)
-	return decision{
-		shard:    h,
-		id:       id,
-		sources:  append([]nodeRef{nodeRef(src)}, fallbackSources(hs, src, cands)...),
-		target:   nodeRef(tg.Index),
-		bytes:    s.size,
-		attempt:  attempt,
-		serial:   serial,
-		incident: v.incident(h),
-		relaxed:  tg.RackRelaxed,
+	return Decision{
+		Shard:    h,
+		ID:       id,
+		Sources:  append([]NodeRef{NodeRef(src)}, fallbackSources(hs, src, cands)...),
+		Target:   NodeRef(tg.Index),
+		Bytes:    s.size,
+		Attempt:  attempt,
+		Serial:   serial,
+		Incident: v.incident(h),
+		Relaxed:  tg.RackRelaxed,
 	}, true
 }
 
 // taskID names the task of a decision: shard-target-serial (the serial is
 // the attempt number until a shard is parked or an id is found used).
-func (v *view) taskID(d decision) string {
-	return d.id + "-" + v.nodes[d.target].id + "-" + strconv.Itoa(d.serial)
+func (v *View) TaskID(d Decision) string {
+	return d.ID + "-" + v.Nodes[d.Target].ID + "-" + strconv.Itoa(d.Serial)
 }
 
 // reserve records a round's copies and trims as in flight (before their
 // tasks are published, so nothing plans them twice); a failed publish calls
 // endFlight or endTrim.
-func (v *view) reserve(p roundPlan, now time.Time, timeout time.Duration) {
-	for _, d := range p.copies {
-		if d.rb != nil {
+func (v *View) Reserve(p roundPlan, now time.Time, timeout time.Duration) {
+	for _, d := range p.Copies {
+		if d.RB != nil {
 			v.reserveRebuild(d, now, timeout)
 			continue
 		}
-		v.startFlight(d.shard, &flight{
-			task: v.taskID(d), target: d.target, source: d.sources[0], bytes: d.bytes,
-			attempt: d.attempt, serial: d.serial, deadline: now.Add(timeout), incident: d.incident,
+		v.startFlight(d.Shard, &Flight{
+			Task: v.TaskID(d), target: d.Target, source: d.Sources[0], bytes: d.Bytes,
+			attempt: d.Attempt, serial: d.Serial, Deadline: now.Add(timeout), incident: d.Incident,
 			inPlace: d.inPlace,
 		})
 	}
-	for _, t := range p.trims {
-		v.startTrim(t.shard, &trimFlight{node: t.node, deadline: now.Add(timeout)})
+	for _, t := range p.Trims {
+		v.startTrim(t.Shard, &trimFlight{Node: t.Node, Deadline: now.Add(timeout)})
+	}
+}
+
+// failFlight ends flight f of shard h as a failed attempt; for
+// a piece of a rebuild, every piece of its task still open. When it was the
+// last attempt of its round it returns the report to publish.
+func (v *View) FailFlight(h uint32, f *Flight, cause string, now time.Time, avoid bool) *event.Failed {
+	// A copy back in place that failed leaves its target lacking the shard
+	// (a planner that took over knows it only from the task).
+	type back struct {
+		h uint32
+		r NodeRef
+	}
+	var backs []back
+	if f.RB != nil {
+		for _, p := range v.OpenPieces(f.RB) {
+			if pf := v.Flights[p]; pf.inPlace {
+				backs = append(backs, back{p, pf.target})
+			}
+		}
+	} else if f.inPlace {
+		backs = append(backs, back{h, f.target})
+	}
+	defer func() {
+		for _, b := range backs {
+			v.MarkMissing(b.h, b.r)
+		}
+	}()
+	kind := event.KindCopy
+	if f.RB != nil {
+		kind = event.KindRebuild
+		if pieces := v.OpenPieces(f.RB); len(pieces) > 0 {
+			h = pieces[0]
+		}
+		if !v.failedRebuild(f.RB, now, avoid) {
+			return nil
+		}
+	} else {
+		v.EndFlight(h)
+		if !v.failed(h, f.target, f.attempt, f.serial, now, avoid) {
+			return nil
+		}
+	}
+	r := v.Retries[h]
+	return &event.Failed{
+		Task: f.Task, Incident: f.incident, Shard: v.IDs.String(h), Kind: kind,
+		Target: v.Nodes[f.target].ID, Attempt: f.attempt, Final: true, RetryAt: r.notBefore.UTC(),
+		Error: fmt.Sprintf("repair failed %d times in a row (last: %s); retrying from attempt 1 at %s",
+			f.attempt, cause, r.notBefore.UTC().Format(time.RFC3339)),
 	}
 }
 
 // expired returns the shards whose copy passed its deadline (one piece per
 // rebuild task), and those whose trim did.
-func (v *view) expired(now time.Time) (copies, trims []uint32) {
+func (v *View) Expired(now time.Time) (copies, trims []uint32) {
 	var rbs map[*rebuildFlight]bool
-	for h, f := range v.flights {
-		if !now.After(f.deadline) {
+	for h, f := range v.Flights {
+		if !now.After(f.Deadline) {
 			continue
 		}
-		if f.rb != nil {
-			if rbs[f.rb] {
+		if f.RB != nil {
+			if rbs[f.RB] {
 				continue
 			}
 			if rbs == nil {
 				rbs = map[*rebuildFlight]bool{}
 			}
-			rbs[f.rb] = true
+			rbs[f.RB] = true
 		}
 		copies = append(copies, h)
 	}
-	for h, t := range v.trims {
-		if now.After(t.deadline) {
+	for h, t := range v.Trims {
+		if now.After(t.Deadline) {
 			trims = append(trims, h)
 		}
 	}
@@ -517,14 +567,14 @@ func (v *view) expired(now time.Time) (copies, trims []uint32) {
 // lostToAnnounce returns lost shards (bucket 0: replicated shards without
 // a live copy, every piece of a stripe missing more than M) not yet
 // announced (at most n).
-func (v *view) lostToAnnounce(n int) []uint32 {
+func (v *View) LostToAnnounce(n int) []uint32 {
 	v.fresh()
 	var out []uint32
 	for _, h := range v.buckets[0] {
 		if len(out) == n {
 			break
 		}
-		if v.rec(h).flags&flagLostSent == 0 {
+		if v.Record(h).Flags&FlagLostSent == 0 {
 			out = append(out, h)
 		}
 	}
@@ -535,123 +585,123 @@ func (v *view) lostToAnnounce(n int) []uint32 {
 // pieces count as shards: a piece missing a live holder in a recoverable
 // stripe is under-replicated, every piece of an unrecoverable stripe is lost.
 type totals struct {
-	shards, objects, underReplicated, lost int
-	bytesRemaining                         int64
-	inFlight                               int // copy and rebuild tasks, and trims
-	surplus                                int // shards awaiting a trim
+	Shards, Objects, UnderReplicated, Lost int
+	BytesRemaining                         int64
+	InFlight                               int // copy and rebuild tasks, and trims
+	Surplus                                int // shards awaiting a trim
 	moving                                 int // shards with a copy to move off a draining node
-	stripes                                int // erasure-coded stripes
-	stripesDegraded                        int // of which missing at least one piece (lost ones too)
+	Stripes                                int // erasure-coded stripes
+	StripesDegraded                        int // of which missing at least one piece (lost ones too)
 }
 
 // totals counts under-replicated and lost shards, the bytes still to copy
 // or rebuild, and the degraded stripes.
-func (v *view) totals() totals {
+func (v *View) Totals() totals {
 	v.fresh()
-	t := totals{shards: v.ids.Len(), objects: v.objects, inFlight: v.copyFlights + len(v.trims), surplus: len(v.surplus),
-		stripes: v.stripeCount}
-	var degraded map[*stripeGroup]bool
+	t := totals{Shards: v.IDs.Len(), Objects: v.objects, InFlight: v.copyFlights + len(v.Trims), Surplus: len(v.surplus),
+		Stripes: v.stripeCount}
+	var degraded map[*StripeGroup]bool
 	stripe := func(h uint32) {
-		if g := v.group(h); g != nil && !degraded[g] {
+		if g := v.Group(h); g != nil && !degraded[g] {
 			if degraded == nil {
-				degraded = map[*stripeGroup]bool{}
+				degraded = map[*StripeGroup]bool{}
 			}
 			degraded[g] = true
 		}
 	}
 	for b := 1; b < moveBucket; b++ {
 		for _, h := range v.buckets[b] {
-			s := v.rec(h)
-			t.underReplicated++
+			s := v.Record(h)
+			t.UnderReplicated++
 			if l := v.layouts[s.layout]; l.Erasure() {
-				t.bytesRemaining += s.size
+				t.BytesRemaining += s.size
 				stripe(h)
 			} else {
-				t.bytesRemaining += s.size * int64(l.Copies()-b) // bucket b: b live copies
+				t.BytesRemaining += s.size * int64(l.Copies()-b) // bucket b: b live copies
 			}
 		}
 	}
 	t.moving = len(v.buckets[moveBucket])
 	for _, h := range v.buckets[0] {
-		t.lost++
-		if v.layouts[v.rec(h).layout].Erasure() {
+		t.Lost++
+		if v.layouts[v.Record(h).layout].Erasure() {
 			stripe(h)
 		}
 	}
-	t.stripesDegraded = len(degraded)
+	t.StripesDegraded = len(degraded)
 	return t
 }
 
 // observe updates the stall clock and reports whether the heal is stalled:
 // work remains and nothing was verified for stallAfter since it appeared.
-func (v *view) observe(t totals, now time.Time, stallAfter time.Duration) bool {
-	if t.underReplicated == 0 {
-		v.workSince = time.Time{}
+func (v *View) observe(t totals, now time.Time, stallAfter time.Duration) bool {
+	if t.UnderReplicated == 0 {
+		v.WorkSince = time.Time{}
 		return false
 	}
-	if v.workSince.IsZero() {
-		v.workSince = now
+	if v.WorkSince.IsZero() {
+		v.WorkSince = now
 	}
-	return now.Sub(v.idleSince()) >= stallAfter
+	return now.Sub(v.IdleSince()) >= stallAfter
 }
 
 // idleSince is the later of the last verified copy and the start of the work.
-func (v *view) idleSince() time.Time {
-	if v.lastVerified.After(v.workSince) {
+func (v *View) IdleSince() time.Time {
+	if v.lastVerified.After(v.WorkSince) {
 		return v.lastVerified
 	}
-	return v.workSince
+	return v.WorkSince
 }
 
 // progress is the heal state at now.
-func (v *view) progress(now time.Time, stallAfter time.Duration) event.Progress {
-	t := v.totals()
+func (v *View) Progress(now time.Time, stallAfter time.Duration) event.Progress {
+	t := v.Totals()
 	stalled := v.observe(t, now, stallAfter)
-	rate := v.rate.perSecond(now, v.workSince)
+	rate := v.Rate.PerSecond(now, v.WorkSince)
 	eta := 0.0
 	switch {
-	case t.bytesRemaining == 0:
+	case t.BytesRemaining == 0:
 	case rate > 0:
-		eta = float64(t.bytesRemaining) / rate
+		eta = float64(t.BytesRemaining) / rate
 	default:
 		eta = -1
 	}
 	suspects := 0
-	for i := range v.nodes {
-		if v.nodes[i].shards > 0 && v.nodes[i].effState() == model.StateSuspect {
+	for i := range v.Nodes {
+		if v.Nodes[i].Shards > 0 && v.Nodes[i].EffState() == model.StateSuspect {
 			suspects++
 		}
 	}
-	single, singleBytes := v.singleCopy()
+	single, singleBytes := v.SingleCopy()
 	return event.Progress{
 		SingleCopy:           single,
 		SingleCopyETASeconds: etaOf(singleBytes, rate),
 		SuspectNodes:         suspects,
-		UnderReplicated:      t.underReplicated,
-		Lost:                 t.lost,
-		BytesRemaining:       t.bytesRemaining,
+		UnderReplicated:      t.UnderReplicated,
+		Lost:                 t.Lost,
+		BytesRemaining:       t.BytesRemaining,
 		RateBytesPerSec:      rate,
 		ETASeconds:           eta,
 		Stalled:              stalled,
-		InFlight:             t.inFlight,
+		InFlight:             t.InFlight,
 		VerifiedBytes:        v.verified,
-		Shards:               t.shards,
+		Shards:               t.Shards,
 	}
 }
 
 // clusterStatus answers CtlStatus: registered nodes (and unregistered ones
 // still named by the map) sorted by rack then id, with totals.
-func (v *view) clusterStatus() control.ClusterStatus {
-	t := v.totals()
+func (v *View) ClusterStatus() control.ClusterStatus {
+	t := v.Totals()
 	st := control.ClusterStatus{
-		Shards: t.shards, Objects: t.objects, UnderReplicated: t.underReplicated,
-		Lost: t.lost, BytesRemaining: t.bytesRemaining, InFlight: t.inFlight,
-		Stripes: t.stripes, StripesDegraded: t.stripesDegraded,
+		Shards: t.Shards, Objects: t.Objects, UnderReplicated: t.UnderReplicated,
+		Lost: t.Lost, BytesRemaining: t.BytesRemaining, InFlight: t.InFlight,
+		Stripes: t.Stripes, StripesDegraded: t.StripesDegraded,
 		Nodes: []control.NodeStatus{},
 	}
-	for i := range v.nodes {
-		n := &v.nodes[i]
-		if !n.registered && n.shards == 0 || v.removed[n.id] {
+	for i := range v.Nodes {
+		n := &v.Nodes[i]
+		if !n.Registered && n.Shards == 0 || v.removed[n.ID] {
 			continue
 		}
 		capacity := n.hbCapacity
@@ -659,12 +709,12 @@ func (v *view) clusterStatus() control.ClusterStatus {
 			capacity = n.capacity
 		}
 		ns := control.NodeStatus{
-			ID: n.id, Rack: n.rack, State: n.effState(), Addr: n.addr,
-			Shards: n.shards, Bytes: n.bytes, UsedBytes: n.hbUsed, CapacityBytes: capacity,
+			ID: n.ID, Rack: n.Rack, State: n.EffState(), Addr: n.Addr,
+			Shards: n.Shards, Bytes: n.Bytes, UsedBytes: n.hbUsed, CapacityBytes: capacity,
 			Flaps: n.flaps, GraceMS: n.graceMS, Full: n.hbFull, ReadOnly: n.hbReadOnly,
-			Draining: n.draining,
+			Draining: n.Draining,
 		}
-		if n.draining && ns.State == model.StateUp {
+		if n.Draining && ns.State == model.StateUp {
 			ns.State = model.StateDraining
 		}
 		if capacity > 0 {

@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"fmt"
@@ -10,48 +10,48 @@ import (
 // Subject labels of the results consumer's messages in
 // rehome_planner_malformed_events_total.
 var (
-	subjectDone    = strings.TrimSuffix(event.DonePrefix, ".")
-	subjectFailed  = strings.TrimSuffix(event.FailedPrefix, ".")
-	subjectCorrupt = strings.TrimSuffix(event.CorruptPrefix, ".")
+	SubjectDone    = strings.TrimSuffix(event.DonePrefix, ".")
+	SubjectFailed  = strings.TrimSuffix(event.FailedPrefix, ".")
+	SubjectCorrupt = strings.TrimSuffix(event.CorruptPrefix, ".")
 )
 
 // result is one message of the results consumer, decoded: exactly one field is set.
 type result struct {
-	done    *event.Done
-	failed  *event.Failed
-	corrupt *event.Corrupt
+	Done    *event.Done
+	Failed  *event.Failed
+	Corrupt *event.Corrupt
 }
 
 // decodeResult decodes a message of the results consumer by its subject: a
 // Done, a Failed, or a Corrupt naming the subject's node. It returns the
 // subject label to count a refusal under and an error wrapping
 // event.ErrMalformed for anything else. It is a pure function.
-func decodeResult(subject string, data []byte) (label string, r result, err error) {
+func DecodeResult(subject string, data []byte) (label string, r result, err error) {
 	switch {
 	case strings.HasPrefix(subject, event.DonePrefix):
 		var d event.Done
 		if err := event.Decode(data, &d); err != nil {
-			return subjectDone, r, err
+			return SubjectDone, r, err
 		}
-		r.done = &d
-		return subjectDone, r, nil
+		r.Done = &d
+		return SubjectDone, r, nil
 	case strings.HasPrefix(subject, event.FailedPrefix):
 		var f event.Failed
 		if err := event.Decode(data, &f); err != nil {
-			return subjectFailed, r, err
+			return SubjectFailed, r, err
 		}
-		r.failed = &f
-		return subjectFailed, r, nil
+		r.Failed = &f
+		return SubjectFailed, r, nil
 	case strings.HasPrefix(subject, event.CorruptPrefix):
 		var c event.Corrupt
 		if err := event.Decode(data, &c); err != nil {
-			return subjectCorrupt, r, fmt.Errorf("corrupt report on %s: %w", subject, err)
+			return SubjectCorrupt, r, fmt.Errorf("corrupt report on %s: %w", subject, err)
 		}
 		if err := event.CheckSubjectNode(subject, c.Node); err != nil {
-			return subjectCorrupt, r, err
+			return SubjectCorrupt, r, err
 		}
-		r.corrupt = &c
-		return subjectCorrupt, r, nil
+		r.Corrupt = &c
+		return SubjectCorrupt, r, nil
 	}
 	return "other", r, fmt.Errorf("%w: unexpected result subject %.80q", event.ErrMalformed, subject)
 }
@@ -62,7 +62,7 @@ const maxUnmapped = 4096
 // noteUnmapped remembers that task was copying (or rebuilding) shard id
 // when id left the map or was found queued without an entry: its result is
 // expected (see checkResult).
-func (v *view) noteUnmapped(id, task string) {
+func (v *View) noteUnmapped(id, task string) {
 	if v.unmapped == nil {
 		v.unmapped = make(map[string]string)
 	}
@@ -77,7 +77,7 @@ func (v *view) noteUnmapped(id, task string) {
 
 // noteQueuedUnmapped remembers the shards of a queued copy or rebuild whose
 // shard the map does not know (seedFlight).
-func (v *view) noteQueuedUnmapped(t event.Task) {
+func (v *View) noteQueuedUnmapped(t event.Task) {
 	switch t.Kind {
 	case event.KindCopy:
 		v.noteUnmapped(t.Shard, t.Task)
@@ -95,23 +95,23 @@ func (v *view) noteQueuedUnmapped(t event.Task) {
 // that copy was in flight when its shard left the map (its object was
 // deleted): then the copy is deleted (onDone) or its failure ignored. The
 // planner's own reports of parked shards pass unchecked.
-func (v *view) checkResult(r result) error {
+func (v *View) CheckResult(r result) error {
 	switch {
-	case r.done != nil:
-		d := r.done
+	case r.Done != nil:
+		d := r.Done
 		return v.checkNamed("done", d.Task, d.Kind, d.Shard, d.Target, true)
-	case r.failed != nil:
-		f := r.failed
+	case r.Failed != nil:
+		f := r.Failed
 		if !f.RetryAt.IsZero() {
 			return nil
 		}
 		return v.checkNamed("failed", f.Task, f.Kind, f.Shard, f.Target, f.Final)
-	case r.corrupt != nil:
-		c := r.corrupt
-		if _, ok := v.nodeIdx[c.Node]; !ok {
+	case r.Corrupt != nil:
+		c := r.Corrupt
+		if _, ok := v.NodeIndex[c.Node]; !ok {
 			return fmt.Errorf("corrupt report of %s: %w %s", c.Shard, event.ErrUnknownNode, c.Node)
 		}
-		if _, ok := v.ids.Lookup(c.Shard); !ok {
+		if _, ok := v.IDs.Lookup(c.Shard); !ok {
 			return fmt.Errorf("corrupt report from %s: %w: %s", c.Node, event.ErrUnknownShard, c.Shard)
 		}
 	}
@@ -120,14 +120,14 @@ func (v *view) checkResult(r result) error {
 
 // checkNamed checks the node and shard a done or failed report names (see
 // checkResult); last forgets an unmapped copy once its last report is in.
-func (v *view) checkNamed(what, task, kind, shard, target string, last bool) error {
-	if _, ok := v.nodeIdx[target]; !ok {
+func (v *View) checkNamed(what, task, kind, shard, target string, last bool) error {
+	if _, ok := v.NodeIndex[target]; !ok {
 		return fmt.Errorf("%s of task %s: %w %s", what, task, event.ErrUnknownNode, target)
 	}
 	if kind == event.KindDelete { // deletes are of unmapped copies
 		return nil
 	}
-	if _, ok := v.ids.Lookup(shard); ok {
+	if _, ok := v.IDs.Lookup(shard); ok {
 		return nil
 	}
 	if t, ok := v.unmapped[shard]; ok && t == task {
@@ -141,7 +141,7 @@ func (v *view) checkNamed(what, task, kind, shard, target string, last bool) err
 
 // knowsNode reports whether the view has heard of node id (a registration,
 // a map entry or a verdict naming it).
-func (v *view) knowsNode(id string) bool {
-	_, ok := v.nodeIdx[id]
+func (v *View) KnowsNode(id string) bool {
+	_, ok := v.NodeIndex[id]
 	return ok
 }
