@@ -518,7 +518,7 @@ func (s *Service) createPlacements(ctx context.Context, m model.Manifest, nodes 
 			return fmt.Errorf("encode placement: %w", err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err = s.kvPlace.Create(wctx, sh.ID, body)
+		_, err = s.places.Create(wctx, sh.ID, body)
 		cancel()
 		if err == nil {
 			mu.Lock()
@@ -546,7 +546,7 @@ func (s *Service) deletePlacements(ctx context.Context, shards []string) {
 	_ = parallel(shards, func(id string) error {
 		dctx, cancel := context.WithTimeout(ctx, opTimeout)
 		defer cancel()
-		if err := s.kvPlace.Delete(dctx, id); err != nil {
+		if err := s.places.Delete(dctx, id); err != nil {
 			s.log.Warn("roll back placement", "shard", id, "err", err)
 		}
 		return nil
@@ -605,7 +605,7 @@ func (s *Service) unmapShards(ctx context.Context, ids []string) error {
 				return fmt.Errorf("read placement %s: %w", id, err)
 			}
 			dctx, cancel := context.WithTimeout(ctx, opTimeout)
-			err = s.kvPlace.Delete(dctx, id, jetstream.LastRevision(rev))
+			err = s.places.Delete(dctx, id, jetstream.LastRevision(rev))
 			cancel()
 			if err != nil {
 				if (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)) && try < 10 {

@@ -82,7 +82,7 @@ func (s *Service) ctlDrain(ctx context.Context, data []byte) (any, error) {
 		s.log.Info("drain started", "node", req.Node, "by", req.By, "shards", n.Shards, "bytes", n.Bytes)
 		ev := &event.Drain{Header: event.Header{TS: now.UTC()}, Node: req.Node, By: req.By, Shards: n.Shards, Bytes: n.Bytes}
 		pctx, cancel = context.WithTimeout(ctx, opTimeout)
-		if err := bus.Publish(pctx, s.js, event.DrainingPrefix+req.Node, ev, "draining-"+req.Node+"-"+strconv.FormatUint(rev, 10)); err != nil {
+		if err := s.pub.Publish(pctx, event.DrainingPrefix+req.Node, ev, "draining-"+req.Node+"-"+strconv.FormatUint(rev, 10)); err != nil {
 			s.log.Warn("publish draining", "node", req.Node, "err", err)
 		}
 		cancel()
@@ -230,7 +230,7 @@ func (s *Service) announceDrained(ctx context.Context) {
 	for _, d := range out {
 		ev := &event.Drain{Header: event.Header{TS: s.now().UTC()}, Node: d.node, Shards: int(d.shards), Bytes: d.bytes}
 		pctx, cancel := context.WithTimeout(ctx, opTimeout)
-		err := bus.Publish(pctx, s.js, event.DrainedPrefix+d.node, ev, "drained-"+d.node+"-"+strconv.FormatInt(d.since, 10))
+		err := s.pub.Publish(pctx, event.DrainedPrefix+d.node, ev, "drained-"+d.node+"-"+strconv.FormatInt(d.since, 10))
 		cancel()
 		if err != nil {
 			s.log.Warn("publish drained", "node", d.node, "err", err)

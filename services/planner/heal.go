@@ -219,7 +219,7 @@ func (s *Service) drops(ctx context.Context, ds []core.DropDecision) {
 			return nil
 		}
 		uctx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err = s.kvPlace.Update(uctx, d.ID, body, rev)
+		_, err = s.places.Update(uctx, d.ID, body, rev)
 		cancel()
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {

@@ -262,7 +262,9 @@ type Service struct {
 	bytes *rate.Limiter // copy bytes admitted per second (nil: no cap)
 
 	kvNodes, kvLive, kvPlace, kvObjects, kvCtl jetstream.KeyValue
-	tasks                                      jetstream.Stream
+	places                                     mapStore // kvPlace, for writes
+	tasks                                      taskQueue
+	pub                                        publisher
 	lease                                      *lease
 
 	sw      switchState // the heal switch (guarded by mu)
@@ -302,6 +304,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 		tracer: telemetry.Provider(cfg.TracerProvider).Tracer("github.com/rehome/rehome/services/planner"),
 		v:      core.NewView(now, core.Policy{MaxAttempts: cfg.MaxAttempts, RetryLater: cfg.RetryLater, AutoHeal: cfg.AutoHeal}),
 		kick:   make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
+		pub: jsPublisher{js},
 	}
 	if cfg.MaxBytesPerSec > 0 {
 		burst := int(min(cfg.MaxBytesPerSec, math.MaxInt32))
@@ -432,10 +435,11 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.seedHeartbeats(ctx)
 	s.mu.Lock()
+	start := time.Now()
 	s.v.Loading = false
 	s.v.Rescan()
+	s.m.rescanSeconds.Set(time.Since(start).Seconds())
 	t := s.v.Totals()
-	s.m.rescanSeconds.Set(s.v.RescanDur.Seconds())
 	paused := s.sw.sw.Paused
 	s.mu.Unlock()
 	s.log.Info("planner view loaded", "shards", t.Shards, "objects", t.Objects,
@@ -536,7 +540,7 @@ type acting struct {
 	// previous acting planner are still unacknowledged (they come back to
 	// this one after the consumer's AckWait): re-planning those shards would
 	// duplicate copies already made.
-	gateUntil  time.Time
+	gate       core.TakeoverGate
 	gateLogged bool
 	// bg runs the background inventory checks on bgCtx (cancelled with
 	// result handling).
@@ -589,7 +593,7 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 			s.log.Error("listing index stopped", "err", err)
 		}
 	}()
-	act.gateUntil = s.now().Add(resultsAckWait + time.Second)
+	act.gate.Close(s.now().Add(resultsAckWait + time.Second))
 	if wait := s.tick(ctx, act); wait > 0 {
 		s.plan()
 	}
@@ -693,6 +697,7 @@ func (s *Service) open(ctx context.Context) error {
 		return fmt.Errorf("open stream %s: %w", bus.StreamTasks, err)
 	}
 	s.tasks = st
+	s.places = s.kvPlace
 	kv, err := s.js.KeyValue(ctx, bus.BucketLease)
 	if err != nil {
 		return fmt.Errorf("open bucket %s: %w", bus.BucketLease, err)

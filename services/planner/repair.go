@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/telemetry"
@@ -72,7 +70,7 @@ func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.Pu
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	// PublishAck carries ctx's trace (the incident's plan span) in the headers.
-	ack, err := bus.PublishAck(ctx, s.js, event.TaskPrefix+t.Target, t, t.Task)
+	ack, err := s.pub.PublishAck(ctx, event.TaskPrefix+t.Target, t, t.Task)
 	if err != nil {
 		return nil, fmt.Errorf("publish task %s: %w", t.Task, err)
 	}
@@ -87,13 +85,7 @@ func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.Pu
 func (s *Service) incidentTrace(inc string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.v.Nodes {
-		n := &s.v.Nodes[i]
-		if n.TraceParent != "" && !n.Since.IsZero() && inc == n.ID+"-"+strconv.FormatInt(n.Since.UnixMilli(), 10) {
-			return n.TraceParent
-		}
-	}
-	return ""
+	return s.v.IncidentTrace(inc)
 }
 
 // awaitPlacement waits (at most opTimeout) until the view has applied every
@@ -102,7 +94,7 @@ func (s *Service) incidentTrace(inc string) string {
 func (s *Service) awaitPlacement(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	st, err := s.kvPlace.Status(ctx)
+	st, err := s.places.Status(ctx)
 	if err != nil {
 		return
 	}
@@ -157,7 +149,7 @@ func (s *Service) awaitIndex(ctx context.Context) {
 func (s *Service) getPlacement(ctx context.Context, shard string) (model.Placement, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	e, err := s.kvPlace.Get(ctx, shard)
+	e, err := s.places.Get(ctx, shard)
 	if err != nil {
 		return model.Placement{}, 0, err
 	}
@@ -190,16 +182,16 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	if !s.lease.held(now) {
 		return 0
 	}
-	if !act.gateUntil.IsZero() {
-		if n, err := s.resultsPending(ctx, act); now.Before(act.gateUntil) && (err != nil || n > 0) {
+	if until := act.gate.Until(); !until.IsZero() {
+		n, err := s.resultsPending(ctx, act)
+		if !act.gate.Open(now, n, err == nil) {
 			if !act.gateLogged {
 				act.gateLogged = true
-				s.log.Info("waiting for results handed to the previous planner before planning", "pending", n, "until", act.gateUntil)
+				s.log.Info("waiting for results handed to the previous planner before planning", "pending", n, "until", until)
 			}
 			s.refreshGauges()
 			return 0
 		}
-		act.gateUntil = time.Time{}
 	}
 	s.expireFlights(ctx, now)
 	s.startReconciles(act)
@@ -208,9 +200,13 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	s.mu.Lock()
 	s.v.Expire(now)
 	s.markMovesLocked()
+	start := time.Now()
+	rescans := s.v.Rescans()
 	p := s.v.Round(now, s.limits())
+	if s.v.Rescans() != rescans {
+		s.m.rescanSeconds.Set(time.Since(start).Seconds())
+	}
 	s.v.Reserve(p, now, s.cfg.TaskTimeout)
-	s.m.rescanSeconds.Set(s.v.RescanDur.Seconds())
 	s.mu.Unlock()
 
 	if len(p.Copies) > 0 {
@@ -228,80 +224,32 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	return p.Wait
 }
 
-// expireFlights re-plans tasks past their deadline, unless the task message
-// still sits in the work queue (no mover took it yet, or one is retrying it).
-// An expired copy counts as a failed attempt; an expired trim is forgotten.
+// expireFlights resolves tasks past their deadline (see
+// core.View.ResolveExpired): it asks the work queue whether each still waits
+// there, and publishes the final failure of a shard parked meanwhile.
 func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 	s.mu.Lock()
-	copies, trims := s.v.Expired(now)
-	type check struct {
-		h    uint32
-		task string
-		seq  uint64
-		trim bool
-	}
-	checks := make([]check, 0, len(copies)+len(trims))
-	for _, h := range copies {
-		f := s.v.Flights[h]
-		checks = append(checks, check{h, f.Task, f.Seq, false})
-	}
-	for _, h := range trims {
-		t := s.v.Trims[h]
-		checks = append(checks, check{h, t.Task, t.Seq, true})
-	}
+	expired := s.v.ExpiredTasks(now)
 	s.mu.Unlock()
-	for _, c := range checks {
+	for _, e := range expired {
 		queued := false
-		if c.seq != 0 {
+		if e.Seq != 0 {
 			gctx, cancel := context.WithTimeout(ctx, opTimeout)
-			_, err := s.tasks.GetMsg(gctx, c.seq)
+			_, err := s.tasks.GetMsg(gctx, e.Seq)
 			cancel()
 			queued = err == nil
 			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 				continue // cannot tell now: look again next tick
 			}
 		}
-		if c.trim {
-			s.mu.Lock()
-			if t := s.v.Trims[c.h]; t != nil && t.Task == c.task {
-				if queued {
-					t.Deadline = now.Add(s.cfg.TaskTimeout)
-				} else {
-					s.log.Warn("trim timed out", "task", c.task)
-					s.v.EndTrim(c.h)
-				}
-			}
-			s.mu.Unlock()
-			continue
-		}
-		var gaveUp *event.Failed
 		s.mu.Lock()
-		if f := s.v.Flights[c.h]; f != nil && f.Task == c.task {
-			if queued {
-				f.Deadline = now.Add(s.cfg.TaskTimeout)
-				if f.RB != nil {
-					for _, p := range s.v.OpenPieces(f.RB) {
-						s.v.Flights[p].Deadline = f.Deadline
-					}
-				}
-			} else {
-				s.log.Warn("task timed out, re-planning", "task", c.task)
-				gaveUp = s.failedLocked(c.h, f, "no result within the task timeout", now, false)
-			}
-		}
+		out := s.v.ResolveExpired(e, queued, now, s.cfg.TaskTimeout)
 		s.mu.Unlock()
-		s.reportGaveUp(ctx, gaveUp)
+		if out.TimedOut {
+			s.log.Warn("task timed out, re-planning", "task", e.Task, "trim", e.Trim)
+		}
+		s.reportGaveUp(ctx, out.GaveUp)
 	}
-}
-
-// failedLocked ends flight f of shard h as a failed attempt (s.mu held)
-// and counts a parked shard; see view.failFlight.
-func (s *Service) failedLocked(h uint32, f *core.Flight, cause string, now time.Time, avoid bool) *event.Failed {
-	gaveUp := s.v.FailFlight(h, f, cause, now, avoid)
-	if gaveUp != nil {
-		s.m.gaveUp.Inc()
-	}
-	return gaveUp
 }
 
 // reportGaveUp publishes the planner's final failure report of a parked
@@ -310,10 +258,11 @@ func (s *Service) reportGaveUp(ctx context.Context, f *event.Failed) {
 	if f == nil {
 		return
 	}
+	s.m.gaveUp.Inc()
 	s.log.Warn("repair parked after repeated failures", "shard", f.Shard, "attempts", f.Attempt, "retry_at", f.RetryAt, "err", f.Error)
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := bus.Publish(pctx, s.js, event.FailedPrefix+f.Target, f, "planner-gave-up-"+f.Task); err != nil {
+	if err := s.pub.Publish(pctx, event.FailedPrefix+f.Target, f, "planner-gave-up-"+f.Task); err != nil {
 		s.log.Warn("publish final failure", "shard", f.Shard, "err", err)
 	}
 }
@@ -385,7 +334,7 @@ func (s *Service) issueIncident(ctx context.Context, inc string, ds []core.Decis
 	slices.SortFunc(plan.Targets, func(x, y event.PlanTarget) int { return strings.Compare(x.Node, y.Node) })
 	span.SetAttributes(attribute.Int("rehome.shards", plan.Shards), attribute.Int64("rehome.bytes", plan.Bytes))
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
-	if err := bus.Publish(pctx, s.js, event.PlanPrefix+inc, &plan, ""); err != nil {
+	if err := s.pub.Publish(pctx, event.PlanPrefix+inc, &plan, ""); err != nil {
 		s.log.WarnContext(ctx, "publish plan", "incident", inc, "err", err)
 	}
 	cancel()
@@ -398,20 +347,10 @@ func (s *Service) issueIncident(ctx context.Context, inc string, ds []core.Decis
 func (s *Service) issueOne(ctx context.Context, d core.Decision) (*event.Task, bool) {
 	s.mu.Lock()
 	taskID := s.v.TaskID(d)
-	target := s.v.Nodes[d.Target].ID
-	sources := make([]string, len(d.Sources))
-	for i, r := range d.Sources {
-		sources[i] = s.v.Nodes[r].ID
-	}
 	s.mu.Unlock()
 	release := func(used bool) {
 		s.mu.Lock()
-		if f := s.v.Flights[d.Shard]; f != nil && f.Task == taskID {
-			s.v.EndFlight(d.Shard)
-			if used {
-				s.v.UsedSerial(d.Shard, d.Serial, s.now())
-			}
-		}
+		s.v.ReleaseCopy(d, taskID, used, s.now())
 		s.mu.Unlock()
 	}
 	if !s.lease.held(s.now()) {
@@ -426,12 +365,10 @@ func (s *Service) issueOne(ctx context.Context, d core.Decision) (*event.Task, b
 		release(false)
 		return nil, false
 	}
-	t := &event.Task{
-		Task: taskID, Incident: d.Incident, Shard: d.ID, Kind: event.KindCopy,
-		Sources: sources, Target: target, Bytes: p.Size, SHA256: p.SHA256,
-		Attempt: d.Attempt, RackRelaxed: d.Relaxed,
-	}
-	ack, err := s.publishTask(ctx, t)
+	s.mu.Lock()
+	t := s.v.CopyTask(d, p)
+	s.mu.Unlock()
+	ack, err := s.publishTask(ctx, &t)
 	if err != nil {
 		s.log.Warn("publish task", "task", taskID, "err", err)
 		release(false)
@@ -445,13 +382,11 @@ func (s *Service) issueOne(ctx context.Context, d core.Decision) (*event.Task, b
 	}
 	s.m.issued.WithLabelValues(event.KindCopy).Inc()
 	s.mu.Lock()
-	if f := s.v.Flights[d.Shard]; f != nil && f.Task == taskID {
-		f.Seq, f.Rev, f.Entry = ack.Sequence, rev, &p
-	}
+	s.v.CopyQueued(d, taskID, ack.Sequence, rev, p)
 	s.mu.Unlock()
-	s.log.Debug("task issued", "task", taskID, "source", sources[0], "target", target, "bytes", p.Size,
+	s.log.Debug("task issued", "task", taskID, "source", t.Sources[0], "target", t.Target, "bytes", p.Size,
 		"attempt", d.Attempt, "margin", d.Margin, "rack_relaxed", d.Relaxed)
-	return t, true
+	return &t, true
 }
 
 // issueRebuild publishes the task of a reserved rebuild decision, built
@@ -463,78 +398,55 @@ func (s *Service) issueOne(ctx context.Context, d core.Decision) (*event.Task, b
 func (s *Service) issueRebuild(ctx context.Context, d core.Decision) (*event.Task, bool) {
 	s.mu.Lock()
 	taskID := s.v.TaskID(d)
-	g := d.RB.Group
-	rb := g.RB
-	if rb == nil || rb.Task != taskID || len(s.v.OpenPieces(rb)) != len(d.RB.Pieces) {
+	t, ok := s.v.RebuildTaskOf(d)
+	s.mu.Unlock()
+	release := func(used bool) {
+		s.mu.Lock()
+		s.v.ReleaseRebuild(d, taskID, used, s.now())
 		s.mu.Unlock()
-		s.releaseRebuild(taskID, g, d, false)
+	}
+	if !ok {
+		release(false)
 		return nil, false
 	}
-	t := s.v.RebuildTask(d, taskID)
-	s.mu.Unlock()
 	if err := t.Validate(); err != nil {
 		s.log.Warn("rebuild task not valid, not issued", "task", taskID, "err", err)
-		s.releaseRebuild(taskID, g, d, false)
+		release(false)
 		return nil, false
 	}
 	if !s.lease.held(s.now()) {
-		s.releaseRebuild(taskID, g, d, false)
+		release(false)
 		return nil, false
 	}
 	ack, err := s.publishTask(ctx, t)
 	if err != nil {
 		s.log.Warn("publish task", "task", taskID, "err", err)
-		s.releaseRebuild(taskID, g, d, false)
+		release(false)
 		return nil, false
 	}
 	if ack.Duplicate {
-		s.releaseRebuild(taskID, g, d, true)
+		release(true)
 		s.plan()
 		return nil, false
 	}
 	s.m.issued.WithLabelValues(event.KindRebuild).Inc()
 	s.mu.Lock()
-	if g.RB != nil && g.RB.Task == taskID {
-		for _, p := range s.v.OpenPieces(g.RB) {
-			s.v.Flights[p].Seq = ack.Sequence
-		}
-	}
+	s.v.RebuildQueued(d, taskID, ack.Sequence)
 	s.mu.Unlock()
 	s.log.Debug("rebuild issued", "task", taskID, "pieces", len(t.Rebuild), "sources", t.Sources[:t.K],
 		"target", t.Target, "bytes_read", d.Bytes, "attempt", d.Attempt, "margin", d.Margin, "rack_relaxed", d.Relaxed)
 	return t, true
 }
 
-// releaseRebuild forgets reserved rebuild taskID of stripe g; used records
-// that its task id is taken (the next task takes a higher serial).
-func (s *Service) releaseRebuild(taskID string, g *core.StripeGroup, d core.Decision, used bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if g.RB == nil || g.RB.Task != taskID {
-		return
-	}
-	for _, p := range s.v.OpenPieces(g.RB) {
-		s.v.EndFlight(p)
-		if used {
-			s.v.UsedSerial(p, d.Serial, s.now())
-		}
-	}
-}
-
 // trim removes one surplus copy: it takes the node out of the shard's
-// placement entry with a compare-and-set (never leaving fewer up holders
-// than the layout's copies), then queues the delete task for that node.
-// Anything unexpected (entry changed, lease lost, bus trouble) releases the
-// reservation; the next round looks again.
+// placement entry with a compare-and-set when core.View.TrimEntry still
+// allows it, then queues the delete task for that node. Anything unexpected
+// (entry changed, lease lost, bus trouble) releases the reservation; the
+// next round looks again.
 func (s *Service) trim(ctx context.Context, td core.TrimDecision) {
-	s.mu.Lock()
-	node := s.v.Nodes[td.Node].ID
-	s.mu.Unlock()
 	release := func() {
 		s.mu.Lock()
-		if t := s.v.Trims[td.Shard]; t != nil && t.Node == td.Node && t.Task == "" {
-			s.v.EndTrim(td.Shard)
-		}
+		s.v.ReleaseTrim(td)
 		s.mu.Unlock()
 	}
 	if !s.lease.held(s.now()) {
@@ -547,26 +459,19 @@ func (s *Service) trim(ctx context.Context, td core.TrimDecision) {
 		return
 	}
 	s.mu.Lock()
-	up := 0 // holders up and not lacking the shard
-	for _, n := range p.Nodes {
-		if r, ok := s.v.NodeIndex[n]; ok && s.v.Nodes[r].EffState() == model.StateUp && !s.v.IsMissing(td.Shard, r) {
-			up++
-		}
-	}
+	entry, ok := s.v.TrimEntry(td, p)
 	s.mu.Unlock()
-	if !slices.Contains(p.Nodes, node) || up <= p.Layout.Copies() {
+	if !ok {
 		release()
 		return
 	}
-	entry := p
-	entry.Nodes = slices.DeleteFunc(slices.Clone(p.Nodes), func(n string) bool { return n == node })
 	body, err := json.Marshal(entry)
 	if err != nil {
 		release()
 		return
 	}
 	uctx, cancel := context.WithTimeout(ctx, opTimeout)
-	newRev, err := s.kvPlace.Update(uctx, td.ID, body, rev)
+	newRev, err := s.places.Update(uctx, td.ID, body, rev)
 	cancel()
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
@@ -575,44 +480,32 @@ func (s *Service) trim(ctx context.Context, td core.TrimDecision) {
 		release()
 		return
 	}
-	taskID := core.TrimPrefix + td.ID + "-" + node + "-" + strconv.FormatUint(newRev, 10)
 	s.mu.Lock()
-	if t := s.v.Trims[td.Shard]; t != nil && t.Node == td.Node {
-		t.Task = taskID
+	t := s.v.TrimWritten(td, p, newRev)
+	s.mu.Unlock()
+	ack, err := s.publishTask(ctx, &t)
+	s.mu.Lock()
+	if err != nil {
+		s.v.TrimQueued(td, t.Task, 0, false)
+	} else {
+		s.v.TrimQueued(td, t.Task, ack.Sequence, true)
 	}
 	s.mu.Unlock()
-	t := &event.Task{Task: taskID, Incident: "trim", Shard: td.ID, Kind: event.KindDelete,
-		Target: node, Bytes: p.Size, SHA256: p.SHA256}
-	ack, err := s.publishTask(ctx, t)
 	if err != nil {
 		// The map no longer lists the copy: it stays on the node's disk, unused.
-		s.log.Warn("trim: copy unmapped but its delete task not queued", "shard", td.ID, "node", node, "err", err)
-		s.mu.Lock()
-		if t := s.v.Trims[td.Shard]; t != nil && t.Task == taskID {
-			s.v.EndTrim(td.Shard)
-		}
-		s.mu.Unlock()
+		s.log.Warn("trim: copy unmapped but its delete task not queued", "shard", td.ID, "node", t.Target, "err", err)
 		return
 	}
 	s.m.trims.Inc()
-	s.mu.Lock()
-	if t := s.v.Trims[td.Shard]; t != nil && t.Task == taskID {
-		t.Seq = ack.Sequence
-	}
-	s.mu.Unlock()
-	s.log.Info("surplus copy trimmed", "shard", td.ID, "node", node, "task", taskID)
+	s.log.Info("surplus copy trimmed", "shard", td.ID, "node", t.Target, "task", t.Task)
 }
 
 // announceLost publishes event.Lost once for each newly lost shard.
 func (s *Service) announceLost(ctx context.Context) {
 	s.mu.Lock()
-	hs := s.v.LostToAnnounce(256)
-	ids := make([]string, len(hs))
-	for i, h := range hs {
-		ids[i] = s.v.IDs.String(h)
-	}
+	ids := s.v.LostIDs(256)
 	s.mu.Unlock()
-	for i, id := range ids {
+	for _, id := range ids {
 		p, _, err := s.getPlacement(ctx, id)
 		if err != nil {
 			continue
@@ -623,7 +516,7 @@ func (s *Service) announceLost(ctx context.Context) {
 			what = "shard lost: its stripe has fewer than K pieces with a live holder"
 		}
 		pctx, cancel := context.WithTimeout(ctx, opTimeout)
-		err = bus.Publish(pctx, s.js, event.LostPrefix+id, l, "lost-"+id)
+		err = s.pub.Publish(pctx, event.LostPrefix+id, l, "lost-"+id)
 		cancel()
 		if err != nil {
 			s.log.Warn("publish lost", "shard", id, "err", err)
@@ -631,9 +524,7 @@ func (s *Service) announceLost(ctx context.Context) {
 		}
 		s.log.Error(what, "shard", id, "key", p.Key, "nodes", p.Nodes, "layout", p.Layout.String())
 		s.mu.Lock()
-		if h, ok := s.v.IDs.Lookup(id); ok && h == hs[i] {
-			s.v.Record(h).Flags |= core.FlagLostSent
-		}
+		s.v.LostSent(id)
 		s.mu.Unlock()
 	}
 }
@@ -677,12 +568,12 @@ func (s *Service) publishProgress(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := bus.Publish(pctx, s.js, event.HealProgress, &p, ""); err != nil {
+	if err := s.pub.Publish(pctx, event.HealProgress, &p, ""); err != nil {
 		s.log.Warn("publish progress", "err", err)
 	}
 	if announce {
 		st := &event.Stalled{UnderReplicated: p.UnderReplicated, BytesRemaining: p.BytesRemaining, IdleSeconds: idle}
-		if err := bus.Publish(pctx, s.js, event.HealStalled, st, ""); err != nil {
+		if err := s.pub.Publish(pctx, event.HealStalled, st, ""); err != nil {
 			s.log.Warn("publish stalled", "err", err)
 		}
 		s.log.Warn("heal stalled", "under_replicated", p.UnderReplicated, "bytes_remaining", p.BytesRemaining, "idle_seconds", idle)

@@ -7,20 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
-	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/telemetry"
 )
-
-// nonFinalRecheck is how soon a task reported failed but not final is
-// checked again (is the mover still retrying it?).
-const nonFinalRecheck = 10 * time.Second
 
 // resultsAckWait is the results consumer's AckWait: how long a result
 // handed to a planner that stopped without answering waits before another
@@ -89,40 +83,26 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 	_ = msg.Ack()
 }
 
-// onDone records a verified copy in the placement map (compare-and-set; the
-// down holders stay listed). The task leaves the in-flight set when the map
-// watch shows the new holder, so the shard is never planned twice in between.
-// A copy back onto a holder that lacked the shard changes nothing in the map:
-// the holder counts again at once. A copy of a shard no longer in the map is
-// scheduled for deletion.
+// onDone records a verified copy in the placement map (compare-and-set; see
+// core.View.Land and core.AddHolder). The task leaves the in-flight set when
+// the map watch shows the new holder, so the shard is never planned twice in
+// between. A copy of a shard no longer in the map is scheduled for deletion.
 func (s *Service) onDone(ctx context.Context, d event.Done) error {
 	if d.Kind == event.KindDelete {
 		s.endTrim(d.Shard, d.Task)
 		return nil
 	}
 	s.mu.Lock()
-	var (
-		entry *model.Placement
-		rev   uint64
-	)
-	if h, ok := s.v.IDs.Lookup(d.Shard); ok {
-		if r, known := s.v.NodeIndex[d.Target]; known && s.v.LandedInPlace(h, r, d.Task) {
-			s.v.VerifiedCopy(d.Bytes, s.now())
-			s.mu.Unlock()
-			s.m.repairedBytes.Add(float64(d.Bytes))
-			s.m.healedInPlace.Inc()
-			s.log.Debug("copy back in place recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
-			s.plan()
-			return nil
-		}
-		if f := s.v.Flights[h]; f != nil && f.Task == d.Task && f.Entry != nil {
-			e := *f.Entry
-			e.Nodes = slices.Clone(e.Nodes)
-			entry, rev = &e, f.Rev
-		}
-	}
+	l := s.v.Land(d, s.now())
 	s.mu.Unlock()
-
+	if l.InPlace {
+		s.m.repairedBytes.Add(float64(d.Bytes))
+		s.m.healedInPlace.Inc()
+		s.log.Debug("copy back in place recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
+		s.plan()
+		return nil
+	}
+	entry, rev := l.Entry, l.Rev
 	added := false
 	for try := 0; ; try++ {
 		if entry == nil {
@@ -135,16 +115,16 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 			}
 			entry, rev = &p, r
 		}
-		if slices.Contains(entry.Nodes, d.Target) {
+		next, changed := core.AddHolder(*entry, d.Target)
+		if !changed {
 			break // recorded already (a redelivered result)
 		}
-		entry.Nodes = append(entry.Nodes, d.Target)
-		data, err := json.Marshal(entry)
+		data, err := json.Marshal(next)
 		if err != nil {
 			return fmt.Errorf("encode placement: %w", err)
 		}
 		uctx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err = s.kvPlace.Update(uctx, d.Shard, data, rev)
+		_, err = s.places.Update(uctx, d.Shard, data, rev)
 		cancel()
 		if err == nil {
 			added = true
@@ -159,7 +139,7 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 	if added {
 		s.m.repairedBytes.Add(float64(d.Bytes))
 		s.mu.Lock()
-		s.v.VerifiedCopy(d.Bytes, s.now())
+		s.v.Verified(d.Bytes, s.now())
 		s.mu.Unlock()
 		s.log.Debug("copy recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
 	}
@@ -181,13 +161,7 @@ func (s *Service) deleteOrphan(ctx context.Context, shard, node string, bytes in
 // and plans again (its slot is free).
 func (s *Service) endTrim(shard, task string) {
 	s.mu.Lock()
-	ended := false
-	if h, ok := s.v.IDs.Lookup(shard); ok {
-		if t := s.v.Trims[h]; t != nil && t.Task == task {
-			s.v.EndTrim(h)
-			ended = true
-		}
-	}
+	ended := s.v.EndTrimTask(shard, task)
 	s.mu.Unlock()
 	if ended {
 		s.plan()
@@ -211,49 +185,16 @@ func (s *Service) onFailed(ctx context.Context, f event.Failed) {
 		}
 		return
 	}
-	now := s.now()
 	s.mu.Lock()
-	h, ok := s.v.IDs.Lookup(f.Shard)
-	if !ok {
-		s.mu.Unlock()
-		return
-	}
-	fl := s.v.Flights[h]
-	if (fl == nil || fl.Task != f.Task) && f.Kind == event.KindRebuild {
-		// The piece named may have landed already: find the task by its stripe.
-		if g := s.v.Group(h); g != nil && g.RB != nil && g.RB.Task == f.Task {
-			if open := s.v.OpenPieces(g.RB); len(open) > 0 {
-				fl = s.v.Flights[open[0]]
-				h = open[0]
-			}
-		}
-	}
-	if fl == nil || fl.Task != f.Task {
-		s.mu.Unlock()
-		return // an older attempt
-	}
-	if !f.Final {
-		fl.Deadline = minTime(fl.Deadline, now.Add(nonFinalRecheck))
-		s.mu.Unlock()
-		return
-	}
-	gaveUp := s.failedLocked(h, fl, f.Error, now, true)
-	if gaveUp == nil {
-		next := 0
-		if r := s.v.Retries[h]; r != nil {
-			next = r.Attempt
-		}
-		s.log.Warn("repair failed, re-planning", "kind", f.Kind, "task", f.Task, "shard", f.Shard, "target", f.Target,
-			"err", f.Error, "next_attempt", next)
-	}
+	out := s.v.Fail(f, s.now())
 	s.mu.Unlock()
-	s.reportGaveUp(ctx, gaveUp)
-	s.plan()
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
+	if !out.Ended {
+		return
 	}
-	return a
+	if out.GaveUp == nil {
+		s.log.Warn("repair failed, re-planning", "kind", f.Kind, "task", f.Task, "shard", f.Shard, "target", f.Target,
+			"err", f.Error, "next_attempt", out.NextAttempt)
+	}
+	s.reportGaveUp(ctx, out.GaveUp)
+	s.plan()
 }

@@ -20,7 +20,7 @@ import (
 // (placement prefers a Leaving holder). Redundancy never drops below target
 // on the way. A drained node holds nothing and accepts nothing.
 
-// drainState is what the planner keeps of one node's drain.
+// DrainState is what the planner keeps of one node's drain.
 type DrainState struct {
 	Since       time.Time // when the drain was asked for
 	By          string
@@ -43,7 +43,7 @@ func (v *View) leavingCount(h uint32) int {
 	return n
 }
 
-// setDrain starts (on) or ends node id's drain; it reports whether anything
+// SetDrain starts (on) or ends node id's drain; it reports whether anything
 // changed. An unknown id is refused.
 func (v *View) SetDrain(id string, on bool, d DrainState) (bool, error) {
 	r, ok := v.NodeIndex[id]
@@ -67,10 +67,10 @@ func (v *View) SetDrain(id string, on bool, d DrainState) (bool, error) {
 	return true, nil
 }
 
-// errUnknownNode refuses an operator request naming no known node.
+// ErrUnknownNode refuses an operator request naming no known node.
 var ErrUnknownNode = errors.New("unknown node")
 
-// drainable says why node id cannot be drained now, or nil: it must be
+// Drainable says why node id cannot be drained now, or nil: it must be
 // registered and up; the other up nodes that accept shards must be enough
 // for every layout it holds (and span enough racks to keep the rack rule
 // where the cluster has the racks now), and have room for its bytes.
@@ -139,7 +139,7 @@ func (v *View) shardsOn(r NodeRef) func(func(uint32) bool) {
 	}
 }
 
-// drainStatus reports the drains under way (node "" all of them, else that
+// DrainStatus reports the drains under way (node "" all of them, else that
 // node's, which must be draining).
 func (v *View) DrainStatus(node string, now time.Time) ([]control.DrainStatus, error) {
 	var out []control.DrainStatus
@@ -267,7 +267,7 @@ func (v *View) staying(h uint32, hs []int) []int {
 	return out
 }
 
-// removable says why node id cannot be forgotten now, or nil: it must be
+// Removable says why node id cannot be forgotten now, or nil: it must be
 // drained, or down with no map entry naming it any more.
 func (v *View) Removable(id string) error {
 	r, ok := v.NodeIndex[id]
@@ -287,7 +287,7 @@ func (v *View) Removable(id string) error {
 	return fmt.Errorf("node %s is down and the map still lists it for %d shards: wait until repair re-homes them (rehome heal status)", id, n.Shards)
 }
 
-// forget drops node id for good (rehome node remove): its registration and
+// Forget drops node id for good (rehome node remove): its registration and
 // drain end, and a registration under its id is ignored from now on.
 func (v *View) Forget(id string) {
 	if v.removed == nil {
@@ -298,5 +298,5 @@ func (v *View) Forget(id string) {
 	_, _ = v.SetDrain(id, false, DrainState{})
 }
 
-// unforget lets node id register again (its removed record was deleted).
+// Unforget lets node id register again (its removed record was deleted).
 func (v *View) Unforget(id string) { delete(v.removed, id) }

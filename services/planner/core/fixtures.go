@@ -14,7 +14,7 @@ var Epoch = time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
 
 const sha = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// testView builds a loaded view of n up nodes dealt round-robin on racks.
+// TestView builds a loaded view of n up nodes dealt round-robin on racks.
 func TestView(t testing.TB, n, racks int) *View {
 	t.Helper()
 	v := NewView(func() time.Time { return Epoch }, Policy{MaxAttempts: 5, RetryLater: time.Minute})
@@ -67,7 +67,7 @@ func putPiece(t testing.TB, v *View, obj string, s, index, k, m int, size int64,
 	}
 }
 
-// putStripe maps stripe s of obj with piece i on nodes[i].
+// PutStripe maps stripe s of obj with piece i on nodes[i].
 func PutStripe(t testing.TB, v *View, obj string, s, k, m int, size int64, nodes ...string) {
 	t.Helper()
 	if len(nodes) != k+m {

@@ -21,7 +21,7 @@ type orphanVerdict struct {
 	Held bool
 }
 
-// findOrphans decides which of a node's copies are orphans to delete. shards
+// FindOrphans decides which of a node's copies are orphans to delete. shards
 // are inventory entries (a filtered subset is fine: known ones are skipped),
 // total is the size of the whole inventory, known reports the ids the view
 // knows (map, copies in flight, allocations), now is the node's clock. A copy
@@ -54,7 +54,7 @@ func FindOrphans(shards []control.InventoryShard, total int, known func(id strin
 	return v
 }
 
-// orphanKnown reports whether the view knows shard id: a map entry, a copy
+// OrphanKnown reports whether the view knows shard id: a map entry, a copy
 // or rebuild in flight when it left the map (view.unmapped), or a shard of an
 // allocation not yet committed or expired.
 func (v *View) OrphanKnown(id string) bool {

@@ -114,7 +114,7 @@ func (v *View) dropMove(h uint32) {
 	}
 }
 
-// clearMoves forgets every move not yet copying (rebalance paused).
+// ClearMoves forgets every move not yet copying (rebalance paused).
 func (v *View) ClearMoves() {
 	for h := range v.Moves {
 		if v.Flights[h] == nil {
@@ -123,7 +123,7 @@ func (v *View) ClearMoves() {
 	}
 }
 
-// chooseMoves marks up to budget new moves, from the fullest nodes to the
+// ChooseMoves marks up to budget new moves, from the fullest nodes to the
 // emptiest, while some node's fill is more than band from the mean, a copy
 // may legally move between such nodes, and no repair is queued. It returns
 // how many it marked. Each pair it tries costs a pass over the source's
@@ -284,7 +284,7 @@ func (v *View) decideMove(h uint32, mv move, pc *planCtx) (Decision, bool) {
 // rebalanceIncident names the tasks of rebalancing moves.
 const rebalanceIncident = "rebalance"
 
-// balanceStatus reports the fills (the map's bytes over capacity) against
+// BalanceStatus reports the fills (the map's bytes over capacity) against
 // the band.
 func (v *View) BalanceStatus(band float64) control.BalanceStatus {
 	nodes := v.balanceNodes()

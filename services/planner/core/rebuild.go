@@ -289,7 +289,7 @@ func (v *View) reserveRebuild(d Decision, now time.Time, timeout time.Duration) 
 	}
 }
 
-// rebuildTask renders a reserved rebuild decision as the task a mover runs.
+// RebuildTask renders a reserved rebuild decision as the task a mover runs.
 func (v *View) RebuildTask(d Decision, taskID string) *event.Task {
 	rp, g := d.RB, d.RB.Group
 	t := &event.Task{

@@ -7,7 +7,7 @@ import (
 	"github.com/rehome/rehome/shared/control"
 )
 
-// risk answers `cluster status --risk`: for every live node, and every rack
+// Risk answers `cluster status --risk`: for every live node, and every rack
 // holding a live node, what its failure now would cost. A shard counts only
 // if the failure touches it (it takes away at least one of its live copies
 // or pieces):

@@ -27,7 +27,7 @@ type stripeKey struct {
 	layout      uint8
 }
 
-// stripeGroup is one erasure-coded stripe: its pieces' handles and checksums
+// StripeGroup is one erasure-coded stripe: its pieces' handles and checksums
 // by index, and the rebuild in flight for it, if any.
 type StripeGroup struct {
 	obj     string
@@ -98,7 +98,7 @@ func (v *View) findGroup(key stripeKey, obj string) *StripeGroup {
 	return nil
 }
 
-// group returns the stripe group of piece h (nil for a replicated shard).
+// Group returns the stripe group of piece h (nil for a replicated shard).
 func (v *View) Group(h uint32) *StripeGroup {
 	s := v.Record(h)
 	if !v.layouts[s.layout].Erasure() {

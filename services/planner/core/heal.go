@@ -43,7 +43,7 @@ func shaTag(sum string) uint32 {
 	return binary.BigEndian.Uint32(b[:])
 }
 
-// isMissing reports whether holder r of shard h lacks it.
+// IsMissing reports whether holder r of shard h lacks it.
 func (v *View) IsMissing(h uint32, r NodeRef) bool {
 	if v.Record(h).Flags&flagMissing == 0 {
 		return false
@@ -60,7 +60,7 @@ func (v *View) refreshShard(h uint32) {
 	v.refresh(h)
 }
 
-// markMissing records that holder r of shard h lacks it; it reports whether
+// MarkMissing records that holder r of shard h lacks it; it reports whether
 // that is news (r must be listed in h's entry).
 func (v *View) MarkMissing(h uint32, r NodeRef) bool {
 	if !v.holds(h, r) || v.IsMissing(h, r) {
@@ -110,7 +110,7 @@ func (v *View) pruneMarks(h uint32, keep []NodeRef) {
 	}
 }
 
-// marksOn returns the shards whose holder r lacks them, in handle order.
+// MarksOn returns the shards whose holder r lacks them, in handle order.
 func (v *View) MarksOn(r NodeRef) []uint32 {
 	if v.Nodes[r].Missing == 0 {
 		return nil
@@ -125,7 +125,7 @@ func (v *View) MarksOn(r NodeRef) []uint32 {
 	return out
 }
 
-// landedInPlace records a verified copy of h onto r, reported by task, when
+// LandedInPlace records a verified copy of h onto r, reported by task, when
 // r is a holder that lacked it (or task is its in-place copy): the holder
 // counts again, nothing is written to the map. It reports whether it was
 // such a copy.
@@ -152,7 +152,7 @@ func (v *View) whole(h uint32) bool {
 	return live >= v.layouts[v.Record(h).layout].Copies()
 }
 
-// dropDecision is a holder to remove from a shard's entry: its disk lacks
+// DropDecision is a holder to remove from a shard's entry: its disk lacks
 // the shard and the shard is whole without it.
 type DropDecision struct {
 	Shard uint32
@@ -292,7 +292,7 @@ type inventoryCheck struct {
 	Boot    string // the boot id the node's pages carry
 }
 
-// startCheck snapshots the shards the map places on r (O(shards)).
+// StartCheck snapshots the shards the map places on r (O(shards)).
 func (v *View) StartCheck(r NodeRef) *inventoryCheck {
 	c := &inventoryCheck{node: r, ids: map[uint32]string{}, skip: map[uint32]bool{}, present: map[uint32]bool{}}
 	limit := v.IDs.Limit()
@@ -308,7 +308,7 @@ func (v *View) StartCheck(r NodeRef) *inventoryCheck {
 	return c
 }
 
-// checkPage notes the shards of one inventory page that the node holds as
+// CheckPage notes the shards of one inventory page that the node holds as
 // the map describes them (same size; same checksum: a replicated shard's
 // first four bytes, an erasure-coded piece's whole).
 func (v *View) CheckPage(c *inventoryCheck, shards []control.InventoryShard) {
@@ -332,14 +332,14 @@ func (v *View) CheckPage(c *inventoryCheck, shards []control.InventoryShard) {
 	}
 }
 
-// checkResult is what an inventory check found.
+// CheckResult is what an inventory check found.
 type CheckResult struct {
 	Checked int      // shards the map placed on the node at the start
 	Missing []uint32 // still listed on it, and its disk lacks them
 	Present []uint32 // listed on it, marked lacking, and its disk has them
 }
 
-// endCheck compares the snapshot with the pages seen, against the map as it
+// EndCheck compares the snapshot with the pages seen, against the map as it
 // is now: a shard counts only if it is still listed on the node, and one
 // whose copy back was in flight at the start is left alone. It changes
 // nothing.
@@ -363,7 +363,7 @@ func (v *View) EndCheck(c *inventoryCheck) CheckResult {
 	return res
 }
 
-// applyCheck records a check's findings: marks what the node lacks and
+// ApplyCheck records a check's findings: marks what the node lacks and
 // clears the marks of what it has.
 func (v *View) ApplyCheck(r NodeRef, res CheckResult) (marked int) {
 	for _, h := range res.Present {
@@ -377,7 +377,7 @@ func (v *View) ApplyCheck(r NodeRef, res CheckResult) (marked int) {
 	return marked
 }
 
-// healSummary is the reply to a heal of node r: what its marks amount to.
+// HealSummary is the reply to a heal of node r: what its marks amount to.
 func (v *View) HealSummary(r NodeRef, checked int) control.HealNodeReply {
 	v.fresh()
 	rep := control.HealNodeReply{Node: v.Nodes[r].ID, Checked: checked}
@@ -394,7 +394,7 @@ func (v *View) HealSummary(r NodeRef, checked int) control.HealNodeReply {
 	return rep
 }
 
-// healPlan is the dry run of healing node r, whose disk lacks missing (as
+// HealPlan is the dry run of healing node r, whose disk lacks missing (as
 // an inventory check found, marked or not): per shard, the copy or rebuild
 // that would put it back onto r (or, r being full, onto the node a repair
 // would choose), from which holder; shards whole without r would be dropped
@@ -479,7 +479,7 @@ func (v *View) HealPlan(r NodeRef, missing []uint32, lim Limits) control.HealPla
 	return plan
 }
 
-// singleCopy counts the shards one more loss would lose (replicated: one
+// SingleCopy counts the shards one more loss would lose (replicated: one
 // live copy; erasure-coded: stripes with exactly K live pieces) and the
 // bytes that must be written to lift them all above that (a copy per
 // shard, every missing piece of such a stripe).
@@ -513,7 +513,7 @@ func etaOf(bytes int64, rate float64) float64 {
 	return -1
 }
 
-// nodeProgress narrows progress to node r's in-place heal: the shards its
+// NodeProgress narrows progress to node r's in-place heal: the shards its
 // entries list while its disk lacks them (lost ones apart), their bytes,
 // those of them one more loss would lose, the copies writing to it, and the
 // cluster's verified rate.
@@ -562,7 +562,7 @@ func (v *View) NodeProgress(r NodeRef, now time.Time, stallAfter time.Duration) 
 	return out
 }
 
-// reconcilesDue returns the live nodes whose inventory check is asked for
+// ReconcilesDue returns the live nodes whose inventory check is asked for
 // and due at now, so that at most n checks run, and marks them reconciling.
 func (v *View) ReconcilesDue(now time.Time, n int) []NodeRef {
 	for i := range v.Nodes {
@@ -585,7 +585,7 @@ func (v *View) ReconcilesDue(now time.Time, n int) []NodeRef {
 	return out
 }
 
-// reconcileDone records the end of a check of r begun at generation gen:
+// ReconcileDone records the end of a check of r begun at generation gen:
 // ok (or given up) clears the request unless a newer one came meanwhile;
 // otherwise it is retried after a backoff, at most maxReconcileTries times.
 func (v *View) ReconcileDone(r NodeRef, gen int, ok bool, now time.Time) (gaveUp bool) {
@@ -607,7 +607,7 @@ func (v *View) ReconcileDone(r NodeRef, gen int, ok bool, now time.Time) (gaveUp
 	return false
 }
 
-// reconciled records that a check of r requested at generation gen
+// Reconciled records that a check of r requested at generation gen
 // succeeded outside the background checks (heal --node): unless a newer
 // request came, or a background check runs, nothing is left to check.
 func (v *View) Reconciled(r NodeRef, gen int) {
@@ -632,7 +632,7 @@ func (v *View) reconcilePending(h uint32) bool {
 	return false
 }
 
-// estimate is how long writing bytes onto node takes: at the rate repairs
+// Estimate is how long writing bytes onto node takes: at the rate repairs
 // were verified recently, or, with none, PerNodeIn copies at once at a
 // nominal 200 MB/s each (or the global byte cap, if lower). It says which.
 func Estimate(bytes int64, rate float64, perNodeIn int, capBytes int64, node string) (float64, string) {

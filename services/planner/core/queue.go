@@ -1,0 +1,196 @@
+package core
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+)
+
+// wantBucket is the repair queue a shard belongs in (noBucket: healthy) and
+// whether it has surplus up holders.
+func (v *View) wantBucket(h uint32) (bucket uint8, surplus bool) {
+	s := v.Record(h)
+	live, up := v.counts(h)
+	if v.layouts[s.layout].Erasure() {
+		if g := v.Group(h); g != nil {
+			return v.pieceBucket(g, h, live, up)
+		}
+	}
+	copies := v.layouts[s.layout].Copies()
+	if live >= copies {
+		if (v.draining > 0 || len(v.Moves) > 0) && live-v.leavingCount(h) < copies {
+			return moveBucket, up > copies
+		}
+		return noBucket, up > copies
+	}
+	return uint8(live), false
+}
+
+// refresh moves one shard to the queue its holders call for.
+func (v *View) refresh(h uint32) {
+	if v.Loading || v.NeedRescan {
+		v.NeedRescan = true
+		return
+	}
+	s := v.Record(h)
+	want, surplus := v.wantBucket(h)
+	if surplus {
+		v.ensurplus(h)
+	} else {
+		v.unsurplus(h)
+	}
+	if want != 0 {
+		s.Flags &^= FlagLostSent
+	}
+	if want == noBucket {
+		delete(v.Retries, h)
+	}
+	if want == s.bucket {
+		return
+	}
+	v.unqueue(h)
+	if want == noBucket {
+		delete(v.shortSince, h)
+		return
+	}
+	if _, ok := v.shortSince[h]; !ok {
+		v.shortSince[h] = v.clock().UnixNano()
+	}
+	b := v.buckets[want]
+	i := v.search(b, h)
+	v.buckets[want] = slices.Insert(b, i, h)
+	s.bucket = want
+}
+
+// unqueue takes a shard out of its repair queue (its shortSince stays).
+func (v *View) unqueue(h uint32) {
+	s := v.Record(h)
+	if s.bucket == noBucket {
+		return
+	}
+	b := v.buckets[s.bucket]
+	if i := v.search(b, h); i < len(b) && b[i] == h {
+		v.buckets[s.bucket] = slices.Delete(b, i, i+1)
+	}
+	s.bucket = noBucket
+}
+
+// queueOrder orders two queued shards: first seen short earlier first, then by id.
+func (v *View) queueOrder(a, b uint32) int {
+	if c := cmp.Compare(v.shortSince[a], v.shortSince[b]); c != 0 {
+		return c
+	}
+	return strings.Compare(v.IDs.String(a), v.IDs.String(b))
+}
+
+// search returns where h sits (or would sit) in a bucket in queue order.
+func (v *View) search(b []uint32, h uint32) int {
+	i, _ := slices.BinarySearchFunc(b, h, v.queueOrder)
+	return i
+}
+
+// ensurplus lists h among the shards with surplus copies.
+func (v *View) ensurplus(h uint32) {
+	s := v.Record(h)
+	if s.Flags&flagSurplus != 0 {
+		return
+	}
+	s.Flags |= flagSurplus
+	i, _ := slices.BinarySearch(v.surplus, h)
+	v.surplus = slices.Insert(v.surplus, i, h)
+}
+
+// unsurplus takes h off the surplus list.
+func (v *View) unsurplus(h uint32) {
+	s := v.Record(h)
+	if s.Flags&flagSurplus == 0 {
+		return
+	}
+	s.Flags &^= flagSurplus
+	if i, ok := slices.BinarySearch(v.surplus, h); ok {
+		v.surplus = slices.Delete(v.surplus, i, i+1)
+	}
+}
+
+// queued is a shard of a repair queue with its sort key, while sorting.
+type queued struct {
+	since int64
+	h     uint32
+}
+
+// Rescan rebuilds every repair queue and the surplus list from the map and
+// node states: the level-triggered heart of the planner. O(shards) plus
+// sorting the queues. A shard short before keeps the time it was first seen
+// short; one newly short gets the clock's now.
+func (v *View) Rescan() {
+	v.rescans++
+	now := v.clock().UnixNano()
+	v.NeedRescan = false
+	for i := range v.buckets {
+		v.buckets[i] = v.buckets[i][:0]
+	}
+	v.surplus = v.surplus[:0]
+	sorting := make([][]queued, len(v.buckets))
+	limit := v.IDs.Limit()
+	for h := uint32(0); h < limit; h++ {
+		if !v.IDs.Valid(h) {
+			continue
+		}
+		s := v.Record(h)
+		want, surplus := v.wantBucket(h)
+		s.bucket = want
+		if want != 0 {
+			s.Flags &^= FlagLostSent
+		}
+		if surplus {
+			s.Flags |= flagSurplus
+			v.surplus = append(v.surplus, h)
+		} else {
+			s.Flags &^= flagSurplus
+		}
+		if want == noBucket {
+			if len(v.Retries) > 0 {
+				delete(v.Retries, h)
+			}
+			continue
+		}
+		since, ok := v.shortSince[h]
+		if !ok {
+			since = now
+			v.shortSince[h] = now
+		}
+		sorting[want] = append(sorting[want], queued{since, h})
+	}
+	for h := range v.shortSince {
+		if !v.IDs.Valid(h) || v.Record(h).bucket == noBucket {
+			delete(v.shortSince, h)
+		}
+	}
+	for i, q := range sorting {
+		slices.SortFunc(q, func(a, b queued) int {
+			if c := cmp.Compare(a.since, b.since); c != 0 {
+				return c
+			}
+			return strings.Compare(v.IDs.String(a.h), v.IDs.String(b.h))
+		})
+		b := v.buckets[i]
+		for _, e := range q {
+			b = append(b, e.h)
+		}
+		v.buckets[i] = b
+	}
+	if v.trimCursor > len(v.surplus) {
+		v.trimCursor = 0
+	}
+}
+
+// Rescans counts the full rescans done so far: a caller timing a call
+// compares it before and after to tell whether the call rescanned.
+func (v *View) Rescans() int { return v.rescans }
+
+// fresh brings the queues up to date after liveness changes.
+func (v *View) fresh() {
+	if v.NeedRescan && !v.Loading {
+		v.Rescan()
+	}
+}
