@@ -728,9 +728,9 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, fmt.Errorf("node %q: %v", key, err))
 			return false
 		}
-		asked := false
+		asked, registered := false, false
 		if r, ok := s.v.NodeIndex[n.ID]; ok {
-			asked = s.v.Nodes[r].NeedReconcile
+			asked, registered = s.v.Nodes[r].NeedReconcile, s.v.Nodes[r].Registered
 		}
 		if err := s.v.SetNode(n); err != nil {
 			s.malformed(bucket, err)
@@ -741,7 +741,7 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.log.Info("node registered anew while the map lists it: checking its inventory", "node", n.ID, "boot_id", n.BootID)
 			return true
 		}
-		return s.v.NeedRescan
+		return !registered || s.v.NeedRescan // a node (re)joined: plan
 	case bus.BucketLiveness:
 		if del {
 			return s.v.ClearLiveness(key)

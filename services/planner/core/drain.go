@@ -63,7 +63,7 @@ func (v *View) SetDrain(id string, on bool, d DrainState) (bool, error) {
 		v.draining--
 		n.Drain = DrainState{}
 	}
-	v.NeedRescan = true
+	v.refreshNode(r)
 	return true, nil
 }
 
@@ -124,19 +124,6 @@ func (v *View) Drainable(id string, maxFill float64) error {
 		return fmt.Errorf("cannot drain %s: too little space: it holds %d bytes and the other nodes have room for %d", id, n.Bytes, room)
 	}
 	return nil
-}
-
-// shardsOn yields the handles of the shards whose entry lists node r.
-// O(shards): it walks the whole map.
-func (v *View) shardsOn(r NodeRef) func(func(uint32) bool) {
-	return func(yield func(uint32) bool) {
-		limit := v.IDs.Limit()
-		for h := uint32(0); h < limit; h++ {
-			if v.IDs.Valid(h) && v.holds(h, r) && !yield(h) {
-				return
-			}
-		}
-	}
 }
 
 // DrainStatus reports the drains under way (node "" all of them, else that

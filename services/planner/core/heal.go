@@ -292,14 +292,10 @@ type inventoryCheck struct {
 	Boot    string // the boot id the node's pages carry
 }
 
-// StartCheck snapshots the shards the map places on r (O(shards)).
+// StartCheck snapshots the shards the map places on r (O(shards on r)).
 func (v *View) StartCheck(r NodeRef) *inventoryCheck {
 	c := &inventoryCheck{node: r, ids: map[uint32]string{}, skip: map[uint32]bool{}, present: map[uint32]bool{}}
-	limit := v.IDs.Limit()
-	for h := uint32(0); h < limit; h++ {
-		if !v.IDs.Valid(h) || !v.holds(h, r) {
-			continue
-		}
+	for h := range v.shardsOn(r) {
 		c.ids[h] = v.IDs.String(h)
 		if f := v.Flights[h]; f != nil && f.target == r {
 			c.skip[h] = true

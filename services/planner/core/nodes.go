@@ -93,13 +93,14 @@ func (v *View) SetNode(n model.Node) error {
 		return err
 	}
 	nd := &v.Nodes[r]
-	if !nd.Registered {
-		v.NeedRescan = true
-		if !v.Loading && nd.Shards > 0 {
-			v.WantReconcile(r) // registered again while the map lists it
-		}
+	registered := nd.Registered
+	if !registered && !v.Loading && nd.Shards > 0 {
+		v.WantReconcile(r) // registered again while the map lists it
 	}
 	nd.Registered, nd.Rack, nd.Addr, nd.capacity = true, n.Rack, n.Addr, n.CapacityBytes
+	if !registered {
+		v.refreshNode(r)
+	}
 	v.noteBoot(r, n.BootID)
 	return nil
 }
@@ -154,7 +155,7 @@ func (v *View) RemoveNode(id string) {
 	if r, ok := v.NodeIndex[id]; ok && v.Nodes[r].Registered {
 		v.Nodes[r].Registered = false
 		v.Nodes[r].returning = false
-		v.NeedRescan = true
+		v.refreshNode(r)
 	}
 }
 
@@ -171,8 +172,8 @@ func (v *View) SetLiveness(l model.Liveness) (bool, error) {
 	nd.flaps, nd.graceMS, nd.TraceParent = l.Flaps, l.GraceMS, l.TraceParent
 	changed := before != nd.EffState()
 	if changed {
-		v.NeedRescan = true
 		v.noteTransition(r, before)
+		v.refreshNode(r)
 	}
 	return changed, nil
 }
@@ -189,8 +190,8 @@ func (v *View) ClearLiveness(id string) bool {
 	nd.flaps, nd.graceMS, nd.TraceParent = 0, 0, ""
 	changed := before != nd.EffState()
 	if changed {
-		v.NeedRescan = true
 		v.noteTransition(r, before)
+		v.refreshNode(r)
 	}
 	return changed
 }

@@ -136,6 +136,7 @@ func (v *View) Rescan() {
 		if !v.IDs.Valid(h) {
 			continue
 		}
+		v.visits++
 		s := v.Record(h)
 		want, surplus := v.wantBucket(h)
 		s.bucket = want

@@ -136,9 +136,11 @@ func (v *View) UpsertPlacement(p model.Placement) (landed bool, err error) {
 	}
 	s := v.Record(h)
 	var was *StripeGroup // the stripe the piece was in
+	var before []NodeRef // the holders it had
 	if added {
 		*s = shard{bucket: noBucket}
 	} else {
+		before = slices.Clone(v.holders(h))
 		was = v.unstripe(h)
 		v.account(h, -1)
 		delete(v.spill, h)
@@ -156,6 +158,7 @@ func (v *View) UpsertPlacement(p model.Placement) (landed bool, err error) {
 		copy(s.holders[:], refs)
 	}
 	v.account(h, +1)
+	v.reindex(h, before, refs)
 	var g *StripeGroup
 	if p.Layout.Erasure() {
 		g = v.enstripe(h, p, sum)
@@ -197,6 +200,9 @@ func (v *View) RemovePlacement(id string) bool {
 	delete(v.shortSince, h)
 	v.pruneMarks(h, nil)
 	v.account(h, -1)
+	for _, r := range v.holders(h) {
+		v.indexRemove(r, h)
+	}
 	if f := v.Flights[h]; f != nil {
 		v.noteUnmapped(id, f.Task) // its result is still to come
 		v.EndFlight(h)

@@ -106,7 +106,10 @@ type View struct {
 	StallSent    bool
 
 	holderBuf []int
-	rescans   int // rescans done (see Rescans)
+	rescans   int   // rescans done (see Rescans)
+	visits    int64 // shard records examined (see Visits)
+	// byNode is the node → shards index (see index.go).
+	byNode [][]uint32
 }
 
 // NewView returns an empty view reading time from clock, with the failure

