@@ -199,21 +199,12 @@ func (s *Service) drops(ctx context.Context, ds []core.DropDecision) {
 			return nil
 		}
 		s.mu.Lock()
+		entry, ok := s.v.DropEntry(d, p)
 		node := s.v.Nodes[d.Node].ID
-		ok := s.v.IDs.Valid(d.Shard) && s.v.IDs.String(d.Shard) == d.ID && s.v.IsMissing(d.Shard, d.Node) &&
-			s.v.Flights[d.Shard] == nil && slices.Contains(p.Nodes, node)
-		live := 0
-		for _, n := range p.Nodes {
-			if r, known := s.v.NodeIndex[n]; known && n != node && s.v.Live(r) && !s.v.IsMissing(d.Shard, r) {
-				live++
-			}
-		}
 		s.mu.Unlock()
-		if !ok || live < p.Layout.Copies() {
+		if !ok {
 			return nil
 		}
-		entry := p
-		entry.Nodes = slices.DeleteFunc(slices.Clone(p.Nodes), func(n string) bool { return n == node })
 		body, err := json.Marshal(entry)
 		if err != nil {
 			return nil

@@ -70,7 +70,7 @@ func TestDrainMovesEveryCopyAndNeverDropsBelowTarget(t *testing.T) {
 	if err := h.v.Drainable("storage-3", 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.v.SetDrain("storage-3", true, DrainState{Since: h.now}); err != nil {
+	if _, err := h.v.SetDrain("storage-3", true, DrainState{Since: h.Now}); err != nil {
 		t.Fatal(err)
 	}
 	h.v.fresh()
@@ -92,7 +92,7 @@ func TestDrainMovesEveryCopyAndNeverDropsBelowTarget(t *testing.T) {
 	if n.Shards != 0 || len(copies) != on || len(trims) != on {
 		t.Fatalf("storage-3 holds %d shards after %d copies and %d trims, want 0 after %d each", n.Shards, len(copies), len(trims), on)
 	}
-	st, err := h.v.DrainStatus("storage-3", h.now)
+	st, err := h.v.DrainStatus("storage-3", h.Now)
 	if err != nil || len(st) != 1 || !st[0].Drained || st[0].ShardsMoved != on {
 		t.Fatalf("drain status %+v %v", st, err)
 	}
@@ -117,7 +117,7 @@ func TestDrainYieldsToRepair(t *testing.T) {
 		ids = append(ids, id)
 		h.put(id, 1000, "storage-1", "storage-2", "storage-3")
 	}
-	if _, err := h.v.SetDrain("storage-3", true, DrainState{Since: h.now}); err != nil {
+	if _, err := h.v.SetDrain("storage-3", true, DrainState{Since: h.Now}); err != nil {
 		t.Fatal(err)
 	}
 	h.state("storage-1", model.StateDown)
@@ -185,7 +185,7 @@ func TestDrainMovesErasureCodedPieces(t *testing.T) {
 	h := newPlanHarness(t, 8, 4, wide)
 	PutStripe(t, h.v, "obj", 0, 4, 2, 100, nodeNames(1, 2, 3, 4, 5, 6)...)
 	h.v.Rescan()
-	if _, err := h.v.SetDrain("storage-2", true, DrainState{Since: h.now}); err != nil {
+	if _, err := h.v.SetDrain("storage-2", true, DrainState{Since: h.Now}); err != nil {
 		t.Fatal(err)
 	}
 	p := h.plan()
@@ -244,7 +244,7 @@ func TestRemoveForgetsAndIgnoresLateRegistration(t *testing.T) {
 	if err := h.v.Removable("storage-6"); err == nil {
 		t.Fatal("an up node that was never drained is removable")
 	}
-	if _, err := h.v.SetDrain("storage-6", true, DrainState{Since: h.now}); err != nil {
+	if _, err := h.v.SetDrain("storage-6", true, DrainState{Since: h.Now}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.v.Removable("storage-6"); err != nil {
@@ -271,7 +271,7 @@ func TestDrainCancelKeepsWhatMoved(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		h.put(fmt.Sprintf("s%d", i), 1000, "storage-1", "storage-2", "storage-3")
 	}
-	if _, err := h.v.SetDrain("storage-3", true, DrainState{Since: h.now}); err != nil {
+	if _, err := h.v.SetDrain("storage-3", true, DrainState{Since: h.Now}); err != nil {
 		t.Fatal(err)
 	}
 	p := h.plan()

@@ -10,6 +10,10 @@ import (
 	"github.com/rehome/rehome/shared/model"
 )
 
+// Fixtures for tests of the core and of its drivers: a view of numbered
+// nodes, replicated shards and erasure-coded stripes.
+
+// Epoch is the time fixtures and harness tests start at.
 var Epoch = time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
 
 const sha = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -29,6 +33,8 @@ func TestView(t testing.TB, n, racks int) *View {
 	return v
 }
 
+// Put maps replicated shard id (3 copies, size bytes) on nodes, failing t
+// on a refused entry.
 func Put(t testing.TB, v *View, id string, size int64, nodes ...string) {
 	t.Helper()
 	_, err := v.UpsertPlacement(model.Placement{V: 1, Shard: id, Key: "k-" + id, ObjectID: "obj-" + id, Size: size,

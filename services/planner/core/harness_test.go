@@ -12,50 +12,52 @@ import (
 	"github.com/rehome/rehome/shared/model"
 )
 
-// planHarness drives the pure planner the way the service does, but records
-// each round's plan instead of publishing it (in the spirit of nomad's
-// scheduler Harness): tests then play the movers' answers (land, fail,
-// trimmed) and the detector's verdicts, and assert on what was planned.
+// planHarness is the exported Harness with the test's helpers: it plans
+// rounds at the decision level (plan: decisions reserved, nothing issued),
+// or steps them through the harness's map and queue (Step: effects), and
+// plays the movers' answers and the detector's verdicts.
 type planHarness struct {
+	*Harness
 	t      testing.TB
 	v      *View
-	now    time.Time
 	lim    Limits
-	rounds []roundPlan
+	rounds []Plan
 }
 
 func newPlanHarness(t testing.TB, nodes, racks int, lim Limits) *planHarness {
 	t.Helper()
-	h := &planHarness{t: t, now: Epoch, lim: lim}
-	h.v = NewView(func() time.Time { return h.now }, Policy{MaxAttempts: 5, RetryLater: time.Minute})
-	for i := 1; i <= nodes; i++ {
-		err := h.v.SetNode(model.Node{V: 1, ID: fmt.Sprintf("storage-%d", i), Rack: fmt.Sprintf("rack-%d", (i-1)%racks+1),
-			Addr: fmt.Sprintf("127.0.0.1:%d", 9000+i), CapacityBytes: 1 << 40})
-		if err != nil {
-			t.Fatal(err)
-		}
+	h := &planHarness{Harness: NewHarness(Epoch, Policy{MaxAttempts: 5, RetryLater: time.Minute}, lim), t: t, lim: lim}
+	h.v = h.View
+	if err := h.AddNodes(nodes, racks); err != nil {
+		t.Fatal(err)
 	}
 	h.v.Rescan()
 	return h
 }
 
+// put maps a replicated shard (3 copies) on nodes through the harness's map.
 func (h *planHarness) put(id string, size int64, nodes ...string) {
 	h.t.Helper()
-	Put(h.t, h.v, id, size, nodes...)
+	if err := h.Write(model.Placement{V: 1, Shard: id, Key: "k-" + id, ObjectID: "obj-" + id, Size: size,
+		SHA256: sha, Layout: model.Layout{RF: 3}, Nodes: nodes}); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func (h *planHarness) state(node string, st model.State) {
 	h.t.Helper()
-	setState(h.t, h.v, node, st, h.now)
+	if err := h.SetLiveness(node, st); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
-func (h *planHarness) advance(d time.Duration) { h.now = h.now.Add(d) }
+func (h *planHarness) advance(d time.Duration) { h.Advance(d) }
 
 // plan runs one round at the harness's time, reserves it as the service
 // would after publishing, and records it.
-func (h *planHarness) plan() roundPlan {
-	p := h.v.Round(h.now, h.lim)
-	h.v.Reserve(p, h.now, time.Hour)
+func (h *planHarness) plan() Plan {
+	p := h.v.Round(h.Now, h.lim)
+	h.v.Reserve(p, h.Now, time.Hour)
 	for _, t := range p.Trims { // the service names the task after its map update
 		h.v.Trims[t.Shard].Task = TrimPrefix + t.ID
 	}
@@ -86,9 +88,11 @@ func (h *planHarness) entry(id string, nodes []string) model.Placement {
 // nothing else changes).
 func (h *planHarness) land(d Decision) {
 	h.t.Helper()
-	landed, err := h.v.UpsertPlacement(h.entry(d.ID, append(h.holderIDs(d.ID), h.v.Nodes[d.Target].ID)))
-	if err != nil || !landed {
-		h.t.Fatalf("landing %s: landed=%v err=%v", d.ID, landed, err)
+	if err := h.Write(h.entry(d.ID, append(h.holderIDs(d.ID), h.v.Nodes[d.Target].ID))); err != nil {
+		h.t.Fatalf("landing %s: %v", d.ID, err)
+	}
+	if h.v.Flights[d.Shard] != nil {
+		h.t.Fatalf("landing %s: still in flight", d.ID)
 	}
 }
 
@@ -99,7 +103,7 @@ func (h *planHarness) fail(d Decision) bool {
 		h.t.Fatalf("no flight for %s", d.ID)
 	}
 	h.v.EndFlight(d.Shard)
-	return h.v.failed(d.Shard, f.target, f.attempt, f.serial, h.now, true)
+	return h.v.failed(d.Shard, f.target, f.attempt, f.serial, h.Now, true)
 }
 
 // trimmed plays a trim: the map loses the node, then its delete is done.
@@ -107,7 +111,7 @@ func (h *planHarness) trimmed(t TrimDecision) {
 	h.t.Helper()
 	node := h.v.Nodes[t.Node].ID
 	rest := slices.DeleteFunc(h.holderIDs(t.ID), func(n string) bool { return n == node })
-	if _, err := h.v.UpsertPlacement(h.entry(t.ID, rest)); err != nil {
+	if err := h.Write(h.entry(t.ID, rest)); err != nil {
 		h.t.Fatal(err)
 	}
 	h.v.EndTrim(t.Shard)
@@ -406,7 +410,7 @@ func TestHarnessByteCap(t *testing.T) {
 	}
 	h.state("storage-1", model.StateDown)
 	var admitted int64
-	start := h.now
+	start := h.Now
 	for i := 0; i < 50; i++ {
 		p := h.plan()
 		for _, d := range p.Copies {
@@ -418,7 +422,7 @@ func TestHarnessByteCap(t *testing.T) {
 		}
 		h.advance(100 * time.Millisecond)
 	}
-	elapsed := h.now.Sub(start).Seconds()
+	elapsed := h.Now.Sub(start).Seconds()
 	if limit := perSec*elapsed + perSec; float64(admitted) > limit || float64(admitted) < perSec*elapsed-float64(8<<20) {
 		t.Fatalf("admitted %d bytes in %.1f s at a cap of %d/s (burst %d)", admitted, elapsed, perSec, perSec)
 	}

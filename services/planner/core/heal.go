@@ -650,3 +650,25 @@ func Estimate(bytes int64, rate float64, perNodeIn int, capBytes int64, node str
 // nominalCopyRate is the copy speed a heal plan assumes when no repair was
 // verified recently: 200 MB/s per copy.
 const nominalCopyRate = 200e6
+
+// DropEntry decides whether drop d may still go ahead against the shard's
+// entry p as just read from the map: the shard is the one decided on, its
+// holder still lacks it with no copy of it in flight, the entry still lists
+// the holder, and the layout's copies stay live without it. It returns the
+// entry without the holder.
+func (v *View) DropEntry(d DropDecision, p model.Placement) (model.Placement, bool) {
+	node := v.Nodes[d.Node].ID
+	ok := v.IDs.Valid(d.Shard) && v.IDs.String(d.Shard) == d.ID && v.IsMissing(d.Shard, d.Node) &&
+		v.Flights[d.Shard] == nil && slices.Contains(p.Nodes, node)
+	live := 0
+	for _, n := range p.Nodes {
+		if r, known := v.NodeIndex[n]; known && n != node && v.Live(r) && !v.IsMissing(d.Shard, r) {
+			live++
+		}
+	}
+	if !ok || live < p.Layout.Copies() {
+		return p, false
+	}
+	p.Nodes = slices.DeleteFunc(slices.Clone(p.Nodes), func(n string) bool { return n == node })
+	return p, true
+}

@@ -350,8 +350,8 @@ func TestReturnIsCheckedBeforeTrims(t *testing.T) {
 	if p := h.plan(); len(p.Trims) != 0 {
 		t.Fatalf("trimmed %+v before the check", p.Trims)
 	}
-	due := h.v.ReconcilesDue(h.now, 2)
-	if len(due) != 1 || due[0] != r || len(h.v.ReconcilesDue(h.now, 2)) != 0 {
+	due := h.v.ReconcilesDue(h.Now, 2)
+	if len(due) != 1 || due[0] != r || len(h.v.ReconcilesDue(h.Now, 2)) != 0 {
 		t.Fatalf("due %v", due)
 	}
 	if p := h.plan(); len(p.Trims) != 0 {
@@ -359,18 +359,18 @@ func TestReturnIsCheckedBeforeTrims(t *testing.T) {
 	}
 	gen := h.v.Nodes[r].ReconcileGen
 	for try := 1; try < maxReconcileTries; try++ {
-		if h.v.ReconcileDone(r, gen, false, h.now) {
+		if h.v.ReconcileDone(r, gen, false, h.Now) {
 			t.Fatalf("gave up after %d tries", try)
 		}
-		if len(h.v.ReconcilesDue(h.now, 2)) != 0 {
+		if len(h.v.ReconcilesDue(h.Now, 2)) != 0 {
 			t.Fatal("retried without a backoff")
 		}
 		h.advance(time.Minute)
-		if len(h.v.ReconcilesDue(h.now, 2)) != 1 {
+		if len(h.v.ReconcilesDue(h.Now, 2)) != 1 {
 			t.Fatal("not retried after the backoff")
 		}
 	}
-	if !h.v.ReconcileDone(r, gen, false, h.now) || h.v.Nodes[r].NeedReconcile {
+	if !h.v.ReconcileDone(r, gen, false, h.Now) || h.v.Nodes[r].NeedReconcile {
 		t.Fatal("not given up")
 	}
 	if p := h.plan(); len(p.Trims) != 1 {
@@ -429,23 +429,23 @@ func TestProgressNarrowedToANode(t *testing.T) {
 	h.lackOn("storage-1", "a", "b", "c", "gone", pieceID("obj", 0, 0))
 	h.lackOn("storage-2", "other")
 	r := h.v.NodeIndex["storage-1"]
-	p := h.v.NodeProgress(r, h.now, time.Minute)
+	p := h.v.NodeProgress(r, h.Now, time.Minute)
 	// c has one copy left; the stripe has exactly K live pieces.
 	if p.Node != "storage-1" || p.UnderReplicated != 4 || p.Lost != 1 || p.BytesRemaining != 650 ||
 		p.SingleCopy != 2 || p.InFlight != 0 || p.Shards != 5 || p.ETASeconds != -1 || p.SingleCopyETASeconds != -1 {
 		t.Fatalf("narrowed %+v", p)
 	}
-	g := h.v.Progress(h.now, time.Minute)
+	g := h.v.Progress(h.Now, time.Minute)
 	if g.SingleCopy != 2 || g.UnderReplicated != 5 || g.Lost != 1 {
 		t.Fatalf("global %+v: single-copy c and the stripe; a, b, c, piece, other under-replicated", g)
 	}
 	h.plan()
-	if p := h.v.NodeProgress(r, h.now, time.Minute); p.InFlight != 4 {
+	if p := h.v.NodeProgress(r, h.Now, time.Minute); p.InFlight != 4 {
 		t.Fatalf("in flight %d, want 4 copies back onto storage-1", p.InFlight)
 	}
-	h.v.VerifiedCopy(100, h.now)
+	h.v.VerifiedCopy(100, h.Now)
 	h.advance(time.Second)
-	if p := h.v.NodeProgress(r, h.now, time.Minute); p.RateBytesPerSec <= 0 || p.ETASeconds <= 0 || p.SingleCopyETASeconds <= 0 {
+	if p := h.v.NodeProgress(r, h.Now, time.Minute); p.RateBytesPerSec <= 0 || p.ETASeconds <= 0 || p.SingleCopyETASeconds <= 0 {
 		t.Fatalf("with a rate: %+v", p)
 	}
 }

@@ -277,7 +277,7 @@ func (v *View) TaskID(d Decision) string {
 // Reserve records a round's copies and trims as in flight (before their
 // tasks are published, so nothing plans them twice); a failed publish calls
 // endFlight or endTrim.
-func (v *View) Reserve(p roundPlan, now time.Time, timeout time.Duration) {
+func (v *View) Reserve(p Plan, now time.Time, timeout time.Duration) {
 	for _, d := range p.Copies {
 		if d.RB != nil {
 			v.reserveRebuild(d, now, timeout)

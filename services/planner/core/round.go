@@ -53,8 +53,9 @@ type TrimDecision struct {
 	bytes int64
 }
 
-// roundPlan is what one planning round decided.
-type roundPlan struct {
+// Plan is what one planning round decided: copies and rebuilds to issue,
+// surplus copies to trim, holders lacking their copy to drop from entries.
+type Plan struct {
 	Copies []Decision
 	Trims  []TrimDecision
 	Drops  []DropDecision
@@ -92,9 +93,9 @@ const maxTrimScan = 4096
 // shard that is whole without them are dropped from its entry (drops, not
 // bound by the task limits). While lim.paused it plans nothing. It does not
 // change the view (see reserve) but consumes lim.bytes tokens.
-func (v *View) Round(now time.Time, lim Limits) roundPlan {
+func (v *View) Round(now time.Time, lim Limits) Plan {
 	v.fresh()
-	var out roundPlan
+	var out Plan
 	if lim.Paused {
 		return out
 	}

@@ -125,7 +125,7 @@ func TestPlanRespectsThrottles(t *testing.T) {
 		// Never idle: if the global budget is not used up, no skipped shard
 		// could have been given a free source and a free target.
 		if len(ds) < lim.MaxInFlight {
-			v.Reserve(roundPlan{Copies: ds}, Epoch, time.Minute)
+			v.Reserve(Plan{Copies: ds}, Epoch, time.Minute)
 			if more := planOf(v, Epoch, lim); len(more) != 0 {
 				t.Fatalf("iter %d: a second plan found %d more tasks within the limits", iter, len(more))
 			}
@@ -143,7 +143,7 @@ func TestNoTaskForAShardInFlight(t *testing.T) {
 	if len(ds) != 4 { // only storage-4 may receive them: PerNodeIn = 4
 		t.Fatalf("%d tasks, want 4 (storage-4's in-limit)", len(ds))
 	}
-	v.Reserve(roundPlan{Copies: ds}, Epoch, time.Minute)
+	v.Reserve(Plan{Copies: ds}, Epoch, time.Minute)
 	if more := planOf(v, Epoch, defaultLimits); len(more) != 0 {
 		t.Fatalf("planned %v while storage-4 is full and the rest in flight", shardsOf(v, more))
 	}
@@ -251,7 +251,7 @@ func TestFailedTargetIsAvoidedWithBackoff(t *testing.T) {
 		t.Fatalf("%d decisions", len(ds))
 	}
 	first := ds[0].Target
-	v.Reserve(roundPlan{Copies: ds}, Epoch, time.Minute)
+	v.Reserve(Plan{Copies: ds}, Epoch, time.Minute)
 	v.EndFlight(ds[0].Shard)
 	v.failed(ds[0].Shard, first, ds[0].Attempt, ds[0].Attempt, Epoch, true)
 	if again := planOf(v, Epoch.Add(500*time.Millisecond), defaultLimits); len(again) != 0 {
@@ -271,7 +271,7 @@ func TestFailedOnlyTargetIsRetried(t *testing.T) {
 	Put(t, v, "s1", 10, "storage-1", "storage-2", "storage-3")
 	setState(t, v, "storage-1", model.StateDown, Epoch)
 	ds := planOf(v, Epoch, defaultLimits)
-	v.Reserve(roundPlan{Copies: ds}, Epoch, time.Minute)
+	v.Reserve(Plan{Copies: ds}, Epoch, time.Minute)
 	v.EndFlight(ds[0].Shard)
 	v.failed(ds[0].Shard, ds[0].Target, 1, 1, Epoch, true)
 	again := planOf(v, Epoch.Add(time.Minute), defaultLimits)
@@ -293,7 +293,7 @@ func TestFailedTargetKeepsRackRuleUntilItFailsAgain(t *testing.T) {
 			t.Fatalf("attempt %d: %+v", attempt, ds)
 		}
 		targets = append(targets, v.Nodes[ds[0].Target].ID)
-		v.Reserve(roundPlan{Copies: ds}, now, time.Minute)
+		v.Reserve(Plan{Copies: ds}, now, time.Minute)
 		v.EndFlight(ds[0].Shard)
 		v.failed(ds[0].Shard, ds[0].Target, ds[0].Attempt, ds[0].Attempt, now, true)
 	}
@@ -501,7 +501,7 @@ func BenchmarkPlanThrottled(b *testing.B) {
 	v.Loading = false
 	setState(b, v, "storage-1", model.StateDown, Epoch)
 	lim := Limits{PerNodeIn: 4, PerNodeOut: 100, MaxInFlight: 100000}
-	v.Reserve(roundPlan{Copies: planOf(v, Epoch, lim)}, Epoch, time.Hour) // fills rack-1's 32 nodes
+	v.Reserve(Plan{Copies: planOf(v, Epoch, lim)}, Epoch, time.Hour) // fills rack-1's 32 nodes
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if ds := planOf(v, Epoch, lim); len(ds) != 0 {
