@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"time"
+
 	"github.com/rehome/rehome/services/planner/core"
 
 	"context"
@@ -137,8 +139,12 @@ func (s *Service) ctlStatus(_ context.Context, data []byte) (any, error) {
 	if err := decodeOptional(data, &req); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer func() {
+		s.mu.Unlock()
+		s.m.handling.WithLabelValues("status").Observe(time.Since(start).Seconds())
+	}()
 	st := s.v.ClusterStatus()
 	st.HealPaused = s.pausedLocked()
 	if req.Risk {

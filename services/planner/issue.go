@@ -198,15 +198,16 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	s.startOrphanSweep(act, now)
 
 	s.mu.Lock()
+	start := time.Now()
 	s.v.Expire(now)
 	s.markMovesLocked()
-	start := time.Now()
 	rescans := s.v.Rescans()
 	p := s.v.Round(now, s.limits())
 	if s.v.Rescans() != rescans {
 		s.m.rescanSeconds.Set(time.Since(start).Seconds())
 	}
 	s.v.Reserve(p, now, s.cfg.TaskTimeout)
+	s.m.lockHeld.WithLabelValues("round").Observe(time.Since(start).Seconds())
 	s.mu.Unlock()
 
 	if len(p.Copies) > 0 {

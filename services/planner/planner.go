@@ -276,6 +276,7 @@ type Service struct {
 	ctlSem chan struct{} // bounds concurrent mutating control calls
 
 	acting    atomic.Bool   // between startActing and stopActing
+	loaded    atomic.Bool   // the view's initial load is done
 	placeSeen atomic.Uint64 // highest placement revision the view has applied
 	// indexer keeps the listing index while acting (nil while standing by).
 	indexer atomic.Pointer[listing.Indexer]
@@ -340,6 +341,10 @@ func (s *Service) syncLease(ctx context.Context, act *acting) (*acting, error) {
 
 // Registry returns the planner's own metrics registry.
 func (s *Service) Registry() *prometheus.Registry { return s.reg }
+
+// Loaded reports whether the view's initial load is done: from then on the
+// planner can act (or take over) at once. Safe for concurrent use.
+func (s *Service) Loaded() bool { return s.loaded.Load() }
 
 // Acting reports whether this planner holds the lease and acts now (safe
 // for concurrent use).
@@ -442,6 +447,7 @@ func (s *Service) Run(ctx context.Context) error {
 	t := s.v.Totals()
 	paused := s.sw.sw.Paused
 	s.mu.Unlock()
+	s.loaded.Store(true)
 	s.log.Info("planner view loaded", "shards", t.Shards, "objects", t.Objects,
 		"under_replicated", t.UnderReplicated, "lost", t.Lost, "heal_paused", paused)
 
@@ -712,7 +718,11 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	key := e.Key()
 	del := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	start := time.Now()
+	defer func() {
+		s.m.lockHeld.WithLabelValues(bucketOp(bucket)).Observe(time.Since(start).Seconds())
+		s.mu.Unlock()
+	}()
 	switch bucket {
 	case bus.BucketNodes:
 		if del {
@@ -792,6 +802,19 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	return false
 }
 
+// bucketOp names the lock-time series of a watch update of bucket.
+func bucketOp(bucket string) string {
+	switch bucket {
+	case bus.BucketLiveness:
+		return "verdict"
+	case bus.BucketNodes:
+		return "registration"
+	case bus.BucketPlacement:
+		return "placement"
+	}
+	return "control"
+}
+
 // decodeRecord unmarshals a KV record.
 func decodeRecord(data []byte, v any) error {
 	if err := json.Unmarshal(data, v); err != nil {
@@ -814,6 +837,8 @@ func validLiveness(l model.Liveness, key string) error {
 
 // onHeartbeat records a node's usage (core subscription callback).
 func (s *Service) onHeartbeat(msg *nats.Msg) {
+	start := time.Now()
+	defer func() { s.m.handling.WithLabelValues("heartbeat").Observe(time.Since(start).Seconds()) }()
 	var hb event.Heartbeat
 	err := event.Decode(msg.Data, &hb)
 	if err == nil {
