@@ -144,6 +144,7 @@ func (v *View) refreshBatch(hs []uint32) {
 		if s.bucket != noBucket {
 			left[s.bucket] = true
 		}
+		v.noteBucket(h, s.bucket, want)
 		s.bucket = want
 		if want == noBucket {
 			delete(v.shortSince, h)

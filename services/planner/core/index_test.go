@@ -91,10 +91,17 @@ func TestIncrementalQueueMatchesRescan(t *testing.T) {
 	now := Epoch
 	v.clock = func() time.Time { return now }
 	states := []model.State{model.StateDown, model.StateSuspect, model.StateUp, model.StateMaintenance}
+	sawDegraded := false
 	for step := range 300 {
 		now = now.Add(time.Second)
 		node := fmt.Sprintf("storage-%d", rng.IntN(100)+1)
-		switch op := rng.IntN(6); op {
+		switch op := rng.IntN(8); op {
+		case 6:
+			o := rng.IntN(50)
+			putPiece(t, v, fmt.Sprintf("obj-%02d", o), 0, rng.IntN(6), 4, 2, int64(10+rng.IntN(90)),
+				fmt.Sprintf("storage-%d", rng.IntN(100)+1))
+		case 7:
+			v.RemovePlacement(fmt.Sprintf("shard-%06d", rng.IntN(3000)))
 		case 0, 1:
 			setState(t, v, node, states[rng.IntN(len(states))], now)
 		case 2:
@@ -117,13 +124,52 @@ func TestIncrementalQueueMatchesRescan(t *testing.T) {
 			t.Fatalf("step %d: a rescan is pending", step)
 		}
 		q, s := queueState(v)
+		tot := v.Totals()
+		sawDegraded = sawDegraded || tot.StripesDegraded > 0
+		if want := countTotals(v); tot != want {
+			t.Fatalf("step %d: running totals %+v, counted %+v", step, tot, want)
+		}
 		v.Rescan()
 		q2, s2 := queueState(v)
 		if !slices.EqualFunc(q, q2, slices.Equal) || !slices.Equal(s, s2) {
 			t.Fatalf("step %d: incremental queues differ from a rescan", step)
 		}
+		if tot2 := v.Totals(); tot2 != tot {
+			t.Fatalf("step %d: totals %+v after a rescan, %+v before", step, tot2, tot)
+		}
 	}
-	if tot := v.Totals(); tot.UnderReplicated == 0 && tot.Lost == 0 {
-		t.Fatal("the walk never left a shard short: it tested nothing")
+	if tot := v.Totals(); tot.UnderReplicated == 0 && tot.Lost == 0 || !sawDegraded {
+		t.Fatal("the walk never left a shard short or a stripe degraded: it tested too little")
 	}
+}
+
+// countTotals counts Totals by walking the queues, shard by shard.
+func countTotals(v *View) totals {
+	t := totals{Shards: v.IDs.Len(), Objects: v.objects, InFlight: v.copyFlights + len(v.Trims), Surplus: len(v.surplus),
+		Stripes: v.stripeCount}
+	degraded := map[*StripeGroup]bool{}
+	for b := 0; b < moveBucket; b++ {
+		for _, h := range v.buckets[b] {
+			s := v.Record(h)
+			l := v.layouts[s.layout]
+			if l.Erasure() {
+				if g := v.Group(h); g != nil {
+					degraded[g] = true
+				}
+			}
+			if b == 0 {
+				t.Lost++
+				continue
+			}
+			t.UnderReplicated++
+			if l.Erasure() {
+				t.BytesRemaining += s.size
+			} else {
+				t.BytesRemaining += s.size * int64(l.Copies()-b)
+			}
+		}
+	}
+	t.moving = len(v.buckets[moveBucket])
+	t.StripesDegraded = len(degraded)
+	return t
 }

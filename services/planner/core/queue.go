@@ -59,6 +59,7 @@ func (v *View) refresh(h uint32) {
 	b := v.buckets[want]
 	i := v.search(b, h)
 	v.buckets[want] = slices.Insert(b, i, h)
+	v.noteBucket(h, noBucket, want)
 	s.bucket = want
 }
 
@@ -72,6 +73,7 @@ func (v *View) unqueue(h uint32) {
 	if i := v.search(b, h); i < len(b) && b[i] == h {
 		v.buckets[s.bucket] = slices.Delete(b, i, i+1)
 	}
+	v.noteBucket(h, s.bucket, noBucket)
 	s.bucket = noBucket
 }
 
@@ -129,6 +131,12 @@ func (v *View) Rescan() {
 	for i := range v.buckets {
 		v.buckets[i] = v.buckets[i][:0]
 	}
+	v.qt = queueTally{}
+	for _, gs := range v.stripes {
+		for _, g := range gs {
+			g.queued = 0
+		}
+	}
 	v.surplus = v.surplus[:0]
 	sorting := make([][]queued, len(v.buckets))
 	limit := v.IDs.Limit()
@@ -140,6 +148,7 @@ func (v *View) Rescan() {
 		s := v.Record(h)
 		want, surplus := v.wantBucket(h)
 		s.bucket = want
+		v.noteBucket(h, noBucket, want)
 		if want != 0 {
 			s.Flags &^= FlagLostSent
 		}
@@ -193,5 +202,53 @@ func (v *View) Rescans() int { return v.rescans }
 func (v *View) fresh() {
 	if v.NeedRescan && !v.Loading {
 		v.Rescan()
+	}
+}
+
+// queueTally holds running sums over the repair queue, by bucket, so that
+// status and progress cost O(buckets), not O(shards short).
+type queueTally struct {
+	sizeCopies [numBuckets]int64 // Σ size × copies of the replicated shards
+	size       [numBuckets]int64 // Σ size of the replicated shards
+	pieceSize  [numBuckets]int64 // Σ size of the erasure-coded pieces
+	degraded   int               // stripes with a piece in a bucket below moveBucket
+}
+
+// noteBucket moves shard h's share of the tallies from bucket from to
+// bucket to (either noBucket: none); call it with the shard's size, layout
+// and stripe as they are while it sits in the buckets.
+func (v *View) noteBucket(h uint32, from, to uint8) {
+	if from == to {
+		return
+	}
+	if from != noBucket {
+		v.tally(h, from, -1)
+	}
+	if to != noBucket {
+		v.tally(h, to, +1)
+	}
+}
+
+func (v *View) tally(h uint32, b uint8, sign int64) {
+	s := v.Record(h)
+	l := v.layouts[s.layout]
+	if !l.Erasure() {
+		v.qt.sizeCopies[b] += sign * s.size * int64(l.Copies())
+		v.qt.size[b] += sign * s.size
+		return
+	}
+	v.qt.pieceSize[b] += sign * s.size
+	if b == moveBucket {
+		return
+	}
+	if g := v.Group(h); g != nil {
+		was := g.queued
+		g.queued += int(sign)
+		switch {
+		case was == 0 && g.queued > 0:
+			v.qt.degraded++
+		case was > 0 && g.queued == 0:
+			v.qt.degraded--
+		}
 	}
 }

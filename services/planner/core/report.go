@@ -47,35 +47,14 @@ func (v *View) Totals() totals {
 	v.fresh()
 	t := totals{Shards: v.IDs.Len(), Objects: v.objects, InFlight: v.copyFlights + len(v.Trims), Surplus: len(v.surplus),
 		Stripes: v.stripeCount}
-	var degraded map[*StripeGroup]bool
-	stripe := func(h uint32) {
-		if g := v.Group(h); g != nil && !degraded[g] {
-			if degraded == nil {
-				degraded = map[*StripeGroup]bool{}
-			}
-			degraded[g] = true
-		}
-	}
 	for b := 1; b < moveBucket; b++ {
-		for _, h := range v.buckets[b] {
-			s := v.Record(h)
-			t.UnderReplicated++
-			if l := v.layouts[s.layout]; l.Erasure() {
-				t.BytesRemaining += s.size
-				stripe(h)
-			} else {
-				t.BytesRemaining += s.size * int64(l.Copies()-b) // bucket b: b live copies
-			}
-		}
+		t.UnderReplicated += len(v.buckets[b])
+		// bucket b: b live copies of a replicated shard, one piece to rebuild
+		t.BytesRemaining += v.qt.sizeCopies[b] - int64(b)*v.qt.size[b] + v.qt.pieceSize[b]
 	}
 	t.moving = len(v.buckets[moveBucket])
-	for _, h := range v.buckets[0] {
-		t.Lost++
-		if v.layouts[v.Record(h).layout].Erasure() {
-			stripe(h)
-		}
-	}
-	t.StripesDegraded = len(degraded)
+	t.Lost = len(v.buckets[0])
+	t.StripesDegraded = v.qt.degraded
 	return t
 }
 

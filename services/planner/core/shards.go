@@ -141,6 +141,7 @@ func (v *View) UpsertPlacement(p model.Placement) (landed bool, err error) {
 		*s = shard{bucket: noBucket}
 	} else {
 		before = slices.Clone(v.holders(h))
+		v.noteBucket(h, s.bucket, noBucket) // its size, layout or stripe may change
 		was = v.unstripe(h)
 		v.account(h, -1)
 		delete(v.spill, h)
@@ -163,6 +164,7 @@ func (v *View) UpsertPlacement(p model.Placement) (landed bool, err error) {
 	if p.Layout.Erasure() {
 		g = v.enstripe(h, p, sum)
 	}
+	v.noteBucket(h, noBucket, s.bucket)
 	if f := v.Flights[h]; f != nil && !f.inPlace && v.holds(h, f.target) {
 		v.EndFlight(h)
 		landed = true

@@ -35,6 +35,7 @@ type StripeGroup struct {
 	pieces  []uint32   // by index: the piece's handle, or noPiece
 	sums    [][32]byte // by index: the piece's SHA-256
 	present int        // indexes with an entry
+	queued  int        // pieces in a repair bucket below the move bucket (see queueTally)
 	RB      *rebuildFlight
 }
 

@@ -108,6 +108,8 @@ type View struct {
 	holderBuf []int
 	rescans   int   // rescans done (see Rescans)
 	visits    int64 // shard records examined (see Visits)
+	// qt are the running sums over the repair queue (see queueTally).
+	qt queueTally
 	// byNode is the node → shards index (see index.go).
 	byNode [][]uint32
 }
