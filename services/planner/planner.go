@@ -48,6 +48,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/clock"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/listing"
 	"github.com/rehome/rehome/shared/model"
@@ -65,6 +66,9 @@ type Config struct {
 	// takes over at most about LeaseTTL after the acting planner stopped
 	// renewing (at once when it shut down cleanly).
 	LeaseTTL time.Duration
+	// Ticks makes the tickers of the service loop (planning, progress); nil
+	// is the wall clock. Tests pass a clock.Manual to fire ticks one by one.
+	Ticks clock.Source
 	// TickInterval is how often the repair queue is planned (default 250 ms);
 	// a liveness change or a task result plans at once (after PlanDebounce).
 	TickInterval time.Duration
@@ -467,9 +471,13 @@ func (s *Service) Run(ctx context.Context) error {
 		s.lease.release()
 	}()
 
-	tick := time.NewTicker(s.cfg.TickInterval)
+	ticks := s.cfg.Ticks
+	if ticks == nil {
+		ticks = clock.Wall
+	}
+	tick := ticks.NewTicker(s.cfg.TickInterval)
 	defer tick.Stop()
-	prog := time.NewTicker(s.cfg.ProgressInterval)
+	prog := ticks.NewTicker(s.cfg.ProgressInterval)
 	defer prog.Stop()
 	soon := time.NewTimer(time.Hour) // debounced planning, or the byte cap's wait
 	soon.Stop()
@@ -515,13 +523,13 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-soon.C:
 			armed = false
 			plan()
-		case <-tick.C:
+		case <-tick.C():
 			// The lease may have lapsed and been taken again between two
 			// changes the lease loop reports: reconcile on every tick too.
 			if act, err = s.syncLease(ctx, act); err == nil {
 				plan()
 			}
-		case <-prog.C:
+		case <-prog.C():
 			if act != nil && s.lease.held(s.now()) {
 				s.publishProgress(ctx)
 			}
