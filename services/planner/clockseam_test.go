@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/rehome/rehome/services/planner"
-	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/bustest"
 	"github.com/rehome/rehome/shared/clock"
 	"github.com/rehome/rehome/shared/model"
@@ -21,17 +20,7 @@ func TestManualTicksIssueNothingOnAHealthyMap(t *testing.T) {
 	cfg := planner.Config{Ticks: ticks, TickInterval: time.Second, ProgressInterval: time.Hour}
 	svc, _ := h.startPlanner(cfg)
 	h.put("obj", 4, 1024)
-	tasks, err := h.env.JS.Stream(h.ctx, bus.StreamTasks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	queued := func() uint64 {
-		info, err := tasks.Info(h.ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	queued := func() int { return len(h.queuedTasks()) }
 	fire := func() {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(h.ctx, deadline)

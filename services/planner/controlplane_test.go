@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 
@@ -39,6 +38,8 @@ type controlPlane struct {
 	statusP99           time.Duration // status calls during a rack outage, measured by the caller
 	heartbeatP99        time.Duration // heartbeat handling during it (upper bound of its bucket)
 	statusCalls, beats  int
+	statusErrors        int
+	wantShort           int // shards with a copy on rack-2 or storage-1
 	underReplicatedRack int // under-replicated shards the status reports once the rack is down
 }
 
@@ -99,8 +100,11 @@ func runControlPlane(tb testing.TB, shards, nodes, racks int) controlPlane {
 			rc = r.IntN(racks)
 		}
 		p.Nodes = []string{names[ra+racks*r.IntN(perRack)], names[rb+racks*r.IntN(perRack)], names[rc+racks*r.IntN(perRack)]}
+		if ra == 1 || rb == 1 || rc == 1 || slices.Contains(p.Nodes, names[0]) {
+			out.wantShort++ // a copy on rack-2 or on storage-1: short once they are down
+		}
 		b, _ := json.Marshal(p)
-		if _, err := js.PublishAsync("$KV."+bus.BucketPlacement+"."+p.Shard, b); err != nil {
+		if _, err := js.PublishAsync("$KV."+bus.BucketPlacement+"."+p.Shard, b, jetstream.WithStallWait(time.Minute)); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -122,8 +126,9 @@ func runControlPlane(tb testing.TB, shards, nodes, racks int) controlPlane {
 		tb.Fatalf("the placement bucket holds %d entries, want %d", info.State.Msgs, shards)
 	}
 	out.kvBytesPerShard = float64(info.State.Bytes) / float64(shards)
+	tb.Logf("map of %d entries written into KV in %s, %.1f bytes per entry in the stream", shards, out.populate, out.kvBytesPerShard)
 
-	cfg := planner.Config{LeaseTTL: 3 * time.Second, MaxInFlight: 256, AutoHeal: false}
+	cfg := planner.Config{MaxInFlight: 256, AutoHeal: false}
 	run := func(id string) (*planner.Service, func()) {
 		nc, err := bus.Connect(env.URL, id, 5*time.Second)
 		if err != nil {
@@ -170,6 +175,7 @@ func runControlPlane(tb testing.TB, shards, nodes, racks int) controlPlane {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	out.heapBytesPerShard = (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(shards)
+	tb.Logf("cold start %s, heap grown %.1f bytes per shard", out.coldStart, out.heapBytesPerShard)
 
 	// A standby loads beside it.
 	b, _ := run("planner-b")
@@ -177,20 +183,7 @@ func runControlPlane(tb testing.TB, shards, nodes, racks int) controlPlane {
 
 	// Takeover: the acting planner stops (giving the lease back), a node
 	// goes down; the standby must take over and issue its first task.
-	tasks := make(chan event.Task, 1024)
-	sub, err := env.NC.Subscribe(event.TaskPrefix+">", func(m *nats.Msg) {
-		var t event.Task
-		if event.Decode(m.Data, &t) == nil {
-			select {
-			case tasks <- t:
-			default:
-			}
-		}
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	tasks := subscribeDecoded[event.Task](tb, env.NC, event.TaskPrefix+">")
 	kvLive, err := js.KeyValue(ctx, bus.BucketLiveness)
 	if err != nil {
 		tb.Fatal(err)
@@ -216,6 +209,7 @@ func runControlPlane(tb testing.TB, shards, nodes, racks int) controlPlane {
 		tb.Fatal("a task was issued, but not by the standby")
 	}
 	out.verdictLock = histSum(tb, b, "rehome_planner_lock_held_seconds", "verdict")
+	tb.Logf("takeover to the first task %s; the verdict held the lock %s", out.takeover, out.verdictLock)
 
 	// A rack outage: every node of rack-2 goes down while status calls and
 	// heartbeats flow.
@@ -245,13 +239,22 @@ func runControlPlane(tb testing.TB, shards, nodes, racks int) controlPlane {
 		var s control.ClusterStatus
 		t0 := time.Now()
 		if err := bus.Call(cctx, env.NC, event.CtlStatus, struct{}{}, &s); err != nil {
-			tb.Fatalf("status during the rack outage: %v", err)
+			// Counted as a failure (and the latency of the attempt kept): the
+			// figure must show it, not end the run.
+			out.statusErrors++
+			tb.Logf("status during the rack outage: %v (acting: %v)", err, b.Acting())
+		} else {
+			out.underReplicatedRack = s.UnderReplicated
 		}
 		statusLat = append(statusLat, time.Since(t0))
-		out.underReplicatedRack = s.UnderReplicated
 	}
 	for i := 1; i < nodes; i += racks { // rack-2
 		down(names[i])
+		call()
+	}
+	// Until the planner has applied every verdict: the rack's shards all short.
+	deadline := time.Now().Add(10 * time.Minute)
+	for out.underReplicatedRack != out.wantShort && time.Now().Before(deadline) {
 		call()
 	}
 	for range 20 {
@@ -326,13 +329,12 @@ func TestControlPlaneScaledDown(t *testing.T) {
 	if ft.Kind != event.KindCopy || ft.Target == "storage-1" || slices.Contains(ft.Sources[:1], "storage-1") {
 		t.Fatalf("first task after the takeover: %+v; want a copy away from storage-1", ft)
 	}
-	// Each shard has a copy on 3 of the 5 racks: with rack-2 down, 3/5 of
-	// them lack one.
-	t.Logf("%+v", cp)
-	if cp.underReplicatedRack < shards/2 {
-		t.Fatalf("%d shards under-replicated with rack-2 and storage-1 down, want about %d", cp.underReplicatedRack, 3*shards/5)
+	// Every shard with a copy on rack-2 or on storage-1 lacks one (no mover
+	// runs), and status says so.
+	if cp.underReplicatedRack != cp.wantShort || cp.wantShort < shards/2 {
+		t.Fatalf("%d shards under-replicated with rack-2 and storage-1 down, want %d", cp.underReplicatedRack, cp.wantShort)
 	}
-	if cp.kvBytesPerShard <= 0 || cp.statusCalls < nodes/racks {
+	if cp.kvBytesPerShard <= 0 || cp.statusCalls < nodes/racks || cp.statusErrors > 0 {
 		t.Fatalf("measurements missing: %+v", cp)
 	}
 }
@@ -360,6 +362,7 @@ func BenchmarkControlPlane10M(b *testing.B) {
 	b.ReportMetric(cp.heapBytesPerShard, "heap_B/shard")
 	b.ReportMetric(cp.kvBytesPerShard, "kv_B/shard")
 	b.ReportMetric(float64(cp.shards), "shards")
+	b.ReportMetric(float64(cp.statusErrors), "status_errors")
 	b.Logf("%d shards on %d nodes: map written into KV in %s; cold start %s; takeover to first task %s (%s); verdict lock %s; "+
 		"longest round under lock <= %s; rack outage: %d status calls p99 %s, %d heartbeats p99 <= %s, %d under-replicated; "+
 		"%.1f heap B/shard, %.1f KV B/shard",

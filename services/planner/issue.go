@@ -369,25 +369,36 @@ func (s *Service) issueOne(ctx context.Context, d core.Decision) (*event.Task, b
 	s.mu.Lock()
 	t := s.v.CopyTask(d, p)
 	s.mu.Unlock()
-	ack, err := s.publishTask(ctx, &t)
-	if err != nil {
-		s.log.Warn("publish task", "task", taskID, "err", err)
-		release(false)
+	ack, ok := s.publishReserved(ctx, &t, release)
+	if !ok {
 		return nil, false
 	}
-	if ack.Duplicate {
-		// That id was used recently (before a restart): take a new serial.
-		release(true)
-		s.plan()
-		return nil, false
-	}
-	s.m.issued.WithLabelValues(event.KindCopy).Inc()
 	s.mu.Lock()
 	s.v.CopyQueued(d, taskID, ack.Sequence, rev, p)
 	s.mu.Unlock()
 	s.log.Debug("task issued", "task", taskID, "source", t.Sources[0], "target", t.Target, "bytes", p.Size,
 		"attempt", d.Attempt, "margin", d.Margin, "rack_relaxed", d.Relaxed)
 	return &t, true
+}
+
+// publishReserved publishes the task of a reservation and counts it; on a
+// failure it calls release(false), and on a task id already used (seen by
+// the stream's dedup window, before a restart) release(true) and plans
+// again, so the next task takes a new serial.
+func (s *Service) publishReserved(ctx context.Context, t *event.Task, release func(used bool)) (*jetstream.PubAck, bool) {
+	ack, err := s.publishTask(ctx, t)
+	if err != nil {
+		s.log.Warn("publish task", "task", t.Task, "err", err)
+		release(false)
+		return nil, false
+	}
+	if ack.Duplicate {
+		release(true)
+		s.plan()
+		return nil, false
+	}
+	s.m.issued.WithLabelValues(t.Kind).Inc()
+	return ack, true
 }
 
 // issueRebuild publishes the task of a reserved rebuild decision, built
@@ -419,18 +430,10 @@ func (s *Service) issueRebuild(ctx context.Context, d core.Decision) (*event.Tas
 		release(false)
 		return nil, false
 	}
-	ack, err := s.publishTask(ctx, t)
-	if err != nil {
-		s.log.Warn("publish task", "task", taskID, "err", err)
-		release(false)
+	ack, ok := s.publishReserved(ctx, t, release)
+	if !ok {
 		return nil, false
 	}
-	if ack.Duplicate {
-		release(true)
-		s.plan()
-		return nil, false
-	}
-	s.m.issued.WithLabelValues(event.KindRebuild).Inc()
 	s.mu.Lock()
 	s.v.RebuildQueued(d, taskID, ack.Sequence)
 	s.mu.Unlock()
