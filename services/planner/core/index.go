@@ -176,7 +176,16 @@ func (v *View) refreshBatch(hs []uint32) {
 // mergeQueue merges add (shards not in q) into queue q, keeping queue
 // order. Shards newly short sort last, so the usual case is an append.
 func (v *View) mergeQueue(q, add []uint32) []uint32 {
-	slices.SortFunc(add, v.queueOrder)
+	// Sort on keys read once (a comparison reading shortSince would look
+	// the map up twice), as Rescan does.
+	keys := make([]queued, len(add))
+	for i, h := range add {
+		keys[i] = queued{v.shortSince[h], h}
+	}
+	slices.SortFunc(keys, v.queuedOrder)
+	for i, k := range keys {
+		add[i] = k.h
+	}
 	if len(q) == 0 || v.queueOrder(q[len(q)-1], add[0]) < 0 {
 		return append(q, add...)
 	}

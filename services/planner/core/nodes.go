@@ -227,4 +227,5 @@ func (v *View) BootSeen(id, boot string) bool {
 	return false
 }
 
+// Live reports whether node r counts as live (up, suspect or in maintenance).
 func (v *View) Live(r NodeRef) bool { return v.Nodes[r].EffState().Live() }

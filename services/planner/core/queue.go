@@ -177,12 +177,7 @@ func (v *View) Rescan() {
 		}
 	}
 	for i, q := range sorting {
-		slices.SortFunc(q, func(a, b queued) int {
-			if c := cmp.Compare(a.since, b.since); c != 0 {
-				return c
-			}
-			return strings.Compare(v.IDs.String(a.h), v.IDs.String(b.h))
-		})
+		slices.SortFunc(q, v.queuedOrder)
 		b := v.buckets[i]
 		for _, e := range q {
 			b = append(b, e.h)
@@ -251,4 +246,13 @@ func (v *View) tally(h uint32, b uint8, sign int64) {
 			v.qt.degraded--
 		}
 	}
+}
+
+// queuedOrder orders queued shards with their keys: first seen short
+// earlier first, then by id (queueOrder's order).
+func (v *View) queuedOrder(a, b queued) int {
+	if c := cmp.Compare(a.since, b.since); c != 0 {
+		return c
+	}
+	return strings.Compare(v.IDs.String(a.h), v.IDs.String(b.h))
 }

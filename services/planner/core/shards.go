@@ -49,6 +49,7 @@ type shard struct {
 	bucket  uint8 // repair queue it sits in (see view.buckets), or noBucket
 }
 
+// Record returns the compact record of shard handle h (h must be valid).
 func (v *View) Record(h uint32) *shard { return &v.pages[h>>pageBits][h&(pageSize-1)] }
 
 func (v *View) holders(h uint32) []NodeRef {

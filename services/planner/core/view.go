@@ -150,6 +150,8 @@ func (v *View) AddAllocation(key string, bytes map[NodeRef]int64, expires time.T
 	v.Allocs[key] = &allocation{expires: expires, bytes: bytes}
 }
 
+// ReleaseAllocation forgets the bytes promised by allocation key (commit or
+// abort); an unknown key is ignored.
 func (v *View) ReleaseAllocation(key string) {
 	a := v.Allocs[key]
 	if a == nil {
