@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"fmt"
@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
@@ -16,32 +14,32 @@ import (
 
 // inv renders shards as an inventory page's entries, with the map's size
 // and the test checksum.
-func inv(v *view, ids ...string) []control.InventoryShard {
+func inv(v *View, ids ...string) []control.InventoryShard {
 	out := make([]control.InventoryShard, len(ids))
 	for i, id := range ids {
-		h, _ := v.ids.Lookup(id)
+		h, _ := v.IDs.Lookup(id)
 		sum := sha
-		if g := v.group(h); g != nil {
+		if g := v.Group(h); g != nil {
 			sum = pieceSum(id)
 		}
-		out[i] = control.InventoryShard{ID: id, Size: v.rec(h).size, SHA256: sum}
+		out[i] = control.InventoryShard{ID: id, Size: v.Record(h).size, SHA256: sum}
 	}
 	return out
 }
 
 // check runs a whole inventory check of node against pages.
-func check(v *view, node string, pages ...[]control.InventoryShard) checkResult {
-	c := v.startCheck(v.nodeIdx[node])
+func check(v *View, node string, pages ...[]control.InventoryShard) CheckResult {
+	c := v.StartCheck(v.NodeIndex[node])
 	for _, p := range pages {
-		v.checkPage(c, p)
+		v.CheckPage(c, p)
 	}
-	return v.endCheck(c)
+	return v.EndCheck(c)
 }
 
-func idsOf(v *view, hs []uint32) []string {
+func idsOf(v *View, hs []uint32) []string {
 	out := make([]string, len(hs))
 	for i, h := range hs {
-		out[i] = v.ids.String(h)
+		out[i] = v.IDs.String(h)
 	}
 	slices.Sort(out)
 	return out
@@ -51,102 +49,102 @@ func idsOf(v *view, hs []uint32) []string {
 func (h *planHarness) lackOn(node string, ids ...string) {
 	h.t.Helper()
 	for _, id := range ids {
-		sh, _ := h.v.ids.Lookup(id)
-		if !h.v.markMissing(sh, h.v.nodeIdx[node]) {
+		sh, _ := h.v.IDs.Lookup(id)
+		if !h.v.MarkMissing(sh, h.v.NodeIndex[node]) {
 			h.t.Fatalf("%s: not marked lacking on %s", id, node)
 		}
 	}
 }
 
 // inPlace reports whether a decision writes only back onto holders lacking the shard.
-func inPlace(d decision) bool {
-	if d.rb == nil {
+func inPlace(d Decision) bool {
+	if d.RB == nil {
 		return d.inPlace
 	}
-	return !slices.Contains(d.rb.inPlace, false)
+	return !slices.Contains(d.RB.inPlace, false)
 }
 
 // landInPlace plays the mover's Done of an in-place decision.
-func (h *planHarness) landInPlace(d decision) {
+func (h *planHarness) landInPlace(d Decision) {
 	h.t.Helper()
-	pieces, targets := []uint32{d.shard}, []nodeRef{d.target}
-	if d.rb != nil {
-		pieces, targets = d.rb.pieces, d.rb.targets
+	pieces, targets := []uint32{d.Shard}, []NodeRef{d.Target}
+	if d.RB != nil {
+		pieces, targets = d.RB.Pieces, d.RB.targets
 	}
-	task := h.v.taskID(d)
+	task := h.v.TaskID(d)
 	for i, p := range pieces {
-		if !h.v.landedInPlace(p, targets[i], task) {
-			h.t.Fatalf("%s on %s: not a copy back in place", h.v.ids.String(p), h.name(targets[i]))
+		if !h.v.LandedInPlace(p, targets[i], task) {
+			h.t.Fatalf("%s on %s: not a copy back in place", h.v.IDs.String(p), h.name(targets[i]))
 		}
 	}
 }
 
 func TestInventoryDiff(t *testing.T) {
-	v := testView(t, 6, 3)
+	v := TestView(t, 6, 3)
 	for i := 0; i < 8; i++ {
-		put(t, v, fmt.Sprintf("s%d", i), 100, "storage-1", "storage-2", "storage-3")
+		Put(t, v, fmt.Sprintf("s%d", i), 100, "storage-1", "storage-2", "storage-3")
 	}
-	put(t, v, "elsewhere", 100, "storage-4", "storage-5", "storage-6")
+	Put(t, v, "elsewhere", 100, "storage-4", "storage-5", "storage-6")
 	pages := [][]control.InventoryShard{inv(v, "s0", "s1", "s2"), inv(v, "s3", "s4", "elsewhere")}
 	pages[1] = append(pages[1], control.InventoryShard{ID: "not-in-map", Size: 5, SHA256: sha})
 	pages[0][1].Size = 99                        // s1: wrong size
 	pages[0][2].SHA256 = strings.Repeat("f", 64) // s2: wrong checksum
 	res := check(v, "storage-1", pages...)
-	if res.checked != 8 {
-		t.Fatalf("checked %d, want the 8 shards the map places on storage-1", res.checked)
+	if res.Checked != 8 {
+		t.Fatalf("checked %d, want the 8 shards the map places on storage-1", res.Checked)
 	}
-	if got, want := idsOf(v, res.missing), []string{"s1", "s2", "s5", "s6", "s7"}; !slices.Equal(got, want) {
+	if got, want := idsOf(v, res.Missing), []string{"s1", "s2", "s5", "s6", "s7"}; !slices.Equal(got, want) {
 		t.Fatalf("missing %v, want %v (absent, wrong size, wrong checksum)", got, want)
 	}
-	if tt := v.totals(); tt.underReplicated != 0 {
+	if tt := v.Totals(); tt.UnderReplicated != 0 {
 		t.Fatal("a check changed the view")
 	}
-	if marked := v.applyCheck(v.nodeIdx["storage-1"], res); marked != 5 {
+	if marked := v.ApplyCheck(v.NodeIndex["storage-1"], res); marked != 5 {
 		t.Fatalf("marked %d", marked)
 	}
-	tt := v.totals()
-	if tt.underReplicated != 5 || tt.bytesRemaining != 500 {
+	tt := v.Totals()
+	if tt.UnderReplicated != 5 || tt.BytesRemaining != 500 {
 		t.Fatalf("totals %+v: the 5 copies storage-1 lacks do not count", tt)
 	}
 	// A second check finds two of them back; one is gone from the map meanwhile.
-	c := v.startCheck(v.nodeIdx["storage-1"])
-	v.checkPage(c, inv(v, "s0", "s1", "s3", "s4", "s5", "s6"))
-	put(t, v, "s7", 100, "storage-2", "storage-3", "storage-4")  // re-homed: storage-1 no longer listed
-	put(t, v, "new", 100, "storage-1", "storage-2", "storage-3") // written during the check
-	res = v.endCheck(c)
-	if got := idsOf(v, res.missing); !slices.Equal(got, []string{"s2"}) {
+	c := v.StartCheck(v.NodeIndex["storage-1"])
+	v.CheckPage(c, inv(v, "s0", "s1", "s3", "s4", "s5", "s6"))
+	Put(t, v, "s7", 100, "storage-2", "storage-3", "storage-4")  // re-homed: storage-1 no longer listed
+	Put(t, v, "new", 100, "storage-1", "storage-2", "storage-3") // written during the check
+	res = v.EndCheck(c)
+	if got := idsOf(v, res.Missing); !slices.Equal(got, []string{"s2"}) {
 		t.Fatalf("missing %v, want [s2]", got)
 	}
-	if got := idsOf(v, res.present); !slices.Equal(got, []string{"s1", "s5", "s6"}) {
+	if got := idsOf(v, res.Present); !slices.Equal(got, []string{"s1", "s5", "s6"}) {
 		t.Fatalf("back %v, want [s1 s5 s6]", got)
 	}
-	v.applyCheck(v.nodeIdx["storage-1"], res)
-	if got := idsOf(v, v.marksOn(v.nodeIdx["storage-1"])); !slices.Equal(got, []string{"s2"}) {
+	v.ApplyCheck(v.NodeIndex["storage-1"], res)
+	if got := idsOf(v, v.MarksOn(v.NodeIndex["storage-1"])); !slices.Equal(got, []string{"s2"}) {
 		t.Fatalf("marks %v, want [s2] (s7's went with the entry)", got)
 	}
-	if n := v.nodes[v.nodeIdx["storage-1"]].missing; n != 1 {
+	if n := v.Nodes[v.NodeIndex["storage-1"]].Missing; n != 1 {
 		t.Fatalf("node counter %d", n)
 	}
 }
 
 func TestInventoryDiffPiecesAndCopiesInFlight(t *testing.T) {
 	h := newPlanHarness(t, 6, 3, wide)
-	putStripe(t, h.v, "obj", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
+	PutStripe(t, h.v, "obj", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
 	h.put("r", 10, "storage-1", "storage-2", "storage-3")
 	h.lackOn("storage-1", "r")
 	p := h.plan() // the copy of r back onto storage-1 is in flight
-	if len(p.copies) != 1 || !p.copies[0].inPlace {
-		t.Fatalf("planned %+v", p.copies)
+	if len(p.Copies) != 1 || !p.Copies[0].inPlace {
+		t.Fatalf("planned %+v", p.Copies)
 	}
 	piece := pieceID("obj", 0, 0)
 	wrong := inv(h.v, piece)
 	wrong[0].SHA256 = pieceSum("other")
 	res := check(h.v, "storage-1", wrong)
-	if got := idsOf(h.v, res.missing); !slices.Equal(got, []string{piece}) {
+	if got := idsOf(h.v, res.Missing); !slices.Equal(got, []string{piece}) {
 		t.Fatalf("missing %v: want the piece with the wrong checksum, not r (its copy back is in flight)", got)
 	}
-	if res = check(h.v, "storage-1", inv(h.v, piece)); len(res.missing) != 0 {
-		t.Fatalf("missing %v with a good piece", idsOf(h.v, res.missing))
+	if res = check(h.v, "storage-1", inv(h.v, piece)); len(res.Missing) != 0 {
+		t.Fatalf("missing %v with a good piece", idsOf(h.v, res.Missing))
 	}
 }
 
@@ -155,42 +153,42 @@ func TestInventoryDiffPiecesAndCopiesInFlight(t *testing.T) {
 // write cap, read from the others; the map does not change, and the node
 // counts again once each copy lands.
 func TestHealInPlaceTargetsOnlyTheNode(t *testing.T) {
-	h := newPlanHarness(t, 6, 3, limits{perNodeIn: 2, perNodeOut: 2, maxInFlight: 64})
+	h := newPlanHarness(t, 6, 3, Limits{PerNodeIn: 2, PerNodeOut: 2, MaxInFlight: 64})
 	var ids []string
 	for i := 0; i < 9; i++ {
 		id := fmt.Sprintf("s%d", i)
 		ids = append(ids, id)
 		h.put(id, 100, "storage-1", "storage-2", "storage-3")
 	}
-	putStripe(t, h.v, "obj", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
+	PutStripe(t, h.v, "obj", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
 	h.state("storage-1", model.StateMaintenance)
 	h.lackOn("storage-1", append(ids, pieceID("obj", 0, 0))...)
-	if tt := h.v.totals(); tt.underReplicated != 10 || tt.stripesDegraded != 1 {
+	if tt := h.v.Totals(); tt.UnderReplicated != 10 || tt.StripesDegraded != 1 {
 		t.Fatalf("totals %+v", tt)
 	}
-	for round := 0; round < 20 && h.v.totals().underReplicated > 0; round++ {
+	for round := 0; round < 20 && h.v.Totals().UnderReplicated > 0; round++ {
 		p := h.plan()
-		if h.v.nodes[h.v.nodeIdx["storage-1"]].inTasks > 2 {
-			t.Fatalf("round %d: %d copies into storage-1, cap 2", round, h.v.nodes[h.v.nodeIdx["storage-1"]].inTasks)
+		if h.v.Nodes[h.v.NodeIndex["storage-1"]].inTasks > 2 {
+			t.Fatalf("round %d: %d copies into storage-1, cap 2", round, h.v.Nodes[h.v.NodeIndex["storage-1"]].inTasks)
 		}
-		for _, d := range p.copies {
-			if h.name(d.target) != "storage-1" || !inPlace(d) || slices.Contains(d.sources, d.target) || d.incident != "heal-storage-1" {
-				t.Fatalf("decision %s: target %s in place %v sources %v incident %s", d.id, h.name(d.target), inPlace(d), d.sources, d.incident)
+		for _, d := range p.Copies {
+			if h.name(d.Target) != "storage-1" || !inPlace(d) || slices.Contains(d.Sources, d.Target) || d.Incident != "heal-storage-1" {
+				t.Fatalf("decision %s: target %s in place %v sources %v incident %s", d.ID, h.name(d.Target), inPlace(d), d.Sources, d.Incident)
 			}
-			if d.rb != nil {
-				task := h.v.rebuildTask(d, h.v.taskID(d))
+			if d.RB != nil {
+				task := h.v.RebuildTask(d, h.v.TaskID(d))
 				if err := task.Validate(); err != nil || task.Stripe[0].Node != "" || task.Rebuild[0].Node != "storage-1" {
 					t.Fatalf("rebuild task %+v: %v", task, err)
 				}
 			}
 			h.landInPlace(d)
 		}
-		if len(p.trims) > 0 || len(p.drops) > 0 {
-			t.Fatalf("round %d trims %v drops %v", round, p.trims, p.drops)
+		if len(p.Trims) > 0 || len(p.Drops) > 0 {
+			t.Fatalf("round %d trims %v drops %v", round, p.Trims, p.Drops)
 		}
 	}
-	tt := h.v.totals()
-	if tt.underReplicated != 0 || tt.inFlight != 0 || len(h.v.lacks) != 0 {
+	tt := h.v.Totals()
+	if tt.UnderReplicated != 0 || tt.InFlight != 0 || len(h.v.lacks) != 0 {
 		t.Fatalf("after the heal: totals %+v, %d marks", tt, len(h.v.lacks))
 	}
 	for _, id := range ids {
@@ -206,18 +204,18 @@ func TestHealInPlaceTargetsOnlyTheNode(t *testing.T) {
 func TestHealInPlaceFallsBackWhenFullThenDrops(t *testing.T) {
 	h := newPlanHarness(t, 6, 3, wide)
 	h.put("s", 100, "storage-1", "storage-2", "storage-3")
-	h.v.heartbeat("storage-1", 1000, 1000, t0) // full
+	h.v.Heartbeat("storage-1", 1000, 1000, Epoch) // full
 	h.lackOn("storage-1", "s")
 	p := h.plan()
-	if len(p.copies) != 1 || p.copies[0].inPlace || h.name(p.copies[0].target) != "storage-4" {
-		t.Fatalf("planned %+v: want a copy to storage-4 (rack-1), storage-1 being full", p.copies)
+	if len(p.Copies) != 1 || p.Copies[0].inPlace || h.name(p.Copies[0].Target) != "storage-4" {
+		t.Fatalf("planned %+v: want a copy to storage-4 (rack-1), storage-1 being full", p.Copies)
 	}
-	if len(p.drops) != 0 {
+	if len(p.Drops) != 0 {
 		t.Fatal("dropped before the shard was whole")
 	}
-	h.land(p.copies[0])
+	h.land(p.Copies[0])
 	p = h.plan()
-	if len(p.copies) != 0 || len(p.trims) != 0 || len(p.drops) != 1 || h.name(p.drops[0].node) != "storage-1" {
+	if len(p.Copies) != 0 || len(p.Trims) != 0 || len(p.Drops) != 1 || h.name(p.Drops[0].Node) != "storage-1" {
 		t.Fatalf("after the re-home: %+v: want storage-1 dropped, nothing trimmed", p)
 	}
 }
@@ -229,20 +227,20 @@ func TestDroppedVersusRebuilt(t *testing.T) {
 	h.put("rehomed", 100, "storage-1", "storage-2", "storage-3", "storage-4")
 	h.put("kept", 100, "storage-1", "storage-2", "storage-3")
 	h.put("lost", 100, "storage-1")
-	putStripe(t, h.v, "obj", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
+	PutStripe(t, h.v, "obj", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
 	putPiece(t, h.v, "obj", 0, 0, 4, 2, 50, "storage-1", "storage-6") // piece 0 rebuilt on storage-6 meanwhile
-	putStripe(t, h.v, "obj2", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
-	r := h.v.nodeIdx["storage-1"]
+	PutStripe(t, h.v, "obj2", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
+	r := h.v.NodeIndex["storage-1"]
 	h.lackOn("storage-1", "rehomed", "kept", "lost", pieceID("obj", 0, 0), pieceID("obj2", 0, 0))
-	rep := h.v.healSummary(r, 6)
+	rep := h.v.HealSummary(r, 6)
 	if rep.Node != "storage-1" || rep.Checked != 6 || rep.Missing != 5 || rep.MissingBytes != 400 || rep.Dropped != 2 || rep.Rebuilding != 2 {
 		t.Fatalf("summary %+v: want 5 missing, 2 dropped (rehomed, obj piece 0), 2 rebuilding (kept, obj2 piece 0), lost in neither", rep)
 	}
 	p := h.plan()
 	var dropped []string
-	for _, d := range p.drops {
-		dropped = append(dropped, d.id)
-		if d.node != r {
+	for _, d := range p.Drops {
+		dropped = append(dropped, d.ID)
+		if d.Node != r {
 			t.Fatalf("drop %+v", d)
 		}
 	}
@@ -251,9 +249,9 @@ func TestDroppedVersusRebuilt(t *testing.T) {
 		t.Fatalf("dropped %v, want %v", dropped, want)
 	}
 	var rebuilt []string
-	for _, d := range p.copies {
-		rebuilt = append(rebuilt, d.id)
-		if d.target != r || !inPlace(d) {
+	for _, d := range p.Copies {
+		rebuilt = append(rebuilt, d.ID)
+		if d.Target != r || !inPlace(d) {
 			t.Fatalf("decision %+v", d)
 		}
 	}
@@ -262,36 +260,36 @@ func TestDroppedVersusRebuilt(t *testing.T) {
 		t.Fatalf("rebuilt %v, want %v", rebuilt, want)
 	}
 	// Dropping it from the entry forgets the mark.
-	sh, _ := h.v.ids.Lookup("rehomed")
+	sh, _ := h.v.IDs.Lookup("rehomed")
 	h.put("rehomed", 100, "storage-2", "storage-3", "storage-4")
-	if h.v.isMissing(sh, r) || h.v.nodes[r].missing != 4 {
-		t.Fatalf("mark kept after the drop (node counter %d)", h.v.nodes[r].missing)
+	if h.v.IsMissing(sh, r) || h.v.Nodes[r].Missing != 4 {
+		t.Fatalf("mark kept after the drop (node counter %d)", h.v.Nodes[r].Missing)
 	}
 }
 
 // TestHealInPlaceWaitsForABusyOrSuspectNode: an in-place target at its
 // write cap, or suspect, makes the shard wait instead of re-homing it.
 func TestHealInPlaceWaitsForABusyOrSuspectNode(t *testing.T) {
-	h := newPlanHarness(t, 6, 3, limits{perNodeIn: 1, perNodeOut: 10, maxInFlight: 64})
+	h := newPlanHarness(t, 6, 3, Limits{PerNodeIn: 1, PerNodeOut: 10, MaxInFlight: 64})
 	h.put("a", 10, "storage-1", "storage-2", "storage-3")
 	h.put("b", 10, "storage-1", "storage-2", "storage-3")
 	h.lackOn("storage-1", "a", "b")
-	if p := h.plan(); len(p.copies) != 1 || !p.copies[0].inPlace {
-		t.Fatalf("planned %+v: want one copy back onto storage-1 (its write cap)", p.copies)
+	if p := h.plan(); len(p.Copies) != 1 || !p.Copies[0].inPlace {
+		t.Fatalf("planned %+v: want one copy back onto storage-1 (its write cap)", p.Copies)
 	}
-	if p := h.plan(); len(p.copies) != 0 {
-		t.Fatalf("planned %+v while storage-1 is busy: b must wait for it", p.copies)
+	if p := h.plan(); len(p.Copies) != 0 {
+		t.Fatalf("planned %+v while storage-1 is busy: b must wait for it", p.Copies)
 	}
 	h2 := newPlanHarness(t, 6, 3, wide)
 	h2.put("a", 10, "storage-1", "storage-2", "storage-3")
 	h2.lackOn("storage-1", "a")
 	h2.state("storage-1", model.StateSuspect)
-	if p := h2.plan(); len(p.copies) != 0 {
-		t.Fatalf("planned %+v while storage-1 is suspect", p.copies)
+	if p := h2.plan(); len(p.Copies) != 0 {
+		t.Fatalf("planned %+v while storage-1 is suspect", p.Copies)
 	}
 	h2.state("storage-1", model.StateDown) // gone: re-home as usual
-	if p := h2.plan(); len(p.copies) != 1 || p.copies[0].inPlace || h2.name(p.copies[0].target) != "storage-4" {
-		t.Fatalf("planned %+v: want a re-home to storage-4", p.copies)
+	if p := h2.plan(); len(p.Copies) != 1 || p.Copies[0].inPlace || h2.name(p.Copies[0].Target) != "storage-4" {
+		t.Fatalf("planned %+v: want a re-home to storage-4", p.Copies)
 	}
 }
 
@@ -303,21 +301,21 @@ func TestHealInPlaceFailingNodeIsReHomed(t *testing.T) {
 	h.lackOn("storage-1", "a")
 	for attempt := 1; attempt < relaxAfterAttempt; attempt++ {
 		p := h.plan()
-		if len(p.copies) != 1 || !p.copies[0].inPlace {
-			t.Fatalf("attempt %d: %+v", attempt, p.copies)
+		if len(p.Copies) != 1 || !p.Copies[0].inPlace {
+			t.Fatalf("attempt %d: %+v", attempt, p.Copies)
 		}
-		h.fail(p.copies[0])
+		h.fail(p.Copies[0])
 		h.advance(time.Minute)
 	}
 	p := h.plan()
-	if len(p.copies) != 1 || p.copies[0].inPlace || h.name(p.copies[0].target) == "storage-1" {
-		t.Fatalf("attempt %d: %+v: want a re-home", relaxAfterAttempt, p.copies)
+	if len(p.Copies) != 1 || p.Copies[0].inPlace || h.name(p.Copies[0].Target) == "storage-1" {
+		t.Fatalf("attempt %d: %+v: want a re-home", relaxAfterAttempt, p.Copies)
 	}
 }
 
 func TestPauseHoldsEverything(t *testing.T) {
 	lim := wide
-	lim.paused = true
+	lim.Paused = true
 	h := newPlanHarness(t, 6, 3, lim)
 	h.put("under", 10, "storage-1", "storage-2", "storage-3")
 	h.put("surplus", 10, "storage-1", "storage-2", "storage-3", "storage-4")
@@ -327,11 +325,11 @@ func TestPauseHoldsEverything(t *testing.T) {
 	h.state("storage-1", model.StateUp)
 	h.state("storage-6", model.StateDown)
 	h.put("under2", 10, "storage-6", "storage-2", "storage-3")
-	if p := h.plan(); len(p.copies)+len(p.trims)+len(p.drops) != 0 {
+	if p := h.plan(); len(p.Copies)+len(p.Trims)+len(p.Drops) != 0 {
 		t.Fatalf("paused, yet planned %+v", p)
 	}
-	h.lim.paused = false
-	if p := h.plan(); len(p.copies) == 0 || len(p.trims) == 0 || len(p.drops) == 0 {
+	h.lim.Paused = false
+	if p := h.plan(); len(p.Copies) == 0 || len(p.Trims) == 0 || len(p.Drops) == 0 {
 		t.Fatalf("resumed: %+v: want copies, trims and drops", p)
 	}
 }
@@ -341,56 +339,56 @@ func TestPauseHoldsEverything(t *testing.T) {
 // then. Failed checks back off, then give up.
 func TestReturnIsCheckedBeforeTrims(t *testing.T) {
 	h := newPlanHarness(t, 6, 3, wide)
-	h.v.pol.autoHeal = true
+	h.v.pol.AutoHeal = true
 	h.put("s", 10, "storage-1", "storage-2", "storage-3", "storage-4")
 	h.state("storage-1", model.StateDown)
 	h.state("storage-1", model.StateUp)
-	r := h.v.nodeIdx["storage-1"]
-	if !h.v.nodes[r].needReconcile {
+	r := h.v.NodeIndex["storage-1"]
+	if !h.v.Nodes[r].NeedReconcile {
 		t.Fatal("no check asked on return")
 	}
-	if p := h.plan(); len(p.trims) != 0 {
-		t.Fatalf("trimmed %+v before the check", p.trims)
+	if p := h.plan(); len(p.Trims) != 0 {
+		t.Fatalf("trimmed %+v before the check", p.Trims)
 	}
-	due := h.v.reconcilesDue(h.now, 2)
-	if len(due) != 1 || due[0] != r || len(h.v.reconcilesDue(h.now, 2)) != 0 {
+	due := h.v.ReconcilesDue(h.Now, 2)
+	if len(due) != 1 || due[0] != r || len(h.v.ReconcilesDue(h.Now, 2)) != 0 {
 		t.Fatalf("due %v", due)
 	}
-	if p := h.plan(); len(p.trims) != 0 {
+	if p := h.plan(); len(p.Trims) != 0 {
 		t.Fatal("trimmed during the check")
 	}
-	gen := h.v.nodes[r].reconcileGen
+	gen := h.v.Nodes[r].ReconcileGen
 	for try := 1; try < maxReconcileTries; try++ {
-		if h.v.reconcileDone(r, gen, false, h.now) {
+		if h.v.ReconcileDone(r, gen, false, h.Now) {
 			t.Fatalf("gave up after %d tries", try)
 		}
-		if len(h.v.reconcilesDue(h.now, 2)) != 0 {
+		if len(h.v.ReconcilesDue(h.Now, 2)) != 0 {
 			t.Fatal("retried without a backoff")
 		}
 		h.advance(time.Minute)
-		if len(h.v.reconcilesDue(h.now, 2)) != 1 {
+		if len(h.v.ReconcilesDue(h.Now, 2)) != 1 {
 			t.Fatal("not retried after the backoff")
 		}
 	}
-	if !h.v.reconcileDone(r, gen, false, h.now) || h.v.nodes[r].needReconcile {
+	if !h.v.ReconcileDone(r, gen, false, h.Now) || h.v.Nodes[r].NeedReconcile {
 		t.Fatal("not given up")
 	}
-	if p := h.plan(); len(p.trims) != 1 {
-		t.Fatalf("trims %+v after the check", p.trims)
+	if p := h.plan(); len(p.Trims) != 1 {
+		t.Fatalf("trims %+v after the check", p.Trims)
 	}
 
 	// A new boot id while in maintenance asks for a check; the first one seen does not.
 	h.state("storage-5", model.StateMaintenance)
-	h.v.bootSeen("storage-5", "b1")
-	if h.v.nodes[h.v.nodeIdx["storage-5"]].needReconcile {
+	h.v.BootSeen("storage-5", "b1")
+	if h.v.Nodes[h.v.NodeIndex["storage-5"]].NeedReconcile {
 		t.Fatal("first boot id seen asked for a check")
 	}
-	if !h.v.bootSeen("storage-5", "b2") || !h.v.nodes[h.v.nodeIdx["storage-5"]].needReconcile {
+	if !h.v.BootSeen("storage-5", "b2") || !h.v.Nodes[h.v.NodeIndex["storage-5"]].NeedReconcile {
 		t.Fatal("new boot id did not ask for a check")
 	}
 	// Without autoHeal nothing is asked.
-	h.v.pol.autoHeal = false
-	if h.v.bootSeen("storage-6", "x") || h.v.bootSeen("storage-6", "y") {
+	h.v.pol.AutoHeal = false
+	if h.v.BootSeen("storage-6", "x") || h.v.BootSeen("storage-6", "y") {
 		t.Fatal("asked without autoHeal")
 	}
 }
@@ -399,22 +397,22 @@ func TestReturnIsCheckedBeforeTrims(t *testing.T) {
 // already (read back from the work queue after a takeover) lands on its
 // result, not on the next map update.
 func TestSeededCopyBackIsNotLandedByTheMap(t *testing.T) {
-	v := testView(t, 6, 3)
-	put(t, v, "s", 10, "storage-1", "storage-2", "storage-3")
+	v := TestView(t, 6, 3)
+	Put(t, v, "s", 10, "storage-1", "storage-2", "storage-3")
 	task := event.Task{Task: "s-storage-1-1", Shard: "s", Kind: event.KindCopy, Sources: []string{"storage-2"},
 		Target: "storage-1", Bytes: 10, SHA256: sha, Attempt: 1}
-	if !v.seedFlight(task, 7, t0.Add(time.Minute)) {
+	if !v.SeedFlight(task, 7, Epoch.Add(time.Minute)) {
 		t.Fatal("not seeded")
 	}
-	h, _ := v.ids.Lookup("s")
-	put(t, v, "s", 10, "storage-1", "storage-2", "storage-3")
-	if f := v.flights[h]; f == nil || !f.inPlace {
+	h, _ := v.IDs.Lookup("s")
+	Put(t, v, "s", 10, "storage-1", "storage-2", "storage-3")
+	if f := v.Flights[h]; f == nil || !f.inPlace {
 		t.Fatal("the map update ended a copy back in place")
 	}
-	if !v.landedInPlace(h, v.nodeIdx["storage-1"], "s-storage-1-1") || v.flights[h] != nil {
+	if !v.LandedInPlace(h, v.NodeIndex["storage-1"], "s-storage-1-1") || v.Flights[h] != nil {
 		t.Fatal("its result did not land it")
 	}
-	if v.landedInPlace(h, v.nodeIdx["storage-2"], "other") {
+	if v.LandedInPlace(h, v.NodeIndex["storage-2"], "other") {
 		t.Fatal("an ordinary result landed in place")
 	}
 }
@@ -427,27 +425,27 @@ func TestProgressNarrowedToANode(t *testing.T) {
 	h.put("c", 300, "storage-1", "storage-4")
 	h.put("gone", 400, "storage-1")
 	h.put("other", 500, "storage-2", "storage-3", "storage-5")
-	putStripe(t, h.v, "obj", 0, 2, 1, 50, nodeNames(1, 2, 3)...)
+	PutStripe(t, h.v, "obj", 0, 2, 1, 50, nodeNames(1, 2, 3)...)
 	h.lackOn("storage-1", "a", "b", "c", "gone", pieceID("obj", 0, 0))
 	h.lackOn("storage-2", "other")
-	r := h.v.nodeIdx["storage-1"]
-	p := h.v.nodeProgress(r, h.now, time.Minute)
+	r := h.v.NodeIndex["storage-1"]
+	p := h.v.NodeProgress(r, h.Now, time.Minute)
 	// c has one copy left; the stripe has exactly K live pieces.
 	if p.Node != "storage-1" || p.UnderReplicated != 4 || p.Lost != 1 || p.BytesRemaining != 650 ||
 		p.SingleCopy != 2 || p.InFlight != 0 || p.Shards != 5 || p.ETASeconds != -1 || p.SingleCopyETASeconds != -1 {
 		t.Fatalf("narrowed %+v", p)
 	}
-	g := h.v.progress(h.now, time.Minute)
+	g := h.v.Progress(h.Now, time.Minute)
 	if g.SingleCopy != 2 || g.UnderReplicated != 5 || g.Lost != 1 {
 		t.Fatalf("global %+v: single-copy c and the stripe; a, b, c, piece, other under-replicated", g)
 	}
 	h.plan()
-	if p := h.v.nodeProgress(r, h.now, time.Minute); p.InFlight != 4 {
+	if p := h.v.NodeProgress(r, h.Now, time.Minute); p.InFlight != 4 {
 		t.Fatalf("in flight %d, want 4 copies back onto storage-1", p.InFlight)
 	}
-	h.v.verifiedCopy(100, h.now)
+	h.v.VerifiedCopy(100, h.Now)
 	h.advance(time.Second)
-	if p := h.v.nodeProgress(r, h.now, time.Minute); p.RateBytesPerSec <= 0 || p.ETASeconds <= 0 || p.SingleCopyETASeconds <= 0 {
+	if p := h.v.NodeProgress(r, h.Now, time.Minute); p.RateBytesPerSec <= 0 || p.ETASeconds <= 0 || p.SingleCopyETASeconds <= 0 {
 		t.Fatalf("with a rate: %+v", p)
 	}
 }
@@ -457,14 +455,14 @@ func TestHealPlanMoves(t *testing.T) {
 	h.put("a", 100, "storage-1", "storage-2", "storage-3")
 	h.put("rehomed", 100, "storage-1", "storage-2", "storage-3", "storage-4")
 	h.put("lost", 100, "storage-1")
-	putStripe(t, h.v, "obj", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
+	PutStripe(t, h.v, "obj", 0, 4, 2, 50, nodeNames(1, 2, 3, 4, 5, 6)...)
 	var hs []uint32
 	for _, id := range []string{"a", "rehomed", "lost", pieceID("obj", 0, 0)} {
-		sh, _ := h.v.ids.Lookup(id)
+		sh, _ := h.v.IDs.Lookup(id)
 		hs = append(hs, sh)
 	}
-	before := h.v.totals()
-	plan := h.v.healPlan(h.v.nodeIdx["storage-1"], hs, wide)
+	before := h.v.Totals()
+	plan := h.v.HealPlan(h.v.NodeIndex["storage-1"], hs, wide)
 	if plan.Shards != 2 || plan.Bytes != 150 || len(plan.Moves) != 2 {
 		t.Fatalf("plan %+v: want a (copy) and the piece (rebuild)", plan)
 	}
@@ -476,7 +474,7 @@ func TestHealPlanMoves(t *testing.T) {
 	if pc.Kind != event.KindRebuild || pc.Target != "storage-1" || pc.Source == "storage-1" || pc.Bytes != 50 {
 		t.Fatalf("move %+v", pc)
 	}
-	if tt := h.v.totals(); tt != before || len(h.v.lacks) != 0 {
+	if tt := h.v.Totals(); tt != before || len(h.v.lacks) != 0 {
 		t.Fatal("a plan changed the view")
 	}
 }
@@ -496,7 +494,7 @@ func TestEstimate(t *testing.T) {
 		{400e6, 0, 2, 100e6, 4, "byte cap"},
 	}
 	for _, c := range cases {
-		secs, says := estimate(c.bytes, c.rate, c.in, c.capBytes, "storage-1")
+		secs, says := Estimate(c.bytes, c.rate, c.in, c.capBytes, "storage-1")
 		if secs != c.secs || !strings.Contains(says, c.says) {
 			t.Errorf("estimate(%d, %v, %d, %d) = %v %q, want %v and %q", c.bytes, c.rate, c.in, c.capBytes, secs, says, c.secs, c.says)
 		}
@@ -507,20 +505,19 @@ func TestEstimate(t *testing.T) {
 // from the work queue (after a takeover) that fails marks its target as
 // lacking the shard, so it is planned again.
 func TestFailedCopyBackLeavesTheNodeLacking(t *testing.T) {
-	v := testView(t, 6, 3)
-	s := &Service{v: v, m: newMetrics(prometheus.NewRegistry())}
-	put(t, v, "s", 10, "storage-1", "storage-2", "storage-3")
+	v := TestView(t, 6, 3)
+	Put(t, v, "s", 10, "storage-1", "storage-2", "storage-3")
 	task := event.Task{Task: "s-storage-1-1", Shard: "s", Kind: event.KindCopy, Sources: []string{"storage-2"},
 		Target: "storage-1", Bytes: 10, SHA256: sha, Attempt: 1}
-	if !v.seedFlight(task, 7, t0.Add(time.Minute)) {
+	if !v.SeedFlight(task, 7, Epoch.Add(time.Minute)) {
 		t.Fatal("not seeded")
 	}
-	h, _ := v.ids.Lookup("s")
-	if v.totals().underReplicated != 0 {
+	h, _ := v.IDs.Lookup("s")
+	if v.Totals().UnderReplicated != 0 {
 		t.Fatal("under-replicated before the failure")
 	}
-	s.failedLocked(h, v.flights[h], "disk on fire", t0, true)
-	if !v.isMissing(h, v.nodeIdx["storage-1"]) || v.totals().underReplicated != 1 || v.flights[h] != nil {
-		t.Fatalf("after the failure: marked %v, totals %+v", v.isMissing(h, v.nodeIdx["storage-1"]), v.totals())
+	v.FailFlight(h, v.Flights[h], "disk on fire", Epoch, true)
+	if !v.IsMissing(h, v.NodeIndex["storage-1"]) || v.Totals().UnderReplicated != 1 || v.Flights[h] != nil {
+		t.Fatalf("after the failure: marked %v, totals %+v", v.IsMissing(h, v.NodeIndex["storage-1"]), v.Totals())
 	}
 }

@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"cmp"
@@ -7,7 +7,7 @@ import (
 	"github.com/rehome/rehome/shared/control"
 )
 
-// risk answers `cluster status --risk`: for every live node, and every rack
+// Risk answers `cluster status --risk`: for every live node, and every rack
 // holding a live node, what its failure now would cost. A shard counts only
 // if the failure touches it (it takes away at least one of its live copies
 // or pieces):
@@ -23,45 +23,45 @@ import (
 // then the most single-copy shards (then the first by name); nil when no
 // failure would cost anything. It is a pure function of the view, one pass
 // over the map (O(shards)).
-func (v *view) risk() control.Risk {
+func (v *View) Risk() control.Risk {
 	v.fresh()
 	rackIdx := map[string]int{}
 	var rackNames []string
-	nodeRack := make([]int, len(v.nodes))
-	liveNode := make([]bool, len(v.nodes))
-	for i := range v.nodes {
-		n := &v.nodes[i]
+	nodeRack := make([]int, len(v.Nodes))
+	liveNode := make([]bool, len(v.Nodes))
+	for i := range v.Nodes {
+		n := &v.Nodes[i]
 		nodeRack[i] = -1
-		if !n.registered || !n.effState().Live() {
+		if !n.Registered || !n.EffState().Live() {
 			continue
 		}
 		liveNode[i] = true
-		k, ok := rackIdx[n.rack]
+		k, ok := rackIdx[n.Rack]
 		if !ok {
 			k = len(rackNames)
-			rackIdx[n.rack] = k
-			rackNames = append(rackNames, n.rack)
+			rackIdx[n.Rack] = k
+			rackNames = append(rackNames, n.Rack)
 		}
 		nodeRack[i] = k
 	}
-	nodeLost, nodeSingle := make([]int, len(v.nodes)), make([]int, len(v.nodes))
+	nodeLost, nodeSingle := make([]int, len(v.Nodes)), make([]int, len(v.Nodes))
 	rackLost, rackSingle := make([]int, len(rackNames)), make([]int, len(rackNames))
 
 	// holdersOf lists the live holders of h that have it (a node once).
-	var buf []nodeRef
-	holdersOf := func(h uint32) []nodeRef {
+	var buf []NodeRef
+	holdersOf := func(h uint32) []NodeRef {
 		buf = buf[:0]
 		for _, r := range v.holders(h) {
-			if liveNode[r] && !v.isMissing(h, r) && !slices.Contains(buf, r) {
+			if liveNode[r] && !v.IsMissing(h, r) && !slices.Contains(buf, r) {
 				buf = append(buf, r)
 			}
 		}
 		return buf
 	}
 	perRack := make([]int, len(rackNames))
-	limit := v.ids.Limit()
+	limit := v.IDs.Limit()
 	for h := uint32(0); h < limit; h++ {
-		if !v.ids.Valid(h) || v.layouts[v.rec(h).layout].Erasure() {
+		if !v.IDs.Valid(h) || v.layouts[v.Record(h).layout].Erasure() {
 			continue
 		}
 		hs := holdersOf(h)
@@ -95,7 +95,7 @@ func (v *view) risk() control.Risk {
 
 	// Erasure-coded stripes: a failure takes the pieces all of whose live
 	// holders it takes.
-	nodeTaken := map[nodeRef]int{}
+	nodeTaken := map[NodeRef]int{}
 	rackTaken := map[int]int{}
 	var racksOf []int
 	for _, gs := range v.stripes {
@@ -148,9 +148,9 @@ func (v *view) risk() control.Risk {
 	}
 
 	out := control.Risk{Nodes: []control.RiskLine{}, Racks: []control.RiskLine{}}
-	for i := range v.nodes {
+	for i := range v.Nodes {
 		if liveNode[i] {
-			out.Nodes = append(out.Nodes, control.RiskLine{Node: v.nodes[i].id, Rack: v.nodes[i].rack, Lost: nodeLost[i], SingleCopy: nodeSingle[i]})
+			out.Nodes = append(out.Nodes, control.RiskLine{Node: v.Nodes[i].ID, Rack: v.Nodes[i].Rack, Lost: nodeLost[i], SingleCopy: nodeSingle[i]})
 		}
 	}
 	for k, name := range rackNames {

@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"fmt"
@@ -12,52 +12,54 @@ import (
 	"github.com/rehome/rehome/shared/model"
 )
 
-// planHarness drives the pure planner the way the service does, but records
-// each round's plan instead of publishing it (in the spirit of nomad's
-// scheduler Harness): tests then play the movers' answers (land, fail,
-// trimmed) and the detector's verdicts, and assert on what was planned.
+// planHarness is the exported Harness with the test's helpers: it plans
+// rounds at the decision level (plan: decisions reserved, nothing issued),
+// or steps them through the harness's map and queue (Step: effects), and
+// plays the movers' answers and the detector's verdicts.
 type planHarness struct {
+	*Harness
 	t      testing.TB
-	v      *view
-	now    time.Time
-	lim    limits
-	rounds []roundPlan
+	v      *View
+	lim    Limits
+	rounds []Plan
 }
 
-func newPlanHarness(t testing.TB, nodes, racks int, lim limits) *planHarness {
+func newPlanHarness(t testing.TB, nodes, racks int, lim Limits) *planHarness {
 	t.Helper()
-	h := &planHarness{t: t, now: t0, lim: lim}
-	h.v = newView(func() time.Time { return h.now }, policy{maxAttempts: 5, retryLater: time.Minute})
-	for i := 1; i <= nodes; i++ {
-		err := h.v.setNode(model.Node{V: 1, ID: fmt.Sprintf("storage-%d", i), Rack: fmt.Sprintf("rack-%d", (i-1)%racks+1),
-			Addr: fmt.Sprintf("127.0.0.1:%d", 9000+i), CapacityBytes: 1 << 40})
-		if err != nil {
-			t.Fatal(err)
-		}
+	h := &planHarness{Harness: NewHarness(Epoch, Policy{MaxAttempts: 5, RetryLater: time.Minute}, lim), t: t, lim: lim}
+	h.v = h.View
+	if err := h.AddNodes(nodes, racks); err != nil {
+		t.Fatal(err)
 	}
-	h.v.rescan()
+	h.v.Rescan()
 	return h
 }
 
+// put maps a replicated shard (3 copies) on nodes through the harness's map.
 func (h *planHarness) put(id string, size int64, nodes ...string) {
 	h.t.Helper()
-	put(h.t, h.v, id, size, nodes...)
+	if err := h.Write(model.Placement{V: 1, Shard: id, Key: "k-" + id, ObjectID: "obj-" + id, Size: size,
+		SHA256: sha, Layout: model.Layout{RF: 3}, Nodes: nodes}); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func (h *planHarness) state(node string, st model.State) {
 	h.t.Helper()
-	setState(h.t, h.v, node, st, h.now)
+	if err := h.SetLiveness(node, st); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
-func (h *planHarness) advance(d time.Duration) { h.now = h.now.Add(d) }
+func (h *planHarness) advance(d time.Duration) { h.Advance(d) }
 
 // plan runs one round at the harness's time, reserves it as the service
 // would after publishing, and records it.
-func (h *planHarness) plan() roundPlan {
-	p := h.v.round(h.now, h.lim)
-	h.v.reserve(p, h.now, time.Hour)
-	for _, t := range p.trims { // the service names the task after its map update
-		h.v.trims[t.shard].task = trimPrefix + t.id
+func (h *planHarness) plan() Plan {
+	p := h.v.Round(h.Now, h.lim)
+	h.v.Reserve(p, h.Now, time.Hour)
+	for _, t := range p.Trims { // the service names the task after its map update
+		h.v.Trims[t.Shard].Task = TrimPrefix + t.ID
 	}
 	h.rounds = append(h.rounds, p)
 	return p
@@ -65,57 +67,59 @@ func (h *planHarness) plan() roundPlan {
 
 // holderIDs returns a shard's holders by id.
 func (h *planHarness) holderIDs(id string) []string {
-	sh, ok := h.v.ids.Lookup(id)
+	sh, ok := h.v.IDs.Lookup(id)
 	if !ok {
 		h.t.Fatalf("no shard %s", id)
 	}
 	var out []string
 	for _, r := range h.v.holders(sh) {
-		out = append(out, h.v.nodes[r].id)
+		out = append(out, h.v.Nodes[r].ID)
 	}
 	return out
 }
 
 func (h *planHarness) entry(id string, nodes []string) model.Placement {
-	sh, _ := h.v.ids.Lookup(id)
-	return model.Placement{V: 1, Shard: id, Key: "k-" + id, ObjectID: "obj-" + id, Size: h.v.rec(sh).size,
+	sh, _ := h.v.IDs.Lookup(id)
+	return model.Placement{V: 1, Shard: id, Key: "k-" + id, ObjectID: "obj-" + id, Size: h.v.Record(sh).size,
 		SHA256: sha, Layout: model.Layout{RF: 3}, Nodes: nodes}
 }
 
 // land plays a verified copy: the map gains the target (add before remove:
 // nothing else changes).
-func (h *planHarness) land(d decision) {
+func (h *planHarness) land(d Decision) {
 	h.t.Helper()
-	landed, err := h.v.upsertPlacement(h.entry(d.id, append(h.holderIDs(d.id), h.v.nodes[d.target].id)))
-	if err != nil || !landed {
-		h.t.Fatalf("landing %s: landed=%v err=%v", d.id, landed, err)
+	if err := h.Write(h.entry(d.ID, append(h.holderIDs(d.ID), h.v.Nodes[d.Target].ID))); err != nil {
+		h.t.Fatalf("landing %s: %v", d.ID, err)
+	}
+	if h.v.Flights[d.Shard] != nil {
+		h.t.Fatalf("landing %s: still in flight", d.ID)
 	}
 }
 
 // fail plays a final failure of a copy; it returns whether the shard was parked.
-func (h *planHarness) fail(d decision) bool {
-	f := h.v.flights[d.shard]
+func (h *planHarness) fail(d Decision) bool {
+	f := h.v.Flights[d.Shard]
 	if f == nil {
-		h.t.Fatalf("no flight for %s", d.id)
+		h.t.Fatalf("no flight for %s", d.ID)
 	}
-	h.v.endFlight(d.shard)
-	return h.v.failed(d.shard, f.target, f.attempt, f.serial, h.now, true)
+	h.v.EndFlight(d.Shard)
+	return h.v.failed(d.Shard, f.target, f.attempt, f.serial, h.Now, true)
 }
 
 // trimmed plays a trim: the map loses the node, then its delete is done.
-func (h *planHarness) trimmed(t trimDecision) {
+func (h *planHarness) trimmed(t TrimDecision) {
 	h.t.Helper()
-	node := h.v.nodes[t.node].id
-	rest := slices.DeleteFunc(h.holderIDs(t.id), func(n string) bool { return n == node })
-	if _, err := h.v.upsertPlacement(h.entry(t.id, rest)); err != nil {
+	node := h.v.Nodes[t.Node].ID
+	rest := slices.DeleteFunc(h.holderIDs(t.ID), func(n string) bool { return n == node })
+	if err := h.Write(h.entry(t.ID, rest)); err != nil {
 		h.t.Fatal(err)
 	}
-	h.v.endTrim(t.shard)
+	h.v.EndTrim(t.Shard)
 }
 
-func (h *planHarness) name(r nodeRef) string { return h.v.nodes[r].id }
+func (h *planHarness) name(r NodeRef) string { return h.v.Nodes[r].ID }
 
-var wide = limits{perNodeIn: 100, perNodeOut: 100, maxInFlight: 1000}
+var wide = Limits{PerNodeIn: 100, PerNodeOut: 100, MaxInFlight: 1000}
 
 func TestHarnessOrdersByRiskThenOldestThenID(t *testing.T) {
 	h := newPlanHarness(t, 9, 3, wide)
@@ -133,13 +137,13 @@ func TestHarnessOrdersByRiskThenOldestThenID(t *testing.T) {
 	h.state("storage-4", model.StateDown)
 	h.state("storage-7", model.StateDown) // z-risky: one copy left, newest of all
 
-	got := shardsOf(h.v, h.plan().copies)
+	got := shardsOf(h.v, h.plan().Copies)
 	want := []string{"z-risky", "b-old", "c-old", "a-young"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("planned %v, want %v (margin, then first seen short, then id)", got, want)
 	}
-	if d := h.rounds[0].copies[0]; d.margin != 0 || h.rounds[0].copies[1].margin != 1 {
-		t.Fatalf("margins %d, %d", d.margin, h.rounds[0].copies[1].margin)
+	if d := h.rounds[0].Copies[0]; d.Margin != 0 || h.rounds[0].Copies[1].Margin != 1 {
+		t.Fatalf("margins %d, %d", d.Margin, h.rounds[0].Copies[1].Margin)
 	}
 }
 
@@ -148,7 +152,7 @@ func TestHarnessOrdersByRiskThenOldestThenID(t *testing.T) {
 // queue at once, on the next round, ahead of older shards with two copies,
 // and may use one slot beyond the nodes' caps.
 func TestHarnessSecondFailureReRanks(t *testing.T) {
-	h := newPlanHarness(t, 12, 4, limits{perNodeIn: 1, perNodeOut: 2, maxInFlight: 64})
+	h := newPlanHarness(t, 12, 4, Limits{PerNodeIn: 1, PerNodeOut: 2, MaxInFlight: 64})
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 200; i++ {
 		p := r.Perm(12)
@@ -156,16 +160,16 @@ func TestHarnessSecondFailureReRanks(t *testing.T) {
 	}
 	h.state("storage-1", model.StateDown)
 	first := h.plan()
-	if len(first.copies) == 0 {
+	if len(first.Copies) == 0 {
 		t.Fatal("nothing planned after the first loss")
 	}
-	for _, d := range first.copies {
-		if d.margin != 1 {
-			t.Fatalf("first round planned %s at margin %d", d.id, d.margin)
+	for _, d := range first.Copies {
+		if d.Margin != 1 {
+			t.Fatalf("first round planned %s at margin %d", d.ID, d.Margin)
 		}
 	}
-	if again := h.plan(); len(again.copies) != 0 {
-		t.Fatalf("every target is at its cap, yet %d more copies were planned at margin 1", len(again.copies))
+	if again := h.plan(); len(again.Copies) != 0 {
+		t.Fatalf("every target is at its cap, yet %d more copies were planned at margin 1", len(again.Copies))
 	}
 	h.advance(time.Second)
 	h.state("storage-2", model.StateDown)
@@ -173,8 +177,8 @@ func TestHarnessSecondFailureReRanks(t *testing.T) {
 	h.v.fresh()
 	for i := 0; i < 200; i++ {
 		id := fmt.Sprintf("s%03d", i)
-		sh, _ := h.v.ids.Lookup(id)
-		if h.v.liveCount(sh) == 1 && h.v.flights[sh] == nil {
+		sh, _ := h.v.IDs.Lookup(id)
+		if h.v.liveCount(sh) == 1 && h.v.Flights[sh] == nil {
 			oneLeft = append(oneLeft, id)
 		}
 	}
@@ -182,24 +186,24 @@ func TestHarnessSecondFailureReRanks(t *testing.T) {
 		t.Fatal("the second loss left no shard with a single copy")
 	}
 	second := h.plan()
-	if len(second.copies) == 0 {
+	if len(second.Copies) == 0 {
 		t.Fatalf("the second loss planned nothing for %d shards with one copy left", len(oneLeft))
 	}
 	// Single-copy shards first (a shard with two copies only after them),
 	// using the slot beyond the nodes' caps.
-	if d := second.copies[0]; d.margin != 0 || !slices.Contains(oneLeft, d.id) {
-		t.Fatalf("after the second loss the first copy planned is %s (margin %d), not a single-copy shard", d.id, d.margin)
+	if d := second.Copies[0]; d.Margin != 0 || !slices.Contains(oneLeft, d.ID) {
+		t.Fatalf("after the second loss the first copy planned is %s (margin %d), not a single-copy shard", d.ID, d.Margin)
 	}
 	extra := false
-	for i, d := range second.copies {
-		if i > 0 && d.margin < second.copies[i-1].margin {
-			t.Fatalf("round planned %s (margin %d) after a shard of margin %d", d.id, d.margin, second.copies[i-1].margin)
+	for i, d := range second.Copies {
+		if i > 0 && d.Margin < second.Copies[i-1].Margin {
+			t.Fatalf("round planned %s (margin %d) after a shard of margin %d", d.ID, d.Margin, second.Copies[i-1].Margin)
 		}
-		tg := &h.v.nodes[d.target]
-		if tg.inTasks > h.lim.perNodeIn+1 {
-			t.Fatalf("%s writes %d copies, cap %d + 1", tg.id, tg.inTasks, h.lim.perNodeIn)
+		tg := &h.v.Nodes[d.Target]
+		if tg.inTasks > h.lim.PerNodeIn+1 {
+			t.Fatalf("%s writes %d copies, cap %d + 1", tg.ID, tg.inTasks, h.lim.PerNodeIn)
 		}
-		extra = extra || (d.margin == 0 && tg.inTasks == h.lim.perNodeIn+1)
+		extra = extra || (d.Margin == 0 && tg.inTasks == h.lim.PerNodeIn+1)
 	}
 	if !extra {
 		t.Fatal("no single-copy shard used the slot beyond a node's cap, though every target was at its cap")
@@ -211,7 +215,7 @@ func TestHarnessCapsHoldAndSingleCopyExceedsByOne(t *testing.T) {
 	for iter := 0; iter < 100; iter++ {
 		racks := 2 + r.IntN(4)
 		n := racks * (2 + r.IntN(3))
-		lim := limits{perNodeIn: 1 + r.IntN(3), perNodeOut: 1 + r.IntN(3), maxInFlight: 1 + r.IntN(50)}
+		lim := Limits{PerNodeIn: 1 + r.IntN(3), PerNodeOut: 1 + r.IntN(3), MaxInFlight: 1 + r.IntN(50)}
 		h := newPlanHarness(t, n, racks, lim)
 		for i := 0; i < 300; i++ {
 			p := r.Perm(n)
@@ -223,25 +227,25 @@ func TestHarnessCapsHoldAndSingleCopyExceedsByOne(t *testing.T) {
 		}
 		for round := 0; round < 5; round++ {
 			p := h.plan()
-			if h.v.copyFlights > lim.maxInFlight {
-				t.Fatalf("iter %d: %d copies in flight, global cap %d", iter, h.v.copyFlights, lim.maxInFlight)
+			if h.v.copyFlights > lim.MaxInFlight {
+				t.Fatalf("iter %d: %d copies in flight, global cap %d", iter, h.v.copyFlights, lim.MaxInFlight)
 			}
-			for _, d := range p.copies {
-				tg, src := &h.v.nodes[d.target], &h.v.nodes[d.sources[0]]
-				capIn, capOut := lim.perNodeIn, lim.perNodeOut
-				if d.margin == 0 {
+			for _, d := range p.Copies {
+				tg, src := &h.v.Nodes[d.Target], &h.v.Nodes[d.Sources[0]]
+				capIn, capOut := lim.PerNodeIn, lim.PerNodeOut
+				if d.Margin == 0 {
 					capIn, capOut = capIn+1, capOut+1
 				}
 				if tg.inTasks > capIn || src.outTasks > capOut {
 					t.Fatalf("iter %d: %s (margin %d): target %s writes %d (cap %d), source %s reads %d (cap %d)",
-						iter, d.id, d.margin, tg.id, tg.inTasks, capIn, src.id, src.outTasks, capOut)
+						iter, d.ID, d.Margin, tg.ID, tg.inTasks, capIn, src.ID, src.outTasks, capOut)
 				}
-				if d.margin > 0 && (tg.inTasks > lim.perNodeIn || src.outTasks > lim.perNodeOut) {
-					t.Fatalf("iter %d: %s has two copies yet used a single-copy slot", iter, d.id)
+				if d.Margin > 0 && (tg.inTasks > lim.PerNodeIn || src.outTasks > lim.PerNodeOut) {
+					t.Fatalf("iter %d: %s has two copies yet used a single-copy slot", iter, d.ID)
 				}
 			}
 			// A few land; the rest stay in flight.
-			for i, d := range p.copies {
+			for i, d := range p.Copies {
 				if i%2 == 0 {
 					h.land(d)
 				}
@@ -253,22 +257,22 @@ func TestHarnessCapsHoldAndSingleCopyExceedsByOne(t *testing.T) {
 // TestHarnessNeverLazy: a landed copy frees its slots and the very next
 // round uses them.
 func TestHarnessNeverLazy(t *testing.T) {
-	h := newPlanHarness(t, 6, 3, limits{perNodeIn: 1, perNodeOut: 2, maxInFlight: 64})
+	h := newPlanHarness(t, 6, 3, Limits{PerNodeIn: 1, PerNodeOut: 2, MaxInFlight: 64})
 	for i := 0; i < 10; i++ {
 		h.put(fmt.Sprintf("s%02d", i), 10, "storage-1", "storage-2", "storage-3")
 	}
 	h.state("storage-1", model.StateDown) // storage-4 is the only rack-1 target
 	for i := 0; i < 10; i++ {
 		p := h.plan()
-		if len(p.copies) != 1 || h.name(p.copies[0].target) != "storage-4" {
-			t.Fatalf("round %d planned %d copies: want exactly one, to storage-4", i, len(p.copies))
+		if len(p.Copies) != 1 || h.name(p.Copies[0].Target) != "storage-4" {
+			t.Fatalf("round %d planned %d copies: want exactly one, to storage-4", i, len(p.Copies))
 		}
-		if more := h.plan(); len(more.copies) != 0 {
+		if more := h.plan(); len(more.Copies) != 0 {
 			t.Fatalf("round %d: planned beyond storage-4's single slot", i)
 		}
-		h.land(p.copies[0])
+		h.land(p.Copies[0])
 	}
-	if tt := h.v.totals(); tt.underReplicated != 0 || tt.inFlight != 0 {
+	if tt := h.v.Totals(); tt.UnderReplicated != 0 || tt.InFlight != 0 {
 		t.Fatalf("totals %+v after ten rounds", tt)
 	}
 }
@@ -277,20 +281,20 @@ func TestHarnessNeverLazy(t *testing.T) {
 // when every node of the racks without a live copy is full or down, not
 // after failures; and kept while one such node is merely busy.
 func TestHarnessRelaxesOnlyWhenNoValidTarget(t *testing.T) {
-	lim := limits{perNodeIn: 1, perNodeOut: 4, maxInFlight: 64, maxFill: 0.9}
+	lim := Limits{PerNodeIn: 1, PerNodeOut: 4, MaxInFlight: 64, MaxFill: 0.9}
 	h := newPlanHarness(t, 6, 3, lim) // rack-1: storage-1, storage-4
 	h.put("s1", 100, "storage-1", "storage-2", "storage-3")
 	h.put("s2", 100, "storage-1", "storage-2", "storage-3")
-	h.v.heartbeat("storage-4", 95, 100, t0) // 95% full: above MaxFill
+	h.v.Heartbeat("storage-4", 95, 100, Epoch) // 95% full: above MaxFill
 	h.state("storage-1", model.StateDown)
 	p := h.plan()
-	if len(p.copies) != 2 {
-		t.Fatalf("planned %d copies, want 2", len(p.copies))
+	if len(p.Copies) != 2 {
+		t.Fatalf("planned %d copies, want 2", len(p.Copies))
 	}
-	for _, d := range p.copies {
-		if !d.relaxed || d.attempt != 1 || h.name(d.target) == "storage-4" {
+	for _, d := range p.Copies {
+		if !d.Relaxed || d.Attempt != 1 || h.name(d.Target) == "storage-4" {
 			t.Fatalf("%s: target %s relaxed=%v attempt %d: want another rack, relaxed, on attempt 1",
-				d.id, h.name(d.target), d.relaxed, d.attempt)
+				d.ID, h.name(d.Target), d.Relaxed, d.Attempt)
 		}
 	}
 
@@ -300,38 +304,38 @@ func TestHarnessRelaxesOnlyWhenNoValidTarget(t *testing.T) {
 	h2.put("s2", 100, "storage-1", "storage-2", "storage-3")
 	h2.state("storage-1", model.StateDown)
 	p = h2.plan()
-	if len(p.copies) != 1 || p.copies[0].relaxed || h2.name(p.copies[0].target) != "storage-4" {
-		t.Fatalf("planned %+v: want one copy to storage-4, the other waiting", p.copies)
+	if len(p.Copies) != 1 || p.Copies[0].Relaxed || h2.name(p.Copies[0].Target) != "storage-4" {
+		t.Fatalf("planned %+v: want one copy to storage-4, the other waiting", p.Copies)
 	}
 	// storage-4 goes down: relax at once.
 	h2.state("storage-4", model.StateDown)
 	p = h2.plan()
-	if len(p.copies) != 1 || !p.copies[0].relaxed {
-		t.Fatalf("with rack-1 all down planned %+v: want a relaxed copy", p.copies)
+	if len(p.Copies) != 1 || !p.Copies[0].Relaxed {
+		t.Fatalf("with rack-1 all down planned %+v: want a relaxed copy", p.Copies)
 	}
 }
 
 func TestHarnessTargetsSkipFullNodesAndBalance(t *testing.T) {
-	h := newPlanHarness(t, 9, 3, limits{perNodeIn: 100, perNodeOut: 100, maxInFlight: 1000, maxFill: 0.9})
+	h := newPlanHarness(t, 9, 3, Limits{PerNodeIn: 100, PerNodeOut: 100, MaxInFlight: 1000, MaxFill: 0.9})
 	for i := 0; i < 60; i++ {
 		h.put(fmt.Sprintf("s%02d", i), 1<<20, "storage-1", "storage-2", "storage-3")
 	}
-	h.v.heartbeat("storage-4", 900<<20, 1000<<20, t0) // rack-1: storage-4 full, storage-7 has room
-	h.v.heartbeat("storage-7", 0, 1000<<20, t0)
+	h.v.Heartbeat("storage-4", 900<<20, 1000<<20, Epoch) // rack-1: storage-4 full, storage-7 has room
+	h.v.Heartbeat("storage-7", 0, 1000<<20, Epoch)
 	h.state("storage-1", model.StateDown)
 	p := h.plan()
-	for _, d := range p.copies {
-		if h.name(d.target) != "storage-7" || d.relaxed {
-			t.Fatalf("%s went to %s (relaxed=%v): storage-4 is above MaxFill, storage-7 has room", d.id, h.name(d.target), d.relaxed)
+	for _, d := range p.Copies {
+		if h.name(d.Target) != "storage-7" || d.Relaxed {
+			t.Fatalf("%s went to %s (relaxed=%v): storage-4 is above MaxFill, storage-7 has room", d.ID, h.name(d.Target), d.Relaxed)
 		}
 	}
-	if len(p.copies) != 60 {
-		t.Fatalf("planned %d of 60", len(p.copies))
+	if len(p.Copies) != 60 {
+		t.Fatalf("planned %d of 60", len(p.Copies))
 	}
 }
 
 func TestHarnessSourcesSpreadOverSurvivors(t *testing.T) {
-	h := newPlanHarness(t, 10, 10, limits{perNodeIn: 1000, perNodeOut: 1000, maxInFlight: 100000})
+	h := newPlanHarness(t, 10, 10, Limits{PerNodeIn: 1000, PerNodeOut: 1000, MaxInFlight: 100000})
 	r := rand.New(rand.NewPCG(5, 6))
 	for i := 0; i < 900; i++ {
 		p := r.Perm(9)
@@ -339,12 +343,12 @@ func TestHarnessSourcesSpreadOverSurvivors(t *testing.T) {
 	}
 	h.state("storage-10", model.StateDown)
 	p := h.plan()
-	if len(p.copies) != 900 {
-		t.Fatalf("planned %d of 900", len(p.copies))
+	if len(p.Copies) != 900 {
+		t.Fatalf("planned %d of 900", len(p.Copies))
 	}
 	reads := map[string]int{}
-	for _, d := range p.copies {
-		reads[h.name(d.sources[0])]++
+	for _, d := range p.Copies {
+		reads[h.name(d.Sources[0])]++
 	}
 	maxN := 0
 	for _, n := range reads {
@@ -365,60 +369,60 @@ func TestHarnessFailuresBackOffThenPark(t *testing.T) {
 	ids := map[string]bool{}
 	for attempt := 1; attempt <= 5; attempt++ {
 		p := h.plan()
-		if len(p.copies) != 1 || p.copies[0].attempt != attempt {
-			t.Fatalf("attempt %d: planned %+v", attempt, p.copies)
+		if len(p.Copies) != 1 || p.Copies[0].Attempt != attempt {
+			t.Fatalf("attempt %d: planned %+v", attempt, p.Copies)
 		}
-		id := h.v.taskID(p.copies[0])
+		id := h.v.TaskID(p.Copies[0])
 		if ids[id] {
 			t.Fatalf("task id %s reused", id)
 		}
 		ids[id] = true
-		parked := h.fail(p.copies[0])
+		parked := h.fail(p.Copies[0])
 		if parked != (attempt == 5) {
 			t.Fatalf("attempt %d: parked=%v", attempt, parked)
 		}
-		if again := h.plan(); len(again.copies) != 0 {
+		if again := h.plan(); len(again.Copies) != 0 {
 			t.Fatalf("attempt %d: re-planned within the backoff", attempt)
 		}
 		h.advance(31 * time.Second) // past any backoff, not past RetryLater + 31 s twice
 	}
 	// Parked for a minute from the fifth failure: 31 s later still parked.
-	if p := h.plan(); len(p.copies) != 0 {
-		t.Fatalf("planned %+v while parked", p.copies)
+	if p := h.plan(); len(p.Copies) != 0 {
+		t.Fatalf("planned %+v while parked", p.Copies)
 	}
 	h.advance(30 * time.Second)
 	p := h.plan()
-	if len(p.copies) != 1 || p.copies[0].attempt != 1 || ids[h.v.taskID(p.copies[0])] {
-		t.Fatalf("after RetryLater planned %+v: want attempt 1 with a new task id", p.copies)
+	if len(p.Copies) != 1 || p.Copies[0].Attempt != 1 || ids[h.v.TaskID(p.Copies[0])] {
+		t.Fatalf("after RetryLater planned %+v: want attempt 1 with a new task id", p.Copies)
 	}
-	if tt := h.v.totals(); tt.underReplicated != 1 {
+	if tt := h.v.Totals(); tt.UnderReplicated != 1 {
 		t.Fatalf("totals %+v: the shard must stay counted, never dropped", tt)
 	}
 }
 
 func TestHarnessByteCap(t *testing.T) {
 	const perSec = 10 << 20
-	lim := limits{perNodeIn: 1000, perNodeOut: 1000, maxInFlight: 1000,
-		bytes: rate.NewLimiter(rate.Limit(perSec), perSec)}
+	lim := Limits{PerNodeIn: 1000, PerNodeOut: 1000, MaxInFlight: 1000,
+		Bytes: rate.NewLimiter(rate.Limit(perSec), perSec)}
 	h := newPlanHarness(t, 9, 3, lim)
 	for i := 0; i < 100; i++ {
 		h.put(fmt.Sprintf("s%03d", i), 4<<20, "storage-1", "storage-2", "storage-3")
 	}
 	h.state("storage-1", model.StateDown)
 	var admitted int64
-	start := h.now
+	start := h.Now
 	for i := 0; i < 50; i++ {
 		p := h.plan()
-		for _, d := range p.copies {
-			admitted += d.bytes
+		for _, d := range p.Copies {
+			admitted += d.Bytes
 			h.land(d)
 		}
-		if i == 0 && (len(p.copies) != 2 || p.wait <= 0) {
-			t.Fatalf("first round: %d copies wait %s: want 2 (burst of 10 MiB) and a wait", len(p.copies), p.wait)
+		if i == 0 && (len(p.Copies) != 2 || p.Wait <= 0) {
+			t.Fatalf("first round: %d copies wait %s: want 2 (burst of 10 MiB) and a wait", len(p.Copies), p.Wait)
 		}
 		h.advance(100 * time.Millisecond)
 	}
-	elapsed := h.now.Sub(start).Seconds()
+	elapsed := h.Now.Sub(start).Seconds()
 	if limit := perSec*elapsed + perSec; float64(admitted) > limit || float64(admitted) < perSec*elapsed-float64(8<<20) {
 		t.Fatalf("admitted %d bytes in %.1f s at a cap of %d/s (burst %d)", admitted, elapsed, perSec, perSec)
 	}
@@ -435,7 +439,7 @@ func TestHarnessAddBeforeRemove(t *testing.T) {
 	if got := h.holderIDs("s1"); !slices.Equal(got, []string{"storage-1", "storage-2", "storage-3"}) {
 		t.Fatalf("holders %v changed before the copy was verified", got)
 	}
-	h.land(p.copies[0])
+	h.land(p.Copies[0])
 	if got := h.holderIDs("s1"); !slices.Equal(got, []string{"storage-1", "storage-2", "storage-3", "storage-4"}) {
 		t.Fatalf("holders %v after the copy landed", got)
 	}
@@ -446,17 +450,17 @@ func TestHarnessAddBeforeRemove(t *testing.T) {
 // worst placed (a copy sharing its rack), never below three, throttled by
 // the nodes' out slots and never while a copy is in flight.
 func TestHarnessTrimsAfterReturn(t *testing.T) {
-	h := newPlanHarness(t, 6, 3, limits{perNodeIn: 10, perNodeOut: 2, maxInFlight: 64})
+	h := newPlanHarness(t, 6, 3, Limits{PerNodeIn: 10, PerNodeOut: 2, MaxInFlight: 64})
 	for i := 0; i < 8; i++ {
 		h.put(fmt.Sprintf("s%d", i), 10, "storage-1", "storage-2", "storage-3")
 	}
 	h.state("storage-1", model.StateDown)
 	for {
 		p := h.plan()
-		if len(p.copies) == 0 {
+		if len(p.Copies) == 0 {
 			break
 		}
-		for _, d := range p.copies {
+		for _, d := range p.Copies {
 			h.land(d) // to storage-4, rack-1
 		}
 	}
@@ -466,35 +470,35 @@ func TestHarnessTrimsAfterReturn(t *testing.T) {
 	h.advance(time.Minute)
 	h.state("storage-1", model.StateUp)
 	h.v.fresh()
-	if len(h.v.surplus) != 8 || !h.v.nodes[h.v.nodeIdx["storage-1"]].returning {
+	if len(h.v.surplus) != 8 || !h.v.Nodes[h.v.NodeIndex["storage-1"]].returning {
 		t.Fatalf("%d shards with surplus after the return, want 8", len(h.v.surplus))
 	}
 	trimmed := map[string]int{}
 	for round := 0; round < 20 && len(h.v.surplus) > 0; round++ {
 		p := h.plan()
-		perNode := map[nodeRef]int{}
-		for _, tr := range p.trims {
-			perNode[tr.node]++
-			trimmed[tr.id]++
+		perNode := map[NodeRef]int{}
+		for _, tr := range p.Trims {
+			perNode[tr.Node]++
+			trimmed[tr.ID]++
 			// rack-1 holds two copies (storage-1, storage-4): one of them goes.
-			if n := h.name(tr.node); n != "storage-1" && n != "storage-4" {
-				t.Fatalf("trimmed %s from %s: its rack holds no other copy", tr.id, n)
+			if n := h.name(tr.Node); n != "storage-1" && n != "storage-4" {
+				t.Fatalf("trimmed %s from %s: its rack holds no other copy", tr.ID, n)
 			}
 		}
 		for n, k := range perNode {
-			if h.v.nodes[n].outTasks > h.lim.perNodeOut {
-				t.Fatalf("%s runs %d trims (+%d), out cap %d", h.name(n), h.v.nodes[n].outTasks, k, h.lim.perNodeOut)
+			if h.v.Nodes[n].outTasks > h.lim.PerNodeOut {
+				t.Fatalf("%s runs %d trims (+%d), out cap %d", h.name(n), h.v.Nodes[n].outTasks, k, h.lim.PerNodeOut)
 			}
 		}
-		if again := h.plan(); len(again.trims) != 0 && len(p.trims) > 0 {
-			for _, tr := range again.trims {
-				if slices.ContainsFunc(p.trims, func(x trimDecision) bool { return x.shard == tr.shard }) {
-					t.Fatalf("second trim of %s while one is in flight", tr.id)
+		if again := h.plan(); len(again.Trims) != 0 && len(p.Trims) > 0 {
+			for _, tr := range again.Trims {
+				if slices.ContainsFunc(p.Trims, func(x TrimDecision) bool { return x.Shard == tr.Shard }) {
+					t.Fatalf("second trim of %s while one is in flight", tr.ID)
 				}
 			}
 		}
 		for _, r := range h.rounds[len(h.rounds)-2:] {
-			for _, tr := range r.trims {
+			for _, tr := range r.Trims {
 				h.trimmed(tr)
 			}
 		}
@@ -504,7 +508,7 @@ func TestHarnessTrimsAfterReturn(t *testing.T) {
 	}
 	for i := 0; i < 8; i++ {
 		id := fmt.Sprintf("s%d", i)
-		sh, _ := h.v.ids.Lookup(id)
+		sh, _ := h.v.IDs.Lookup(id)
 		if live, up := h.v.counts(sh); live != 3 || up != 3 || trimmed[id] != 1 {
 			t.Fatalf("%s: %d live, %d up holders %v after %d trims", id, live, up, h.holderIDs(id), trimmed[id])
 		}
@@ -519,13 +523,13 @@ func TestHarnessNoTrimWhileCopyInFlightNorBelowCopies(t *testing.T) {
 	h.state("storage-4", model.StateDown)
 	h.state("storage-1", model.StateDown)
 	p := h.plan() // busy: 2 live -> a copy
-	if len(p.copies) == 0 {
+	if len(p.Copies) == 0 {
 		t.Fatal("no copy planned")
 	}
 	h.state("storage-1", model.StateUp)
 	h.state("storage-4", model.StateUp) // busy now has 4 up copies, and a copy in flight
-	if p := h.plan(); len(p.trims) != 0 {
-		t.Fatalf("trimmed %+v: a copy is in flight for busy, suspect has 3 up copies", p.trims)
+	if p := h.plan(); len(p.Trims) != 0 {
+		t.Fatalf("trimmed %+v: a copy is in flight for busy, suspect has 3 up copies", p.Trims)
 	}
 }
 
@@ -538,34 +542,34 @@ func TestHarnessTrimmedNodeIsNeitherSourceNorTarget(t *testing.T) {
 	h := newPlanHarness(t, 6, 6, wide)
 	h.put("s1", 10, all...)
 	p := h.plan()
-	if len(p.trims) != 1 {
-		t.Fatalf("trims %+v", p.trims)
+	if len(p.Trims) != 1 {
+		t.Fatalf("trims %+v", p.Trims)
 	}
-	victim := p.trims[0].node
+	victim := p.Trims[0].Node
 	others := slices.DeleteFunc(slices.Clone(all), func(n string) bool { return n == h.name(victim) })
 	h.state(others[0], model.StateDown)
 	h.state(others[1], model.StateDown)
 	p = h.plan()
-	if len(p.copies) != 1 || slices.Contains(p.copies[0].sources, victim) {
-		t.Fatalf("copies %+v: want one, not read from %s whose copy is being deleted", p.copies, h.name(victim))
+	if len(p.Copies) != 1 || slices.Contains(p.Copies[0].Sources, victim) {
+		t.Fatalf("copies %+v: want one, not read from %s whose copy is being deleted", p.Copies, h.name(victim))
 	}
 
 	// Not a target: the map no longer lists it, its delete still pending.
 	h = newPlanHarness(t, 4, 4, wide)
 	h.put("s1", 10, all...)
 	p = h.plan()
-	victim = p.trims[0].node
+	victim = p.Trims[0].Node
 	rest := slices.DeleteFunc(slices.Clone(all), func(n string) bool { return n == h.name(victim) })
-	if _, err := h.v.upsertPlacement(h.entry("s1", rest)); err != nil {
+	if _, err := h.v.UpsertPlacement(h.entry("s1", rest)); err != nil {
 		t.Fatal(err)
 	}
 	h.state(rest[0], model.StateDown)
-	if p = h.plan(); len(p.copies) != 0 {
-		t.Fatalf("planned %+v onto %s before its delete finished", p.copies, h.name(victim))
+	if p = h.plan(); len(p.Copies) != 0 {
+		t.Fatalf("planned %+v onto %s before its delete finished", p.Copies, h.name(victim))
 	}
-	sh, _ := h.v.ids.Lookup("s1")
-	h.v.endTrim(sh) // the delete is done: now it may receive the copy again
-	if p = h.plan(); len(p.copies) != 1 || p.copies[0].target != victim {
-		t.Fatalf("after the delete planned %+v, want a copy to %s", p.copies, h.name(victim))
+	sh, _ := h.v.IDs.Lookup("s1")
+	h.v.EndTrim(sh) // the delete is done: now it may receive the copy again
+	if p = h.plan(); len(p.Copies) != 1 || p.Copies[0].Target != victim {
+		t.Fatalf("after the delete planned %+v, want a copy to %s", p.Copies, h.name(victim))
 	}
 }

@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"cmp"
@@ -15,10 +15,10 @@ import (
 // rebuildPlan is the erasure-coded part of a decision: one task that reads K
 // pieces of a stripe and reconstructs all its missing pieces in one pass.
 type rebuildPlan struct {
-	group   *stripeGroup
-	pieces  []uint32  // the pieces to rebuild, in index order (pieces[0] is decision.shard)
-	targets []nodeRef // their targets (targets[0] is decision.target)
-	reads   []nodeRef // the holders read, one per piece read (K): decision.sources starts with them
+	Group   *StripeGroup
+	Pieces  []uint32  // the pieces to rebuild, in index order (pieces[0] is decision.shard)
+	targets []NodeRef // their targets (targets[0] is decision.target)
+	reads   []NodeRef // the holders read, one per piece read (K): decision.sources starts with them
 	holder  []int     // per stripe index: the live holder the task names (-1: missing)
 	size    int64     // one piece's size
 	inPlace []bool    // per piece: its target is a holder whose disk lacks it
@@ -27,7 +27,7 @@ type rebuildPlan struct {
 // readChoice is a live piece that could be read, with its best holder.
 type readChoice struct {
 	index  int
-	holder nodeRef
+	holder NodeRef
 	notUp  bool
 	hash   uint64
 }
@@ -42,10 +42,10 @@ type readChoice struct {
 // new homes (placement.ChooseRebuildTargets: no node holding any piece of
 // the stripe, at most M pieces per rack where racks allow, least loaded).
 // It does not change the view.
-func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
-	g := v.group(h)
-	if g == nil || g.rb != nil || pc.planned[g] || g.present != g.k+g.m {
-		return decision{}, false
+func (v *View) decideRebuild(h uint32, pc *planCtx) (Decision, bool) {
+	g := v.Group(h)
+	if g == nil || g.RB != nil || pc.planned[g] || g.present != g.k+g.m {
+		return Decision{}, false
 	}
 	cands := pc.cands
 	var (
@@ -56,24 +56,24 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		avoid   []int
 	)
 	for idx, p := range g.pieces {
-		if v.flights[p] != nil {
-			return decision{}, false
+		if v.Flights[p] != nil {
+			return Decision{}, false
 		}
 		trimmed := -1
-		if tf := v.trims[p]; tf != nil {
-			trimmed = int(tf.node)
+		if tf := v.Trims[p]; tf != nil {
+			trimmed = int(tf.Node)
 		}
 		hs := v.liveHolders(p, trimmed)
 		if len(hs) == 0 {
 			if v.liveCount(p) > 0 {
-				return decision{}, false // its only other live copy is being deleted: wait
+				return Decision{}, false // its only other live copy is being deleted: wait
 			}
 			missing = append(missing, p)
-			if r := v.retries[p]; r != nil {
+			if r := v.Retries[p]; r != nil {
 				if pc.now.Before(r.notBefore) {
-					return decision{}, false
+					return Decision{}, false
 				}
-				attempt = max(attempt, r.attempt)
+				attempt = max(attempt, r.Attempt)
 				serial = max(serial, r.serial)
 				for _, a := range r.avoid {
 					if !slices.Contains(avoid, int(a)) {
@@ -84,9 +84,9 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 			continue
 		}
 		best := readChoice{index: idx, holder: hs[0], notUp: cands[hs[0]].State != model.StateUp}
-		best.hash = placement.Salt(v.nodes[best.holder].id)
+		best.hash = placement.Salt(v.Nodes[best.holder].ID)
 		for _, x := range hs[1:] {
-			c := readChoice{index: idx, holder: x, notUp: cands[x].State != model.StateUp, hash: placement.Salt(v.nodes[x].id)}
+			c := readChoice{index: idx, holder: x, notUp: cands[x].State != model.StateUp, hash: placement.Salt(v.Nodes[x].ID)}
 			if readLess(c, best, cands) {
 				best = c
 			}
@@ -94,7 +94,7 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		live = append(live, best)
 	}
 	if len(missing) == 0 || len(live) < g.k {
-		return decision{}, false
+		return Decision{}, false
 	}
 	// The reads: K pieces, up holders first, least busy first.
 	slices.SortStableFunc(live, func(a, b readChoice) int {
@@ -106,8 +106,8 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		}
 		return 0
 	})
-	var reads []nodeRef
-	extra := map[nodeRef]int{}
+	var reads []NodeRef
+	extra := map[NodeRef]int{}
 	holder := make([]int, len(g.pieces))
 	for i := range holder {
 		holder[i] = -1
@@ -121,7 +121,7 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		reads = append(reads, c.holder)
 	}
 	if len(reads) < g.k {
-		return decision{}, false // sources busy
+		return Decision{}, false // sources busy
 	}
 	// The targets.
 	var holders []int
@@ -129,11 +129,11 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		for _, r := range v.holders(p) {
 			holders = append(holders, int(r))
 		}
-		if tf := v.trims[p]; tf != nil {
-			holders = append(holders, int(tf.node))
+		if tf := v.Trims[p]; tf != nil {
+			holders = append(holders, int(tf.Node))
 		}
 	}
-	size := v.rec(missing[0]).size
+	size := v.Record(missing[0]).size
 	racks := v.stripeRacks(g, noPiece)
 	// Pieces back onto the holders lacking them first.
 	tgs := make([]placement.Target, len(missing))
@@ -143,7 +143,7 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		x, ans := v.inPlaceTarget(p, size, pc)
 		switch {
 		case ans == inPlaceWait:
-			return decision{}, false
+			return Decision{}, false
 		case ans == inPlaceGo && !slices.ContainsFunc(tgs[:i], func(t placement.Target) bool { return t.Index == int(x) }):
 			tgs[i], inPlace[i] = placement.Target{Index: int(x)}, true
 			racks[cands[x].Rack]++
@@ -153,8 +153,8 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		}
 	}
 	if len(fresh) > 0 {
-		firstID := v.ids.String(missing[fresh[0]])
-		opt := placement.RebuildOptions{M: g.m, Size: size, MaxTasks: pc.maxIn, MaxFill: pc.lim.maxFill,
+		firstID := v.IDs.String(missing[fresh[0]])
+		opt := placement.RebuildOptions{M: g.m, Size: size, MaxTasks: pc.maxIn, MaxFill: pc.lim.MaxFill,
 			Salt: placement.Salt(firstID), Exclude: avoid}
 		ftgs, err := placement.ChooseRebuildTargets(len(fresh), holders, racks, cands, opt)
 		if len(avoid) > 0 && (err != nil || found(ftgs) < len(fresh) || (relaxed(ftgs) && attempt < relaxAfterAttempt)) {
@@ -166,7 +166,7 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 			case err2 == nil && (err != nil || found(tgs2) > found(ftgs) || (found(tgs2) == found(ftgs) && relaxed(ftgs) && !relaxed(tgs2))):
 				ftgs, err = tgs2, nil
 			case err == nil && relaxed(ftgs) && attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy):
-				return decision{}, false // the rack-keeping target is busy: wait for it
+				return Decision{}, false // the rack-keeping target is busy: wait for it
 			}
 		}
 		switch {
@@ -175,40 +175,40 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 				tgs[i] = ftgs[k]
 			}
 		case errors.Is(err, placement.ErrBusy) || len(fresh) == len(missing):
-			return decision{}, false
+			return Decision{}, false
 		}
 		// Otherwise no node can take the others: the in-place pieces go alone.
 	}
-	rp := &rebuildPlan{group: g, reads: reads, holder: holder, size: size}
+	rp := &rebuildPlan{Group: g, reads: reads, holder: holder, size: size}
 	anyRelaxed := false
 	for i, tg := range tgs {
 		if tg.Index < 0 {
 			continue
 		}
-		rp.pieces = append(rp.pieces, missing[i])
-		rp.targets = append(rp.targets, nodeRef(tg.Index))
+		rp.Pieces = append(rp.Pieces, missing[i])
+		rp.targets = append(rp.targets, NodeRef(tg.Index))
 		rp.inPlace = append(rp.inPlace, inPlace[i])
 		anyRelaxed = anyRelaxed || tg.RackRelaxed
 	}
 	// Sources: the reads first, then every other live holder, up ones and
 	// the least busy first, as fallbacks.
-	sources := make([]nodeRef, 0, len(live))
+	sources := make([]NodeRef, 0, len(live))
 	for _, r := range reads {
 		if !slices.Contains(sources, r) {
 			sources = append(sources, r)
 		}
 	}
-	var others []nodeRef
+	var others []NodeRef
 	for _, p := range g.pieces {
 		for _, r := range v.liveHolders(p, -1) {
 			if !slices.Contains(sources, r) && !slices.Contains(others, r) {
-				if tf := v.trims[p]; tf == nil || tf.node != r {
+				if tf := v.Trims[p]; tf == nil || tf.Node != r {
 					others = append(others, r)
 				}
 			}
 		}
 	}
-	slices.SortStableFunc(others, func(a, b nodeRef) int {
+	slices.SortStableFunc(others, func(a, b NodeRef) int {
 		ua, ub := cands[a].State == model.StateUp, cands[b].State == model.StateUp
 		if ua != ub {
 			if ua {
@@ -219,7 +219,7 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 		return cmp.Compare(cands[a].Reads, cands[b].Reads)
 	})
 	incident := incidentNone
-	for _, p := range rp.pieces {
+	for _, p := range rp.Pieces {
 		if inc := v.incident(p); inc != incidentNone {
 			incident = inc
 			break
@@ -227,20 +227,20 @@ func (v *view) decideRebuild(h uint32, pc *planCtx) (decision, bool) {
 	}
 	for i, in := range rp.inPlace {
 		if in && incident == incidentNone {
-			incident = healIncidentPrefix + v.nodes[rp.targets[i]].id
+			incident = healIncidentPrefix + v.Nodes[rp.targets[i]].ID
 		}
 	}
-	return decision{
-		shard:    rp.pieces[0],
-		id:       v.ids.String(rp.pieces[0]),
-		sources:  append(sources, others...),
-		target:   rp.targets[0],
-		bytes:    int64(g.k) * size,
-		attempt:  attempt,
-		serial:   serial + 1,
-		incident: incident,
-		relaxed:  anyRelaxed,
-		rb:       rp,
+	return Decision{
+		Shard:    rp.Pieces[0],
+		ID:       v.IDs.String(rp.Pieces[0]),
+		Sources:  append(sources, others...),
+		Target:   rp.targets[0],
+		Bytes:    int64(g.k) * size,
+		Attempt:  attempt,
+		Serial:   serial + 1,
+		Incident: incident,
+		Relaxed:  anyRelaxed,
+		RB:       rp,
 	}, true
 }
 
@@ -280,39 +280,39 @@ func relaxed(tgs []placement.Target) bool {
 }
 
 // reserveRebuild records a rebuild decision as in flight.
-func (v *view) reserveRebuild(d decision, now time.Time, timeout time.Duration) {
-	rp := d.rb
-	rb := &rebuildFlight{task: v.taskID(d), serial: d.serial, group: rp.group, pieces: rp.pieces, reads: rp.reads}
-	for i, p := range rp.pieces {
-		v.startFlight(p, &flight{task: rb.task, target: rp.targets[i], bytes: rp.size, attempt: d.attempt,
-			serial: d.serial, deadline: now.Add(timeout), incident: d.incident, rb: rb, inPlace: rp.inPlace[i]})
+func (v *View) reserveRebuild(d Decision, now time.Time, timeout time.Duration) {
+	rp := d.RB
+	rb := &rebuildFlight{Task: v.TaskID(d), serial: d.Serial, group: rp.Group, pieces: rp.Pieces, reads: rp.reads}
+	for i, p := range rp.Pieces {
+		v.startFlight(p, &Flight{Task: rb.Task, target: rp.targets[i], bytes: rp.size, attempt: d.Attempt,
+			serial: d.Serial, Deadline: now.Add(timeout), incident: d.Incident, RB: rb, inPlace: rp.inPlace[i]})
 	}
 }
 
-// rebuildTask renders a reserved rebuild decision as the task a mover runs.
-func (v *view) rebuildTask(d decision, taskID string) *event.Task {
-	rp, g := d.rb, d.rb.group
+// RebuildTask renders a reserved rebuild decision as the task a mover runs.
+func (v *View) RebuildTask(d Decision, taskID string) *event.Task {
+	rp, g := d.RB, d.RB.Group
 	t := &event.Task{
-		Task: taskID, Incident: d.incident, Kind: event.KindRebuild, Attempt: d.attempt, RackRelaxed: d.relaxed,
+		Task: taskID, Incident: d.Incident, Kind: event.KindRebuild, Attempt: d.Attempt, RackRelaxed: d.Relaxed,
 		K: g.k, M: g.m, Stripe: make([]event.Piece, len(g.pieces)),
 	}
 	for i, p := range g.pieces {
 		piece := event.Piece{Index: i, SHA256: hex.EncodeToString(g.sums[i][:])}
 		if p != noPiece {
-			piece.Shard, piece.Size = v.ids.String(p), v.rec(p).size
+			piece.Shard, piece.Size = v.IDs.String(p), v.Record(p).size
 		}
 		if rp.holder[i] >= 0 {
-			piece.Node = v.nodes[rp.holder[i]].id
+			piece.Node = v.Nodes[rp.holder[i]].ID
 		}
 		t.Stripe[i] = piece
 	}
-	for i, p := range rp.pieces {
-		piece := t.Stripe[v.rec(p).index]
-		piece.Node = v.nodes[rp.targets[i]].id
+	for i, p := range rp.Pieces {
+		piece := t.Stripe[v.Record(p).index]
+		piece.Node = v.Nodes[rp.targets[i]].ID
 		t.Rebuild = append(t.Rebuild, piece)
 	}
-	for _, r := range d.sources {
-		t.Sources = append(t.Sources, v.nodes[r].id)
+	for _, r := range d.Sources {
+		t.Sources = append(t.Sources, v.Nodes[r].ID)
 	}
 	first := t.Rebuild[0]
 	t.Shard, t.Target, t.Bytes, t.SHA256 = first.Shard, first.Node, first.Size, first.SHA256
@@ -321,23 +321,23 @@ func (v *view) rebuildTask(d decision, taskID string) *event.Task {
 
 // seedRebuild records a queued rebuild task as in flight (see seedFlight):
 // its pieces, their targets and, as its reads, the first K sources.
-func (v *view) seedRebuild(t event.Task, seq uint64, deadline time.Time) bool {
+func (v *View) seedRebuild(t event.Task, seq uint64, deadline time.Time) bool {
 	if len(t.Rebuild) == 0 {
 		return false
 	}
 	var pieces []uint32
-	var targets []nodeRef
-	var g *stripeGroup
+	var targets []NodeRef
+	var g *StripeGroup
 	for _, pc := range t.Rebuild {
-		h, ok := v.ids.Lookup(pc.Shard)
+		h, ok := v.IDs.Lookup(pc.Shard)
 		if !ok {
 			continue
 		}
-		pg := v.group(h)
+		pg := v.Group(h)
 		if pg == nil || (g != nil && pg != g) {
 			return false
 		}
-		tg, err := v.ref(pc.Node)
+		tg, err := v.Ref(pc.Node)
 		if err != nil {
 			return false
 		}
@@ -349,32 +349,32 @@ func (v *view) seedRebuild(t event.Task, seq uint64, deadline time.Time) bool {
 		return false
 	}
 	serial := taskSerial(t.Task, max(t.Attempt, 1))
-	if g.rb != nil {
-		if g.rb.serial >= serial {
+	if g.RB != nil {
+		if g.RB.serial >= serial {
 			return false
 		}
-		for _, p := range v.openPieces(g.rb) {
-			v.endFlight(p)
+		for _, p := range v.OpenPieces(g.RB) {
+			v.EndFlight(p)
 		}
 	}
-	var reads []nodeRef
+	var reads []NodeRef
 	for _, s := range t.Sources[:min(len(t.Sources), t.K)] {
-		r, err := v.ref(s)
+		r, err := v.Ref(s)
 		if err != nil {
 			return false
 		}
 		reads = append(reads, r)
 	}
-	rb := &rebuildFlight{task: t.Task, serial: serial, group: g, pieces: pieces, reads: reads}
+	rb := &rebuildFlight{Task: t.Task, serial: serial, group: g, pieces: pieces, reads: reads}
 	for i, p := range pieces {
 		r := v.retryOf(p)
 		r.serial = max(r.serial, serial)
-		r.attempt = max(t.Attempt, 1)
+		r.Attempt = max(t.Attempt, 1)
 		if r.expires.IsZero() {
 			r.expires = deadline
 		}
-		v.startFlight(p, &flight{task: t.Task, target: targets[i], bytes: v.rec(p).size, attempt: max(t.Attempt, 1),
-			serial: serial, deadline: deadline, seq: seq, incident: t.Incident, rb: rb, inPlace: v.holds(p, targets[i])})
+		v.startFlight(p, &Flight{Task: t.Task, target: targets[i], bytes: v.Record(p).size, attempt: max(t.Attempt, 1),
+			serial: serial, Deadline: deadline, Seq: seq, incident: t.Incident, RB: rb, inPlace: v.holds(p, targets[i])})
 	}
 	return true
 }
@@ -382,10 +382,10 @@ func (v *view) seedRebuild(t event.Task, seq uint64, deadline time.Time) bool {
 // failedRebuild records a failed attempt of rebuild rb (see failed): every
 // piece still open leaves flight and backs off, avoiding its target when
 // avoid is set. gaveUp reports that the attempt was the last of its round.
-func (v *view) failedRebuild(rb *rebuildFlight, now time.Time, avoid bool) (gaveUp bool) {
-	for _, p := range v.openPieces(rb) {
-		f := v.flights[p]
-		v.endFlight(p)
+func (v *View) failedRebuild(rb *rebuildFlight, now time.Time, avoid bool) (gaveUp bool) {
+	for _, p := range v.OpenPieces(rb) {
+		f := v.Flights[p]
+		v.EndFlight(p)
 		if v.failed(p, f.target, f.attempt, f.serial, now, avoid) {
 			gaveUp = true
 		}

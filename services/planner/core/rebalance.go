@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"slices"
@@ -22,13 +22,13 @@ import (
 // move is one copy being rebalanced: from the node it leaves to the node
 // chosen for it.
 type move struct {
-	from, to nodeRef
+	from, to NodeRef
 	bytes    int64
 }
 
 // balanceNode is one node as the rebalancer sees it.
 type balanceNode struct {
-	r        nodeRef
+	r        NodeRef
 	load     int64 // map bytes, as the moves under way will leave them
 	capacity int64
 }
@@ -40,9 +40,9 @@ func (b balanceNode) fill() float64 { return float64(b.load) / float64(b.capacit
 // the map's bytes on it as the moves under way will leave them: a move's
 // bytes count on its target before its copy lands there (after, the map
 // counts them), and leave its source before the map stops listing it there.
-func (v *view) balanceNodes() []balanceNode {
-	adjust := map[nodeRef]int64{}
-	for h, mv := range v.moves {
+func (v *View) balanceNodes() []balanceNode {
+	adjust := map[NodeRef]int64{}
+	for h, mv := range v.Moves {
 		if !v.holds(h, mv.to) {
 			adjust[mv.to] += mv.bytes
 		}
@@ -51,16 +51,16 @@ func (v *view) balanceNodes() []balanceNode {
 		}
 	}
 	var out []balanceNode
-	for i := range v.nodes {
-		n := &v.nodes[i]
+	for i := range v.Nodes {
+		n := &v.Nodes[i]
 		capacity := n.hbCapacity
 		if capacity <= 0 {
 			capacity = n.capacity
 		}
-		if !n.registered || n.effState() != model.StateUp || n.draining || n.hbFull || n.hbReadOnly || capacity <= 0 || v.removed[n.id] {
+		if !n.Registered || n.EffState() != model.StateUp || n.Draining || n.hbFull || n.hbReadOnly || capacity <= 0 || v.removed[n.ID] {
 			continue
 		}
-		out = append(out, balanceNode{r: nodeRef(i), load: n.bytes + adjust[nodeRef(i)], capacity: capacity})
+		out = append(out, balanceNode{r: NodeRef(i), load: n.Bytes + adjust[NodeRef(i)], capacity: capacity})
 	}
 	return out
 }
@@ -79,7 +79,7 @@ func meanFill(nodes []balanceNode) float64 {
 }
 
 // repairQueued reports whether any shard awaits a repair (lost ones aside).
-func (v *view) repairQueued() bool {
+func (v *View) repairQueued() bool {
 	for b := 1; b < moveBucket; b++ {
 		if len(v.buckets[b]) > 0 {
 			return true
@@ -91,46 +91,46 @@ func (v *view) repairQueued() bool {
 // forgetMoves drops the moves that are over (the old copy was trimmed, the
 // shard left the map) or moot (a node left the balance, the shard lacks
 // copies: repair decides now).
-func (v *view) forgetMoves() {
-	for h, mv := range v.moves {
-		done := !v.ids.Valid(h) || !v.holds(h, mv.from)
-		moot := !done && (v.nodes[mv.from].effState() != model.StateUp || v.nodes[mv.to].effState() != model.StateUp ||
-			v.nodes[mv.to].draining || v.rec(h).bucket < moveBucket && v.rec(h).bucket != noBucket)
-		if (done || moot) && v.flights[h] == nil {
+func (v *View) forgetMoves() {
+	for h, mv := range v.Moves {
+		done := !v.IDs.Valid(h) || !v.holds(h, mv.from)
+		moot := !done && (v.Nodes[mv.from].EffState() != model.StateUp || v.Nodes[mv.to].EffState() != model.StateUp ||
+			v.Nodes[mv.to].Draining || v.Record(h).bucket < moveBucket && v.Record(h).bucket != noBucket)
+		if (done || moot) && v.Flights[h] == nil {
 			v.dropMove(h)
 		}
 	}
 }
 
 // dropMove forgets h's move and re-queues it.
-func (v *view) dropMove(h uint32) {
-	if _, ok := v.moves[h]; !ok {
+func (v *View) dropMove(h uint32) {
+	if _, ok := v.Moves[h]; !ok {
 		return
 	}
-	delete(v.moves, h)
-	if v.ids.Valid(h) {
+	delete(v.Moves, h)
+	if v.IDs.Valid(h) {
 		v.refresh(h)
-		v.refreshStripe(v.group(h))
+		v.refreshStripe(v.Group(h))
 	}
 }
 
-// clearMoves forgets every move not yet copying (rebalance paused).
-func (v *view) clearMoves() {
-	for h := range v.moves {
-		if v.flights[h] == nil {
+// ClearMoves forgets every move not yet copying (rebalance paused).
+func (v *View) ClearMoves() {
+	for h := range v.Moves {
+		if v.Flights[h] == nil {
 			v.dropMove(h)
 		}
 	}
 }
 
-// chooseMoves marks up to budget new moves, from the fullest nodes to the
+// ChooseMoves marks up to budget new moves, from the fullest nodes to the
 // emptiest, while some node's fill is more than band from the mean, a copy
 // may legally move between such nodes, and no repair is queued. It returns
 // how many it marked. Each pair it tries costs a pass over the source's
 // shards; it tries at most maxMoveSearches. Where the rack rules pin a
 // rack's share (3 racks, RF 3: each rack holds a copy of everything), the
 // band may be out of reach: it stops when no legal move helps.
-func (v *view) chooseMoves(band float64, budget int) int {
+func (v *View) ChooseMoves(band float64, budget int) int {
 	v.fresh()
 	v.forgetMoves()
 	if budget <= 0 || v.repairQueued() {
@@ -175,7 +175,7 @@ func (v *view) chooseMoves(band float64, budget int) int {
 				if !ok {
 					continue
 				}
-				v.moves[h] = move{from: src.r, to: dst.r, bytes: size}
+				v.Moves[h] = move{from: src.r, to: dst.r, bytes: size}
 				src.load -= size
 				dst.load += size
 				v.refresh(h)
@@ -201,13 +201,13 @@ const maxMoveSearches = 64
 // per rack); it is whole (no repair), not moving, copying or being
 // trimmed. It prefers the largest no larger than need, then the smallest no
 // larger than slack (the least overshoot that still gets inside the band).
-func (v *view) pickMove(from, to nodeRef, need, slack int64) (uint32, int64, bool) {
+func (v *View) pickMove(from, to NodeRef, need, slack int64) (uint32, int64, bool) {
 	best, bestSize := uint32(0), int64(-1)
 	over, overSize := uint32(0), int64(-1)
-	toRack, fromRack := v.nodes[to].rack, v.nodes[from].rack
+	toRack, fromRack := v.Nodes[to].Rack, v.Nodes[from].Rack
 	for h := range v.shardsOn(from) {
-		s := v.rec(h)
-		if s.bucket != noBucket || v.moves[h].bytes > 0 || v.flights[h] != nil || v.trims[h] != nil || v.holds(h, to) || v.isMissing(h, from) {
+		s := v.Record(h)
+		if s.bucket != noBucket || v.Moves[h].bytes > 0 || v.Flights[h] != nil || v.Trims[h] != nil || v.holds(h, to) || v.IsMissing(h, from) {
 			continue
 		}
 		if s.size > slack {
@@ -234,15 +234,15 @@ func (v *view) pickMove(from, to nodeRef, need, slack int64) (uint32, int64, boo
 }
 
 // rackAllows reports whether h's copy on from may move to a node of toRack.
-func (v *view) rackAllows(h uint32, from nodeRef, toRack, fromRack string) bool {
+func (v *View) rackAllows(h uint32, from NodeRef, toRack, fromRack string) bool {
 	if toRack == fromRack {
 		return true
 	}
-	if g := v.group(h); g != nil {
+	if g := v.Group(h); g != nil {
 		return v.stripeRacks(g, h)[toRack]+1 <= g.m
 	}
 	for _, r := range v.holders(h) {
-		if r != from && v.nodes[r].rack == toRack && v.nodes[r].effState().Live() {
+		if r != from && v.Nodes[r].Rack == toRack && v.Nodes[r].EffState().Live() {
 			return false
 		}
 	}
@@ -252,57 +252,57 @@ func (v *view) rackAllows(h uint32, from nodeRef, toRack, fromRack string) bool 
 // decideMove plans the copy of a rebalanced shard to the node chosen for
 // it, from the least busy live holder; it waits while that node is busy or
 // would overflow.
-func (v *view) decideMove(h uint32, mv move, pc *planCtx) (decision, bool) {
-	if v.flights[h] != nil || v.trims[h] != nil {
-		return decision{}, false
+func (v *View) decideMove(h uint32, mv move, pc *planCtx) (Decision, bool) {
+	if v.Flights[h] != nil || v.Trims[h] != nil {
+		return Decision{}, false
 	}
-	r := v.retries[h]
+	r := v.Retries[h]
 	if r != nil && pc.now.Before(r.notBefore) {
-		return decision{}, false
+		return Decision{}, false
 	}
 	cands := pc.cands
 	tg := cands[mv.to]
-	s := v.rec(h)
+	s := v.Record(h)
 	if tg.State != model.StateUp || tg.Full || tg.Leaving || tg.PendingTasks >= pc.maxIn ||
 		(tg.CapacityBytes > 0 && tg.Load()+tg.OtherBytes+s.size > tg.CapacityBytes) {
-		return decision{}, false
+		return Decision{}, false
 	}
 	var hs []int
 	for _, x := range v.liveHolders(h, -1) {
 		hs = append(hs, int(x))
 	}
-	id := v.ids.String(h)
+	id := v.IDs.String(h)
 	src, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: placement.Salt(id), TargetRack: tg.Rack})
 	if err != nil {
-		return decision{}, false
+		return Decision{}, false
 	}
 	attempt, serial := v.nextTask(h)
-	return decision{shard: h, id: id, sources: []nodeRef{nodeRef(src)}, target: mv.to, bytes: s.size,
-		attempt: attempt, serial: serial, incident: rebalanceIncident}, true
+	return Decision{Shard: h, ID: id, Sources: []NodeRef{NodeRef(src)}, Target: mv.to, Bytes: s.size,
+		Attempt: attempt, Serial: serial, Incident: rebalanceIncident}, true
 }
 
 // rebalanceIncident names the tasks of rebalancing moves.
 const rebalanceIncident = "rebalance"
 
-// balanceStatus reports the fills (the map's bytes over capacity) against
+// BalanceStatus reports the fills (the map's bytes over capacity) against
 // the band.
-func (v *view) balanceStatus(band float64) control.BalanceStatus {
+func (v *View) BalanceStatus(band float64) control.BalanceStatus {
 	nodes := v.balanceNodes()
 	for i := range nodes {
-		nodes[i].load = v.nodes[nodes[i].r].bytes
+		nodes[i].load = v.Nodes[nodes[i].r].Bytes
 	}
 	mean := meanFill(nodes)
-	st := control.BalanceStatus{Band: band, MeanFill: mean, MovesInFlight: len(v.moves), Balanced: true, Nodes: []control.BalanceNode{}}
+	st := control.BalanceStatus{Band: band, MeanFill: mean, MovesInFlight: len(v.Moves), Balanced: true, Nodes: []control.BalanceNode{}}
 	for _, b := range nodes {
-		n := &v.nodes[b.r]
+		n := &v.Nodes[b.r]
 		f := b.fill()
-		st.Nodes = append(st.Nodes, control.BalanceNode{ID: n.id, Rack: n.rack, Fill: f, Deviation: f - mean})
+		st.Nodes = append(st.Nodes, control.BalanceNode{ID: n.ID, Rack: n.Rack, Fill: f, Deviation: f - mean})
 		if f-mean > band || mean-f > band {
 			st.Balanced = false
 		}
 		st.MaxDeviation = max(st.MaxDeviation, f-mean, mean-f)
 	}
-	for _, mv := range v.moves {
+	for _, mv := range v.Moves {
 		st.BytesMoving += mv.bytes
 	}
 	slices.SortFunc(st.Nodes, func(a, b control.BalanceNode) int {

@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"fmt"
@@ -42,7 +42,7 @@ func TestRebalanceAfterAddingANode(t *testing.T) {
 // adds storage-7 and rebalances.
 func rebalanceAfterAdd(t *testing.T, shards int, size int64) {
 	const band = 0.05
-	h := newPlanHarness(t, 6, 6, limits{perNodeIn: 4, perNodeOut: 4, maxInFlight: 32})
+	h := newPlanHarness(t, 6, 6, Limits{PerNodeIn: 4, PerNodeOut: 4, MaxInFlight: 32})
 	var ids []string
 	for i := 0; i < shards; i++ {
 		id := fmt.Sprintf("s%03d", i)
@@ -50,44 +50,44 @@ func rebalanceAfterAdd(t *testing.T, shards int, size int64) {
 		h.put(id, size, fmt.Sprintf("storage-%d", i%6+1), fmt.Sprintf("storage-%d", (i+1)%6+1), fmt.Sprintf("storage-%d", (i+3)%6+1))
 	}
 	capacity := int64(shards)*size*3/6*10/6 + 1 // 60% full
-	for i := range h.v.nodes {
-		h.v.nodes[i].capacity = capacity
+	for i := range h.v.Nodes {
+		h.v.Nodes[i].capacity = capacity
 	}
-	if st := h.v.balanceStatus(band); !st.Balanced {
+	if st := h.v.BalanceStatus(band); !st.Balanced {
 		t.Fatalf("unbalanced before the join: %+v", st)
 	}
-	if err := h.v.setNode(model.Node{V: 1, ID: "storage-7", Rack: "rack-7", Addr: "127.0.0.1:9007", CapacityBytes: capacity}); err != nil {
+	if err := h.v.SetNode(model.Node{V: 1, ID: "storage-7", Rack: "rack-7", Addr: "127.0.0.1:9007", CapacityBytes: capacity}); err != nil {
 		t.Fatal(err)
 	}
 	h.v.fresh()
 	minimum := minimumToBand(h, band)
-	if st := h.v.balanceStatus(band); st.Balanced || minimum <= 0 {
+	if st := h.v.BalanceStatus(band); st.Balanced || minimum <= 0 {
 		t.Fatalf("balanced with an empty node: %+v (minimum %d)", st, minimum)
 	}
 	var moved int64
 	for round := 0; round < 500; round++ {
-		h.v.chooseMoves(band, 8-len(h.v.moves))
+		h.v.ChooseMoves(band, 8-len(h.v.Moves))
 		p := h.plan()
-		if len(p.copies) == 0 && len(p.trims) == 0 && len(h.v.moves) == 0 {
+		if len(p.Copies) == 0 && len(p.Trims) == 0 && len(h.v.Moves) == 0 {
 			break
 		}
-		for _, d := range p.copies {
-			if d.incident != rebalanceIncident {
-				t.Fatalf("copy %s under incident %s: nothing needs repair", d.id, d.incident)
+		for _, d := range p.Copies {
+			if d.Incident != rebalanceIncident {
+				t.Fatalf("copy %s under incident %s: nothing needs repair", d.ID, d.Incident)
 			}
-			moved += d.bytes
+			moved += d.Bytes
 			h.land(d)
-			h.checkWhole("landed "+d.id, ids)
+			h.checkWhole("landed "+d.ID, ids)
 		}
-		for _, tr := range p.trims {
+		for _, tr := range p.Trims {
 			h.trimmed(tr)
-			h.checkWhole("trimmed "+tr.id+" from "+h.name(tr.node), ids)
+			h.checkWhole("trimmed "+tr.ID+" from "+h.name(tr.Node), ids)
 		}
 	}
-	st := h.v.balanceStatus(band)
+	st := h.v.BalanceStatus(band)
 	t.Logf("moved %d bytes, minimum %d (%.2fx); max deviation %.3f; fills %+v", moved, minimum, float64(moved)/float64(minimum), st.MaxDeviation, st.Nodes)
-	if !st.Balanced || len(h.v.moves) != 0 {
-		t.Fatalf("not balanced at the end: %+v (moves pending %d)", st, len(h.v.moves))
+	if !st.Balanced || len(h.v.Moves) != 0 {
+		t.Fatalf("not balanced at the end: %+v (moves pending %d)", st, len(h.v.Moves))
 	}
 	if float64(moved) > 1.1*float64(minimum) {
 		t.Fatalf("moved %d bytes, %.2fx the minimum %d; want <= 1.1x", moved, float64(moved)/float64(minimum), minimum)
@@ -106,21 +106,21 @@ func TestRebalanceYieldsToRepair(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		h.put(fmt.Sprintf("s%02d", i), 2000, "storage-1", "storage-2", "storage-3")
 	}
-	for i := range h.v.nodes {
-		h.v.nodes[i].capacity = 100_000
+	for i := range h.v.Nodes {
+		h.v.Nodes[i].capacity = 100_000
 	}
 	h.state("storage-1", model.StateDown)
 	h.v.fresh()
-	if n := h.v.chooseMoves(0.05, 8); n != 0 {
+	if n := h.v.ChooseMoves(0.05, 8); n != 0 {
 		t.Fatalf("%d moves chosen while 30 shards await repair", n)
 	}
 	h.state("storage-1", model.StateUp)
 	h.v.fresh()
-	if n := h.v.chooseMoves(0.05, 8); n == 0 {
+	if n := h.v.ChooseMoves(0.05, 8); n == 0 {
 		t.Fatal("no move chosen for an uneven cluster")
 	}
-	h.v.clearMoves()
-	if len(h.v.moves) != 0 || h.v.totals().moving != 0 {
-		t.Fatalf("moves left after clearMoves: %d (queued %d)", len(h.v.moves), h.v.totals().moving)
+	h.v.ClearMoves()
+	if len(h.v.Moves) != 0 || h.v.Totals().moving != 0 {
+		t.Fatalf("moves left after clearMoves: %d (queued %d)", len(h.v.Moves), h.v.Totals().moving)
 	}
 }

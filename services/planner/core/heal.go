@@ -1,9 +1,10 @@
-package planner
+package core
 
 import (
 	"cmp"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -42,40 +43,40 @@ func shaTag(sum string) uint32 {
 	return binary.BigEndian.Uint32(b[:])
 }
 
-// isMissing reports whether holder r of shard h lacks it.
-func (v *view) isMissing(h uint32, r nodeRef) bool {
-	if v.rec(h).flags&flagMissing == 0 {
+// IsMissing reports whether holder r of shard h lacks it.
+func (v *View) IsMissing(h uint32, r NodeRef) bool {
+	if v.Record(h).Flags&flagMissing == 0 {
 		return false
 	}
 	return slices.Contains(v.lacks[h], r)
 }
 
 // refreshShard re-queues h, and its whole stripe for a piece.
-func (v *view) refreshShard(h uint32) {
-	if g := v.group(h); g != nil {
+func (v *View) refreshShard(h uint32) {
+	if g := v.Group(h); g != nil {
 		v.refreshStripe(g)
 		return
 	}
 	v.refresh(h)
 }
 
-// markMissing records that holder r of shard h lacks it; it reports whether
+// MarkMissing records that holder r of shard h lacks it; it reports whether
 // that is news (r must be listed in h's entry).
-func (v *view) markMissing(h uint32, r nodeRef) bool {
-	if !v.holds(h, r) || v.isMissing(h, r) {
+func (v *View) MarkMissing(h uint32, r NodeRef) bool {
+	if !v.holds(h, r) || v.IsMissing(h, r) {
 		return false
 	}
 	v.lacks[h] = append(v.lacks[h], r)
-	v.rec(h).flags |= flagMissing
-	v.nodes[r].missing++
+	v.Record(h).Flags |= flagMissing
+	v.Nodes[r].Missing++
 	v.refreshShard(h)
 	return true
 }
 
 // clearMissing forgets that holder r of h lacks it (a copy landed back, or
 // its inventory lists it again); it reports whether there was such a mark.
-func (v *view) clearMissing(h uint32, r nodeRef) bool {
-	if !v.isMissing(h, r) {
+func (v *View) clearMissing(h uint32, r NodeRef) bool {
+	if !v.IsMissing(h, r) {
 		return false
 	}
 	v.unmark(h, slices.Index(v.lacks[h], r))
@@ -84,13 +85,13 @@ func (v *view) clearMissing(h uint32, r nodeRef) bool {
 }
 
 // unmark removes the i-th mark of h, without re-queueing.
-func (v *view) unmark(h uint32, i int) {
+func (v *View) unmark(h uint32, i int) {
 	ms := v.lacks[h]
-	v.nodes[ms[i]].missing--
+	v.Nodes[ms[i]].Missing--
 	ms = slices.Delete(ms, i, i+1)
 	if len(ms) == 0 {
 		delete(v.lacks, h)
-		v.rec(h).flags &^= flagMissing
+		v.Record(h).Flags &^= flagMissing
 		return
 	}
 	v.lacks[h] = ms
@@ -98,8 +99,8 @@ func (v *view) unmark(h uint32, i int) {
 
 // pruneMarks drops h's marks on nodes not in keep (nil: all), without
 // re-queueing: the entry no longer lists them.
-func (v *view) pruneMarks(h uint32, keep []nodeRef) {
-	if v.rec(h).flags&flagMissing == 0 {
+func (v *View) pruneMarks(h uint32, keep []NodeRef) {
+	if v.Record(h).Flags&flagMissing == 0 {
 		return
 	}
 	for i := len(v.lacks[h]) - 1; i >= 0; i-- {
@@ -109,12 +110,12 @@ func (v *view) pruneMarks(h uint32, keep []nodeRef) {
 	}
 }
 
-// marksOn returns the shards whose holder r lacks them, in handle order.
-func (v *view) marksOn(r nodeRef) []uint32 {
-	if v.nodes[r].missing == 0 {
+// MarksOn returns the shards whose holder r lacks them, in handle order.
+func (v *View) MarksOn(r NodeRef) []uint32 {
+	if v.Nodes[r].Missing == 0 {
 		return nil
 	}
-	out := make([]uint32, 0, v.nodes[r].missing)
+	out := make([]uint32, 0, v.Nodes[r].Missing)
 	for h, ms := range v.lacks {
 		if slices.Contains(ms, r) {
 			out = append(out, h)
@@ -124,21 +125,21 @@ func (v *view) marksOn(r nodeRef) []uint32 {
 	return out
 }
 
-// landedInPlace records a verified copy of h onto r, reported by task, when
+// LandedInPlace records a verified copy of h onto r, reported by task, when
 // r is a holder that lacked it (or task is its in-place copy): the holder
 // counts again, nothing is written to the map. It reports whether it was
 // such a copy.
-func (v *view) landedInPlace(h uint32, r nodeRef, task string) bool {
+func (v *View) LandedInPlace(h uint32, r NodeRef, task string) bool {
 	if !v.holds(h, r) {
 		return false
 	}
-	f := v.flights[h]
-	ours := f != nil && f.inPlace && f.target == r && f.task == task
-	if !ours && !v.isMissing(h, r) {
+	f := v.Flights[h]
+	ours := f != nil && f.inPlace && f.target == r && f.Task == task
+	if !ours && !v.IsMissing(h, r) {
 		return false
 	}
 	if ours {
-		v.endFlight(h)
+		v.EndFlight(h)
 	}
 	v.clearMissing(h, r)
 	return true
@@ -146,39 +147,39 @@ func (v *view) landedInPlace(h uint32, r nodeRef, task string) bool {
 
 // whole reports whether h has the live copies its layout needs without
 // the holders that lack it (an erasure-coded piece: one live holder).
-func (v *view) whole(h uint32) bool {
+func (v *View) whole(h uint32) bool {
 	live, _ := v.counts(h)
-	return live >= v.layouts[v.rec(h).layout].Copies()
+	return live >= v.layouts[v.Record(h).layout].Copies()
 }
 
-// dropDecision is a holder to remove from a shard's entry: its disk lacks
+// DropDecision is a holder to remove from a shard's entry: its disk lacks
 // the shard and the shard is whole without it.
-type dropDecision struct {
-	shard uint32
-	id    string
-	node  nodeRef
+type DropDecision struct {
+	Shard uint32
+	ID    string
+	Node  NodeRef
 }
 
 // drops lists up to n holders to drop (see dropDecision), by shard handle,
 // skipping shards with a copy or a trim in flight.
-func (v *view) drops(n int) []dropDecision {
+func (v *View) drops(n int) []DropDecision {
 	if len(v.lacks) == 0 || n <= 0 {
 		return nil
 	}
 	var hs []uint32
 	for h := range v.lacks {
-		if v.flights[h] == nil && v.trims[h] == nil && v.whole(h) {
+		if v.Flights[h] == nil && v.Trims[h] == nil && v.whole(h) {
 			hs = append(hs, h)
 		}
 	}
 	slices.Sort(hs)
-	var out []dropDecision
+	var out []DropDecision
 	for _, h := range hs {
 		for _, r := range v.lacks[h] {
 			if len(out) == n {
 				return out
 			}
-			out = append(out, dropDecision{shard: h, id: v.ids.String(h), node: r})
+			out = append(out, DropDecision{Shard: h, ID: v.IDs.String(h), Node: r})
 		}
 	}
 	return out
@@ -200,15 +201,15 @@ const (
 // count), below the round's write cap, and not the target of attempts that
 // kept failing (relaxAfterAttempt). A suspect holder, or one at its cap,
 // makes the shard wait; a full or failing one lets it be re-homed.
-func (v *view) inPlaceTarget(h uint32, size int64, pc *planCtx) (nodeRef, inPlaceAnswer) {
-	if v.rec(h).flags&flagMissing == 0 {
+func (v *View) inPlaceTarget(h uint32, size int64, pc *planCtx) (NodeRef, inPlaceAnswer) {
+	if v.Record(h).Flags&flagMissing == 0 {
 		return 0, inPlaceNone
 	}
-	rt := v.retries[h]
+	rt := v.Retries[h]
 	wait := false
 	for _, x := range v.lacks[h] {
-		n := &v.nodes[x]
-		switch st := n.effState(); st {
+		n := &v.Nodes[x]
+		switch st := n.EffState(); st {
 		case model.StateUp, model.StateMaintenance:
 		case model.StateSuspect:
 			wait = true
@@ -216,7 +217,7 @@ func (v *view) inPlaceTarget(h uint32, size int64, pc *planCtx) (nodeRef, inPlac
 		default:
 			continue
 		}
-		if rt != nil && rt.attempt >= relaxAfterAttempt && slices.Contains(rt.avoid, x) {
+		if rt != nil && rt.Attempt >= relaxAfterAttempt && slices.Contains(rt.avoid, x) {
 			continue
 		}
 		c := &pc.cands[x]
@@ -237,36 +238,36 @@ func (v *view) inPlaceTarget(h uint32, size int64, pc *planCtx) (nodeRef, inPlac
 
 // decideInPlace plans the copy of replicated shard h back onto holder x,
 // read from the least busy live holder (hs: the holders that have it).
-func (v *view) decideInPlace(h uint32, x nodeRef, hs []int, pc *planCtx, id string, salt uint64) (decision, bool) {
+func (v *View) decideInPlace(h uint32, x NodeRef, hs []int, pc *planCtx, id string, salt uint64) (Decision, bool) {
 	cands := pc.cands
 	src, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[x].Rack})
 	if err != nil {
-		return decision{}, false
+		return Decision{}, false
 	}
 	attempt, serial := v.nextTask(h)
-	return decision{
-		shard:    h,
-		id:       id,
-		sources:  append([]nodeRef{nodeRef(src)}, fallbackSources(hs, src, cands)...),
-		target:   x,
-		bytes:    v.rec(h).size,
-		attempt:  attempt,
-		serial:   serial,
-		incident: healIncidentPrefix + v.nodes[x].id,
+	return Decision{
+		Shard:    h,
+		ID:       id,
+		Sources:  append([]NodeRef{NodeRef(src)}, fallbackSources(hs, src, cands)...),
+		Target:   x,
+		Bytes:    v.Record(h).size,
+		Attempt:  attempt,
+		Serial:   serial,
+		Incident: healIncidentPrefix + v.Nodes[x].ID,
 		inPlace:  true,
 	}, true
 }
 
 // fallbackSources lists the live holders in hs other than src, up ones and
 // the least busy first: where a mover reads when src fails.
-func fallbackSources(hs []int, src int, cands []placement.Candidate) []nodeRef {
-	others := make([]nodeRef, 0, len(hs))
+func fallbackSources(hs []int, src int, cands []placement.Candidate) []NodeRef {
+	others := make([]NodeRef, 0, len(hs))
 	for _, x := range hs {
 		if x != src && cands[x].State.Live() {
-			others = append(others, nodeRef(x))
+			others = append(others, NodeRef(x))
 		}
 	}
-	slices.SortStableFunc(others, func(a, b nodeRef) int {
+	slices.SortStableFunc(others, func(a, b NodeRef) int {
 		ua, ub := cands[a].State == model.StateUp, cands[b].State == model.StateUp
 		if ua != ub {
 			if ua {
@@ -283,44 +284,40 @@ func fallbackSources(hs []int, src int, cands []placement.Candidate) []nodeRef {
 // shards the map placed on the node when it began, and those its pages
 // showed with the right size and checksum.
 type inventoryCheck struct {
-	node    nodeRef
+	node    NodeRef
 	ids     map[uint32]string // listed on the node at the start
 	skip    map[uint32]bool   // with a copy back onto the node in flight at the start
 	present map[uint32]bool
 	bytes   map[uint32]int64
-	boot    string // the boot id the node's pages carry
+	Boot    string // the boot id the node's pages carry
 }
 
-// startCheck snapshots the shards the map places on r (O(shards)).
-func (v *view) startCheck(r nodeRef) *inventoryCheck {
+// StartCheck snapshots the shards the map places on r (O(shards on r)).
+func (v *View) StartCheck(r NodeRef) *inventoryCheck {
 	c := &inventoryCheck{node: r, ids: map[uint32]string{}, skip: map[uint32]bool{}, present: map[uint32]bool{}}
-	limit := v.ids.Limit()
-	for h := uint32(0); h < limit; h++ {
-		if !v.ids.Valid(h) || !v.holds(h, r) {
-			continue
-		}
-		c.ids[h] = v.ids.String(h)
-		if f := v.flights[h]; f != nil && f.target == r {
+	for h := range v.shardsOn(r) {
+		c.ids[h] = v.IDs.String(h)
+		if f := v.Flights[h]; f != nil && f.target == r {
 			c.skip[h] = true
 		}
 	}
 	return c
 }
 
-// checkPage notes the shards of one inventory page that the node holds as
+// CheckPage notes the shards of one inventory page that the node holds as
 // the map describes them (same size; same checksum: a replicated shard's
 // first four bytes, an erasure-coded piece's whole).
-func (v *view) checkPage(c *inventoryCheck, shards []control.InventoryShard) {
+func (v *View) CheckPage(c *inventoryCheck, shards []control.InventoryShard) {
 	for _, is := range shards {
-		h, ok := v.ids.Lookup(is.ID)
+		h, ok := v.IDs.Lookup(is.ID)
 		if !ok || c.ids[h] != is.ID {
 			continue
 		}
-		s := v.rec(h)
+		s := v.Record(h)
 		if is.Size != s.size {
 			continue
 		}
-		if g := v.group(h); g != nil {
+		if g := v.Group(h); g != nil {
 			if hex.EncodeToString(g.sums[s.index][:]) != strings.ToLower(is.SHA256) {
 				continue
 			}
@@ -331,96 +328,96 @@ func (v *view) checkPage(c *inventoryCheck, shards []control.InventoryShard) {
 	}
 }
 
-// checkResult is what an inventory check found.
-type checkResult struct {
-	checked int      // shards the map placed on the node at the start
-	missing []uint32 // still listed on it, and its disk lacks them
-	present []uint32 // listed on it, marked lacking, and its disk has them
+// CheckResult is what an inventory check found.
+type CheckResult struct {
+	Checked int      // shards the map placed on the node at the start
+	Missing []uint32 // still listed on it, and its disk lacks them
+	Present []uint32 // listed on it, marked lacking, and its disk has them
 }
 
-// endCheck compares the snapshot with the pages seen, against the map as it
+// EndCheck compares the snapshot with the pages seen, against the map as it
 // is now: a shard counts only if it is still listed on the node, and one
 // whose copy back was in flight at the start is left alone. It changes
 // nothing.
-func (v *view) endCheck(c *inventoryCheck) checkResult {
-	res := checkResult{checked: len(c.ids)}
+func (v *View) EndCheck(c *inventoryCheck) CheckResult {
+	res := CheckResult{Checked: len(c.ids)}
 	for h, id := range c.ids {
-		if !v.ids.Valid(h) || v.ids.String(h) != id || !v.holds(h, c.node) {
+		if !v.IDs.Valid(h) || v.IDs.String(h) != id || !v.holds(h, c.node) {
 			continue
 		}
 		switch {
 		case c.present[h]:
-			if v.isMissing(h, c.node) {
-				res.present = append(res.present, h)
+			if v.IsMissing(h, c.node) {
+				res.Present = append(res.Present, h)
 			}
 		case !c.skip[h]:
-			res.missing = append(res.missing, h)
+			res.Missing = append(res.Missing, h)
 		}
 	}
-	slices.Sort(res.missing)
-	slices.Sort(res.present)
+	slices.Sort(res.Missing)
+	slices.Sort(res.Present)
 	return res
 }
 
-// applyCheck records a check's findings: marks what the node lacks and
+// ApplyCheck records a check's findings: marks what the node lacks and
 // clears the marks of what it has.
-func (v *view) applyCheck(r nodeRef, res checkResult) (marked int) {
-	for _, h := range res.present {
+func (v *View) ApplyCheck(r NodeRef, res CheckResult) (marked int) {
+	for _, h := range res.Present {
 		v.clearMissing(h, r)
 	}
-	for _, h := range res.missing {
-		if v.markMissing(h, r) {
+	for _, h := range res.Missing {
+		if v.MarkMissing(h, r) {
 			marked++
 		}
 	}
 	return marked
 }
 
-// healSummary is the reply to a heal of node r: what its marks amount to.
-func (v *view) healSummary(r nodeRef, checked int) control.HealNodeReply {
+// HealSummary is the reply to a heal of node r: what its marks amount to.
+func (v *View) HealSummary(r NodeRef, checked int) control.HealNodeReply {
 	v.fresh()
-	rep := control.HealNodeReply{Node: v.nodes[r].id, Checked: checked}
-	for _, h := range v.marksOn(r) {
+	rep := control.HealNodeReply{Node: v.Nodes[r].ID, Checked: checked}
+	for _, h := range v.MarksOn(r) {
 		rep.Missing++
-		rep.MissingBytes += v.rec(h).size
+		rep.MissingBytes += v.Record(h).size
 		switch {
 		case v.whole(h):
 			rep.Dropped++
-		case v.rec(h).bucket != 0:
+		case v.Record(h).bucket != 0:
 			rep.Rebuilding++
 		}
 	}
 	return rep
 }
 
-// healPlan is the dry run of healing node r, whose disk lacks missing (as
+// HealPlan is the dry run of healing node r, whose disk lacks missing (as
 // an inventory check found, marked or not): per shard, the copy or rebuild
 // that would put it back onto r (or, r being full, onto the node a repair
 // would choose), from which holder; shards whole without r would be dropped
 // and lost ones cannot be helped, so neither moves. It changes nothing; the
 // estimate is the caller's.
-func (v *view) healPlan(r nodeRef, missing []uint32, lim limits) control.HealPlan {
+func (v *View) HealPlan(r NodeRef, missing []uint32, lim Limits) control.HealPlan {
 	v.fresh()
-	cands := v.candidates()
-	plan := control.HealPlan{Node: v.nodes[r].id, Moves: []control.PlannedMove{}}
-	lacks := func(h uint32, x nodeRef) bool { return x == r || v.isMissing(h, x) }
+	cands := v.Candidates()
+	plan := control.HealPlan{Node: v.Nodes[r].ID, Moves: []control.PlannedMove{}}
+	lacks := func(h uint32, x NodeRef) bool { return x == r || v.IsMissing(h, x) }
 	for _, h := range missing {
-		s := v.rec(h)
-		id := v.ids.String(h)
+		s := v.Record(h)
+		id := v.IDs.String(h)
 		salt := placement.Salt(id)
-		move := control.PlannedMove{Shard: id, Target: v.nodes[r].id, TargetRack: v.nodes[r].rack, Bytes: s.size}
+		move := control.PlannedMove{Shard: id, Target: v.Nodes[r].ID, TargetRack: v.Nodes[r].Rack, Bytes: s.size}
 		var have, all []int // holders with a live copy; every holder
 		for _, x := range v.holders(h) {
 			all = append(all, int(x))
-			if !lacks(h, x) && v.live(x) {
+			if !lacks(h, x) && v.Live(x) {
 				have = append(have, int(x))
 			}
 		}
 		fits := func() bool {
 			c := cands[r]
-			return !c.Full && (c.CapacityBytes <= 0 || v.nodes[r].hbUsed+c.PendingBytes+s.size <= c.CapacityBytes)
+			return !c.Full && (c.CapacityBytes <= 0 || v.Nodes[r].hbUsed+c.PendingBytes+s.size <= c.CapacityBytes)
 		}
-		if g := v.group(h); g != nil {
+		if g := v.Group(h); g != nil {
 			if len(have) > 0 {
 				continue // dropped: another holder has the piece
 			}
@@ -433,7 +430,7 @@ func (v *view) healPlan(r nodeRef, missing []uint32, lim limits) control.HealPla
 					if x == r {
 						continue
 					}
-					c := readChoice{index: idx, holder: x, notUp: cands[x].State != model.StateUp, hash: placement.Salt(v.nodes[x].id)}
+					c := readChoice{index: idx, holder: x, notUp: cands[x].State != model.StateUp, hash: placement.Salt(v.Nodes[x].ID)}
 					reads = append(reads, c)
 					break
 				}
@@ -447,27 +444,27 @@ func (v *view) healPlan(r nodeRef, missing []uint32, lim limits) control.HealPla
 					best = c
 				}
 			}
-			move.Kind, move.Source, move.SourceRack = event.KindRebuild, v.nodes[best.holder].id, v.nodes[best.holder].rack
+			move.Kind, move.Source, move.SourceRack = event.KindRebuild, v.Nodes[best.holder].ID, v.Nodes[best.holder].Rack
 		} else {
 			copies := v.layouts[s.layout].Copies()
 			if len(have) >= copies || len(have) == 0 {
 				continue // dropped, or lost
 			}
-			src, err := placement.ChooseSource(have, cands, placement.SourceOptions{Salt: salt, TargetRack: v.nodes[r].rack})
+			src, err := placement.ChooseSource(have, cands, placement.SourceOptions{Salt: salt, TargetRack: v.Nodes[r].Rack})
 			if err != nil {
 				continue
 			}
-			move.Kind, move.Source, move.SourceRack = event.KindCopy, v.nodes[src].id, v.nodes[src].rack
+			move.Kind, move.Source, move.SourceRack = event.KindCopy, v.Nodes[src].ID, v.Nodes[src].Rack
 		}
 		if !fits() {
-			tg, err := placement.ChooseTarget(all, cands, placement.TargetOptions{Size: s.size, MaxFill: lim.maxFill, Salt: salt})
+			tg, err := placement.ChooseTarget(all, cands, placement.TargetOptions{Size: s.size, MaxFill: lim.MaxFill, Salt: salt})
 			if err != nil {
 				move.Target, move.TargetRack = "", ""
 			} else {
-				move.Target, move.TargetRack = v.nodes[tg.Index].id, v.nodes[tg.Index].rack
+				move.Target, move.TargetRack = v.Nodes[tg.Index].ID, v.Nodes[tg.Index].Rack
 			}
 		}
-		if move.Target == v.nodes[r].id {
+		if move.Target == v.Nodes[r].ID {
 			cands[r].PendingBytes += s.size
 		}
 		plan.Moves = append(plan.Moves, move)
@@ -478,21 +475,21 @@ func (v *view) healPlan(r nodeRef, missing []uint32, lim limits) control.HealPla
 	return plan
 }
 
-// singleCopy counts the shards one more loss would lose (replicated: one
+// SingleCopy counts the shards one more loss would lose (replicated: one
 // live copy; erasure-coded: stripes with exactly K live pieces) and the
 // bytes that must be written to lift them all above that (a copy per
 // shard, every missing piece of such a stripe).
-func (v *view) singleCopy() (n int, bytes int64) {
+func (v *View) SingleCopy() (n int, bytes int64) {
 	v.fresh()
-	var stripes map[*stripeGroup]bool
+	var stripes map[*StripeGroup]bool
 	for _, h := range v.buckets[1] {
-		bytes += v.rec(h).size
-		if g := v.group(h); g != nil {
+		bytes += v.Record(h).size
+		if g := v.Group(h); g != nil {
 			if stripes[g] {
 				continue
 			}
 			if stripes == nil {
-				stripes = map[*stripeGroup]bool{}
+				stripes = map[*StripeGroup]bool{}
 			}
 			stripes[g] = true
 		}
@@ -512,20 +509,20 @@ func etaOf(bytes int64, rate float64) float64 {
 	return -1
 }
 
-// nodeProgress narrows progress to node r's in-place heal: the shards its
+// NodeProgress narrows progress to node r's in-place heal: the shards its
 // entries list while its disk lacks them (lost ones apart), their bytes,
 // those of them one more loss would lose, the copies writing to it, and the
 // cluster's verified rate.
-func (v *view) nodeProgress(r nodeRef, now time.Time, stallAfter time.Duration) event.Progress {
-	p := v.progress(now, stallAfter)
-	n := &v.nodes[r]
+func (v *View) NodeProgress(r NodeRef, now time.Time, stallAfter time.Duration) event.Progress {
+	p := v.Progress(now, stallAfter)
+	n := &v.Nodes[r]
 	out := event.Progress{
-		Node: n.id, RateBytesPerSec: p.RateBytesPerSec, VerifiedBytes: p.VerifiedBytes, Shards: n.shards,
+		Node: n.ID, RateBytesPerSec: p.RateBytesPerSec, VerifiedBytes: p.VerifiedBytes, Shards: n.Shards,
 	}
 	var single int64
-	var stripes map[*stripeGroup]bool
-	for _, h := range v.marksOn(r) {
-		s := v.rec(h)
+	var stripes map[*StripeGroup]bool
+	for _, h := range v.MarksOn(r) {
+		s := v.Record(h)
 		if s.bucket == 0 {
 			out.Lost++
 			continue
@@ -536,23 +533,23 @@ func (v *view) nodeProgress(r nodeRef, now time.Time, stallAfter time.Duration) 
 			continue
 		}
 		single += s.size
-		if g := v.group(h); g != nil {
+		if g := v.Group(h); g != nil {
 			if stripes[g] {
 				continue
 			}
 			if stripes == nil {
-				stripes = map[*stripeGroup]bool{}
+				stripes = map[*StripeGroup]bool{}
 			}
 			stripes[g] = true
 		}
 		out.SingleCopy++
 	}
-	for _, f := range v.flights {
+	for _, f := range v.Flights {
 		if f.target == r {
 			out.InFlight++
 		}
 	}
-	if n.effState() == model.StateSuspect {
+	if n.EffState() == model.StateSuspect {
 		out.SuspectNodes = 1
 	}
 	out.Stalled = p.Stalled && out.UnderReplicated > 0
@@ -561,58 +558,58 @@ func (v *view) nodeProgress(r nodeRef, now time.Time, stallAfter time.Duration) 
 	return out
 }
 
-// reconcilesDue returns the live nodes whose inventory check is asked for
+// ReconcilesDue returns the live nodes whose inventory check is asked for
 // and due at now, so that at most n checks run, and marks them reconciling.
-func (v *view) reconcilesDue(now time.Time, n int) []nodeRef {
-	for i := range v.nodes {
-		if v.nodes[i].reconciling {
+func (v *View) ReconcilesDue(now time.Time, n int) []NodeRef {
+	for i := range v.Nodes {
+		if v.Nodes[i].Reconciling {
 			n--
 		}
 	}
-	var out []nodeRef
-	for i := range v.nodes {
-		nd := &v.nodes[i]
+	var out []NodeRef
+	for i := range v.Nodes {
+		nd := &v.Nodes[i]
 		if len(out) >= n {
 			break
 		}
-		if !nd.needReconcile || nd.reconciling || !nd.registered || !nd.effState().Live() || now.Before(nd.reconcileAt) {
+		if !nd.NeedReconcile || nd.Reconciling || !nd.Registered || !nd.EffState().Live() || now.Before(nd.reconcileAt) {
 			continue
 		}
-		nd.reconciling = true
-		out = append(out, nodeRef(i))
+		nd.Reconciling = true
+		out = append(out, NodeRef(i))
 	}
 	return out
 }
 
-// reconcileDone records the end of a check of r begun at generation gen:
+// ReconcileDone records the end of a check of r begun at generation gen:
 // ok (or given up) clears the request unless a newer one came meanwhile;
 // otherwise it is retried after a backoff, at most maxReconcileTries times.
-func (v *view) reconcileDone(r nodeRef, gen int, ok bool, now time.Time) (gaveUp bool) {
-	n := &v.nodes[r]
-	n.reconciling = false
-	if n.reconcileGen != gen {
+func (v *View) ReconcileDone(r NodeRef, gen int, ok bool, now time.Time) (gaveUp bool) {
+	n := &v.Nodes[r]
+	n.Reconciling = false
+	if n.ReconcileGen != gen {
 		return false
 	}
 	if ok {
-		n.needReconcile = false
+		n.NeedReconcile = false
 		return false
 	}
 	n.reconcileTries++
 	if n.reconcileTries >= maxReconcileTries {
-		n.needReconcile = false
+		n.NeedReconcile = false
 		return true
 	}
 	n.reconcileAt = now.Add(backoff(n.reconcileTries + 1))
 	return false
 }
 
-// reconciled records that a check of r requested at generation gen
+// Reconciled records that a check of r requested at generation gen
 // succeeded outside the background checks (heal --node): unless a newer
 // request came, or a background check runs, nothing is left to check.
-func (v *view) reconciled(r nodeRef, gen int) {
-	n := &v.nodes[r]
-	if n.reconcileGen == gen && !n.reconciling {
-		n.needReconcile = false
+func (v *View) Reconciled(r NodeRef, gen int) {
+	n := &v.Nodes[r]
+	if n.ReconcileGen == gen && !n.Reconciling {
+		n.NeedReconcile = false
 	}
 }
 
@@ -621,12 +618,57 @@ const maxReconcileTries = 5
 
 // reconcilePending reports whether a live holder of h awaits an inventory
 // check (its copies may not be there: nothing is trimmed against them).
-func (v *view) reconcilePending(h uint32) bool {
+func (v *View) reconcilePending(h uint32) bool {
 	for _, r := range v.holders(h) {
-		n := &v.nodes[r]
-		if (n.needReconcile || n.reconciling) && n.effState().Live() {
+		n := &v.Nodes[r]
+		if (n.NeedReconcile || n.Reconciling) && n.EffState().Live() {
 			return true
 		}
 	}
 	return false
+}
+
+// Estimate is how long writing bytes onto node takes: at the rate repairs
+// were verified recently, or, with none, PerNodeIn copies at once at a
+// nominal 200 MB/s each (or the global byte cap, if lower). It says which.
+func Estimate(bytes int64, rate float64, perNodeIn int, capBytes int64, node string) (float64, string) {
+	if bytes <= 0 {
+		return 0, "nothing to move"
+	}
+	if rate > 0 {
+		return float64(bytes) / rate, fmt.Sprintf("the verified repair rate of the last 20 s, %.0f B/s", rate)
+	}
+	per := float64(max(perNodeIn, 1)) * nominalCopyRate
+	throttle := fmt.Sprintf("no recent repairs: %d copies at a time into %s (per-node-in) at a nominal 200 MB/s each", max(perNodeIn, 1), node)
+	if capBytes > 0 && float64(capBytes) < per {
+		per = float64(capBytes)
+		throttle = fmt.Sprintf("no recent repairs: the global byte cap of %d B/s", capBytes)
+	}
+	return float64(bytes) / per, throttle
+}
+
+// nominalCopyRate is the copy speed a heal plan assumes when no repair was
+// verified recently: 200 MB/s per copy.
+const nominalCopyRate = 200e6
+
+// DropEntry decides whether drop d may still go ahead against the shard's
+// entry p as just read from the map: the shard is the one decided on, its
+// holder still lacks it with no copy of it in flight, the entry still lists
+// the holder, and the layout's copies stay live without it. It returns the
+// entry without the holder.
+func (v *View) DropEntry(d DropDecision, p model.Placement) (model.Placement, bool) {
+	node := v.Nodes[d.Node].ID
+	ok := v.IDs.Valid(d.Shard) && v.IDs.String(d.Shard) == d.ID && v.IsMissing(d.Shard, d.Node) &&
+		v.Flights[d.Shard] == nil && slices.Contains(p.Nodes, node)
+	live := 0
+	for _, n := range p.Nodes {
+		if r, known := v.NodeIndex[n]; known && n != node && v.Live(r) && !v.IsMissing(d.Shard, r) {
+			live++
+		}
+	}
+	if !ok || live < p.Layout.Copies() {
+		return p, false
+	}
+	p.Nodes = slices.DeleteFunc(slices.Clone(p.Nodes), func(n string) bool { return n == node })
+	return p, true
 }

@@ -1,12 +1,13 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/telemetry"
@@ -53,7 +53,7 @@ func (s *Service) seedFlights(ctx context.Context) error {
 			continue
 		}
 		s.mu.Lock()
-		if s.v.seedFlight(t, m.Sequence, now.Add(s.cfg.TaskTimeout)) {
+		if s.v.SeedFlight(t, m.Sequence, now.Add(s.cfg.TaskTimeout)) {
 			seeded++
 		}
 		s.mu.Unlock()
@@ -70,7 +70,7 @@ func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.Pu
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	// PublishAck carries ctx's trace (the incident's plan span) in the headers.
-	ack, err := bus.PublishAck(ctx, s.js, event.TaskPrefix+t.Target, t, t.Task)
+	ack, err := s.pub.PublishAck(ctx, event.TaskPrefix+t.Target, t, t.Task)
 	if err != nil {
 		return nil, fmt.Errorf("publish task %s: %w", t.Task, err)
 	}
@@ -85,13 +85,7 @@ func (s *Service) publishTask(ctx context.Context, t *event.Task) (*jetstream.Pu
 func (s *Service) incidentTrace(inc string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.v.nodes {
-		n := &s.v.nodes[i]
-		if n.traceParent != "" && !n.since.IsZero() && inc == n.id+"-"+strconv.FormatInt(n.since.UnixMilli(), 10) {
-			return n.traceParent
-		}
-	}
-	return ""
+	return s.v.IncidentTrace(inc)
 }
 
 // awaitPlacement waits (at most opTimeout) until the view has applied every
@@ -100,7 +94,7 @@ func (s *Service) incidentTrace(inc string) string {
 func (s *Service) awaitPlacement(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	st, err := s.kvPlace.Status(ctx)
+	st, err := s.places.Status(ctx)
 	if err != nil {
 		return
 	}
@@ -155,7 +149,7 @@ func (s *Service) awaitIndex(ctx context.Context) {
 func (s *Service) getPlacement(ctx context.Context, shard string) (model.Placement, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	e, err := s.kvPlace.Get(ctx, shard)
+	e, err := s.places.Get(ctx, shard)
 	if err != nil {
 		return model.Placement{}, 0, err
 	}
@@ -188,157 +182,74 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	if !s.lease.held(now) {
 		return 0
 	}
-	if !act.gateUntil.IsZero() {
-		if n, err := s.resultsPending(ctx, act); now.Before(act.gateUntil) && (err != nil || n > 0) {
+	if until := act.gate.Until(); !until.IsZero() {
+		n, err := s.resultsPending(ctx, act)
+		if !act.gate.Open(now, n, err == nil) {
 			if !act.gateLogged {
 				act.gateLogged = true
-				s.log.Info("waiting for results handed to the previous planner before planning", "pending", n, "until", act.gateUntil)
+				s.log.Info("waiting for results handed to the previous planner before planning", "pending", n, "until", until)
 			}
 			s.refreshGauges()
 			return 0
 		}
-		act.gateUntil = time.Time{}
 	}
 	s.expireFlights(ctx, now)
 	s.startReconciles(act)
 	s.startOrphanSweep(act, now)
 
 	s.mu.Lock()
-	s.v.expire(now)
+	start := time.Now()
+	s.v.Expire(now)
 	s.markMovesLocked()
-	p := s.v.round(now, s.limits())
-	s.v.reserve(p, now, s.cfg.TaskTimeout)
-	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())
+	rescans := s.v.Rescans()
+	p := s.v.Round(now, s.limits())
+	if s.v.Rescans() != rescans {
+		s.m.rescanSeconds.Set(time.Since(start).Seconds())
+	}
+	s.v.Reserve(p, now, s.cfg.TaskTimeout)
+	s.m.lockHeld.WithLabelValues("round").Observe(time.Since(start).Seconds())
 	s.mu.Unlock()
 
-	if len(p.copies) > 0 {
-		s.issue(ctx, p.copies)
+	if len(p.Copies) > 0 {
+		s.issue(ctx, p.Copies)
 	}
-	for _, t := range p.trims {
+	for _, t := range p.Trims {
 		s.trim(ctx, t)
 	}
-	if len(p.drops) > 0 {
-		s.drops(ctx, p.drops)
+	if len(p.Drops) > 0 {
+		s.drops(ctx, p.Drops)
 	}
 	s.announceLost(ctx)
 	s.announceDrained(ctx)
 	s.refreshGauges()
-	return p.wait
+	return p.Wait
 }
 
-// expireFlights re-plans tasks past their deadline, unless the task message
-// still sits in the work queue (no mover took it yet, or one is retrying it).
-// An expired copy counts as a failed attempt; an expired trim is forgotten.
+// expireFlights resolves tasks past their deadline (see
+// core.View.ResolveExpired): it asks the work queue whether each still waits
+// there, and publishes the final failure of a shard parked meanwhile.
 func (s *Service) expireFlights(ctx context.Context, now time.Time) {
 	s.mu.Lock()
-	copies, trims := s.v.expired(now)
-	type check struct {
-		h    uint32
-		task string
-		seq  uint64
-		trim bool
-	}
-	checks := make([]check, 0, len(copies)+len(trims))
-	for _, h := range copies {
-		f := s.v.flights[h]
-		checks = append(checks, check{h, f.task, f.seq, false})
-	}
-	for _, h := range trims {
-		t := s.v.trims[h]
-		checks = append(checks, check{h, t.task, t.seq, true})
-	}
+	expired := s.v.ExpiredTasks(now)
 	s.mu.Unlock()
-	for _, c := range checks {
+	for _, e := range expired {
 		queued := false
-		if c.seq != 0 {
+		if e.Seq != 0 {
 			gctx, cancel := context.WithTimeout(ctx, opTimeout)
-			_, err := s.tasks.GetMsg(gctx, c.seq)
+			_, err := s.tasks.GetMsg(gctx, e.Seq)
 			cancel()
 			queued = err == nil
 			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 				continue // cannot tell now: look again next tick
 			}
 		}
-		if c.trim {
-			s.mu.Lock()
-			if t := s.v.trims[c.h]; t != nil && t.task == c.task {
-				if queued {
-					t.deadline = now.Add(s.cfg.TaskTimeout)
-				} else {
-					s.log.Warn("trim timed out", "task", c.task)
-					s.v.endTrim(c.h)
-				}
-			}
-			s.mu.Unlock()
-			continue
-		}
-		var gaveUp *event.Failed
 		s.mu.Lock()
-		if f := s.v.flights[c.h]; f != nil && f.task == c.task {
-			if queued {
-				f.deadline = now.Add(s.cfg.TaskTimeout)
-				if f.rb != nil {
-					for _, p := range s.v.openPieces(f.rb) {
-						s.v.flights[p].deadline = f.deadline
-					}
-				}
-			} else {
-				s.log.Warn("task timed out, re-planning", "task", c.task)
-				gaveUp = s.failedLocked(c.h, f, "no result within the task timeout", now, false)
-			}
-		}
+		out := s.v.ResolveExpired(e, queued, now, s.cfg.TaskTimeout)
 		s.mu.Unlock()
-		s.reportGaveUp(ctx, gaveUp)
-	}
-}
-
-// failedLocked ends flight f of shard h as a failed attempt (s.mu held); for
-// a piece of a rebuild, every piece of its task still open. When it was the
-// last attempt of its round it returns the report to publish.
-func (s *Service) failedLocked(h uint32, f *flight, cause string, now time.Time, avoid bool) *event.Failed {
-	// A copy back in place that failed leaves its target lacking the shard
-	// (a planner that took over knows it only from the task).
-	type back struct {
-		h uint32
-		r nodeRef
-	}
-	var backs []back
-	if f.rb != nil {
-		for _, p := range s.v.openPieces(f.rb) {
-			if pf := s.v.flights[p]; pf.inPlace {
-				backs = append(backs, back{p, pf.target})
-			}
+		if out.TimedOut {
+			s.log.Warn("task timed out, re-planning", "task", e.Task, "trim", e.Trim)
 		}
-	} else if f.inPlace {
-		backs = append(backs, back{h, f.target})
-	}
-	defer func() {
-		for _, b := range backs {
-			s.v.markMissing(b.h, b.r)
-		}
-	}()
-	kind := event.KindCopy
-	if f.rb != nil {
-		kind = event.KindRebuild
-		if pieces := s.v.openPieces(f.rb); len(pieces) > 0 {
-			h = pieces[0]
-		}
-		if !s.v.failedRebuild(f.rb, now, avoid) {
-			return nil
-		}
-	} else {
-		s.v.endFlight(h)
-		if !s.v.failed(h, f.target, f.attempt, f.serial, now, avoid) {
-			return nil
-		}
-	}
-	s.m.gaveUp.Inc()
-	r := s.v.retries[h]
-	return &event.Failed{
-		Task: f.task, Incident: f.incident, Shard: s.v.ids.String(h), Kind: kind,
-		Target: s.v.nodes[f.target].id, Attempt: f.attempt, Final: true, RetryAt: r.notBefore.UTC(),
-		Error: fmt.Sprintf("repair failed %d times in a row (last: %s); retrying from attempt 1 at %s",
-			f.attempt, cause, r.notBefore.UTC().Format(time.RFC3339)),
+		s.reportGaveUp(ctx, out.GaveUp)
 	}
 }
 
@@ -348,26 +259,27 @@ func (s *Service) reportGaveUp(ctx context.Context, f *event.Failed) {
 	if f == nil {
 		return
 	}
+	s.m.gaveUp.Inc()
 	s.log.Warn("repair parked after repeated failures", "shard", f.Shard, "attempts", f.Attempt, "retry_at", f.RetryAt, "err", f.Error)
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := bus.Publish(pctx, s.js, event.FailedPrefix+f.Target, f, "planner-gave-up-"+f.Task); err != nil {
+	if err := s.pub.Publish(pctx, event.FailedPrefix+f.Target, f, "planner-gave-up-"+f.Task); err != nil {
 		s.log.Warn("publish final failure", "shard", f.Shard, "err", err)
 	}
 }
 
 // issue publishes the tasks of reserved decisions and one plan event per
 // incident (a rebuild counts each piece it writes, on its target).
-func (s *Service) issue(ctx context.Context, ds []decision) {
+func (s *Service) issue(ctx context.Context, ds []core.Decision) {
 	// One plan span per incident, continuing the trace its down verdict
 	// started; the tasks and the plan event are published inside it.
-	byIncident := map[string][]decision{}
+	byIncident := map[string][]core.Decision{}
 	var order []string
 	for _, d := range ds {
-		if _, ok := byIncident[d.incident]; !ok {
-			order = append(order, d.incident)
+		if _, ok := byIncident[d.Incident]; !ok {
+			order = append(order, d.Incident)
 		}
-		byIncident[d.incident] = append(byIncident[d.incident], d)
+		byIncident[d.Incident] = append(byIncident[d.Incident], d)
 	}
 	for _, inc := range order {
 		s.issueIncident(ctx, inc, byIncident[inc])
@@ -375,7 +287,7 @@ func (s *Service) issue(ctx context.Context, ds []decision) {
 }
 
 // issueIncident publishes the tasks of one incident and its plan event.
-func (s *Service) issueIncident(ctx context.Context, inc string, ds []decision) {
+func (s *Service) issueIncident(ctx context.Context, inc string, ds []core.Decision) {
 	ctx, span := s.tracer.Start(telemetry.ContextFromTraceParent(ctx, s.incidentTrace(inc)), "rehome.repair.plan",
 		trace.WithAttributes(attribute.String("rehome.incident", inc)))
 	defer span.End()
@@ -386,7 +298,7 @@ func (s *Service) issueIncident(ctx context.Context, inc string, ds []decision) 
 			t  *event.Task
 			ok bool
 		)
-		if d.rb != nil {
+		if d.RB != nil {
 			t, ok = s.issueRebuild(ctx, d)
 		} else {
 			t, ok = s.issueOne(ctx, d)
@@ -423,7 +335,7 @@ func (s *Service) issueIncident(ctx context.Context, inc string, ds []decision) 
 	slices.SortFunc(plan.Targets, func(x, y event.PlanTarget) int { return strings.Compare(x.Node, y.Node) })
 	span.SetAttributes(attribute.Int("rehome.shards", plan.Shards), attribute.Int64("rehome.bytes", plan.Bytes))
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
-	if err := bus.Publish(pctx, s.js, event.PlanPrefix+inc, &plan, ""); err != nil {
+	if err := s.pub.Publish(pctx, event.PlanPrefix+inc, &plan, ""); err != nil {
 		s.log.WarnContext(ctx, "publish plan", "incident", inc, "err", err)
 	}
 	cancel()
@@ -433,63 +345,60 @@ func (s *Service) issueIncident(ctx context.Context, inc string, ds []decision) 
 
 // issueOne reads the shard's entry (checksum, revision) and publishes its
 // task; on any failure (or a lease lost meanwhile) the reservation is released.
-func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) {
+func (s *Service) issueOne(ctx context.Context, d core.Decision) (*event.Task, bool) {
 	s.mu.Lock()
-	taskID := s.v.taskID(d)
-	target := s.v.nodes[d.target].id
-	sources := make([]string, len(d.sources))
-	for i, r := range d.sources {
-		sources[i] = s.v.nodes[r].id
-	}
+	taskID := s.v.TaskID(d)
 	s.mu.Unlock()
 	release := func(used bool) {
 		s.mu.Lock()
-		if f := s.v.flights[d.shard]; f != nil && f.task == taskID {
-			s.v.endFlight(d.shard)
-			if used {
-				s.v.usedSerial(d.shard, d.serial, s.now())
-			}
-		}
+		s.v.ReleaseCopy(d, taskID, used, s.now())
 		s.mu.Unlock()
 	}
 	if !s.lease.held(s.now()) {
 		release(false)
 		return nil, false
 	}
-	p, rev, err := s.getPlacement(ctx, d.id)
+	p, rev, err := s.getPlacement(ctx, d.ID)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			s.log.Warn("read placement for task", "shard", d.id, "err", err)
+			s.log.Warn("read placement for task", "shard", d.ID, "err", err)
 		}
 		release(false)
 		return nil, false
 	}
-	t := &event.Task{
-		Task: taskID, Incident: d.incident, Shard: d.id, Kind: event.KindCopy,
-		Sources: sources, Target: target, Bytes: p.Size, SHA256: p.SHA256,
-		Attempt: d.attempt, RackRelaxed: d.relaxed,
+	s.mu.Lock()
+	t := s.v.CopyTask(d, p)
+	s.mu.Unlock()
+	ack, ok := s.publishReserved(ctx, &t, release)
+	if !ok {
+		return nil, false
 	}
+	s.mu.Lock()
+	s.v.CopyQueued(d, taskID, ack.Sequence, rev, p)
+	s.mu.Unlock()
+	s.log.Debug("task issued", "task", taskID, "source", t.Sources[0], "target", t.Target, "bytes", p.Size,
+		"attempt", d.Attempt, "margin", d.Margin, "rack_relaxed", d.Relaxed)
+	return &t, true
+}
+
+// publishReserved publishes the task of a reservation and counts it; on a
+// failure it calls release(false), and on a task id already used (seen by
+// the stream's dedup window, before a restart) release(true) and plans
+// again, so the next task takes a new serial.
+func (s *Service) publishReserved(ctx context.Context, t *event.Task, release func(used bool)) (*jetstream.PubAck, bool) {
 	ack, err := s.publishTask(ctx, t)
 	if err != nil {
-		s.log.Warn("publish task", "task", taskID, "err", err)
+		s.log.Warn("publish task", "task", t.Task, "err", err)
 		release(false)
 		return nil, false
 	}
 	if ack.Duplicate {
-		// That id was used recently (before a restart): take a new serial.
 		release(true)
 		s.plan()
 		return nil, false
 	}
-	s.m.issued.WithLabelValues(event.KindCopy).Inc()
-	s.mu.Lock()
-	if f := s.v.flights[d.shard]; f != nil && f.task == taskID {
-		f.seq, f.rev, f.entry = ack.Sequence, rev, &p
-	}
-	s.mu.Unlock()
-	s.log.Debug("task issued", "task", taskID, "source", sources[0], "target", target, "bytes", p.Size,
-		"attempt", d.attempt, "margin", d.margin, "rack_relaxed", d.relaxed)
-	return t, true
+	s.m.issued.WithLabelValues(t.Kind).Inc()
+	return ack, true
 }
 
 // issueRebuild publishes the task of a reserved rebuild decision, built
@@ -498,159 +407,109 @@ func (s *Service) issueOne(ctx context.Context, d decision) (*event.Task, bool) 
 // task lists the K holders it was charged for first in Sources, then the
 // other live holders. On any failure (or a lease lost, or a piece gone from
 // the map meanwhile) the reservation is released.
-func (s *Service) issueRebuild(ctx context.Context, d decision) (*event.Task, bool) {
+func (s *Service) issueRebuild(ctx context.Context, d core.Decision) (*event.Task, bool) {
 	s.mu.Lock()
-	taskID := s.v.taskID(d)
-	g := d.rb.group
-	rb := g.rb
-	if rb == nil || rb.task != taskID || len(s.v.openPieces(rb)) != len(d.rb.pieces) {
+	taskID := s.v.TaskID(d)
+	t, ok := s.v.RebuildTaskOf(d)
+	s.mu.Unlock()
+	release := func(used bool) {
+		s.mu.Lock()
+		s.v.ReleaseRebuild(d, taskID, used, s.now())
 		s.mu.Unlock()
-		s.releaseRebuild(taskID, g, d, false)
+	}
+	if !ok {
+		release(false)
 		return nil, false
 	}
-	t := s.v.rebuildTask(d, taskID)
-	s.mu.Unlock()
 	if err := t.Validate(); err != nil {
 		s.log.Warn("rebuild task not valid, not issued", "task", taskID, "err", err)
-		s.releaseRebuild(taskID, g, d, false)
+		release(false)
 		return nil, false
 	}
 	if !s.lease.held(s.now()) {
-		s.releaseRebuild(taskID, g, d, false)
+		release(false)
 		return nil, false
 	}
-	ack, err := s.publishTask(ctx, t)
-	if err != nil {
-		s.log.Warn("publish task", "task", taskID, "err", err)
-		s.releaseRebuild(taskID, g, d, false)
+	ack, ok := s.publishReserved(ctx, t, release)
+	if !ok {
 		return nil, false
 	}
-	if ack.Duplicate {
-		s.releaseRebuild(taskID, g, d, true)
-		s.plan()
-		return nil, false
-	}
-	s.m.issued.WithLabelValues(event.KindRebuild).Inc()
 	s.mu.Lock()
-	if g.rb != nil && g.rb.task == taskID {
-		for _, p := range s.v.openPieces(g.rb) {
-			s.v.flights[p].seq = ack.Sequence
-		}
-	}
+	s.v.RebuildQueued(d, taskID, ack.Sequence)
 	s.mu.Unlock()
 	s.log.Debug("rebuild issued", "task", taskID, "pieces", len(t.Rebuild), "sources", t.Sources[:t.K],
-		"target", t.Target, "bytes_read", d.bytes, "attempt", d.attempt, "margin", d.margin, "rack_relaxed", d.relaxed)
+		"target", t.Target, "bytes_read", d.Bytes, "attempt", d.Attempt, "margin", d.Margin, "rack_relaxed", d.Relaxed)
 	return t, true
 }
 
-// releaseRebuild forgets reserved rebuild taskID of stripe g; used records
-// that its task id is taken (the next task takes a higher serial).
-func (s *Service) releaseRebuild(taskID string, g *stripeGroup, d decision, used bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if g.rb == nil || g.rb.task != taskID {
-		return
-	}
-	for _, p := range s.v.openPieces(g.rb) {
-		s.v.endFlight(p)
-		if used {
-			s.v.usedSerial(p, d.serial, s.now())
-		}
-	}
-}
-
 // trim removes one surplus copy: it takes the node out of the shard's
-// placement entry with a compare-and-set (never leaving fewer up holders
-// than the layout's copies), then queues the delete task for that node.
-// Anything unexpected (entry changed, lease lost, bus trouble) releases the
-// reservation; the next round looks again.
-func (s *Service) trim(ctx context.Context, td trimDecision) {
-	s.mu.Lock()
-	node := s.v.nodes[td.node].id
-	s.mu.Unlock()
+// placement entry with a compare-and-set when core.View.TrimEntry still
+// allows it, then queues the delete task for that node. Anything unexpected
+// (entry changed, lease lost, bus trouble) releases the reservation; the
+// next round looks again.
+func (s *Service) trim(ctx context.Context, td core.TrimDecision) {
 	release := func() {
 		s.mu.Lock()
-		if t := s.v.trims[td.shard]; t != nil && t.node == td.node && t.task == "" {
-			s.v.endTrim(td.shard)
-		}
+		s.v.ReleaseTrim(td)
 		s.mu.Unlock()
 	}
 	if !s.lease.held(s.now()) {
 		release()
 		return
 	}
-	p, rev, err := s.getPlacement(ctx, td.id)
+	p, rev, err := s.getPlacement(ctx, td.ID)
 	if err != nil {
 		release()
 		return
 	}
 	s.mu.Lock()
-	up := 0 // holders up and not lacking the shard
-	for _, n := range p.Nodes {
-		if r, ok := s.v.nodeIdx[n]; ok && s.v.nodes[r].effState() == model.StateUp && !s.v.isMissing(td.shard, r) {
-			up++
-		}
-	}
+	entry, ok := s.v.TrimEntry(td, p)
 	s.mu.Unlock()
-	if !slices.Contains(p.Nodes, node) || up <= p.Layout.Copies() {
+	if !ok {
 		release()
 		return
 	}
-	entry := p
-	entry.Nodes = slices.DeleteFunc(slices.Clone(p.Nodes), func(n string) bool { return n == node })
 	body, err := json.Marshal(entry)
 	if err != nil {
 		release()
 		return
 	}
 	uctx, cancel := context.WithTimeout(ctx, opTimeout)
-	newRev, err := s.kvPlace.Update(uctx, td.id, body, rev)
+	newRev, err := s.places.Update(uctx, td.ID, body, rev)
 	cancel()
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			s.log.Warn("trim: update placement", "shard", td.id, "err", err)
+			s.log.Warn("trim: update placement", "shard", td.ID, "err", err)
 		}
 		release()
 		return
 	}
-	taskID := trimPrefix + td.id + "-" + node + "-" + strconv.FormatUint(newRev, 10)
 	s.mu.Lock()
-	if t := s.v.trims[td.shard]; t != nil && t.node == td.node {
-		t.task = taskID
+	t := s.v.TrimWritten(td, p, newRev)
+	s.mu.Unlock()
+	ack, err := s.publishTask(ctx, &t)
+	s.mu.Lock()
+	if err != nil {
+		s.v.TrimQueued(td, t.Task, 0, false)
+	} else {
+		s.v.TrimQueued(td, t.Task, ack.Sequence, true)
 	}
 	s.mu.Unlock()
-	t := &event.Task{Task: taskID, Incident: "trim", Shard: td.id, Kind: event.KindDelete,
-		Target: node, Bytes: p.Size, SHA256: p.SHA256}
-	ack, err := s.publishTask(ctx, t)
 	if err != nil {
 		// The map no longer lists the copy: it stays on the node's disk, unused.
-		s.log.Warn("trim: copy unmapped but its delete task not queued", "shard", td.id, "node", node, "err", err)
-		s.mu.Lock()
-		if t := s.v.trims[td.shard]; t != nil && t.task == taskID {
-			s.v.endTrim(td.shard)
-		}
-		s.mu.Unlock()
+		s.log.Warn("trim: copy unmapped but its delete task not queued", "shard", td.ID, "node", t.Target, "err", err)
 		return
 	}
 	s.m.trims.Inc()
-	s.mu.Lock()
-	if t := s.v.trims[td.shard]; t != nil && t.task == taskID {
-		t.seq = ack.Sequence
-	}
-	s.mu.Unlock()
-	s.log.Info("surplus copy trimmed", "shard", td.id, "node", node, "task", taskID)
+	s.log.Info("surplus copy trimmed", "shard", td.ID, "node", t.Target, "task", t.Task)
 }
 
 // announceLost publishes event.Lost once for each newly lost shard.
 func (s *Service) announceLost(ctx context.Context) {
 	s.mu.Lock()
-	hs := s.v.lostToAnnounce(256)
-	ids := make([]string, len(hs))
-	for i, h := range hs {
-		ids[i] = s.v.ids.String(h)
-	}
+	ids := s.v.LostIDs(256)
 	s.mu.Unlock()
-	for i, id := range ids {
+	for _, id := range ids {
 		p, _, err := s.getPlacement(ctx, id)
 		if err != nil {
 			continue
@@ -661,7 +520,7 @@ func (s *Service) announceLost(ctx context.Context) {
 			what = "shard lost: its stripe has fewer than K pieces with a live holder"
 		}
 		pctx, cancel := context.WithTimeout(ctx, opTimeout)
-		err = bus.Publish(pctx, s.js, event.LostPrefix+id, l, "lost-"+id)
+		err = s.pub.Publish(pctx, event.LostPrefix+id, l, "lost-"+id)
 		cancel()
 		if err != nil {
 			s.log.Warn("publish lost", "shard", id, "err", err)
@@ -669,32 +528,30 @@ func (s *Service) announceLost(ctx context.Context) {
 		}
 		s.log.Error(what, "shard", id, "key", p.Key, "nodes", p.Nodes, "layout", p.Layout.String())
 		s.mu.Lock()
-		if h, ok := s.v.ids.Lookup(id); ok && h == hs[i] {
-			s.v.rec(h).flags |= flagLostSent
-		}
+		s.v.LostSent(id)
 		s.mu.Unlock()
 	}
 }
 
 func (s *Service) refreshGauges() {
 	s.mu.Lock()
-	t := s.v.totals()
-	single, _ := s.v.singleCopy()
+	t := s.v.Totals()
+	single, _ := s.v.SingleCopy()
 	lacking := 0
-	for i := range s.v.nodes {
-		lacking += s.v.nodes[i].missing
+	for i := range s.v.Nodes {
+		lacking += s.v.Nodes[i].Missing
 	}
 	s.mu.Unlock()
 	s.m.singleCopy.Set(float64(single))
 	s.m.lacking.Set(float64(lacking))
-	s.m.underReplicated.Set(float64(t.underReplicated))
-	s.m.lost.Set(float64(t.lost))
-	s.m.bytesRemaining.Set(float64(t.bytesRemaining))
-	s.m.inFlight.Set(float64(t.inFlight))
-	s.m.shards.Set(float64(t.shards))
-	s.m.surplus.Set(float64(t.surplus))
-	s.m.stripes.Set(float64(t.stripes))
-	s.m.stripesDegraded.Set(float64(t.stripesDegraded))
+	s.m.underReplicated.Set(float64(t.UnderReplicated))
+	s.m.lost.Set(float64(t.Lost))
+	s.m.bytesRemaining.Set(float64(t.BytesRemaining))
+	s.m.inFlight.Set(float64(t.InFlight))
+	s.m.shards.Set(float64(t.Shards))
+	s.m.surplus.Set(float64(t.Surplus))
+	s.m.stripes.Set(float64(t.Stripes))
+	s.m.stripesDegraded.Set(float64(t.StripesDegraded))
 }
 
 // publishProgress publishes rehome.heal.progress, and rehome.heal.stalled
@@ -702,11 +559,11 @@ func (s *Service) refreshGauges() {
 func (s *Service) publishProgress(ctx context.Context) {
 	now := s.now()
 	s.mu.Lock()
-	p := s.v.progress(now, s.cfg.StallAfter)
+	p := s.v.Progress(now, s.cfg.StallAfter)
 	p.Paused = s.pausedLocked()
-	announce := p.Stalled && !s.v.stallSent
-	s.v.stallSent = p.Stalled
-	idle := now.Sub(s.v.idleSince()).Seconds()
+	announce := p.Stalled && !s.v.StallSent
+	s.v.StallSent = p.Stalled
+	idle := now.Sub(s.v.IdleSince()).Seconds()
 	s.mu.Unlock()
 	if p.Stalled {
 		s.m.stalled.Set(1)
@@ -715,12 +572,12 @@ func (s *Service) publishProgress(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := bus.Publish(pctx, s.js, event.HealProgress, &p, ""); err != nil {
+	if err := s.pub.Publish(pctx, event.HealProgress, &p, ""); err != nil {
 		s.log.Warn("publish progress", "err", err)
 	}
 	if announce {
 		st := &event.Stalled{UnderReplicated: p.UnderReplicated, BytesRemaining: p.BytesRemaining, IdleSeconds: idle}
-		if err := bus.Publish(pctx, s.js, event.HealStalled, st, ""); err != nil {
+		if err := s.pub.Publish(pctx, event.HealStalled, st, ""); err != nil {
 			s.log.Warn("publish stalled", "err", err)
 		}
 		s.log.Warn("heal stalled", "under_replicated", p.UnderReplicated, "bytes_remaining", p.BytesRemaining, "idle_seconds", idle)

@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,10 +28,6 @@ const healCallTimeout = 20 * time.Second
 
 // backgroundCheckTimeout bounds one background inventory check.
 const backgroundCheckTimeout = 2 * time.Minute
-
-// nominalCopyRate is the copy speed a heal plan assumes when no repair was
-// verified recently: 200 MB/s per copy.
-const nominalCopyRate = 200e6
 
 // errRestarted says a node's boot id changed between inventory pages.
 var errRestarted = errors.New("node restarted during the inventory check")
@@ -85,16 +83,16 @@ func (s *Service) inventoryPage(ctx context.Context, node, after string) (contro
 // trip per page; checks of one node are serialised, so it is safe to call
 // from several goroutines. It fails with nats.ErrNoResponders (wrapped) when
 // the node does not answer inventory requests.
-func (s *Service) reconcile(ctx context.Context, node string, apply bool) (checkResult, error) {
+func (s *Service) reconcile(ctx context.Context, node string, apply bool) (core.CheckResult, error) {
 	defer s.checks.lock(node)()
 	s.mu.Lock()
-	r, ok := s.v.nodeIdx[node]
-	if !ok || !s.v.nodes[r].registered {
+	r, ok := s.v.NodeIndex[node]
+	if !ok || !s.v.Nodes[r].Registered {
 		s.mu.Unlock()
-		return checkResult{}, refuse(control.ErrNotFound, "node %s is not registered", node)
+		return core.CheckResult{}, refuse(control.ErrNotFound, "node %s is not registered", node)
 	}
-	gen := s.v.nodes[r].reconcileGen
-	c := s.v.startCheck(r)
+	gen := s.v.Nodes[r].ReconcileGen
+	c := s.v.StartCheck(r)
 	s.mu.Unlock()
 	start := time.Now()
 	after, pages := "", 0
@@ -102,42 +100,42 @@ func (s *Service) reconcile(ctx context.Context, node string, apply bool) (check
 		page, err := s.inventoryPage(ctx, node, after)
 		if err != nil {
 			s.m.checks.WithLabelValues("failed").Inc()
-			return checkResult{}, err
+			return core.CheckResult{}, err
 		}
 		pages++
-		if c.boot == "" {
-			c.boot = page.BootID
-		} else if page.BootID != c.boot {
+		if c.Boot == "" {
+			c.Boot = page.BootID
+		} else if page.BootID != c.Boot {
 			s.m.checks.WithLabelValues("failed").Inc()
-			return checkResult{}, fmt.Errorf("inventory of %s: %w", node, errRestarted)
+			return core.CheckResult{}, fmt.Errorf("inventory of %s: %w", node, errRestarted)
 		}
 		s.mu.Lock()
-		s.v.checkPage(c, page.Shards)
+		s.v.CheckPage(c, page.Shards)
 		s.mu.Unlock()
 		if page.Next == "" {
 			break
 		}
 		if page.Next <= after {
 			s.m.checks.WithLabelValues("failed").Inc()
-			return checkResult{}, fmt.Errorf("%w inventory of %s: page after %q does not advance", model.ErrInvalid, node, after)
+			return core.CheckResult{}, fmt.Errorf("%w inventory of %s: page after %q does not advance", model.ErrInvalid, node, after)
 		}
 		after = page.Next
 	}
 	s.mu.Lock()
-	res := s.v.endCheck(c)
+	res := s.v.EndCheck(c)
 	marked := 0
 	if apply {
-		marked = s.v.applyCheck(r, res)
-		if c.boot != "" {
-			s.v.nodes[r].bootID = c.boot // the disk this check saw
+		marked = s.v.ApplyCheck(r, res)
+		if c.Boot != "" {
+			s.v.Nodes[r].BootID = c.Boot // the disk this check saw
 		}
-		s.v.reconciled(r, gen)
+		s.v.Reconciled(r, gen)
 	}
 	s.mu.Unlock()
 	s.m.checks.WithLabelValues("ok").Inc()
 	if apply {
-		s.log.Info("inventory checked against the map", "node", node, "listed", res.checked, "lacking", len(res.missing),
-			"newly_lacking", marked, "back", len(res.present), "pages", pages, "boot_id", c.boot, "took", time.Since(start))
+		s.log.Info("inventory checked against the map", "node", node, "listed", res.Checked, "lacking", len(res.Missing),
+			"newly_lacking", marked, "back", len(res.Present), "pages", pages, "boot_id", c.Boot, "took", time.Since(start))
 		s.refreshGauges()
 		s.plan()
 	}
@@ -152,15 +150,15 @@ func (s *Service) reconcile(ctx context.Context, node string, apply bool) (check
 func (s *Service) startReconciles(act *acting) {
 	now := s.now()
 	s.mu.Lock()
-	due := s.v.reconcilesDue(now, maxReconciles)
+	due := s.v.ReconcilesDue(now, maxReconciles)
 	type job struct {
-		r   nodeRef
+		r   core.NodeRef
 		id  string
 		gen int
 	}
 	jobs := make([]job, len(due))
 	for i, r := range due {
-		jobs[i] = job{r, s.v.nodes[r].id, s.v.nodes[r].reconcileGen}
+		jobs[i] = job{r, s.v.Nodes[r].ID, s.v.Nodes[r].ReconcileGen}
 	}
 	s.mu.Unlock()
 	for _, j := range jobs {
@@ -174,7 +172,7 @@ func (s *Service) startReconciles(act *acting) {
 				s.log.Warn("node does not answer inventory requests: its copies are trusted as listed", "node", j.id)
 			}
 			s.mu.Lock()
-			gaveUp := s.v.reconcileDone(j.r, j.gen, ok, s.now())
+			gaveUp := s.v.ReconcileDone(j.r, j.gen, ok, s.now())
 			s.mu.Unlock()
 			switch {
 			case gaveUp:
@@ -194,43 +192,34 @@ func (s *Service) startReconciles(act *acting) {
 // the holder is still listed and marked lacking it, and the others still
 // have the live copies the layout needs. Anything unexpected leaves it to
 // the next round.
-func (s *Service) drops(ctx context.Context, ds []dropDecision) {
-	_ = parallel(ds, func(d dropDecision) error {
-		p, rev, err := s.getPlacement(ctx, d.id)
+func (s *Service) drops(ctx context.Context, ds []core.DropDecision) {
+	_ = parallel(ds, func(d core.DropDecision) error {
+		p, rev, err := s.getPlacement(ctx, d.ID)
 		if err != nil {
 			return nil
 		}
 		s.mu.Lock()
-		node := s.v.nodes[d.node].id
-		ok := s.v.ids.Valid(d.shard) && s.v.ids.String(d.shard) == d.id && s.v.isMissing(d.shard, d.node) &&
-			s.v.flights[d.shard] == nil && slices.Contains(p.Nodes, node)
-		live := 0
-		for _, n := range p.Nodes {
-			if r, known := s.v.nodeIdx[n]; known && n != node && s.v.live(r) && !s.v.isMissing(d.shard, r) {
-				live++
-			}
-		}
+		entry, ok := s.v.DropEntry(d, p)
+		node := s.v.Nodes[d.Node].ID
 		s.mu.Unlock()
-		if !ok || live < p.Layout.Copies() {
+		if !ok {
 			return nil
 		}
-		entry := p
-		entry.Nodes = slices.DeleteFunc(slices.Clone(p.Nodes), func(n string) bool { return n == node })
 		body, err := json.Marshal(entry)
 		if err != nil {
 			return nil
 		}
 		uctx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err = s.kvPlace.Update(uctx, d.id, body, rev)
+		_, err = s.places.Update(uctx, d.ID, body, rev)
 		cancel()
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-				s.log.Warn("drop a holder lacking its copy: update placement", "shard", d.id, "err", err)
+				s.log.Warn("drop a holder lacking its copy: update placement", "shard", d.ID, "err", err)
 			}
 			return nil
 		}
 		s.m.dropped.Inc()
-		s.log.Debug("holder lacking its copy dropped: the shard is whole without it", "shard", d.id, "node", node)
+		s.log.Debug("holder lacking its copy dropped: the shard is whole without it", "shard", d.ID, "node", node)
 		return nil
 	})
 }
@@ -242,10 +231,10 @@ func (s *Service) onCorrupt(c event.Corrupt) {
 	s.m.corrupt.Inc()
 	s.mu.Lock()
 	marked := false
-	h, ok := s.v.ids.Lookup(c.Shard)
-	r, known := s.v.nodeIdx[c.Node]
+	h, ok := s.v.IDs.Lookup(c.Shard)
+	r, known := s.v.NodeIndex[c.Node]
 	if ok && known {
-		marked = s.v.markMissing(h, r)
+		marked = s.v.MarkMissing(h, r)
 	}
 	s.mu.Unlock()
 	if !marked {
@@ -270,11 +259,11 @@ func (s *Service) healTarget(data []byte) (string, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.v.nodeIdx[req.Node]
-	if !ok || !s.v.nodes[r].registered {
+	r, ok := s.v.NodeIndex[req.Node]
+	if !ok || !s.v.Nodes[r].Registered {
 		return "", refuse(control.ErrNotFound, "node %s is not registered", req.Node)
 	}
-	if st := s.v.nodes[r].effState(); !st.Live() {
+	if st := s.v.Nodes[r].EffState(); !st.Live() {
 		return "", refuse(control.ErrConflict, "node %s is %s: start it under the same identity first", req.Node, st)
 	}
 	return req.Node, nil
@@ -304,7 +293,7 @@ func (s *Service) ctlHealNode(ctx context.Context, data []byte) (any, error) {
 		return nil, checkError(node, err)
 	}
 	s.mu.Lock()
-	rep := s.v.healSummary(s.v.nodeIdx[node], res.checked)
+	rep := s.v.HealSummary(s.v.NodeIndex[node], res.Checked)
 	s.mu.Unlock()
 	s.log.Info("heal of a node in place", "node", node, "checked", rep.Checked, "missing", rep.Missing,
 		"missing_bytes", rep.MissingBytes, "rebuilding", rep.Rebuilding, "dropped", rep.Dropped)
@@ -326,35 +315,16 @@ func (s *Service) ctlHealPlan(ctx context.Context, data []byte) (any, error) {
 	}
 	now := s.now()
 	s.mu.Lock()
-	r := s.v.nodeIdx[node]
-	lacking := slices.Clone(res.missing)
-	for _, h := range s.v.marksOn(r) {
-		if _, back := slices.BinarySearch(res.present, h); !back && !slices.Contains(lacking, h) {
+	r := s.v.NodeIndex[node]
+	lacking := slices.Clone(res.Missing)
+	for _, h := range s.v.MarksOn(r) {
+		if _, back := slices.BinarySearch(res.Present, h); !back && !slices.Contains(lacking, h) {
 			lacking = append(lacking, h)
 		}
 	}
-	plan := s.v.healPlan(r, lacking, s.limits())
-	rate := s.v.rate.perSecond(now, s.v.workSince)
+	plan := s.v.HealPlan(r, lacking, s.limits())
+	rate := s.v.Rate.PerSecond(now, s.v.WorkSince)
 	s.mu.Unlock()
-	plan.EstimatedSeconds, plan.Throttle = estimate(plan.Bytes, rate, s.cfg.PerNodeIn, s.cfg.MaxBytesPerSec, node)
+	plan.EstimatedSeconds, plan.Throttle = core.Estimate(plan.Bytes, rate, s.cfg.PerNodeIn, s.cfg.MaxBytesPerSec, node)
 	return plan, nil
-}
-
-// estimate is how long writing bytes onto node takes: at the rate repairs
-// were verified recently, or, with none, PerNodeIn copies at once at a
-// nominal 200 MB/s each (or the global byte cap, if lower). It says which.
-func estimate(bytes int64, rate float64, perNodeIn int, capBytes int64, node string) (float64, string) {
-	if bytes <= 0 {
-		return 0, "nothing to move"
-	}
-	if rate > 0 {
-		return float64(bytes) / rate, fmt.Sprintf("the verified repair rate of the last 20 s, %.0f B/s", rate)
-	}
-	per := float64(max(perNodeIn, 1)) * nominalCopyRate
-	throttle := fmt.Sprintf("no recent repairs: %d copies at a time into %s (per-node-in) at a nominal 200 MB/s each", max(perNodeIn, 1), node)
-	if capBytes > 0 && float64(capBytes) < per {
-		per = float64(capBytes)
-		throttle = fmt.Sprintf("no recent repairs: the global byte cap of %d B/s", capBytes)
-	}
-	return float64(bytes) / per, throttle
 }

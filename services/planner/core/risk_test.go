@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"fmt"
@@ -14,7 +14,7 @@ func TestRiskTable(t *testing.T) {
 	type cost struct{ lost, single int }
 	cases := []struct {
 		name       string
-		setup      func(t *testing.T, v *view)
+		setup      func(t *testing.T, v *View)
 		nodes      map[string]cost // lines not listed cost nothing
 		racks      map[string]cost
 		worstNode  string // "" none
@@ -24,13 +24,13 @@ func TestRiskTable(t *testing.T) {
 		mustAbsent []string
 	}{{
 		name:  "three copies in three racks cost nothing",
-		setup: func(t *testing.T, v *view) { put(t, v, "s", 1, "storage-1", "storage-2", "storage-3") },
+		setup: func(t *testing.T, v *View) { Put(t, v, "s", 1, "storage-1", "storage-2", "storage-3") },
 		nodes: nil, racks: nil, nodeLines: 6, rackLines: 3,
 	}, {
 		name: "a holder down leaves the others single-copy",
-		setup: func(t *testing.T, v *view) {
-			put(t, v, "s", 1, "storage-1", "storage-2", "storage-3")
-			setState(t, v, "storage-1", model.StateDown, t0)
+		setup: func(t *testing.T, v *View) {
+			Put(t, v, "s", 1, "storage-1", "storage-2", "storage-3")
+			setState(t, v, "storage-1", model.StateDown, Epoch)
 		},
 		nodes:     map[string]cost{"storage-2": {0, 1}, "storage-3": {0, 1}},
 		racks:     map[string]cost{"rack-2": {0, 1}, "rack-3": {0, 1}},
@@ -38,73 +38,73 @@ func TestRiskTable(t *testing.T) {
 		mustAbsent: []string{"storage-1"},
 	}, {
 		name: "one live copy: its node loses it; an already lost shard counts nowhere",
-		setup: func(t *testing.T, v *view) {
-			put(t, v, "s", 1, "storage-1", "storage-2", "storage-3")
-			put(t, v, "gone", 1, "storage-1")
-			setState(t, v, "storage-1", model.StateDown, t0)
-			setState(t, v, "storage-3", model.StateDown, t0)
+		setup: func(t *testing.T, v *View) {
+			Put(t, v, "s", 1, "storage-1", "storage-2", "storage-3")
+			Put(t, v, "gone", 1, "storage-1")
+			setState(t, v, "storage-1", model.StateDown, Epoch)
+			setState(t, v, "storage-3", model.StateDown, Epoch)
 		},
 		nodes:     map[string]cost{"storage-2": {1, 0}},
 		racks:     map[string]cost{"rack-2": {1, 0}},
 		worstNode: "storage-2", worstRack: "rack-2", nodeLines: 4, rackLines: 3,
 	}, {
 		name: "two copies in one rack: the rack failure leaves one",
-		setup: func(t *testing.T, v *view) {
-			put(t, v, "s", 1, "storage-1", "storage-4", "storage-2")
+		setup: func(t *testing.T, v *View) {
+			Put(t, v, "s", 1, "storage-1", "storage-4", "storage-2")
 		},
 		racks:     map[string]cost{"rack-1": {0, 1}},
 		worstRack: "rack-1", nodeLines: 6, rackLines: 3,
 	}, {
 		name: "a holder lacking its copy does not count",
-		setup: func(t *testing.T, v *view) {
-			put(t, v, "s", 1, "storage-1", "storage-2", "storage-3")
-			h, _ := v.ids.Lookup("s")
-			v.markMissing(h, v.nodeIdx["storage-3"])
+		setup: func(t *testing.T, v *View) {
+			Put(t, v, "s", 1, "storage-1", "storage-2", "storage-3")
+			h, _ := v.IDs.Lookup("s")
+			v.MarkMissing(h, v.NodeIndex["storage-3"])
 		},
 		nodes:     map[string]cost{"storage-1": {0, 1}, "storage-2": {0, 1}},
 		racks:     map[string]cost{"rack-1": {0, 1}, "rack-2": {0, 1}},
 		worstNode: "storage-1", worstRack: "rack-1", nodeLines: 6, rackLines: 3,
 	}, {
 		name: "erasure-coded 2+1: a healthy stripe would be left with K pieces",
-		setup: func(t *testing.T, v *view) {
-			putStripe(t, v, "obj", 0, 2, 1, 10, nodeNames(1, 2, 3)...)
+		setup: func(t *testing.T, v *View) {
+			PutStripe(t, v, "obj", 0, 2, 1, 10, nodeNames(1, 2, 3)...)
 		},
 		nodes:     map[string]cost{"storage-1": {0, 1}, "storage-2": {0, 1}, "storage-3": {0, 1}},
 		racks:     map[string]cost{"rack-1": {0, 1}, "rack-2": {0, 1}, "rack-3": {0, 1}},
 		worstNode: "storage-1", worstRack: "rack-1", nodeLines: 6, rackLines: 3,
 	}, {
 		name: "erasure-coded 2+1 at K pieces: any holder's failure loses every piece",
-		setup: func(t *testing.T, v *view) {
-			putStripe(t, v, "obj", 0, 2, 1, 10, nodeNames(1, 2, 3)...)
-			setState(t, v, "storage-3", model.StateDown, t0)
+		setup: func(t *testing.T, v *View) {
+			PutStripe(t, v, "obj", 0, 2, 1, 10, nodeNames(1, 2, 3)...)
+			setState(t, v, "storage-3", model.StateDown, Epoch)
 		},
 		nodes:     map[string]cost{"storage-1": {3, 0}, "storage-2": {3, 0}},
 		racks:     map[string]cost{"rack-1": {3, 0}, "rack-2": {3, 0}},
 		worstNode: "storage-1", worstRack: "rack-1", nodeLines: 5, rackLines: 3,
 	}, {
 		name: "erasure-coded 4+2 two pieces per rack: a rack failure leaves K",
-		setup: func(t *testing.T, v *view) {
-			putStripe(t, v, "obj", 0, 4, 2, 10, nodeNames(1, 4, 2, 5, 3, 6)...)
+		setup: func(t *testing.T, v *View) {
+			PutStripe(t, v, "obj", 0, 4, 2, 10, nodeNames(1, 4, 2, 5, 3, 6)...)
 		},
 		racks:     map[string]cost{"rack-1": {0, 1}, "rack-2": {0, 1}, "rack-3": {0, 1}},
 		worstRack: "rack-1", nodeLines: 6, rackLines: 3,
 	}, {
 		name: "the worst is the most lost, then the most single-copy",
-		setup: func(t *testing.T, v *view) {
+		setup: func(t *testing.T, v *View) {
 			for i := 0; i < 3; i++ {
-				put(t, v, fmt.Sprintf("two-%d", i), 1, "storage-1", "storage-5")
+				Put(t, v, fmt.Sprintf("two-%d", i), 1, "storage-1", "storage-5")
 			}
-			put(t, v, "one", 1, "storage-6")
+			Put(t, v, "one", 1, "storage-6")
 		},
 		nodes:     map[string]cost{"storage-1": {0, 3}, "storage-5": {0, 3}, "storage-6": {1, 0}},
 		racks:     map[string]cost{"rack-1": {0, 3}, "rack-2": {0, 3}, "rack-3": {1, 0}},
 		worstNode: "storage-6", worstRack: "rack-3", nodeLines: 6, rackLines: 3,
 	}, {
 		name: "a rack all down has no line",
-		setup: func(t *testing.T, v *view) {
-			put(t, v, "s", 1, "storage-1", "storage-2", "storage-3")
-			setState(t, v, "storage-1", model.StateDown, t0)
-			setState(t, v, "storage-4", model.StateDown, t0)
+		setup: func(t *testing.T, v *View) {
+			Put(t, v, "s", 1, "storage-1", "storage-2", "storage-3")
+			setState(t, v, "storage-1", model.StateDown, Epoch)
+			setState(t, v, "storage-4", model.StateDown, Epoch)
 		},
 		nodes:     map[string]cost{"storage-2": {0, 1}, "storage-3": {0, 1}},
 		racks:     map[string]cost{"rack-2": {0, 1}, "rack-3": {0, 1}},
@@ -113,9 +113,9 @@ func TestRiskTable(t *testing.T) {
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			v := testView(t, 6, 3)
+			v := TestView(t, 6, 3)
 			c.setup(t, v)
-			r := v.risk()
+			r := v.Risk()
 			if len(r.Nodes) != c.nodeLines || len(r.Racks) != c.rackLines {
 				t.Fatalf("%d node lines, %d rack lines; want %d, %d: %+v", len(r.Nodes), len(r.Racks), c.nodeLines, c.rackLines, r)
 			}

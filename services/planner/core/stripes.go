@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"encoding/hex"
@@ -27,15 +27,16 @@ type stripeKey struct {
 	layout      uint8
 }
 
-// stripeGroup is one erasure-coded stripe: its pieces' handles and checksums
+// StripeGroup is one erasure-coded stripe: its pieces' handles and checksums
 // by index, and the rebuild in flight for it, if any.
-type stripeGroup struct {
+type StripeGroup struct {
 	obj     string
 	k, m    int
 	pieces  []uint32   // by index: the piece's handle, or noPiece
 	sums    [][32]byte // by index: the piece's SHA-256
 	present int        // indexes with an entry
-	rb      *rebuildFlight
+	queued  int        // pieces in a repair bucket below the move bucket (see queueTally)
+	RB      *rebuildFlight
 }
 
 // rebuildFlight is one rebuild task in flight: it reconstructs pieces (each
@@ -43,11 +44,11 @@ type stripeGroup struct {
 // reads on reads (one out slot each, held until every piece is resolved). It
 // counts once against the global in-flight limit.
 type rebuildFlight struct {
-	task   string
+	Task   string
 	serial int
-	group  *stripeGroup
+	group  *StripeGroup
 	pieces []uint32  // the pieces it rebuilds
-	reads  []nodeRef // the holders it reads (K; a node twice if it holds two read pieces)
+	reads  []NodeRef // the holders it reads (K; a node twice if it holds two read pieces)
 	open   int       // pieces not resolved yet
 }
 
@@ -60,7 +61,7 @@ func stripeKeyOf(objectID string, stripe int, layout uint8) stripeKey {
 // erasure-coded piece one that names no object, sits outside the layout, has
 // a checksum that is not hex, or claims a stripe index another shard holds.
 // It returns the piece's checksum.
-func (v *view) checkEntry(p model.Placement) ([32]byte, error) {
+func (v *View) checkEntry(p model.Placement) ([32]byte, error) {
 	var sum [32]byte
 	if p.Stripe < 0 || int64(p.Stripe) > math.MaxUint32 || p.Index < 0 || p.Index > 254 {
 		return sum, fmt.Errorf("%w placement %s: stripe %d or index %d out of range", model.ErrInvalid, p.Shard, p.Stripe, p.Index)
@@ -80,16 +81,16 @@ func (v *view) checkEntry(p model.Placement) ([32]byte, error) {
 		return sum, nil // no stripe of this layout yet
 	}
 	if g := v.findGroup(stripeKeyOf(p.ObjectID, p.Stripe, uint8(li)), p.ObjectID); g != nil {
-		if h := g.pieces[p.Index]; h != noPiece && v.ids.String(h) != p.Shard {
+		if h := g.pieces[p.Index]; h != noPiece && v.IDs.String(h) != p.Shard {
 			return sum, fmt.Errorf("%w placement %s: stripe %d index %d of object %s is shard %s", model.ErrInvalid,
-				p.Shard, p.Stripe, p.Index, p.ObjectID, v.ids.String(h))
+				p.Shard, p.Stripe, p.Index, p.ObjectID, v.IDs.String(h))
 		}
 	}
 	return sum, nil
 }
 
 // findGroup returns the group of object obj under key, or nil.
-func (v *view) findGroup(key stripeKey, obj string) *stripeGroup {
+func (v *View) findGroup(key stripeKey, obj string) *StripeGroup {
 	for _, g := range v.stripes[key] {
 		if g.obj == obj {
 			return g
@@ -98,9 +99,9 @@ func (v *view) findGroup(key stripeKey, obj string) *stripeGroup {
 	return nil
 }
 
-// group returns the stripe group of piece h (nil for a replicated shard).
-func (v *view) group(h uint32) *stripeGroup {
-	s := v.rec(h)
+// Group returns the stripe group of piece h (nil for a replicated shard).
+func (v *View) Group(h uint32) *StripeGroup {
+	s := v.Record(h)
 	if !v.layouts[s.layout].Erasure() {
 		return nil
 	}
@@ -114,13 +115,13 @@ func (v *view) group(h uint32) *stripeGroup {
 
 // enstripe adds piece h (its record already filled in from p) to its
 // stripe's group, creating the group on its first piece.
-func (v *view) enstripe(h uint32, p model.Placement, sum [32]byte) *stripeGroup {
-	s := v.rec(h)
+func (v *View) enstripe(h uint32, p model.Placement, sum [32]byte) *StripeGroup {
+	s := v.Record(h)
 	key := stripeKey{s.tag, s.stripe, s.layout}
 	g := v.findGroup(key, p.ObjectID)
 	if g == nil {
 		n := p.Layout.K + p.Layout.M
-		g = &stripeGroup{obj: p.ObjectID, k: p.Layout.K, m: p.Layout.M, pieces: make([]uint32, n), sums: make([][32]byte, n)}
+		g = &StripeGroup{obj: p.ObjectID, k: p.Layout.K, m: p.Layout.M, pieces: make([]uint32, n), sums: make([][32]byte, n)}
 		for i := range g.pieces {
 			g.pieces[i] = noPiece
 		}
@@ -137,12 +138,12 @@ func (v *view) enstripe(h uint32, p model.Placement, sum [32]byte) *stripeGroup 
 
 // unstripe takes piece h out of its group (dropping the group with its last
 // piece) and returns the group (nil if h was in none).
-func (v *view) unstripe(h uint32) *stripeGroup {
-	g := v.group(h)
+func (v *View) unstripe(h uint32) *StripeGroup {
+	g := v.Group(h)
 	if g == nil {
 		return nil
 	}
-	s := v.rec(h)
+	s := v.Record(h)
 	g.pieces[s.index] = noPiece
 	g.present--
 	if g.present == 0 {
@@ -167,7 +168,7 @@ func (v *view) unstripe(h uint32) *stripeGroup {
 // missing counts the stripe's pieces that have an entry but no live holder.
 // Pieces without an entry (an object being committed or deleted) count
 // neither way.
-func (v *view) missing(g *stripeGroup) int {
+func (v *View) missing(g *StripeGroup) int {
 	n := 0
 	for _, p := range g.pieces {
 		if p != noPiece && v.liveCount(p) == 0 {
@@ -183,13 +184,13 @@ func (v *view) missing(g *stripeGroup) int {
 // queues at margin M - missing (bucket margin+1); a piece with a live holder
 // is healthy, with surplus when more than one holder is up, unless all its
 // live holders are being drained (moveBucket).
-func (v *view) pieceBucket(g *stripeGroup, h uint32, live, up int) (uint8, bool) {
+func (v *View) pieceBucket(g *StripeGroup, h uint32, live, up int) (uint8, bool) {
 	missing := v.missing(g)
 	switch {
 	case missing > g.m:
 		return 0, false
 	case live > 0:
-		if (v.draining > 0 || len(v.moves) > 0) && live == v.leavingCount(h) {
+		if (v.draining > 0 || len(v.Moves) > 0) && live == v.leavingCount(h) {
 			return moveBucket, up > 1 // its only live holders are leaving (drained or rebalanced)
 		}
 		return noBucket, up > 1
@@ -199,7 +200,7 @@ func (v *view) pieceBucket(g *stripeGroup, h uint32, live, up int) (uint8, bool)
 
 // refreshStripe re-queues every piece of g (a piece's change moves its
 // siblings' margin).
-func (v *view) refreshStripe(g *stripeGroup) {
+func (v *View) refreshStripe(g *StripeGroup) {
 	if g == nil {
 		return
 	}
@@ -213,16 +214,16 @@ func (v *view) refreshStripe(g *stripeGroup) {
 // liveHolders returns h's live holders, up ones first, leaving out skip
 // (a node whose copy is being deleted; -1: none) and holders whose disk
 // lacks the shard.
-func (v *view) liveHolders(h uint32, skip int) []nodeRef {
-	var up, other []nodeRef
+func (v *View) liveHolders(h uint32, skip int) []NodeRef {
+	var up, other []NodeRef
 	for _, r := range v.holders(h) {
 		if int(r) == skip {
 			continue
 		}
-		if v.isMissing(h, r) {
+		if v.IsMissing(h, r) {
 			continue
 		}
-		switch st := v.nodes[r].effState(); {
+		switch st := v.Nodes[r].EffState(); {
 		case st == model.StateUp:
 			up = append(up, r)
 		case st.Live():
@@ -234,7 +235,7 @@ func (v *view) liveHolders(h uint32, skip int) []nodeRef {
 
 // stripeRacks counts, per rack, g's pieces with a live holder there (a piece
 // once per rack), leaving out piece except.
-func (v *view) stripeRacks(g *stripeGroup, except uint32) map[string]int {
+func (v *View) stripeRacks(g *StripeGroup, except uint32) map[string]int {
 	out := make(map[string]int, g.k+g.m)
 	var seen []string
 	for _, p := range g.pieces {
@@ -243,12 +244,12 @@ func (v *view) stripeRacks(g *stripeGroup, except uint32) map[string]int {
 		}
 		seen = seen[:0]
 		for _, r := range v.holders(p) {
-			n := &v.nodes[r]
-			if !n.effState().Live() || slices.Contains(seen, n.rack) || v.isMissing(p, r) {
+			n := &v.Nodes[r]
+			if !n.EffState().Live() || slices.Contains(seen, n.Rack) || v.IsMissing(p, r) {
 				continue
 			}
-			seen = append(seen, n.rack)
-			out[n.rack]++
+			seen = append(seen, n.Rack)
+			out[n.Rack]++
 		}
 	}
 	return out

@@ -1,4 +1,4 @@
-package planner
+package core
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 )
 
 func TestFindOrphans(t *testing.T) {
-	now := t0
+	now := Epoch
 	const grace = time.Hour
 	inv := func(specs ...string) []control.InventoryShard { // "id:age" with age "-" for undated
 		var out []control.InventoryShard
@@ -62,7 +62,7 @@ func TestFindOrphans(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			v := findOrphans(c.shards, c.total, known, now, grace, c.maxShare)
+			v := FindOrphans(c.shards, c.total, known, now, grace, c.maxShare)
 			var del []string
 			for _, sh := range v.Delete {
 				del = append(del, sh.ID)
@@ -73,7 +73,7 @@ func TestFindOrphans(t *testing.T) {
 			}
 		})
 	}
-	if v := findOrphans(inv("m1:3h", "m2:3h", "m3:3h", "m4:3h", "x:3h"), 0, known, now, 0, 0.2); len(v.Delete) != 0 {
+	if v := FindOrphans(inv("m1:3h", "m2:3h", "m3:3h", "m4:3h", "x:3h"), 0, known, now, 0, 0.2); len(v.Delete) != 0 {
 		t.Fatalf("grace 0 deleted %v", v.Delete)
 	}
 }
@@ -96,15 +96,15 @@ func TestFindOrphansProperty(t *testing.T) {
 			}
 			sh := control.InventoryShard{ID: id}
 			if rng.IntN(10) > 0 {
-				sh.Written = t0.Add(-time.Duration(rng.IntN(4*7200)-3600) * time.Second)
+				sh.Written = Epoch.Add(-time.Duration(rng.IntN(4*7200)-3600) * time.Second)
 			}
 			shards = append(shards, sh)
 		}
 		known := func(id string) bool { return mapped[id] }
-		v := findOrphans(shards, len(shards), known, t0, grace, maxShare)
+		v := FindOrphans(shards, len(shards), known, Epoch, grace, maxShare)
 		oldUnknown := 0
 		for _, sh := range shards {
-			if !mapped[sh.ID] && !sh.Written.IsZero() && t0.Sub(sh.Written) > grace {
+			if !mapped[sh.ID] && !sh.Written.IsZero() && Epoch.Sub(sh.Written) > grace {
 				oldUnknown++
 			}
 		}
@@ -112,7 +112,7 @@ func TestFindOrphansProperty(t *testing.T) {
 			switch {
 			case mapped[sh.ID]:
 				t.Fatalf("iteration %d: deleted %s, which the map knows", iter, sh.ID)
-			case sh.Written.IsZero() || t0.Sub(sh.Written) <= grace:
+			case sh.Written.IsZero() || Epoch.Sub(sh.Written) <= grace:
 				t.Fatalf("iteration %d: deleted %s, written %s, within the grace %s", iter, sh.ID, sh.Written, grace)
 			}
 		}
@@ -126,31 +126,31 @@ func TestFindOrphansProperty(t *testing.T) {
 }
 
 func TestOrphanKnownCoversMapFlightsAndAllocations(t *testing.T) {
-	h := newPlanHarness(t, 3, 3, limits{perNodeIn: 2, perNodeOut: 2, maxInFlight: 8, maxFill: 1})
+	h := newPlanHarness(t, 3, 3, Limits{PerNodeIn: 2, PerNodeOut: 2, MaxInFlight: 8, MaxFill: 1})
 	h.put("mapped", 10, "storage-1", "storage-2", "storage-3")
 	h.v.noteUnmapped("copying", "task-1")
-	h.v.addAllocation("key", map[nodeRef]int64{0: 10}, t0.Add(time.Minute))
-	h.v.allocs["key"].shards = map[string]bool{"writing": true}
+	h.v.AddAllocation("key", map[NodeRef]int64{0: 10}, Epoch.Add(time.Minute))
+	h.v.Allocs["key"].Shards = map[string]bool{"writing": true}
 	for id, want := range map[string]bool{"mapped": true, "copying": true, "writing": true, "orphan": false} {
-		if got := h.v.orphanKnown(id); got != want {
+		if got := h.v.OrphanKnown(id); got != want {
 			t.Errorf("orphanKnown(%s) = %v, want %v", id, got, want)
 		}
 	}
-	h.v.expire(t0.Add(2 * time.Minute))
-	if h.v.orphanKnown("writing") {
+	h.v.Expire(Epoch.Add(2 * time.Minute))
+	if h.v.OrphanKnown("writing") {
 		t.Error("an expired allocation still protects its shards")
 	}
 }
 
 func TestNodeBackFromDownIsDueForASweep(t *testing.T) {
-	h := newPlanHarness(t, 3, 3, limits{perNodeIn: 2, perNodeOut: 2, maxInFlight: 8, maxFill: 1})
-	r := h.v.nodeIdx["storage-1"]
-	if h.v.nodes[r].sweepDue {
+	h := newPlanHarness(t, 3, 3, Limits{PerNodeIn: 2, PerNodeOut: 2, MaxInFlight: 8, MaxFill: 1})
+	r := h.v.NodeIndex["storage-1"]
+	if h.v.Nodes[r].SweepDue {
 		t.Fatal("a node never down is due for a sweep")
 	}
 	h.state("storage-1", "down")
 	h.state("storage-1", "up")
-	if !h.v.nodes[r].sweepDue {
+	if !h.v.Nodes[r].SweepDue {
 		t.Fatal("a node back from down is not due for a sweep")
 	}
 }
