@@ -440,7 +440,8 @@ func (e executor) gather(ctx context.Context, t event.Task, pieces [][]byte) (re
 
 // readPiece reads piece p in full from its holder into buf (len p.Size),
 // verifying it against p.SHA256, and returns the bytes read. A holder
-// announcing or serving other bytes yields an error wrapping errCorrupt.
+// announcing other bytes yields an error wrapping errCorrupt, and so does one
+// serving other bytes unless it then verifies its copy clean (confirmCorrupt).
 func (e executor) readPiece(ctx context.Context, p event.Piece, buf []byte) (int64, error) {
 	defer e.load.start(p.Node)()
 	addr, err := e.nodes.Addr(ctx, p.Node)
@@ -460,6 +461,9 @@ func (e executor) readPiece(ctx context.Context, p event.Piece, buf []byte) (int
 	}
 	v := newVerifier(body, p.Size, p.SHA256)
 	if _, err := io.ReadFull(v, buf); err != nil {
+		if errors.Is(err, errCorrupt) { // the holder sent its disk's bytes unverified: have it check them
+			err = e.confirmCorrupt(ctx, addr, p.Shard, p.SHA256, err)
+		}
 		return v.n, err
 	}
 	return v.n, nil

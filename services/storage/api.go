@@ -45,7 +45,8 @@ type api struct {
 	node     string
 	token    []byte
 	maxShard int64
-	prio     *priority // serves clients' transfers before repair's (nil: no priority)
+	prio     *priority   // serves clients' transfers before repair's (nil: no priority)
+	source   shardSource // reads shards from other nodes for pulls
 	m        *metrics
 	reg      *prometheus.Registry
 	log      *slog.Logger
@@ -58,6 +59,8 @@ func (a *api) handler() http.Handler {
 	mux.HandleFunc("GET /v1/shards/{id}", a.get)
 	mux.HandleFunc("HEAD /v1/shards/{id}", a.head)
 	mux.HandleFunc("DELETE /v1/shards/{id}", a.delete)
+	mux.HandleFunc("POST /v1/shards/{id}/pull", a.pull)
+	mux.HandleFunc("POST /v1/shards/{id}/verify", a.verify)
 	mux.HandleFunc("GET /v1/shards", a.list)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -126,6 +129,9 @@ func (a *api) guard(next http.Handler) http.Handler {
 				return
 			}
 			if id, ok := strings.CutPrefix(p, "/v1/shards/"); ok {
+				if r.Method == http.MethodPost {
+					id = strings.TrimSuffix(strings.TrimSuffix(id, "/pull"), "/verify")
+				}
 				if err := model.ValidateShardID(id); err != nil {
 					fail(w, http.StatusBadRequest, err.Error())
 					return
@@ -256,10 +262,11 @@ func (a *api) head(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	repair := shardapi.IsRepair(r)
-	if !repair {
-		defer a.prio.serve()()
+	if shardapi.IsRepair(r) {
+		a.getRaw(w, r, id)
+		return
 	}
+	defer a.prio.serve()()
 	rd, info, err := a.store.Get(id)
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {
@@ -274,11 +281,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	a.shardHeaders(w, info)
 	w.WriteHeader(http.StatusOK)
-	var src io.Reader = rd
-	if repair {
-		src = a.prio.repairReader(r.Context(), rd)
-	}
-	n, err := copyOut(w, src)
+	n, err := copyOut(w, rd)
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {
@@ -287,6 +290,33 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 			a.log.DebugContext(r.Context(), "get cut short", "shard", id, "sent", n, "err", err)
 		}
 		// The client must see a broken transfer, never bytes that did not verify.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// getRaw serves a repair-class GET: the bytes as they are on disk, unverified
+// here (the reader verifies them and, on a mismatch, asks this node to
+// Verify the shard), through the priority gate, with sendfile where the
+// connection allows it (see sendRaw).
+func (a *api) getRaw(w http.ResponseWriter, r *http.Request, id string) {
+	f, info, err := a.store.OpenRaw(id)
+	if err != nil {
+		if errors.Is(err, disk.ErrCorrupt) {
+			a.log.WarnContext(r.Context(), "shard damaged, quarantined", "shard", id, "err", err)
+		}
+		fail(w, statusOf(err), err.Error())
+		return
+	}
+	defer f.Close()
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(transferDeadline(info.Size)))
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	a.shardHeaders(w, info)
+	w.WriteHeader(http.StatusOK)
+	n, err := a.sendRaw(r.Context(), w, f, info.Size)
+	a.m.bytesRead.Add(float64(n))
+	if err != nil {
+		a.log.DebugContext(r.Context(), "repair get cut short", "shard", id, "sent", n, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/shardapi"
 )
 
 // Config configures one storage node. Zero values take the defaults noted on
@@ -39,6 +40,10 @@ type Config struct {
 	// files; with a client CA it also requires client certificates (mTLS),
 	// in addition to Token. Nil (the default) serves plain HTTP.
 	TLS *tls.Config
+	// Peers is the client this node reads shards from other nodes with when
+	// asked to pull one (POST /v1/shards/{id}/pull). Nil (the default):
+	// shardapi.New(Token), which speaks HTTPS when $REHOME_TLS_CA is set.
+	Peers *shardapi.Client
 	// HeartbeatInterval is how often a heartbeat is published. Default 1s.
 	HeartbeatInterval time.Duration
 	// MaxShardBytes is the largest shard a PUT may carry. Default 64 MiB.
