@@ -437,7 +437,7 @@ type baselineJob struct {
 // baselineCopy copies every job's shard file (header and bytes, as the store
 // keeps it) with par copies at once: read it from the source dir while
 // hashing the shard bytes, write a temp file in the target dir, fsync, check
-// the hash, rename. It returns the shard bytes copied and the wall time, and
+// the hash, rename, fsync the directory. It returns the shard bytes copied and the wall time, and
 // removes the copies afterwards.
 func baselineCopy(b *testing.B, jobs []baselineJob, par int) (int64, time.Duration) {
 	b.Helper()
@@ -513,7 +513,16 @@ func baselineCopyOne(j baselineJob) (int64, error) {
 	if n != j.size || hex.EncodeToString(h.Sum(nil)) != j.sha256 {
 		return n, fmt.Errorf("shard %s from %s: %d bytes with another checksum", j.shard, j.src, n)
 	}
-	return n, os.Rename(tmp.Name(), filepath.Join(dir, j.shard))
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, j.shard)); err != nil {
+		return n, err
+	}
+	// As the store does: the rename is durable only once the directory is.
+	d, err := os.Open(dir)
+	if err != nil {
+		return n, err
+	}
+	defer d.Close()
+	return n, d.Sync()
 }
 
 // benchParallelism is how many copies rehome runs at once in the benchmark
@@ -541,8 +550,8 @@ func mbps(bytes int64, d time.Duration) float64 {
 // run, copies the same shard files between the same data dirs (each verified
 // copy's source to its target, as the done events report them) with a plain
 // checksummed, fsynced file copy at rehome's parallelism (movers x workers).
-// Two shapes: 6 nodes in 6 racks (targets spread) and 6 nodes in 3 racks
-// (SPEC's verdict-to-healthy figure). Data written: 1000 MB, so that ~500 MB
+// Three shapes: 6 nodes in 6 racks (targets spread), 6 nodes in 3 racks
+// (SPEC's verdict-to-healthy figure) and 12 nodes in 4 racks. Data written: 1000 MB, so that ~500 MB
 // are lost (REHOME_BENCH_QUICK: 200 MB; REHOME_BENCH_MB overrides).
 func BenchmarkRepairThroughput(b *testing.B) {
 	written := int64(1000)
@@ -552,7 +561,7 @@ func BenchmarkRepairThroughput(b *testing.B) {
 	written = int64(benchenv.Int("REHOME_BENCH_MB", int(written)))
 	const objSize = 4 * model.DefaultChunkSize
 	objs := max(1, int(float64(written)*benchMB/objSize+0.5))
-	for _, shape := range []struct{ nodes, racks int }{{6, 6}, {6, 3}} {
+	for _, shape := range []struct{ nodes, racks int }{{6, 6}, {6, 3}, {12, 4}} {
 		b.Run(fmt.Sprintf("%dnodes_%dracks", shape.nodes, shape.racks), func(b *testing.B) {
 			for range b.N {
 				bc := startBenchCluster(b, shape.nodes, shape.racks)
@@ -616,7 +625,7 @@ func BenchmarkRepairThroughput(b *testing.B) {
 				b.Logf("spread over %d survivors (max/mean): writes %.2f %v, reads %.2f %v", survivors, wSpread, writes, rSpread, reads)
 				b.Logf("repair throughput, %d nodes / %d racks, %d movers x %d workers: wrote %d objects = %.0f MB (RF 3, %s); killed %s holding %d replicas = %.1f MB; "+
 					"verdict -> healthy %s (%d status polls; kill -> verdict %s; verdict -> first verified copy %s, last %s; at most %d copies at once, each p50 %s p99 %s) = %.1f MB/s; "+
-					"baseline: %d plain copies (read, sha256, write temp, fsync, rename) of %.1f MB at parallelism %d in %s = %.1f MB/s; "+
+					"baseline: %d plain copies (read, sha256, write temp, fsync, rename, fsync dir) of %.1f MB at parallelism %d in %s = %.1f MB/s; "+
 					"ratio %.2f: %s target >= 0.8", shape.nodes, shape.racks, benchMovers, mover.DefaultConfig().Workers,
 					objs, float64(int64(objs)*objSize)/benchMB, putTime.Round(time.Millisecond), victim.ID, in.shards, float64(in.bytes)/benchMB,
 					v2h.Round(time.Millisecond), in.polls, in.verdict.Sub(in.killed).Round(time.Millisecond), in.copyFirst.Sub(in.verdict).Round(time.Millisecond), copyPhase.Round(time.Millisecond),
