@@ -279,7 +279,7 @@ func tapBus(b *testing.B, nc *nats.Conn) *busTap {
 	b.Helper()
 	t := &busTap{down: map[string]time.Time{}, done: map[string]event.Done{}, doneAt: map[string]time.Time{},
 		counts: map[string]int{}, inFlight: map[string]bool{}}
-	for _, subj := range []string{"rehome.>", "$KV.>", "$JS.ACK.>"} {
+	for _, subj := range []string{"rehome.>", "$KV.>", "$JS.ACK.>", pullRequestPrefix + ">"} {
 		sub, err := nc.Subscribe(subj, t.observe)
 		if err != nil {
 			b.Fatal(err)
@@ -349,6 +349,10 @@ func (t *busTap) peakCopies() int {
 	return p
 }
 
+// pullRequestPrefix is the subject of JetStream pull requests (a consumer
+// asking for its next messages).
+const pullRequestPrefix = "$JS.API.CONSUMER.MSG.NEXT."
+
 // subjectClass groups subjects: per-entity subjects lose their last token,
 // control calls are one class, JetStream acks one class.
 func subjectClass(s string) string {
@@ -357,6 +361,8 @@ func subjectClass(s string) string {
 		return strings.TrimSuffix(event.ControlPrefix, ".")
 	case strings.HasPrefix(s, "$JS.ACK."):
 		return "$JS.ACK"
+	case strings.HasPrefix(s, pullRequestPrefix):
+		return strings.TrimSuffix(pullRequestPrefix, ".")
 	case s == event.HealProgress, s == event.HealStalled, s == event.DetectorHeld, s == event.DetectorReleased:
 		return s
 	}
@@ -659,12 +665,17 @@ func spread(counts map[string]int, n int) float64 {
 
 // BenchmarkControlMessagesPerRepairedShard writes small objects (one shard
 // each, RF 3) to 6 nodes in 3 racks, kills the fullest node and counts every
-// message on rehome.> from the kill until 2 s after the heal completed:
-// control_msgs_per_shard excludes heartbeats, the periodic
-// rehome.heal.progress (reported apart) and rehome.ctl.* (the benchmark's own
-// status polls). Placement-map writes ($KV.rehome-placement.>) and JetStream
-// acks are reported too, for information. 1500 objects (REHOME_BENCH_QUICK:
-// 300; REHOME_BENCH_SMALL_OBJECTS overrides).
+// message on the bus from the kill until 2 s after the heal completed.
+// control_msgs_per_shard counts everything the repair puts there, per
+// repaired shard: events on rehome.> (verdicts, plans, tasks, results), KV
+// writes ($KV.>, placement map and liveness), JetStream acks ($JS.ACK.>) and
+// pull requests ($JS.API.CONSUMER.MSG.NEXT.>). Left out, and reported apart:
+// heartbeats, node re-registrations and the planner's lease renewals
+// (periodic, repair or not), the periodic rehome.heal.progress, and
+// rehome.ctl.* (the benchmark's own status polls). events_per_shard is the
+// rehome.> part alone (the figure before acks, KV writes and pulls were
+// counted). 1500 objects of 4 KiB (REHOME_BENCH_QUICK: 300;
+// REHOME_BENCH_SMALL_OBJECTS overrides), so that ~750 shards are repaired.
 func BenchmarkControlMessagesPerRepairedShard(b *testing.B) {
 	count := 1500
 	if benchenv.Quick() {
@@ -673,7 +684,7 @@ func BenchmarkControlMessagesPerRepairedShard(b *testing.B) {
 	count = benchenv.Int("REHOME_BENCH_SMALL_OBJECTS", count)
 	for range b.N {
 		bc := startBenchCluster(b, 6, 3)
-		bc.putObjects("small", count, 16<<10, 8)
+		bc.putObjects("small", count, 4<<10, 8)
 		before := bc.placements()
 		victim := bc.fullestOutside(nil)
 		bc.tap.count(true)
@@ -683,19 +694,23 @@ func BenchmarkControlMessagesPerRepairedShard(b *testing.B) {
 		bc.tap.count(false)
 		counts := bc.tap.snapshot()
 
-		var control int
+		background := map[string]bool{
+			strings.TrimSuffix(event.HeartbeatPrefix, "."): true,
+			event.HealProgress: true,
+			strings.TrimSuffix(event.ControlPrefix, "."): true,
+			"$KV." + bus.BucketNodes:                     true,
+			"$KV." + bus.BucketLease:                     true,
+		}
+		var all, events int
 		var classes []string
 		for class, n := range counts {
 			classes = append(classes, class)
-			if !strings.HasPrefix(class, "rehome.") {
+			if background[class] {
 				continue
 			}
-			switch {
-			case class == strings.TrimSuffix(event.HeartbeatPrefix, "."),
-				class == event.HealProgress,
-				class == strings.TrimSuffix(event.ControlPrefix, "."):
-			default:
-				control += n
+			all += n
+			if strings.HasPrefix(class, "rehome.") {
+				events += n
 			}
 		}
 		sort.Strings(classes)
@@ -704,18 +719,21 @@ func BenchmarkControlMessagesPerRepairedShard(b *testing.B) {
 			parts = append(parts, fmt.Sprintf("%s=%d", class, counts[class]))
 		}
 		s := float64(in.shards)
-		perShard := float64(control) / s
-		progress := counts[event.HealProgress]
+		perShard := float64(all) / s
 		b.ReportMetric(perShard, "control_msgs_per_shard")
+		b.ReportMetric(float64(events)/s, "events_per_shard")
 		b.ReportMetric(float64(in.shards), "repaired_shards")
-		b.ReportMetric(float64(progress), "progress_msgs")
+		b.ReportMetric(float64(counts[event.HealProgress]), "progress_msgs")
 		b.ReportMetric(float64(counts["$KV."+bus.BucketPlacement])/s, "map_writes_per_shard")
 		b.ReportMetric(float64(counts["$JS.ACK"])/s, "js_acks_per_shard")
-		b.Logf("control messages: %d objects of 16 KiB on 6 nodes / 3 racks; killed %s holding %d replicas; from the kill to 2 s after healthy (verdict -> healthy %s): "+
-			"%d messages on rehome.> besides heartbeats, progress and control calls = %.2f per repaired shard: %s target <= 4; "+
-			"plus %d rehome.heal.progress (periodic), %.2f placement-map writes and %.2f JetStream acks per shard; by subject class: %s",
-			count, victim.ID, in.shards, in.verdictToHealthy().Round(time.Millisecond), control, perShard, meets(perShard <= 4),
-			progress, float64(counts["$KV."+bus.BucketPlacement])/s, float64(counts["$JS.ACK"])/s, strings.Join(parts, " "))
+		b.ReportMetric(float64(counts[strings.TrimSuffix(pullRequestPrefix, ".")])/s, "pulls_per_shard")
+		b.ReportMetric(in.verdictToHealthy().Seconds(), "verdict_to_healthy_seconds")
+		b.Logf("control messages: %d objects of 4 KiB on 6 nodes / 3 racks; killed %s holding %d replicas; from the kill to 2 s after healthy (verdict -> healthy %s): "+
+			"%d messages = %.2f per repaired shard, all counted (events %.2f, placement-map writes %.2f, JetStream acks %.2f, pull requests %.2f): %s target <= 4; "+
+			"not counted: heartbeats, node registrations, lease renewals, progress, control calls; by subject class: %s",
+			count, victim.ID, in.shards, in.verdictToHealthy().Round(time.Millisecond), all, perShard,
+			float64(events)/s, float64(counts["$KV."+bus.BucketPlacement])/s, float64(counts["$JS.ACK"])/s,
+			float64(counts[strings.TrimSuffix(pullRequestPrefix, ".")])/s, meets(perShard <= 4), strings.Join(parts, " "))
 	}
 }
 
