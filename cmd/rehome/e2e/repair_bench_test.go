@@ -696,7 +696,7 @@ func BenchmarkControlMessagesPerRepairedShard(b *testing.B) {
 
 		background := map[string]bool{
 			strings.TrimSuffix(event.HeartbeatPrefix, "."): true,
-			event.HealProgress: true,
+			event.HealProgress:                           true,
 			strings.TrimSuffix(event.ControlPrefix, "."): true,
 			"$KV." + bus.BucketNodes:                     true,
 			"$KV." + bus.BucketLease:                     true,
