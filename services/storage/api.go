@@ -266,6 +266,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 		a.getRaw(w, r, id)
 		return
 	}
+	start := time.Now()
 	defer a.prio.serve()()
 	rd, info, err := a.store.Get(id)
 	if err != nil {
@@ -281,7 +282,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	a.shardHeaders(w, info)
 	w.WriteHeader(http.StatusOK)
-	n, err := copyOut(w, rd)
+	n, err := copyOut(&firstByte{w: w, start: start, report: a.prio.observe}, rd)
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {

@@ -33,8 +33,10 @@ const (
 //     maxYield per chunk;
 //   - while the node is busy (a foreground transfer in flight or one ended
 //     within the busy window), repair streams are paced to a shared token
-//     bucket of pace bytes per second, reads and writes each counted; with
-//     no client traffic repair runs unpaced.
+//     bucket, reads and writes each counted; with no client traffic repair
+//     runs unpaced. The bucket's rate adapts every paceTick to the clients'
+//     GET latency (paceController): cut while repair slows them down, raised
+//     while it does not, never below the floor.
 //
 // Foreground requests never wait. A nil *priority lets everything through
 // unpaced. Safe for concurrent use.
@@ -48,20 +50,27 @@ type priority struct {
 	lim    *rate.Limiter // nil: no pacing
 	now    func() time.Time
 
+	ctl      *paceController // sets lim's rate (nil with lim)
+	paceFrom time.Time       // start of the current pacing window
+	paceWin  paceWindow      // what the current window saw so far
+
 	throttled prometheus.Counter
 }
 
-// newPriority returns the gate of a node pacing repair to pace bytes per
-// second while busy (0: only yield, never pace), busy for window after its
-// last client transfer, counting repair's waits in reg.
-func newPriority(pace int64, window time.Duration, reg prometheus.Registerer) *priority {
+// newPriority returns the gate of a node pacing repair while busy at a rate
+// that adapts to its clients' latency, never below floor bytes per second
+// (0: only yield, never pace), busy for window after its last client
+// transfer, counting repair's waits in reg.
+func newPriority(floor int64, window time.Duration, reg prometheus.Registerer) *priority {
 	p := &priority{window: window, now: time.Now,
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rehome_storage_repair_throttled_seconds_total",
 			Help: "Time repair streams spent waiting behind client transfers (yielding or paced).",
 		})}
-	if pace > 0 {
-		p.lim = rate.NewLimiter(rate.Limit(pace), repairChunk)
+	if floor > 0 {
+		p.ctl = newPaceController(float64(floor))
+		p.lim = rate.NewLimiter(rate.Limit(p.ctl.rate), repairChunk)
+		p.paceWin.latencies = make([]time.Duration, 0, maxPaceSamples)
 	}
 	if reg != nil {
 		reg.MustRegister(p.throttled)
@@ -93,6 +102,36 @@ func (p *priority) serve() (done func()) {
 	}
 }
 
+// observe records the latency of a client GET (to its first byte) for the
+// pacing controller.
+func (p *priority) observe(d time.Duration) {
+	if p == nil || p.ctl == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.paceWin.latencies) < maxPaceSamples {
+		p.paceWin.latencies = append(p.paceWin.latencies, d)
+	}
+	p.tickLocked()
+}
+
+// tickLocked ends the pacing window once it is paceTick old: the
+// controller sets the bucket's rate from it. p.mu must be held.
+func (p *priority) tickLocked() {
+	now := p.now()
+	if p.paceFrom.IsZero() {
+		p.paceFrom = now
+		return
+	}
+	if now.Sub(p.paceFrom) < paceTick {
+		return
+	}
+	p.lim.SetLimitAt(now, rate.Limit(p.ctl.next(p.paceWin)))
+	p.paceFrom = now
+	p.paceWin = paceWindow{latencies: p.paceWin.latencies[:0]}
+}
+
 // wait holds a repair stream before it moves n (≤ repairChunk) bytes: it
 // yields to foreground transfers in flight, then takes n bytes from the
 // pacing bucket if the node is busy. It returns early with ctx's error.
@@ -102,6 +141,10 @@ func (p *priority) wait(ctx context.Context, n int) error {
 	}
 	p.mu.Lock()
 	idle := p.idle
+	if p.ctl != nil {
+		p.paceWin.repair = true
+		p.tickLocked()
+	}
 	p.mu.Unlock()
 	start := p.now()
 	waited := false
@@ -158,4 +201,22 @@ func (g *gatedReader) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	return g.r.Read(b)
+}
+
+// firstByte passes writes through to w and reports, once, how long after
+// start the first one completed (a client GET's time to first byte).
+type firstByte struct {
+	w      io.Writer
+	start  time.Time
+	report func(time.Duration)
+	done   bool
+}
+
+func (f *firstByte) Write(b []byte) (int, error) {
+	n, err := f.w.Write(b)
+	if !f.done {
+		f.done = true
+		f.report(time.Since(f.start))
+	}
+	return n, err
 }
