@@ -94,7 +94,7 @@ BenchmarkGetLatencyDuringRebuild-2  1  1 ns/op  7 rebuild_p99_ms  0.5 ratio
 		t.Errorf("repair row without a baseline = %+v, want no ratio and status no baseline", r)
 	}
 	// The benchmark's own ratio metric does not stand in for a baseline.
-	if r := rows["client GET p99 during a rebuild vs idle"]; r.Status != "no baseline" {
+	if r := rows["client GET p99 during a rebuild vs idle (open loop, kill -> healthy)"]; r.Status != "no baseline" {
 		t.Errorf("GET row without idle p99 = %+v, want status no baseline", r)
 	}
 	if r := rows["erasure decode step vs reedsolomon Reconstruct (4 MiB pieces)"]; r.Status != "informative" {
