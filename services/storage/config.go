@@ -75,11 +75,11 @@ type Config struct {
 	// streams through this node (requests marked shardapi.ClassRepair:
 	// movers' and pulling nodes' reads and writes, one budget) while the node
 	// serves clients (a client shard transfer in flight or ended within
-	// RepairBusyWindow): every 100 ms the pace is halved while repair lifts
-	// the clients' GET latency past 1.5 times its idle level and raised by a
-	// quarter otherwise, never below this. With no client traffic repair runs
-	// unpaced. Repair streams also yield to client transfers in flight
-	// whatever this is. DefaultConfig sets DefaultRepairPaceBytesPerSec
+	// RepairBusyWindow): every 100 ms (or 10 client reads, whichever is
+	// later) the pace is cut by 30% while repair lifts the clients' median
+	// GET latency past twice its idle level and raised by a quarter
+	// otherwise, never below this. With no client traffic repair runs
+	// unpaced. DefaultConfig sets DefaultRepairPaceBytesPerSec
 	// (16 MiB/s); like ScrubBytesPerSec a zero here is kept: it means no
 	// pacing. Positive values below 1 MiB/s and negative ones are refused.
 	RepairPaceBytesPerSec int64

@@ -12,7 +12,7 @@ const (
 	paceTick = 100 * time.Millisecond
 	// paceSlack is how far above its idle level the clients' latency may
 	// rise while repair runs before the pace is cut.
-	paceSlack = 1.5
+	paceSlack = 2
 	// paceCeiling is the fastest pace the controller sets (in effect unpaced).
 	paceCeiling = 2 << 30
 	// paceIdleWeight is the weight of a new window in the idle latency's
@@ -20,6 +20,11 @@ const (
 	paceIdleWeight = 0.2
 	// maxPaceSamples bounds the client latencies one window keeps.
 	maxPaceSamples = 256
+	// minPaceSamples is how many client reads a window needs to judge the
+	// pace by; a window with fewer (but some) goes on until it has them.
+	minPaceSamples = 10
+	// paceCut is what a window of hurt clients multiplies the pace by.
+	paceCut = 0.7
 )
 
 // paceWindow is what a node saw during one pacing window.
@@ -31,23 +36,29 @@ type paceWindow struct {
 	repair bool
 }
 
-// p90 is the 90th percentile of the window's latencies (0 with none).
-func (w paceWindow) p90() time.Duration {
+// median is the median of the window's latencies (0 with none).
+func (w paceWindow) median() time.Duration {
 	if len(w.latencies) == 0 {
 		return 0
 	}
 	s := slices.Clone(w.latencies)
 	slices.Sort(s)
-	return s[(len(s)*9+9)/10-1]
+	return s[(len(s)-1)/2]
+}
+
+// ready reports whether the window may end: it has enough client reads to
+// judge by, or none at all.
+func (w paceWindow) ready() bool {
+	return len(w.latencies) == 0 || len(w.latencies) >= minPaceSamples
 }
 
 // paceController sets the pace of a node's repair streams from its clients'
 // latency, additive-increase multiplicative-decrease style:
 //
 //   - a window with client reads and no repair teaches it the clients'
-//     idle latency (a moving average of the windows' 90th percentiles);
-//   - a window with both, whose 90th percentile exceeds paceSlack times the
-//     idle latency, halves the pace (never below floor);
+//     idle latency (a moving average of the windows' medians);
+//   - a window with both, whose median exceeds paceSlack times the idle
+//     latency, cuts the pace by paceCut (never below floor);
 //   - a window with both within that bound, or without clients, raises the
 //     pace by a quarter (never above paceCeiling).
 //
@@ -66,16 +77,16 @@ func newPaceController(floor float64) *paceController {
 
 // next folds one window in and returns the pace for the next one.
 func (c *paceController) next(w paceWindow) float64 {
-	p90 := w.p90()
+	lat := w.median()
 	switch {
-	case p90 > 0 && !w.repair:
+	case lat > 0 && !w.repair:
 		if c.idle == 0 {
-			c.idle = p90
+			c.idle = lat
 		} else {
-			c.idle = time.Duration(float64(c.idle)*(1-paceIdleWeight) + float64(p90)*paceIdleWeight)
+			c.idle = time.Duration(float64(c.idle)*(1-paceIdleWeight) + float64(lat)*paceIdleWeight)
 		}
-	case p90 > 0 && c.idle > 0 && float64(p90) > paceSlack*float64(c.idle):
-		c.rate = max(c.floor, c.rate/2)
+	case lat > 0 && c.idle > 0 && float64(lat) > paceSlack*float64(c.idle):
+		c.rate = max(c.floor, c.rate*paceCut)
 	default:
 		c.rate = min(paceCeiling, c.rate*1.25)
 	}

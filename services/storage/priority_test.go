@@ -109,7 +109,9 @@ func TestRepairPaceFollowsClientLatency(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		p.observe(lat)
+		for range minPaceSamples {
+			p.observe(lat)
+		}
 		now = now.Add(paceTick)
 	}
 	window(false, time.Millisecond) // opens the first window
@@ -166,29 +168,19 @@ func TestRepairRunsUnpacedUntilClientsArrive(t *testing.T) {
 	}
 }
 
-// A repair stream yields to a client transfer in flight, for maxYield at
-// most per chunk; it stops waiting when its context ends.
-func TestRepairYieldsToTransfersInFlight(t *testing.T) {
-	p := newPriority(0, time.Minute, nil)
-	done := p.serve()
-	start := time.Now()
-	if err := p.wait(context.Background(), repairChunk); err != nil {
+// A paced repair stream stops waiting when its context ends; a node
+// without a gate lets everything through.
+func TestRepairWaitEndsWithItsContext(t *testing.T) {
+	p := newPriority(1<<20, time.Minute, nil)
+	done := p.serve() // a client transfer in flight: the node is busy
+	defer done()
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := p.wait(ctx, repairChunk); err != nil { // the burst
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took < maxYield {
-		t.Fatalf("repair chunk waited %s behind a client transfer, want >= %s", took, maxYield)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := p.wait(ctx, repairChunk); !errors.Is(err, context.Canceled) {
 		t.Fatalf("wait with an ended context = %v, want context.Canceled", err)
-	}
-	done()
-	p.mu.Lock()
-	active, idle := p.active, p.idle
-	p.mu.Unlock()
-	if active != 0 || idle != nil {
-		t.Fatalf("after the transfer: %d in flight, idle channel %v", active, idle)
 	}
 	var none *priority // no gate: everything passes
 	none.serve()()

@@ -860,7 +860,7 @@ func (bc *benchCluster) cpuUsed() time.Duration {
 //   - unloaded: the victim is killed with no client traffic; repair's
 //     unloaded rate is its bytes over verdict -> healthy;
 //   - loaded: open-loop clients GET random small objects at a fixed rate
-//     (REHOME_BENCH_GET_RATE per second, default 400), each timed from when
+//     (REHOME_BENCH_GET_RATE per second, default 300: about half of this 2-core machine), each timed from when
 //     it was due: 5 s idle, then the victim is killed and the clients go on
 //     until it is healed. idle_p99_ms is the p99 of the GETs due in the idle
 //     phase, rebuild_p99_ms of those due from the kill to healthy (the whole
@@ -877,7 +877,7 @@ func BenchmarkGetLatencyDuringRebuild(b *testing.B) {
 		written = 300
 	}
 	written = benchenv.Int("REHOME_BENCH_REBUILD_MB", written)
-	perSec := benchenv.Int("REHOME_BENCH_GET_RATE", 400)
+	perSec := benchenv.Int("REHOME_BENCH_GET_RATE", 300)
 	const objSize = 4 * model.DefaultChunkSize
 	objs := max(1, int(float64(written)*benchMB/objSize+0.5))
 	const idleFor = 5 * time.Second
