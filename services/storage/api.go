@@ -190,9 +190,7 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 	case r.ContentLength < 0:
 		fail(w, http.StatusBadRequest, "missing Content-Length header")
 		return
-	case r.ContentLength > a.maxShard:
-		fail(w, http.StatusRequestEntityTooLarge, "shard of "+strconv.FormatInt(r.ContentLength, 10)+
-			" bytes exceeds the limit of "+strconv.FormatInt(a.maxShard, 10))
+	case a.tooLarge(w, r.ContentLength):
 		return
 	}
 	if _, err := disk.ParseSHA256(sha); err != nil {
@@ -236,6 +234,17 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, shardapi.Info(info))
 }
 
+// tooLarge answers 413 and reports true when a shard of size bytes exceeds
+// the node's limit.
+func (a *api) tooLarge(w http.ResponseWriter, size int64) bool {
+	if size <= a.maxShard {
+		return false
+	}
+	fail(w, http.StatusRequestEntityTooLarge, "shard of "+strconv.FormatInt(size, 10)+
+		" bytes exceeds the limit of "+strconv.FormatInt(a.maxShard, 10))
+	return true
+}
+
 // drain discards a small unread body so the connection can be reused.
 func drain(r *http.Request) {
 	if r.ContentLength <= drainLimit {
@@ -248,6 +257,16 @@ func (a *api) shardHeaders(w http.ResponseWriter, info disk.Info) {
 	h.Set(shardapi.HeaderSHA256, info.SHA256)
 	h.Set("Content-Length", strconv.FormatInt(info.Size, 10))
 	h.Set("Content-Type", "application/octet-stream")
+}
+
+// answerShard begins a 200 answer carrying shard info: a write deadline for
+// its size, then its headers. The returned func clears the deadline.
+func (a *api) answerShard(w http.ResponseWriter, info disk.Info) (clear func()) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(transferDeadline(info.Size)))
+	a.shardHeaders(w, info)
+	w.WriteHeader(http.StatusOK)
+	return func() { _ = rc.SetWriteDeadline(time.Time{}) }
 }
 
 func (a *api) head(w http.ResponseWriter, r *http.Request) {
@@ -277,11 +296,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rd.Close()
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Now().Add(transferDeadline(info.Size)))
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
-	a.shardHeaders(w, info)
-	w.WriteHeader(http.StatusOK)
+	defer a.answerShard(w, info)()
 	n, err := copyOut(&firstByte{w: w, start: start, report: a.prio.observe}, rd)
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {
@@ -309,11 +324,7 @@ func (a *api) getRaw(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	defer f.Close()
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Now().Add(transferDeadline(info.Size)))
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
-	a.shardHeaders(w, info)
-	w.WriteHeader(http.StatusOK)
+	defer a.answerShard(w, info)()
 	n, err := a.sendRaw(r.Context(), w, f, info.Size)
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {

@@ -47,9 +47,7 @@ func (a *api) pull(w http.ResponseWriter, r *http.Request) {
 	case req.Size < 0:
 		fail(w, http.StatusBadRequest, "pull request: negative size")
 		return
-	case req.Size > a.maxShard:
-		fail(w, http.StatusRequestEntityTooLarge, "shard of "+strconv.FormatInt(req.Size, 10)+
-			" bytes exceeds the limit of "+strconv.FormatInt(a.maxShard, 10))
+	case a.tooLarge(w, req.Size):
 		return
 	}
 	if _, err := disk.ParseSHA256(req.SHA256); err != nil {

@@ -16,27 +16,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/shardapi"
 )
-
-// flipByte damages one byte of shard id's file on n's disk, behind the store's back.
-func flipByte(t *testing.T, n *testNode, id string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(n.dir, "shards", id[:2], id), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := []byte{0}
-	if _, err := f.ReadAt(b, disk.HeaderSize+off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 1
-	if _, err := f.WriteAt(b, disk.HeaderSize+off); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func TestPullLandsVerifiedBytesOnce(t *testing.T) {
 	src := startAPI(t, nodeOpts{token: "tok"})
@@ -79,7 +60,7 @@ func TestPullFromACorruptSourceKeepsNothing(t *testing.T) {
 	if err := c.Put(ctx, src.addr, "rotten", sum(body), int64(len(body)), bytes.NewReader(body)); err != nil {
 		t.Fatal(err)
 	}
-	flipByte(t, src, "rotten", int64(len(body)/2))
+	flipOnDisk(t, src.dir, "rotten", int64(len(body)/2))
 
 	_, err := c.Pull(ctx, dst.addr, "rotten", src.addr, sum(body), int64(len(body)))
 	if !errors.Is(err, shardapi.ErrSourceCorrupt) {
