@@ -68,15 +68,21 @@ func gitSource(own ...string) (commit string, dirty bool, err error) {
 	return strings.TrimSpace(string(out)), len(bytes.TrimSpace(st)) > 0, nil
 }
 
-// Markdown renders rows as the README's performance table: every number
-// exactly as results.json holds it (shortest float form), so a test can
-// hold the README to the file.
+// Markdown renders rows as the README's performance table: values and
+// baselines exactly as results.json holds them (shortest float form),
+// ratios to 3 significant digits, so a test can hold the README to the file.
 func Markdown(rows []Row) string {
 	num := func(p *float64) string {
 		if p == nil {
 			return "-"
 		}
 		return strconv.FormatFloat(*p, 'f', -1, 64)
+	}
+	ratio := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.FormatFloat(*p, 'g', 3, 64)
 	}
 	var b strings.Builder
 	b.WriteString("| figure | rehome | baseline | ratio | target | status |\n|---|---|---|---|---|---|\n")
@@ -85,7 +91,7 @@ func Markdown(rows []Row) string {
 		if r.Unit != "" && r.Value != nil {
 			v += " " + r.Unit
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Figure, v, num(r.Baseline), num(r.Ratio), r.Target, r.Status)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Figure, v, num(r.Baseline), ratio(r.Ratio), r.Target, r.Status)
 	}
 	return b.String()
 }
