@@ -77,6 +77,7 @@ STACK_DIR   := $(CURDIR)/deploy
 STACK_BUILD := $(STACK_DIR)/.build
 STACK       := $(COMPOSE) -p rehome -f $(STACK_DIR)/compose.yaml
 JAEGER_BIN  := $(STACK_BUILD)/jaeger
+PROM_BIN    := $(STACK_BUILD)/prometheus
 
 .PHONY: stack-check stack-auth stack-images stack-up stack-down stack-test stack-ps stack-logs
 
@@ -88,16 +89,21 @@ stack-check:
 $(JAEGER_BIN):
 	GO=$(GO) deploy/scripts/build-jaeger.sh $@
 
-## stack-images: rehome:local, rehome-nats:local, rehome-jaeger:local (Jaeger's binary is cached in deploy/.build)
-stack-images: stack-check build $(JAEGER_BIN)
-	@mkdir -p $(STACK_BUILD)/img/rehome $(STACK_BUILD)/img/nats $(STACK_BUILD)/img/jaeger
+$(PROM_BIN):
+	GO=$(GO) deploy/scripts/build-prometheus.sh $@
+
+## stack-images: rehome:local, rehome-nats:local, rehome-jaeger:local, rehome-prometheus:local (Jaeger's and Prometheus's binaries are cached in deploy/.build)
+stack-images: stack-check build $(JAEGER_BIN) $(PROM_BIN)
+	@mkdir -p $(STACK_BUILD)/img/rehome $(STACK_BUILD)/img/nats $(STACK_BUILD)/img/jaeger $(STACK_BUILD)/img/prometheus
 	$(GO) build -trimpath -ldflags='-s -w' -o $(STACK_BUILD)/nats-server github.com/nats-io/nats-server/v2
 	cp $(BIN)/rehome $(STACK_DIR)/images/rehome/Dockerfile $(STACK_BUILD)/img/rehome/
 	cp $(BIN)/rehome $(STACK_BUILD)/nats-server $(STACK_DIR)/images/nats/Dockerfile $(STACK_DIR)/images/nats/nats.conf $(STACK_BUILD)/img/nats/
 	cp $(BIN)/rehome $(JAEGER_BIN) $(STACK_DIR)/images/jaeger/Dockerfile $(STACK_DIR)/images/jaeger/jaeger.yaml $(STACK_BUILD)/img/jaeger/
 	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome:local $(STACK_BUILD)/img/rehome
 	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome-nats:local $(STACK_BUILD)/img/nats
+	cp $(BIN)/rehome $(PROM_BIN) $(STACK_DIR)/images/prometheus/Dockerfile $(STACK_DIR)/prometheus/prometheus.yml $(STACK_DIR)/prometheus/rules.yml $(STACK_BUILD)/img/prometheus/
 	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome-jaeger:local $(STACK_BUILD)/img/jaeger
+	DOCKER_BUILDKIT=0 $(DOCKER) build -q -t rehome-prometheus:local $(STACK_BUILD)/img/prometheus
 
 # deploy/.build/auth: the stack's NATS users and permissions (auth.conf, mounted
 # into each NATS server) and one env file per service; deploy/.build/secrets.env:
@@ -112,7 +118,7 @@ stack-auth: build
 	  --detectors detector-1,detector-2 --planners planner-1,planner-2 --movers mover-1,mover-2,mover-3 \
 	  --s3 s3-1,s3-2 --s3-endpoint "http://127.0.0.1:$${REHOME_STACK_S3_PORT_1:-19000}"
 
-## stack-up: build the images and start the stack (6 storage, 3 NATS, 2 detectors, 2 planners, 3 movers, 2 S3 gateways, a console, Jaeger)
+## stack-up: build the images and start the stack (6 storage, 3 NATS, 2 detectors, 2 planners, 3 movers, 2 S3 gateways, a console, Jaeger, Prometheus)
 stack-up: stack-images stack-auth
 	$(STACK) up -d --no-build
 	deploy/scripts/wait-healthy.sh $(DOCKER) rehome 240

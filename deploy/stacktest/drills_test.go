@@ -44,8 +44,13 @@ func TestStack(t *testing.T) {
 	t.Run("console", s.console)
 	t.Run("pause-under-grace", s.pauseUnderGrace)
 	t.Run("kill-storage", func(t *testing.T) {
+		s.scrapesEveryService(t)
 		incidents = append(incidents, s.killAndHeal(t, "storage-1"))
+		// RehomeNodeDown holds for 30 s after the verdict before it fires.
+		took := s.alertFires(t, "RehomeNodeDown", "storage-1", 2*time.Minute)
+		t.Logf("Prometheus fired RehomeNodeDown for storage-1 %.0f s after the heal", took.Seconds())
 		s.bringBack(t, "storage-1")
+		s.alertClears(t, "RehomeNodeDown", "storage-1", time.Minute)
 	})
 	t.Run("kill-nats", func(t *testing.T) {
 		if inc, ok := s.killNATS(t); ok {

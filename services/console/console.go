@@ -14,8 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rehome/rehome/shared/control"
-	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/history"
 )
 
@@ -34,9 +32,7 @@ type Console struct {
 	srv      *http.Server
 
 	mu      sync.Mutex
-	status  *control.ClusterStatus
-	heal    *event.Progress
-	hswitch *control.HealSwitch
+	last    *polled // the last round that answered (nil before the first)
 	busErr  string
 	hlog    *history.Log
 	chart   *series

@@ -48,6 +48,11 @@ func planner(t *testing.T, nc *nats.Conn, nodes int) *nats.Subscription {
 			reply, _ = control.OKReply(st)
 		case event.CtlHealStatus:
 			reply, _ = control.OKReply(event.Progress{Header: event.Header{V: 1, TS: time.Now().UTC()}})
+		case control.CtlDrainStatus:
+			reply, _ = control.OKReply(control.DrainReply{Drains: []control.DrainStatus{
+				{Node: "storage-3", State: string(model.StateDraining), ShardsRemaining: 5, ShardsMoved: 7, ETASeconds: 12}}})
+		case control.CtlRebalanceStatus:
+			reply, _ = control.OKReply(control.BalanceStatus{Paused: true, Band: 0.05, MaxDeviation: 0.08, MovesInFlight: 2})
 		default:
 			reply = control.ErrorReply(errors.New("not here"))
 		}
@@ -230,6 +235,10 @@ func TestEventStreamSendsState(t *testing.T) {
 	}
 	if v.Status == nil || len(v.Status.Nodes) != 6 || v.TraceUI != "http://127.0.0.1:16686" {
 		t.Fatalf("state events never carried the 6 nodes and the trace UI; last: %+v", v)
+	}
+	if len(v.Drains) != 1 || v.Drains[0].Node != "storage-3" || v.Drains[0].ShardsRemaining != 5 ||
+		v.Balance == nil || !v.Balance.Paused || v.Balance.MovesInFlight != 2 {
+		t.Fatalf("the state lacks the planner's drain and rebalance status: drains %+v, balance %+v", v.Drains, v.Balance)
 	}
 }
 

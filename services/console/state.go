@@ -21,6 +21,11 @@ type View struct {
 	Heal *event.Progress `json:"heal,omitempty"`
 	// Switch is the heal switch record when an operator paused the heal.
 	Switch *control.HealSwitch `json:"switch,omitempty"`
+	// Drains are the drains under way, or done and not yet removed.
+	Drains []control.DrainStatus `json:"drains"`
+	// Balance is the rebalancer's status: fills against the band, moves
+	// under way, paused or not (nil until the first answer).
+	Balance *control.BalanceStatus `json:"balance,omitempty"`
 	// Chart is the heal's progress over the window, oldest first.
 	Chart []Point `json:"chart"`
 	// WindowSeconds is the chart's span.

@@ -44,7 +44,7 @@ func (c *Console) poll(ctx context.Context) {
 
 // pollOnce runs one round of calls and publishes the result to the page.
 func (c *Console) pollOnce(ctx context.Context) {
-	st, prog, sw, err := c.fetch(ctx)
+	round, err := c.fetch(ctx)
 	if ctx.Err() != nil {
 		return
 	}
@@ -59,32 +59,52 @@ func (c *Console) pollOnce(ctx context.Context) {
 			c.log.Info("bus reachable again")
 		}
 		c.busErr = ""
-		c.status, c.heal, c.hswitch = &st, &prog, sw
+		c.last = round
 	}
 	c.mu.Unlock()
 	c.notify()
 }
 
-// fetch makes the calls of one round.
-func (c *Console) fetch(ctx context.Context) (control.ClusterStatus, event.Progress, *control.HealSwitch, error) {
-	var st control.ClusterStatus
-	var p event.Progress
+// polled is what one round of calls found.
+type polled struct {
+	status  control.ClusterStatus
+	heal    event.Progress
+	hswitch *control.HealSwitch
+	drains  []control.DrainStatus
+	balance control.BalanceStatus
+}
+
+// fetch makes the calls of one round: the cluster's status, the heal's
+// progress, the drains under way, the rebalancer's status and the heal switch.
+func (c *Console) fetch(ctx context.Context) (*polled, error) {
 	if !c.nc.IsConnected() {
-		return st, p, nil, errors.New("not connected to NATS")
+		return nil, errors.New("not connected to NATS")
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := bus.Call(cctx, c.nc, event.CtlStatus, control.StatusRequest{}, &st); err != nil {
-		return st, p, nil, fmt.Errorf("cluster status: %w", err)
+	var r polled
+	var drains control.DrainReply
+	calls := []struct {
+		what, subject string
+		req, reply    any
+	}{
+		{"cluster status", event.CtlStatus, control.StatusRequest{}, &r.status},
+		{"heal status", event.CtlHealStatus, control.HealStatusRequest{}, &r.heal},
+		{"drain status", control.CtlDrainStatus, control.NodeRequest{}, &drains},
+		{"rebalance status", control.CtlRebalanceStatus, struct{}{}, &r.balance},
 	}
-	if err := bus.Call(cctx, c.nc, event.CtlHealStatus, control.HealStatusRequest{}, &p); err != nil {
-		return st, p, nil, fmt.Errorf("heal status: %w", err)
+	for _, call := range calls {
+		if err := bus.Call(cctx, c.nc, call.subject, call.req, call.reply); err != nil {
+			return nil, fmt.Errorf("%s: %w", call.what, err)
+		}
 	}
+	r.drains = drains.Drains
 	sw, err := c.readSwitch(cctx)
 	if err != nil {
-		return st, p, nil, err
+		return nil, err
 	}
-	return st, p, sw, nil
+	r.hswitch = sw
+	return &r, nil
 }
 
 // readSwitch returns the heal switch record, or nil when no one ever
@@ -155,7 +175,13 @@ func (c *Console) View() View {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := View{Time: now.UTC(), Bus: "ok", TraceUI: c.cfg.TraceUI, WindowSeconds: c.cfg.Window.Seconds(),
-		Status: c.status, Heal: c.heal, Switch: c.hswitch}
+		Drains: []control.DrainStatus{}}
+	if r := c.last; r != nil {
+		v.Status, v.Heal, v.Switch, v.Balance = &r.status, &r.heal, r.hswitch, &r.balance
+		if r.drains != nil {
+			v.Drains = r.drains
+		}
+	}
 	if c.busErr != "" {
 		v.Bus, v.BusError = "unreachable", c.busErr
 	}

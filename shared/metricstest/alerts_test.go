@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -117,5 +118,46 @@ func TestReferencedMetricsBelongToAService(t *testing.T) {
 		if !ok {
 			t.Errorf("%s (used in %s) has no service's prefix (%s)", n, strings.Join(files, ", "), strings.Join(ServicePrefixes, " "))
 		}
+	}
+}
+
+// TestStackScrapesEveryService: the compose stack's Prometheus config is valid
+// and lists every service that serves metrics: each storage node on its shard
+// API port, every other role with --metrics on 9100.
+func TestStackScrapesEveryService(t *testing.T) {
+	root := RepoRoot(t)
+	compose, err := os.ReadFile(filepath.Join(root, "deploy", "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, err := os.ReadFile(filepath.Join(root, "deploy", "prometheus", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	services := 0
+	// A service is a two-space-indented name; its block the deeper lines below.
+	service := regexp.MustCompile(`(?m)^  ([a-z0-9-]+):\n((?:(?:    .*)?\n)*)`)
+	for _, m := range service.FindAllStringSubmatch(string(compose), -1) {
+		name, block := m[1], m[2]
+		var target string
+		switch {
+		case strings.HasPrefix(name, "storage-"):
+			target = name + ":7000"
+		case strings.Contains(block, `"--metrics", "0.0.0.0:9100"`):
+			target = name + ":9100"
+		default:
+			continue
+		}
+		services++
+		if !strings.Contains(string(config), target) {
+			t.Errorf("deploy/prometheus/prometheus.yml does not scrape %s (service %s)", target, name)
+		}
+	}
+	if services < 14 {
+		t.Fatalf("found %d services with metrics in deploy/compose.yaml, want the stack's 6 storage nodes and 8 other roles at least", services)
+	}
+	out := runPromtool(t, filepath.Join(root, "deploy", "prometheus"), "check", "config", "--syntax-only", "prometheus.yml")
+	if !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("promtool check config: %s", out)
 	}
 }

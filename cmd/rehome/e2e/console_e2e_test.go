@@ -49,11 +49,14 @@ type pageView struct {
 	States map[string]string   `json:"states"` // node -> state shown
 	Under  string              `json:"under"`
 	Bus    string              `json:"bus"`
+	// Balance is the rebalancer's state shown (balanced, paused, moving...).
+	Balance string `json:"balance"`
 }
 
 const readPage = `(() => {
   const v = {racks: {}, states: {}, under: (document.getElementById("under-replicated") || {}).textContent || "",
-             bus: (document.getElementById("bus") || {}).textContent || ""};
+             bus: (document.getElementById("bus") || {}).textContent || "",
+             balance: ((document.querySelector("[data-balance]") || {}).dataset || {}).balance || ""};
   for (const r of document.querySelectorAll(".rack[data-rack]")) {
     v.racks[r.dataset.rack] = [...r.querySelectorAll(".node[data-node]")].map((n) => n.dataset.node);
     for (const n of r.querySelectorAll(".node[data-node]")) v.states[n.dataset.node] = n.querySelector(".state").textContent;
@@ -147,6 +150,16 @@ func TestConsoleShowsAKilledNodeHealing(t *testing.T) {
 		}
 		return len(v.Racks) == 3 && n == 6 && up == 6
 	})
+
+	// The rebalancer's switch shows, and follows an operator's pause.
+	if out, err := c.rehome("rebalance", "pause"); err != nil {
+		t.Fatalf("rebalance pause: %v\n%s", err, out)
+	}
+	poll(30*time.Second, "the rebalancer paused", func(v pageView) bool { return v.Balance == "paused" })
+	if out, err := c.rehome("rebalance", "resume"); err != nil {
+		t.Fatalf("rebalance resume: %v\n%s", err, out)
+	}
+	poll(30*time.Second, "the rebalancer running again", func(v pageView) bool { return v.Balance != "" && v.Balance != "paused" })
 
 	victim, pid := "storage-2", 0
 	for _, p := range c.processes() {

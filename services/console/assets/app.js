@@ -69,6 +69,34 @@ function renderBanners(v) {
   }
   if (st.verdicts_held) add("warn", "Down verdicts held: " + (st.held_reason || "too many nodes silent at once") + ".");
   if (v.heal && v.heal.stalled) add("bad", "Heal stalled: work remains and nothing was verified lately.");
+  if (v.balance && v.balance.paused) add("info", "Rebalancing paused: no copy moves to even out the fill. `rehome rebalance resume` resumes.");
+}
+
+function pct(f) { return f == null ? "–" : (f * 100).toFixed(1) + "%"; }
+
+function renderMembership(v) {
+  const box = $("membership");
+  if (!v.balance) return;
+  box.replaceChildren();
+  const b = v.balance;
+  const state = b.paused ? "paused" : b.balanced ? "balanced" : b.moves_in_flight > 0 ? "moving" : "out of band";
+  box.append(el("div", { class: "card balance", "data-balance": state },
+    el("span", { class: "pill " + (b.balanced ? "pill-ok" : b.paused ? "pill-wait" : "pill-bad") }, "rebalance " + state),
+    el("span", {}, "mean fill " + pct(b.mean_fill)),
+    el("span", {}, "widest gap " + pct(b.max_deviation) + " (band ±" + pct(b.band) + ")"),
+    el("span", {}, count(b.moves_in_flight) + " moves, " + bytes(b.bytes_moving) + " in flight")));
+  const drains = v.drains || [];
+  if (!drains.length) { box.append(el("p", { class: "muted" }, "no drain under way")); return; }
+  for (const d of drains) {
+    box.append(el("div", { class: "card drain", "data-drain": d.node },
+      el("span", { class: "name" }, d.node),
+      el("span", { class: "pill " + (d.drained ? "pill-ok" : "pill-wait") }, d.drained ? "drained" : "draining"),
+      el("span", {}, count(d.shards_remaining) + " shards (" + bytes(d.bytes_remaining) + ") left"),
+      el("span", {}, count(d.shards_moved) + " moved (" + bytes(d.bytes_moved) + ")"),
+      el("span", {}, d.rate_bytes_per_sec > 0 ? bytes(d.rate_bytes_per_sec) + "/s" : "idle"),
+      el("span", { class: "muted" }, d.drained ? "`rehome node remove " + d.node + "` forgets it" : "ETA " + duration(d.eta_seconds)),
+      el("span", { class: "muted" }, "since " + clock(d.since) + (d.by ? " by " + d.by : ""))));
+  }
 }
 
 function renderTotals(v) {
@@ -139,7 +167,10 @@ function renderRacks(v) {
       el("h3", {}, el("span", {}, r), el("span", { class: "muted" }, up + "/" + list.length + " up")));
     for (const n of list) {
       const fill = n.fill || 0;
-      const bar = el("div", { class: "fill" + (n.full || fill >= 0.95 ? " full" : fill >= 0.8 ? " high" : "") }, el("div", { style: "width:" + Math.min(100, fill * 100).toFixed(1) + "%" }));
+      // The CSP forbids style attributes; the CSSOM sets the width.
+      const level = el("div", {});
+      level.style.width = Math.min(100, fill * 100).toFixed(1) + "%";
+      const bar = el("div", { class: "fill" + (n.full || fill >= 0.95 ? " full" : fill >= 0.8 ? " high" : ""), title: (fill * 100).toFixed(1) + "% full" }, level);
       const meta = el("div", { class: "meta" }, bar, el("span", {}, (fill * 100).toFixed(1) + "% full"),
         el("span", {}, count(n.shards) + " shards"), el("span", {}, bytes(n.bytes)),
         el("span", { title: "suspect episodes within the flap window" }, n.flaps + " flap" + (n.flaps === 1 ? "" : "s")));
@@ -190,6 +221,7 @@ function render(v) {
   renderChart("chart-lost", pts, "lost", count, "#e5484d", v);
   renderChart("chart-bytes", pts, "bytes", bytes, "#4fb3d9", v);
   renderRacks(v);
+  renderMembership(v);
   renderIncidents(v);
 }
 

@@ -11,6 +11,7 @@ package placement
 import (
 	"errors"
 	"fmt"
+	"iter"
 
 	"github.com/rehome/rehome/shared/model"
 )
@@ -136,6 +137,8 @@ type ranker struct {
 	cands []Candidate
 	hash  []uint64 // per candidate: hash64(ID)
 	salt  uint64
+	// sticky orders by the salted hash alone (TargetOptions.Sticky).
+	sticky bool
 }
 
 func newRanker(cands []Candidate) *ranker {
@@ -147,14 +150,13 @@ func newRanker(cands []Candidate) *ranker {
 }
 
 // less orders candidates i and j by fill, then in-flight writes, then a
-// per-shard hash, then id.
+// per-shard hash, then id (sticky: by the hash, then id).
 func (r *ranker) less(i, j int) bool {
 	a, b := &r.cands[i], &r.cands[j]
-	fa, fb := a.Fill(), b.Fill()
-	if fa != fb {
+	if fa, fb := a.Fill(), b.Fill(); fa != fb && !r.sticky {
 		return fa < fb
 	}
-	if a.PendingTasks != b.PendingTasks {
+	if a.PendingTasks != b.PendingTasks && !r.sticky {
 		return a.PendingTasks < b.PendingTasks
 	}
 	if ha, hb := mix(r.salt, r.hash[i]), mix(r.salt, r.hash[j]); ha != hb {
@@ -163,15 +165,28 @@ func (r *ranker) less(i, j int) bool {
 	return a.ID < b.ID
 }
 
-// rackIndex maps every candidate to a dense rack number.
+// rackIndex maps every candidate to a dense rack number, racks numbered in
+// the order the candidates first name them.
 func rackIndex(cands []Candidate) (idx []int, racks int) {
+	return rackIndexIn(cands, func(yield func(int) bool) {
+		for i := range cands {
+			if !yield(i) {
+				return
+			}
+		}
+	})
+}
+
+// rackIndexIn is rackIndex with racks numbered in the order the candidates
+// of order (every index once) first name them.
+func rackIndexIn(cands []Candidate, order iter.Seq[int]) (idx []int, racks int) {
 	seen := make(map[string]int)
 	idx = make([]int, len(cands))
-	for i, c := range cands {
-		r, ok := seen[c.Rack]
+	for i := range order {
+		r, ok := seen[cands[i].Rack]
 		if !ok {
 			r = len(seen)
-			seen[c.Rack] = r
+			seen[cands[i].Rack] = r
 		}
 		idx[i] = r
 	}
@@ -262,6 +277,11 @@ type TargetOptions struct {
 	MaxFill float64
 	// Salt varies tie-breaks per shard (Salt(shard id)).
 	Salt uint64
+	// Sticky ranks the eligible nodes by a hash of Salt alone, fill and
+	// in-flight writes ignored (room still counts). Under copyset placement,
+	// with Salt = SurvivorSalt(the live holders' ids), every shard that lost
+	// the same node of the same copyset goes to the same target.
+	Sticky bool
 }
 
 // Target is ChooseTarget's answer.
@@ -284,6 +304,7 @@ type Target struct {
 // of relaxing; with none at all, ErrNoTarget.
 func ChooseTarget(holders []int, cands []Candidate, opt TargetOptions) (Target, error) {
 	ts := newTargetScan(holders, opt.Exclude, cands, opt.Salt)
+	ts.rk.sticky = opt.Sticky
 	liveInRack := make([]int, ts.nracks)
 	for _, h := range holders {
 		if h >= 0 && h < len(cands) && cands[h].State.Live() {
