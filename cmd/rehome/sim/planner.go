@@ -26,8 +26,9 @@ type planner struct {
 
 // newPlanner returns a planner at now knowing nodes, with the throttles lim
 // and tasks timing out after timeout.
-func newPlanner(now time.Time, nodes []model.Node, lim core.Limits, timeout time.Duration) (*planner, error) {
-	pol := core.Policy{MaxAttempts: 5, RetryLater: time.Minute, AutoHeal: true}
+// Under copysets, repairs keep copysets together (core.Policy.Copysets).
+func newPlanner(now time.Time, nodes []model.Node, lim core.Limits, timeout time.Duration, copysets bool) (*planner, error) {
+	pol := core.Policy{MaxAttempts: 5, RetryLater: time.Minute, AutoHeal: true, Copysets: copysets}
 	p := &planner{pol: pol, lim: lim, nodes: nodes}
 	p.h = core.NewHarness(now, pol, lim)
 	p.h.TaskTimeout = timeout
@@ -42,11 +43,12 @@ func newPlanner(now time.Time, nodes []model.Node, lim core.Limits, timeout time
 // setNow moves the planner's clock to now.
 func (p *planner) setNow(now time.Time) { p.h.Now = now }
 
-// load writes the initial map entries (the placement watch's first pass)
-// and builds the repair queue.
-func (p *planner) load(entries []model.Placement) error {
+// load writes the initial map entries, n of them, entry(i) the i-th (the
+// placement watch's first pass), and builds the repair queue.
+func (p *planner) load(n int, entry func(i int) model.Placement) error {
 	p.h.View.Loading = true
-	for _, e := range entries {
+	for i := range n {
+		e := entry(i)
 		if err := p.h.Write(e); err != nil {
 			return fmt.Errorf("sim: load %s: %w", e.Shard, err)
 		}
@@ -136,7 +138,7 @@ func (p *planner) live(id string) bool {
 // (ids, in order) and the detector's verdicts, as a standby taking over
 // does; tasks already queued stay with the movers and report to it.
 func (p *planner) failover(ids []string, verdicts map[string]model.State) error {
-	q, err := newPlanner(p.h.Now, p.nodes, p.lim, p.h.TaskTimeout)
+	q, err := newPlanner(p.h.Now, p.nodes, p.lim, p.h.TaskTimeout, p.pol.Copysets)
 	if err != nil {
 		return err
 	}
@@ -156,8 +158,15 @@ func (p *planner) failover(ids []string, verdicts map[string]model.State) error 
 			return err
 		}
 	}
-	if err := q.load(entries); err != nil {
+	if err := q.load(len(entries), func(i int) model.Placement { return entries[i] }); err != nil {
 		return err
+	}
+	// As the service's startActing: copies the old planner found lacking
+	// were known to it alone, so every live node holding shards is checked.
+	for i := range q.h.View.Nodes {
+		if n := &q.h.View.Nodes[i]; n.Registered && n.Shards > 0 && n.EffState().Live() {
+			q.h.View.WantReconcile(core.NodeRef(i))
+		}
 	}
 	q.paused = p.paused
 	*p = *q

@@ -157,6 +157,8 @@ type Result struct {
 	Copies, Trims int
 	// Steps counts planning rounds.
 	Steps int
+	// FirstDown is when the detector first declared a node down (zero: never).
+	FirstDown time.Duration
 	// Trace is every event, when Config.Trace is set.
 	Trace []string
 }
@@ -217,25 +219,45 @@ func newRun(cfg Config, seed uint64) (*run, error) {
 			CapacityBytes: 1 << 50, Started: r.epoch})
 		r.rackOf = append(r.rackOf, n.rackIdx)
 	}
-	pl, err := newPlanner(r.epoch, nodes, cfg.Limits, cfg.TaskTimeout)
+	pl, err := newPlanner(r.epoch, nodes, cfg.Limits, cfg.TaskTimeout, cfg.Placement == "copyset")
 	if err != nil {
 		return nil, err
 	}
 	r.pl = pl
-	entries, err := r.place(seed)
+	picks, err := r.place(seed)
 	if err != nil {
 		return nil, err
 	}
-	if err := pl.load(entries); err != nil {
+	err = pl.load(len(picks), func(i int) model.Placement {
+		s := r.w.shards[i]
+		ids := make([]string, len(picks[i]))
+		for j, n := range picks[i] {
+			ids[j] = r.w.nodes[n].id
+			r.w.put(int32(i), int32(n), intact)
+		}
+		return model.Placement{V: 1, Shard: s.id, Key: "key-" + s.id, ObjectID: "obj-" + s.id,
+			Size: r.w.size, SHA256: s.sha, Layout: model.Layout{RF: RF}, Nodes: ids}
+	})
+	if err != nil {
 		return nil, err
 	}
+	// The cluster ran before the run: the detector has heard every node.
 	r.det = liveness.New(cfg.Detector, r.epoch)
+	for _, n := range r.w.nodes {
+		r.det.Heard(n.id, n.bootID(), r.epoch)
+	}
 	return r, nil
 }
 
-// place writes every shard on RF nodes chosen by the real placement code
-// and returns the map entries.
-func (r *run) place(seed uint64) ([]model.Placement, error) {
+// bigPlacement is the size (nodes × shards) above which the initial
+// placement is drawn at random (rack-distinct triples from the seed) rather
+// than by placement.Allocate, whose O(nodes) scan per copy suits a client's
+// write of a few shards, not the load of a million.
+const bigPlacement = 50_000_000
+
+// place chooses RF nodes for every shard by the real placement code
+// (Allocate, or NewCopysets and AllocateCopysets) and returns them.
+func (r *run) place(seed uint64) ([][]int, error) {
 	cands := r.pl.candidates()
 	for i := range cands {
 		cands[i].State = model.StateUp
@@ -247,29 +269,48 @@ func (r *run) place(seed uint64) ([]model.Placement, error) {
 	}
 	var picks [][]int
 	var err error
-	if r.cfg.Placement == "copyset" {
+	switch {
+	case r.cfg.Placement == "copyset":
 		cs, cerr := placement.NewCopysets(cands, RF, r.cfg.Scatter, seed)
 		if cerr != nil {
 			return nil, cerr
 		}
 		picks, err = placement.AllocateCopysets(cands, cs, shards)
-	} else {
+	case len(cands)*len(shards) > bigPlacement:
+		picks = randomTriples(seed, len(shards), r.rackOf, r.cfg.Racks)
+	default:
 		picks, err = placement.Allocate(cands, RF, shards)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sim: place: %w", err)
 	}
-	entries := make([]model.Placement, len(shards))
-	for i, s := range r.w.shards {
-		ids := make([]string, len(picks[i]))
-		for j, n := range picks[i] {
-			ids[j] = r.w.nodes[n].id
-			r.w.put(int32(i), int32(n), intact)
+	return picks, nil
+}
+
+// randomTriples draws, for n shards, RF distinct nodes in distinct racks
+// (racks ≥ RF) from seed.
+func randomTriples(seed uint64, n int, rackOf []int, racks int) [][]int {
+	rng := rand.New(rand.NewPCG(seed, 0x706c616365)) // "place"
+	flat := make([]int, n*RF)
+	out := make([][]int, n)
+	for s := range out {
+		p := flat[s*RF : (s+1)*RF : (s+1)*RF]
+		for k := 0; k < RF; {
+			c := rng.IntN(len(rackOf))
+			ok := true
+			for _, x := range p[:k] {
+				if x == c || racks >= RF && rackOf[x] == rackOf[c] {
+					ok = false
+				}
+			}
+			if ok {
+				p[k] = c
+				k++
+			}
 		}
-		entries[i] = model.Placement{V: 1, Shard: s.id, Key: "key-" + s.id, ObjectID: "obj-" + s.id,
-			Size: r.w.size, SHA256: s.sha, Layout: model.Layout{RF: RF}, Nodes: ids}
+		out[s] = p
 	}
-	return entries, nil
+	return out
 }
 
 // t returns the virtual time as a time.Time.
@@ -345,6 +386,9 @@ func (r *run) beats() {
 func (r *run) detect() {
 	for _, tr := range r.det.Tick(r.t()) {
 		r.tracef("verdict %s %s -> %s", tr.Node, tr.From, tr.To)
+		if tr.To == model.StateDown && r.res.FirstDown == 0 {
+			r.res.FirstDown = r.w.clock.now
+		}
 		r.verdict(tr.Node, tr.To)
 	}
 }
