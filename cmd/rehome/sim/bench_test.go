@@ -54,7 +54,7 @@ func BenchmarkSimLoss(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(100*r.Probability, "random_loss_%")
-		b.ReportMetric(100*r.PerShard*1e6, "random_per_shard_ppm")
+		b.ReportMetric(r.PerShard*1e6, "random_per_shard_ppm")
 		b.ReportMetric(100*rc2.Probability, "copyset_loss_%")
 		b.ReportMetric(float64(rc2.Groups), "copysets")
 		b.ReportMetric(100*rc10.Probability, "copyset_s10_loss_%")

@@ -134,7 +134,12 @@ func (r *run) checkStep(e core.Effects) {
 		racks := map[int]bool{}
 		for _, id := range p.Nodes {
 			i := int(r.w.nodeIndex(id))
-			if i >= 0 && i != target && cands[i].State.Live() && !cands[i].Leaving {
+			if i < 0 || i == target || !cands[i].State.Live() || cands[i].Leaving {
+				continue
+			}
+			// A holder whose copy is gone (wiped, quarantined) holds no
+			// copy in its rack.
+			if c, ok := r.w.shards[r.w.index[d.ID]].copyOf(int32(i)); ok && c.state != gone {
 				racks[r.rackOf[i]] = true
 			}
 		}
