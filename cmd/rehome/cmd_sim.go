@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -23,6 +24,9 @@ func simCmd() *cobra.Command {
 	var schedules int
 	var keep string
 	var trace bool
+	var restore []int
+	var perNode int
+	var plot string
 	cmd := &cobra.Command{
 		Use:   "sim",
 		Short: "run seeded fault schedules against the real detector and planner code on a virtual clock",
@@ -41,6 +45,9 @@ drawn from --seed. --keep i,j replays only those faults of the seed's schedule.`
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Validate(); err != nil {
 				return err
+			}
+			if len(restore) > 0 {
+				return runRestore(cmd.OutOrStdout(), restore, perNode, cfg.Placement, cfg.Scatter, plot)
 			}
 			if schedules < 1 {
 				return fmt.Errorf("sim: --schedules %d: want at least 1", schedules)
@@ -78,6 +85,9 @@ drawn from --seed. --keep i,j replays only those faults of the seed's schedule.`
 	f.IntVar(&cfg.Scatter, "scatter-width", cfg.Scatter, "copyset scatter width (with --placement copyset)")
 	f.StringVar(&keep, "keep", "", "replay only these faults of the seed's schedule (indexes, from a shrunk failure)")
 	f.BoolVar(&trace, "trace", false, "print every event of each run")
+	f.IntSliceVar(&restore, "restore", nil, "instead of fault schedules: the time to restore one node's loss at these cluster sizes (e.g. 100,1000,10000)")
+	f.IntVar(&perNode, "shards-per-node", 300, "with --restore: shards of 1 GiB per node")
+	f.StringVar(&plot, "plot", "", "with --restore: also draw the restore times as an SVG file here")
 	return cmd
 }
 
@@ -126,4 +136,40 @@ func runSims(w io.Writer, cfg sim.Config, seeds []uint64, keep []int) error {
 		return fmt.Errorf("sim: %d of %d schedules broke an invariant", failed, len(seeds))
 	}
 	return nil
+}
+
+// runRestore measures the time to restore one node's loss at each cluster
+// size (virtual time, from the down verdict to every shard whole), prints
+// one line each and, with plot, draws them.
+func runRestore(w io.Writer, sizes []int, perNode int, place string, scatter int, plot string) error {
+	var pts []sim.Point
+	var floor float64
+	for _, n := range sizes {
+		cfg := sim.RestoreShape(n, perNode, place, scatter)
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		start := time.Now()
+		d, res := sim.Restore(cfg, 1)
+		if res.Violation != nil {
+			return fmt.Errorf("sim: restore on %d nodes: %w", n, res.Violation)
+		}
+		floor = sim.CopySeconds(cfg)
+		fmt.Fprintf(w, "%d nodes, %d shards (%s): one node's loss restored in %s (virtual), %d copies; simulated in %s\n",
+			n, cfg.Shards, place, d, res.Copies, time.Since(start).Round(time.Millisecond))
+		pts = append(pts, sim.Point{Nodes: n, Seconds: d.Seconds()})
+	}
+	if plot == "" {
+		return nil
+	}
+	f, err := os.Create(plot)
+	if err != nil {
+		return fmt.Errorf("sim: plot: %w", err)
+	}
+	title := fmt.Sprintf("time to restore one node's loss (%d shards of 1 GiB per node, %s placement)", perNode, place)
+	if err := sim.WritePlot(f, title, pts, floor); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -83,10 +83,7 @@ func BenchmarkSimRestore(b *testing.B) {
 			name += fmt.Sprintf("/scatter=%d", s.scatter)
 		}
 		b.Run(name, func(b *testing.B) {
-			cfg := Config{Nodes: s.nodes, Shards: s.nodes * 300 / RF, ShardSize: 1 << 30, Bound: 48 * time.Hour,
-				Placement: s.placement, Scatter: s.scatter}
-			cfg.Limits = Defaults().Limits
-			cfg.Limits.MaxInFlight = 1024
+			cfg := RestoreShape(s.nodes, 300, s.placement, s.scatter)
 			for b.Loop() {
 				start := time.Now()
 				d, res := Restore(cfg, 1)

@@ -154,3 +154,22 @@ func Restore(cfg Config, seed uint64) (time.Duration, Result) {
 	}
 	return res.Healthy - res.FirstDown, res
 }
+
+// RestoreShape is the cluster of the restore figures: n nodes on n/5
+// racks, each holding perNode shards of 1 GiB on 100 MiB/s disks; the
+// planner allows 2 copies per node each way and 1,024 at once in the
+// cluster (its bandwidth cap: 100 GiB/s).
+func RestoreShape(n, perNode int, place string, scatter int) Config {
+	cfg := Config{Nodes: n, Shards: n * perNode / RF, ShardSize: 1 << 30, Bandwidth: 100 << 20,
+		Bound: 48 * time.Hour, Placement: place, Scatter: scatter}
+	cfg.Limits = Defaults().Limits
+	cfg.Limits.MaxInFlight = 1024
+	return cfg.withDefaults()
+}
+
+// CopySeconds is how long one shard of cfg takes to stream between two
+// idle nodes: the floor of any restore.
+func CopySeconds(cfg Config) float64 {
+	cfg = cfg.withDefaults()
+	return float64(cfg.ShardSize) / float64(cfg.Bandwidth)
+}
