@@ -58,8 +58,9 @@ func WritePlot(w io.Writer, title string, points []Point, floor float64) error {
 	// 1/N through the first point, and the floor.
 	p0 := points[0]
 	ref := func(n float64) float64 { return p0.Seconds * float64(p0.Nodes) / n }
+	end := math.Min(maxN, p0.Seconds*float64(p0.Nodes)/math.Pow(10, y0)) // where 1/N leaves the chart
 	fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#999" stroke-dasharray="2,3"/>`+"\n",
-		x(float64(p0.Nodes)), y(ref(float64(p0.Nodes))), x(maxN), y(math.Max(ref(maxN), math.Pow(10, y0))))
+		x(float64(p0.Nodes)), y(ref(float64(p0.Nodes))), x(end), y(ref(end)))
 	fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#c33" stroke-dasharray="6,4"/>`+"\n", left, y(floor), W-right, y(floor))
 	fmt.Fprintf(&b, `<text x="%d" y="%.1f" fill="#c33" text-anchor="end">one shard's copy: %.3g s</text>`+"\n", W-right-4, y(floor)-6, floor)
 	var path []string
@@ -68,8 +69,8 @@ func WritePlot(w io.Writer, title string, points []Point, floor float64) error {
 	}
 	fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="#1f5fa8" stroke-width="2"/>`+"\n", strings.Join(path, " "))
 	for _, p := range points {
-		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="4" fill="#1f5fa8"><title>%d nodes: %.3g s</title></circle><text x="%.1f" y="%.1f">%.3g s</text>`+"\n",
-			x(float64(p.Nodes)), y(p.Seconds), p.Nodes, p.Seconds, x(float64(p.Nodes))+6, y(p.Seconds)-6, p.Seconds)
+		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="4" fill="#1f5fa8"><title>%d nodes: %.3g s</title></circle><text x="%.1f" y="%.1f" text-anchor="end">%.3g s</text>`+"\n",
+			x(float64(p.Nodes)), y(p.Seconds), p.Nodes, p.Seconds, x(float64(p.Nodes))-4, y(p.Seconds)-8, p.Seconds)
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#999">dotted: 1/N from the first point</text>`+"\n", left+8, top+14)
 	b.WriteString("</svg>\n")
