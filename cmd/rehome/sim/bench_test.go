@@ -97,3 +97,28 @@ func BenchmarkSimRestore(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSimScenarios plays one rack lost and a second failure during
+// repair on 30 nodes in 6 racks (300 shards of 1 GiB, RF 3), 50 seeds each,
+// random placement and copysets of scatter width 4: the share of runs that
+// lost data, the mean restore time and the mean time some shard spent at
+// RF-1 and RF-2 copies (virtual seconds).
+func BenchmarkSimScenarios(b *testing.B) {
+	for _, place := range []string{"random", "copyset"} {
+		for _, sc := range []Scenario{OneRack, SecondDuringRepair} {
+			b.Run(fmt.Sprintf("%s/%s", sc, place), func(b *testing.B) {
+				cfg := Config{Nodes: 30, Racks: 6, Shards: 300, ShardSize: 1 << 30, Placement: place, Scatter: 4}
+				for b.Loop() {
+					res, err := PlayScenario(cfg, sc, Seeds(21, 50))
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.ReportMetric(100*float64(res.LossRuns)/float64(res.Runs), "loss_runs_%")
+					b.ReportMetric(res.Restore.Seconds(), "restore_s")
+					b.ReportMetric(res.AtRF1.Seconds(), "at_rf-1_s")
+					b.ReportMetric(res.AtRF2.Seconds(), "at_rf-2_s")
+				}
+			})
+		}
+	}
+}

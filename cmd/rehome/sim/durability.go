@@ -173,3 +173,67 @@ func CopySeconds(cfg Config) float64 {
 	cfg = cfg.withDefaults()
 	return float64(cfg.ShardSize) / float64(cfg.Bandwidth)
 }
+
+// Scenario names a failure the scenario figures play.
+type Scenario string
+
+const (
+	// OneRack: every node of one rack stops for good at once.
+	OneRack Scenario = "rack"
+	// SecondDuringRepair: a node stops for good, then another during its
+	// repair.
+	SecondDuringRepair Scenario = "second"
+)
+
+// ScenarioResult sums the runs of one scenario.
+type ScenarioResult struct {
+	Runs, LossRuns, LostShards int
+	// Restore is the mean time from the first down verdict to healthy;
+	// AtRF1 and AtRF2 the mean time some shard spent with RF-1 and RF-2
+	// intact copies on running nodes.
+	Restore, AtRF1, AtRF2 time.Duration
+}
+
+// PlayScenario runs sc once per seed on cfg's cluster (the nodes chosen from
+// the seed, the first failure a minute in, past the detector's start-up
+// hold) and sums the runs.
+func PlayScenario(cfg Config, sc Scenario, seeds []uint64) (ScenarioResult, error) {
+	cfg = cfg.withDefaults()
+	cfg.Exposure = true
+	var out ScenarioResult
+	var restore, rf1, rf2 time.Duration
+	for _, seed := range seeds {
+		rng := rand.New(rand.NewPCG(seed, 0x7363656e)) // "scen"
+		f := Fault{At: time.Minute}
+		switch sc {
+		case OneRack:
+			f.Kind = RackLoss
+			for i := rng.IntN(cfg.Racks); i < cfg.Nodes; i += cfg.Racks {
+				f.Nodes = append(f.Nodes, i)
+			}
+		case SecondDuringRepair:
+			f.Kind = SecondFailure
+			p := rng.Perm(cfg.Nodes)
+			f.Nodes = p[:2]
+		default:
+			return out, fmt.Errorf("sim: scenario %q: want rack or second", sc)
+		}
+		res := Run(cfg, seed, Schedule{f})
+		if res.Violation != nil {
+			return out, fmt.Errorf("sim: scenario %s, seed %d: %w", sc, seed, res.Violation)
+		}
+		out.Runs++
+		if res.Lost > 0 {
+			out.LossRuns++
+			out.LostShards += res.Lost
+		}
+		restore += res.Healthy - res.FirstDown
+		rf1 += res.Exposed[RF-1]
+		rf2 += res.Exposed[RF-2]
+	}
+	if out.Runs > 0 {
+		n := time.Duration(out.Runs)
+		out.Restore, out.AtRF1, out.AtRF2 = restore/n, rf1/n, rf2/n
+	}
+	return out, nil
+}

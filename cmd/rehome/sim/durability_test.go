@@ -46,3 +46,29 @@ func TestRestoreFasterWithMoreNodes(t *testing.T) {
 		t.Fatalf("restore on 12 nodes %s, on 48 %s: want at least twice as fast", times[12], times[48])
 	}
 }
+
+// TestScenarios: one rack lost leaves every shard two copies (rack-aware
+// RF 3) and loses nothing; a second failure during repair leaves some
+// shards at one copy for a while and, two failures being fewer than three,
+// loses nothing either.
+func TestScenarios(t *testing.T) {
+	cfg := Config{Nodes: 12, Racks: 4, Shards: 120, ShardSize: 1 << 30}
+	rack, err := PlayScenario(cfg, OneRack, Seeds(1, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := PlayScenario(cfg, SecondDuringRepair, Seeds(1, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rack %+v; second %+v", rack, second)
+	if rack.LossRuns != 0 || rack.AtRF2 != 0 || rack.AtRF1 <= 0 || rack.Restore <= 0 {
+		t.Errorf("one rack lost: %+v, want no loss, no shard at RF-2, some time at RF-1", rack)
+	}
+	if second.LossRuns != 0 || second.AtRF2 <= 0 {
+		t.Errorf("second failure during repair: %+v, want no loss and some time at RF-2", second)
+	}
+	if _, err := PlayScenario(cfg, "flood", Seeds(1, 1)); err == nil {
+		t.Error("unknown scenario: no error")
+	}
+}

@@ -202,3 +202,15 @@ func (r *run) unhealthy() string {
 	}
 	return fmt.Sprintf("%d shards short, e.g. %s", short, first)
 }
+
+// fewest returns the fewest intact copies listed on running nodes of any
+// shard not lost.
+func (r *run) fewest() int {
+	k := RF
+	for s, sh := range r.w.shards {
+		if !sh.lost {
+			k = min(k, r.listedIntact(int32(s), true))
+		}
+	}
+	return k
+}

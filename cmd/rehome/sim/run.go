@@ -64,6 +64,9 @@ type Config struct {
 	Bug Bug
 	// Trace records every event of the run (Result.Trace).
 	Trace bool
+	// Exposure records, every step, the fewest intact copies any shard has
+	// (Result.Exposed); it costs a pass over the shards per step.
+	Exposure bool
 }
 
 // Defaults returns the configuration of a default run: 30 nodes on 6 racks,
@@ -157,6 +160,9 @@ type Result struct {
 	Copies, Trims int
 	// Steps counts planning rounds.
 	Steps int
+	// Exposed[k] is how long (virtual) some shard had only k intact copies
+	// on running nodes (k < RF; with Config.Exposure).
+	Exposed [RF]time.Duration
 	// FirstDown is when the detector first declared a node down (zero: never).
 	FirstDown time.Duration
 	// Trace is every event, when Config.Trace is set.
@@ -353,6 +359,11 @@ func (r *run) loop(end time.Duration) {
 		r.issue(e)
 		if r.res.Violation != nil {
 			break
+		}
+		if r.cfg.Exposure {
+			if k := r.fewest(); k < RF {
+				r.res.Exposed[k] += tick
+			}
 		}
 		if t >= end && r.idle() && r.healthy() {
 			r.res.Healthy = t
