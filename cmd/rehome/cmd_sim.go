@@ -91,7 +91,7 @@ drawn from --seed. --keep i,j replays only those faults of the seed's schedule.`
 	return cmd
 }
 
-// runSims runs seeds on cfg, two at a time per core, and reports: every
+// runSims runs seeds on cfg, one per core at a time, and reports: every
 // failure (shrunk, with its replay command), then a summary line. It fails
 // if any run broke an invariant.
 func runSims(w io.Writer, cfg sim.Config, seeds []uint64, keep []int) error {
