@@ -18,6 +18,10 @@ import (
 //     checkDelete on every delete a mover carries out);
 //   - once faults stop, healthy within Config.Bound (loop).
 
+// relaxAfter is the attempt from which the planner core may give up the
+// rack rule to avoid targets that failed (core's relaxAfterAttempt).
+const relaxAfter = 3
+
 // faulted records that a fault took a copy of shard s.
 func (r *run) faulted(s int32) {
 	r.w.shards[s].faults++
@@ -125,6 +129,12 @@ func (r *run) checkStep(e core.Effects) {
 			continue
 		}
 		target := int(d.Target)
+		if d.Relaxed && d.Attempt >= relaxAfter {
+			// The planner's retry policy: a target that keeps failing is
+			// avoided from the third attempt on, even at the rack rule's cost.
+			r.tracef("rack rule relaxed for %s after %d attempts", d.ID, d.Attempt-1)
+			continue
+		}
 		if holds(p, cands[target].ID) {
 			// A copy back onto a listed holder whose disk lacks it restores
 			// a listed copy: it adds no placement (a returned node's surplus
@@ -137,9 +147,9 @@ func (r *run) checkStep(e core.Effects) {
 			if i < 0 || i == target || !cands[i].State.Live() || cands[i].Leaving {
 				continue
 			}
-			// A holder whose copy is gone (wiped, quarantined) holds no
-			// copy in its rack.
-			if c, ok := r.w.shards[r.w.index[d.ID]].copyOf(int32(i)); ok && c.state != gone {
+			// A holder the planner knows lacks its copy (wiped, quarantined)
+			// holds no copy in its rack.
+			if !r.pl.lacks(d.ID, cands[i].ID) {
 				racks[r.rackOf[i]] = true
 			}
 		}

@@ -134,6 +134,15 @@ func (p *planner) live(id string) bool {
 	return ok && p.h.View.Live(r)
 }
 
+// lacks reports whether the planner knows node's disk lacks shard (an
+// inventory check or a corrupt report found it).
+func (p *planner) lacks(shard, node string) bool {
+	v := p.h.View
+	h, ok := v.IDs.Lookup(shard)
+	r, known := v.NodeIndex[node]
+	return ok && known && v.IsMissing(h, r)
+}
+
 // failover replaces the acting planner by a fresh one that loads the map
 // (ids, in order) and the detector's verdicts, as a standby taking over
 // does; tasks already queued stay with the movers and report to it.
