@@ -8,7 +8,7 @@ ARGS    ?=
 SHELL   := bash
 export CGO_ENABLED = 0
 
-.PHONY: build run test lint bench fuzz tidy clean
+.PHONY: build run test lint bench fuzz tidy clean sim
 
 ## build: static binaries in bin/ (bin/rehome)
 build:
@@ -23,6 +23,13 @@ run: build
 test: build lint
 	@mkdir -p $(BIN)/artifacts
 	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 -timeout 15m $(PKGS)
+
+## sim: SEEDS seeded fault schedules (default 1000) on NODES nodes (30) against the real detector and planner cores (SPEC §10)
+SEEDS ?= 1000
+NODES ?= 30
+SEED  ?= 1
+sim: build
+	$(BIN)/rehome sim --nodes $(NODES) --schedules $(SEEDS) --seed $(SEED) $(ARGS)
 
 ## lint: gofmt and go vet over every module
 lint:

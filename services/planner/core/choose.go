@@ -37,6 +37,17 @@ func (v *View) Candidates() []placement.Candidate {
 	return cs
 }
 
+// survivorSalt is placement.SurvivorSalt of the live holders among hs.
+func survivorSalt(hs []int, cands []placement.Candidate) uint64 {
+	ids := make([]string, 0, len(hs))
+	for _, x := range hs {
+		if cands[x].State.Live() {
+			ids = append(ids, cands[x].ID)
+		}
+	}
+	return placement.SurvivorSalt(ids)
+}
+
 // incident names what made shard h lose copies: its first down holder's id
 // and the time it went down (unix ms).
 func (v *View) incident(h uint32) string {
@@ -118,6 +129,9 @@ func (v *View) decide(h uint32, pc *planCtx) (Decision, bool) {
 		}
 	}
 	opt := placement.TargetOptions{Size: s.size, MaxTasks: pc.maxIn, Salt: salt, MaxFill: lim.MaxFill}
+	if v.pol.Copysets {
+		opt.Sticky, opt.Salt = true, survivorSalt(stay, cands)
+	}
 	exclude := lacking
 	if trimmed >= 0 {
 		exclude = append(exclude, trimmed)

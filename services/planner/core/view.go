@@ -32,6 +32,12 @@ type Policy struct {
 	// AutoHeal checks a node's inventory when it boots anew while live, or
 	// comes back from down (see wantReconcile).
 	AutoHeal bool
+	// Copysets keeps repairs inside copysets (`--placement copyset`): a
+	// repair's target is ranked by a hash of its live holders' ids alone
+	// (placement.SurvivorSalt with TargetOptions.Sticky), so every shard
+	// that lost the same node of the same copyset goes to the same new
+	// node. False: the least loaded target (random placement).
+	Copysets bool
 }
 
 // allocation is bytes promised to nodes by an allocate call, counted as
