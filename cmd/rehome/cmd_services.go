@@ -293,6 +293,8 @@ func plannerCmd(g *globals) *cobra.Command {
 	fl.Int64Var(&cfg.MaxBytesPerSec, "max-bytes-per-sec", cfg.MaxBytesPerSec, "cap on repair bytes per second cluster-wide (0: no cap)")
 	fl.Float64Var(&cfg.MaxFill, "max-fill", cfg.MaxFill, "never choose a repair target fuller than this share of its capacity")
 	fl.Var(percentPoints{&cfg.BalanceBand}, "balance-band", "rebalance until every node's fill is within this many percentage points of the mean (0: never rebalance)")
+	fl.StringVar(&cfg.Placement, "placement", cfg.Placement, "where new replicated shards go: random (least filled) or copyset (a few fixed rack-distinct groups; repairs stay inside them)")
+	fl.IntVar(&cfg.ScatterWidth, "scatter-width", cfg.ScatterWidth, "with --placement copyset: about how many other nodes share shards with one node (lower: rarer loss, slower restore)")
 	fl.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per shard before it is reported failed and parked")
 	fl.DurationVar(&cfg.RetryLater, "retry-later", cfg.RetryLater, "how long a parked shard waits before it is tried again")
 	fl.BoolVar(&cfg.AutoHeal, "auto-heal", cfg.AutoHeal, "check a node's inventory and heal it in place when it rejoins with a new boot id or returns from down")

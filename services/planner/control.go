@@ -226,7 +226,8 @@ func (s *Service) validateAllocate(req control.AllocateRequest) error {
 
 // ctlAllocate picks nodes for the shards of a new object and counts their
 // bytes as pending on those nodes until commit (or AllocationTTL). A
-// replicated shard gets Layout.RF nodes (placement.Allocate); an
+// replicated shard gets Layout.RF nodes (allocateReplicas: the least
+// filled, or a copyset under copyset placement); an
 // erasure-coded piece gets one node, the pieces of one stripe distinct nodes
 // with at most M per rack where racks allow (placement.AllocateStripes). An
 // erasure-coded layout needing more nodes than are up is refused as invalid.
@@ -248,7 +249,7 @@ func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
 		for i, sh := range req.Shards {
 			shards[i] = placement.Shard{ID: sh.ID, Size: sh.Size}
 		}
-		p, err := placement.Allocate(cands, req.Layout.RF, shards)
+		p, err := s.allocateReplicas(cands, req.Layout.RF, shards)
 		if err != nil {
 			return nil, fmt.Errorf("allocate %q: %w", req.Key, err)
 		}

@@ -95,6 +95,17 @@ type Config struct {
 	// points) a node's fill may stray from the mean before the rebalancer
 	// moves copies (default 0.05; 0 turns rebalancing off).
 	BalanceBand float64
+	// Placement is how new replicated shards are placed: PlacementRandom
+	// (default: the least filled nodes, a per-shard hash breaking ties, so
+	// nearly every group of nodes shares some shard) or PlacementCopyset
+	// (copysets: a few fixed groups of RF nodes, one rack each, and repairs
+	// kept inside them; see placement.Copysets). Erasure-coded stripes are
+	// placed the same way under both.
+	Placement string
+	// ScatterWidth is, under copyset placement, about how many other nodes
+	// share shards with any one node (default 10): lower loses data less
+	// often when many nodes fail at once and restores a node more slowly.
+	ScatterWidth int
 	// MaxAttempts is how many failed attempts a shard's repair gets before
 	// it is reported on rehome.repair.failed (final) and parked (default 5).
 	MaxAttempts int
@@ -148,6 +159,8 @@ func DefaultConfig() Config {
 		MaxInFlight:       64,
 		MaxFill:           0.9,
 		BalanceBand:       0.05,
+		Placement:         PlacementRandom,
+		ScatterWidth:      10,
 		MaxAttempts:       5,
 		RetryLater:        time.Minute,
 		TaskTimeout:       2 * time.Minute,
@@ -206,7 +219,7 @@ func (c Config) withDefaults() (Config, error) {
 		n   string
 	}{{&c.PerNodeIn, d.PerNodeIn, "PerNodeIn"}, {&c.PerNodeOut, d.PerNodeOut, "PerNodeOut"},
 		{&c.MaxInFlight, d.MaxInFlight, "MaxInFlight"}, {&c.MaxAllocateShards, d.MaxAllocateShards, "MaxAllocateShards"},
-		{&c.MaxAttempts, d.MaxAttempts, "MaxAttempts"}}
+		{&c.MaxAttempts, d.MaxAttempts, "MaxAttempts"}, {&c.ScatterWidth, d.ScatterWidth, "ScatterWidth"}}
 	for _, f := range ints {
 		if *f.v < 0 {
 			return c, fmt.Errorf("planner config: %s is negative", f.n)
@@ -231,6 +244,13 @@ func (c Config) withDefaults() (Config, error) {
 	case c.OrphanMaxShare == 0:
 		c.OrphanMaxShare = d.OrphanMaxShare
 	}
+	switch c.Placement {
+	case "":
+		c.Placement = d.Placement
+	case PlacementRandom, PlacementCopyset:
+	default:
+		return c, fmt.Errorf("planner config: placement %q: want %s or %s", c.Placement, PlacementRandom, PlacementCopyset)
+	}
 	if c.LeaseTTL < minLeaseTTL {
 		return c, fmt.Errorf("planner config: LeaseTTL %s below %s", c.LeaseTTL, minLeaseTTL)
 	}
@@ -243,6 +263,12 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
+// The placements of Config.Placement.
+const (
+	PlacementRandom  = "random"
+	PlacementCopyset = "copyset"
+)
+
 // minLeaseTTL is the shortest lease: a renewal (one KV round trip) must fit
 // in a third of it.
 const minLeaseTTL = 300 * time.Millisecond
@@ -252,14 +278,15 @@ const opTimeout = 10 * time.Second
 
 // Service is a running planner. Build it with New, then call Run once.
 type Service struct {
-	cfg    Config
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	log    *slog.Logger
-	tracer trace.Tracer
-	now    func() time.Time
-	reg    *prometheus.Registry
-	m      *metrics
+	cfg      Config
+	copysets copysetCache // under s.mu
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *slog.Logger
+	tracer   trace.Tracer
+	now      func() time.Time
+	reg      *prometheus.Registry
+	m        *metrics
 
 	mu    sync.Mutex // guards v and bytes
 	v     *core.View
@@ -307,8 +334,9 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 	s := &Service{
 		cfg: cfg, nc: nc, js: js, log: log.With("planner", cfg.ID), now: now, reg: reg, m: newMetrics(reg),
 		tracer: telemetry.Provider(cfg.TracerProvider).Tracer("github.com/rehome/rehome/services/planner"),
-		v:      core.NewView(now, core.Policy{MaxAttempts: cfg.MaxAttempts, RetryLater: cfg.RetryLater, AutoHeal: cfg.AutoHeal}),
-		kick:   make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
+		v: core.NewView(now, core.Policy{MaxAttempts: cfg.MaxAttempts, RetryLater: cfg.RetryLater, AutoHeal: cfg.AutoHeal,
+			Copysets: cfg.Placement == PlacementCopyset}),
+		kick: make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
 		pub: jsPublisher{js},
 	}
 	if cfg.MaxBytesPerSec > 0 {

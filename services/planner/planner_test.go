@@ -822,3 +822,69 @@ func TestRehomeSpreadsOverSurvivors(t *testing.T) {
 		t.Fatalf("re-homed %d of %d replicas as %v: max/mean %.2f, want 5 survivors and <= 1.25", total, victim.Shards, per, float64(maxN)/mean)
 	}
 }
+
+// TestCopysetPlacementKeepsShardsOnFewGroups: under --placement copyset,
+// new shards land on a few fixed rack-distinct groups of nodes (9 nodes,
+// scatter width 2: one permutation, 3 groups), where random placement
+// spreads them over many; a node's loss is repaired inside the groups
+// (every shard that lost the same node goes to the same new one).
+func TestCopysetPlacementKeepsShardsOnFewGroups(t *testing.T) {
+	for _, tc := range []struct {
+		placement string
+		maxGroups int
+	}{{planner.PlacementCopyset, 3}, {planner.PlacementRandom, 0}} {
+		t.Run(tc.placement, func(t *testing.T) {
+			h := newHarness(t, 9, 3)
+			cfg := fastConfig()
+			cfg.Placement, cfg.ScatterWidth = tc.placement, 2
+			h.startPlanner(cfg)
+			groups := map[string]int{}
+			for i := 0; i < 30; i++ {
+				_, commit := h.put(fmt.Sprintf("object-%02d", i), 1, 1000)
+				for _, nodes := range commit.Nodes {
+					groups[fmt.Sprint(slices.Sorted(slices.Values(nodes)))]++
+				}
+			}
+			t.Logf("%s: 30 shards on %d groups of nodes", tc.placement, len(groups))
+			if tc.maxGroups > 0 && len(groups) > tc.maxGroups {
+				t.Fatalf("copyset placement used %d groups, want at most %d: %v", len(groups), tc.maxGroups, groups)
+			}
+			if tc.maxGroups > 0 {
+				// storage-1 dies: each of its groups' shards goes to one new node.
+				before := h.placements()
+				h.setState("storage-1", model.StateDown)
+				mv := &mover{}
+				h.runMover(mv)
+				h.waitHealthy()
+				h.checkHealed("storage-1")
+				targets := map[string]map[string]bool{} // survivors -> targets
+				for shard, ts := range mv.copies() {
+					survivors := slices.DeleteFunc(slices.Clone(before[shard].Nodes), func(n string) bool { return n == "storage-1" })
+					key := fmt.Sprint(slices.Sorted(slices.Values(survivors)))
+					if targets[key] == nil {
+						targets[key] = map[string]bool{}
+					}
+					for _, task := range ts {
+						targets[key][task.Target] = true
+					}
+				}
+				if len(targets) == 0 {
+					t.Fatal("storage-1 held nothing: the repair check proves nothing")
+				}
+				for survivors, tg := range targets {
+					if len(tg) != 1 {
+						t.Errorf("shards surviving on %s were repaired onto %d nodes %v, want one", survivors, len(tg), tg)
+					}
+				}
+			}
+			if tc.maxGroups == 0 && len(groups) <= 3 {
+				t.Fatalf("random placement used only %d groups: the comparison proves nothing", len(groups))
+			}
+		})
+	}
+	cfg := planner.DefaultConfig()
+	cfg.Placement = "clustered"
+	if _, err := planner.New(cfg, nil, nil, testLogger(), time.Now); err == nil || !strings.Contains(err.Error(), `placement "clustered"`) {
+		t.Fatalf("New with placement clustered: %v, want a refusal naming it", err)
+	}
+}

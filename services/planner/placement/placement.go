@@ -280,7 +280,8 @@ type TargetOptions struct {
 	// Sticky ranks the eligible nodes by a hash of Salt alone, fill and
 	// in-flight writes ignored (room still counts). Under copyset placement,
 	// with Salt = SurvivorSalt(the live holders' ids), every shard that lost
-	// the same node of the same copyset goes to the same target.
+	// the same node of the same copyset goes to the same target; while that
+	// target is at MaxTasks the answer is ErrRackBusy (wait), never another.
 	Sticky bool
 }
 
@@ -344,10 +345,12 @@ func newTargetScan(holders, exclude []int, cands []Candidate, salt uint64) *targ
 // ranked; else, relaxing the rule, the one whose rack holds fewest, saying
 // so. Nodes at maxTasks are passed over: if the rule could have held it
 // answers ErrRackBusy, if only relaxed nodes exist ErrBusy; with no node at
-// all, ErrNoTarget.
+// all, ErrNoTarget. Sticky ranking never passes over its first choice: when
+// that node is busy the answer is ErrRackBusy.
 func (ts *targetScan) pick(inRack []int, limit int, size int64, maxFill float64, maxTasks int) (Target, error) {
 	var (
 		best, bestRelaxed   = -1, -1
+		bestAny             = -1 // the best strict node, busy or not
 		strictSeen, anySeen bool
 	)
 	for i := range ts.cands {
@@ -358,6 +361,9 @@ func (ts *targetScan) pick(inRack []int, limit int, size int64, maxFill float64,
 		strict := inRack[ts.rackOf[i]] < limit
 		anySeen = true
 		strictSeen = strictSeen || strict
+		if strict && (bestAny < 0 || ts.rk.less(i, bestAny)) {
+			bestAny = i
+		}
 		if maxTasks > 0 && c.PendingTasks >= maxTasks {
 			continue
 		}
@@ -374,6 +380,8 @@ func (ts *targetScan) pick(inRack []int, limit int, size int64, maxFill float64,
 		}
 	}
 	switch {
+	case ts.rk.sticky && bestAny >= 0 && best != bestAny:
+		return Target{}, ErrRackBusy // the sticky target is busy: wait for it
 	case best >= 0:
 		return Target{Index: best}, nil
 	case strictSeen:
