@@ -8,7 +8,7 @@ ARGS    ?=
 SHELL   := bash
 export CGO_ENABLED = 0
 
-.PHONY: build run test lint bench fuzz tidy clean
+.PHONY: build run test lint bench fuzz tidy clean soak
 
 ## build: static binaries in bin/ (bin/rehome)
 build:
@@ -23,6 +23,17 @@ run: build
 test: build lint
 	@mkdir -p $(BIN)/artifacts
 	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 -timeout 15m $(PKGS)
+
+## soak: random kills, pauses and full disks against rehome dev for SOAK_FOR while a client writes and verifies (docs/development.md#soak)
+# make soak SOAK_FOR=30m SEED=1234 repeats a run's faults; SOAK_HEAL bounds the heal after them;
+# SOAK_TIMEOUT is go test's -timeout (raise it past SOAK_FOR + SOAK_HEAL + 5m).
+SOAK_FOR     ?= 5m
+SOAK_HEAL    ?= 3m
+SOAK_TIMEOUT ?= 2h
+soak: build
+	@mkdir -p $(BIN)/artifacts
+	cd cmd/rehome && REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts SOAK_FOR=$(SOAK_FOR) SOAK_HEAL=$(SOAK_HEAL) SEED=$(SEED) \
+	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./e2e/ | grep -v '^=== RUN'
 
 ## lint: gofmt and go vet over every module
 lint:
