@@ -22,7 +22,7 @@ run: build
 ## test: the whole suite, unit to end-to-end through bin/rehome
 test: build lint
 	@mkdir -p $(BIN)/artifacts
-	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 -timeout 15m $(PKGS)
+	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 -timeout 20m $(PKGS)
 
 ## soak: random kills, pauses and full disks against rehome dev for SOAK_FOR while a client writes and verifies (docs/development.md#soak)
 # make soak SOAK_FOR=30m SEED=1234 repeats a run's faults; SOAK_HEAL bounds the heal after them;
@@ -32,8 +32,8 @@ SOAK_HEAL    ?= 3m
 SOAK_TIMEOUT ?= 2h
 soak: build
 	@mkdir -p $(BIN)/artifacts
-	cd cmd/rehome && REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts SOAK_FOR=$(SOAK_FOR) SOAK_HEAL=$(SOAK_HEAL) SEED=$(SEED) \
-	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./e2e/ | grep -v '^=== RUN'
+	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts SOAK_FOR=$(SOAK_FOR) SOAK_HEAL=$(SOAK_HEAL) SEED=$(SEED) \
+	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./cmd/rehome/e2e/
 
 ## lint: gofmt and go vet over every module
 lint:
