@@ -374,10 +374,12 @@ type laneRun struct {
 	next   int
 	freeAt time.Time // since when the lane has been free
 
-	active *faultplan.Fault
-	until  time.Time
-	clear  func() (recovered func() error) // ends the active fault
+	active  *faultplan.Fault
+	started time.Time
+	until   time.Time
+	clear   func() (recovered func() error) // ends the active fault
 
+	clearedAt time.Time
 	recovered func() error // nil once recovered
 	recoverBy time.Time
 	checked   time.Time // the last recovery check (each is a CLI call)
@@ -413,8 +415,10 @@ func (inj *injector) step(l *laneRun, now, end time.Time) bool {
 		if now.Before(l.until) && now.Before(end) {
 			return true
 		}
-		t.Logf("%s clear %s", inj.stamp(), l.active)
-		l.recovered, l.recoverBy = l.clear(), now.Add(soakRecover)
+		// Held longer than planned when the loop waited on the cluster
+		// (an injection reading cluster status while no planner acts).
+		t.Logf("%s clear %s (held %s)", inj.stamp(), l.active, now.Sub(l.started).Round(time.Millisecond))
+		l.recovered, l.recoverBy, l.clearedAt = l.clear(), now.Add(soakRecover), now
 		l.active = nil
 		inj.lastCleared = now
 		return true
@@ -426,6 +430,7 @@ func (inj *injector) step(l *laneRun, now, end time.Time) bool {
 		err := l.recovered()
 		l.lastErr = err
 		if err == nil {
+			t.Logf("%s back %s after the clear", inj.stamp(), now.Sub(l.clearedAt).Round(time.Millisecond))
 			l.recovered, l.freeAt = nil, now
 			return false
 		}
@@ -440,7 +445,7 @@ func (inj *injector) step(l *laneRun, now, end time.Time) bool {
 		}
 		l.next++
 		t.Logf("%s inject %s", inj.stamp(), f)
-		l.active, l.until = &f, now.Add(f.Hold)
+		l.active, l.until, l.started = &f, now.Add(f.Hold), now
 		l.clear = inj.inject(f)
 		inj.sum.faults[f.Kind]++
 		return true
