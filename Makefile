@@ -8,7 +8,7 @@ ARGS    ?=
 SHELL   := bash
 export CGO_ENABLED = 0
 
-.PHONY: build run test lint bench fuzz tidy clean soak
+.PHONY: build run test lint bench fuzz tidy clean sim soak
 
 ## build: static binaries in bin/ (bin/rehome)
 build:
@@ -30,10 +30,19 @@ test: build lint
 SOAK_FOR     ?= 5m
 SOAK_HEAL    ?= 3m
 SOAK_TIMEOUT ?= 2h
+# SEED only when given (make sim's default of 1 is not the soak's: unset, it draws one)
+SOAK_SEED     = $(if $(filter command line environment,$(origin SEED)),SEED=$(SEED))
 soak: build
 	@mkdir -p $(BIN)/artifacts
-	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts SOAK_FOR=$(SOAK_FOR) SOAK_HEAL=$(SOAK_HEAL) SEED=$(SEED) \
+	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts SOAK_FOR=$(SOAK_FOR) SOAK_HEAL=$(SOAK_HEAL) $(SOAK_SEED) \
 	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./cmd/rehome/e2e/
+
+## sim: SEEDS seeded fault schedules (default 1000) on NODES nodes (30) against the real detector and planner cores (SPEC §10)
+SEEDS ?= 1000
+NODES ?= 30
+SEED  ?= 1
+sim: build
+	$(BIN)/rehome sim --nodes $(NODES) --schedules $(SEEDS) --seed $(SEED) $(ARGS)
 
 ## lint: gofmt and go vet over every module
 lint:

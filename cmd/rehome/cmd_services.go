@@ -233,7 +233,7 @@ func storageCmd(g *globals) *cobra.Command {
 	fl.Int64Var(&cfg.ScrubBytesPerSec, "scrub-rate", cfg.ScrubBytesPerSec, "background checksum scrub, bytes per second (0: off)")
 	fl.DurationVar(&cfg.ScrubEvery, "scrub-every", cfg.ScrubEvery, "start a scrub pass this long after the previous one began")
 	fl.DurationVar(&cfg.ScrubDelay, "scrub-delay", cfg.ScrubDelay, "first scrub pass this long after start")
-	fl.Int64Var(&cfg.RepairPaceBytesPerSec, "repair-pace", cfg.RepairPaceBytesPerSec, "repair bytes per second through this node while it serves clients (0: repair only yields to client transfers)")
+	fl.Int64Var(&cfg.RepairPaceBytesPerSec, "repair-pace", cfg.RepairPaceBytesPerSec, "lowest repair pace through this node, bytes per second, while it serves clients; the pace adapts to client latency above it (0: never pace)")
 	return cmd
 }
 

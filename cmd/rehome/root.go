@@ -73,7 +73,7 @@ func newRoot(g *globals) *cobra.Command {
 		devCmd(g),
 		putCmd(g), getCmd(g), lsCmd(g), rmCmd(g), inspectCmd(g),
 		clusterCmd(g), healCmd(g), eventsCmd(g), nodeCmd(g), rebalanceCmd(g),
-		storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), s3Cmd(g), consoleCmd(g), healthcheckCmd(), authCmd(),
+		simCmd(), storageCmd(g), detectorCmd(g), plannerCmd(g), moverCmd(g), s3Cmd(g), consoleCmd(g), healthcheckCmd(), authCmd(),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -38,6 +38,7 @@ import (
 
 	"github.com/rehome/rehome/services/detector/liveness"
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/clock"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/telemetry"
@@ -55,6 +56,9 @@ type Config struct {
 	// StartupHold is how long after start (or after the bus comes back) nobody
 	// is judged; 0 (the default) means SuspectAfter+Grace as configured.
 	StartupHold time.Duration
+	// Ticks makes the ticker of the service loop; nil is the wall clock.
+	// Tests pass a clock.Manual to fire ticks one by one.
+	Ticks clock.Source
 	// Tick is how often verdicts are decided (default 100 ms).
 	Tick time.Duration
 	// MaxClockSkew bounds how far a heartbeat's own timestamp may be from the
@@ -363,7 +367,11 @@ func (s *Service) Run(ctx context.Context) error {
 		"disconnect_events", s.cfg.SystemURL != "",
 		"known_nodes", nodes, "judging_from", holdUntil.UTC().Format(time.RFC3339Nano))
 
-	ticker := time.NewTicker(s.cfg.Tick)
+	ticks := s.cfg.Ticks
+	if ticks == nil {
+		ticks = clock.Wall
+	}
+	ticker := ticks.NewTicker(s.cfg.Tick)
 	defer ticker.Stop()
 	updates := w.Updates()
 	overrides := ow.Updates()
@@ -397,7 +405,7 @@ func (s *Service) Run(ctx context.Context) error {
 			if e != nil {
 				s.onLiveness(e)
 			}
-		case <-ticker.C:
+		case <-ticker.C():
 			if updates == nil {
 				if nw, err := kv.WatchAll(ctx); err == nil {
 					w = nw

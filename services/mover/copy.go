@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"net/http"
 	"strings"
 
 	"github.com/rehome/rehome/shared/event"
@@ -21,6 +20,8 @@ type shardStore interface {
 	Head(ctx context.Context, addr, id string) (shardapi.Info, error)
 	Get(ctx context.Context, addr, id string) (io.ReadCloser, shardapi.Info, error)
 	Put(ctx context.Context, addr, id, sha string, size int64, body io.Reader) error
+	Pull(ctx context.Context, addr, id, source, sha string, size int64) (created bool, err error)
+	Verify(ctx context.Context, addr, id string) (shardapi.Info, error)
 	Delete(ctx context.Context, addr, id string) error
 }
 
@@ -52,23 +53,17 @@ func newExecutor(shards shardStore, nodes addrBook) executor {
 	return executor{shards: shards, nodes: nodes, codecs: newCodecs(), bufs: &buffers{}, load: newReadLoad()}
 }
 
-// copy makes the task's target hold the shard, verified against its SHA256.
-// It is idempotent: a target already holding the shard with that checksum is
-// success without a write. Sources are tried in order; a source failing (down,
-// missing the shard, serving wrong bytes) moves on to the next, a target
-// failing ends the attempt.
+// copy makes the task's target hold the shard, verified against its SHA256,
+// by asking the target to pull it from a source (Client.Pull): the bytes go
+// from the source's disk to the target's in one network crossing and are
+// hashed once, by the target, before they count. It is idempotent: a target
+// already holding the shard with that checksum answers success without a
+// read. Sources are tried in order; a source failing (down, missing the
+// shard, serving wrong bytes) moves on to the next, a target failing ends
+// the attempt.
 func (e executor) copy(ctx context.Context, t event.Task) (outcome, error) {
 	dst, err := e.nodes.Addr(ctx, t.Target)
 	if err != nil {
-		return outcome{}, fmt.Errorf("target %s: %w", t.Target, err)
-	}
-	info, err := e.shards.Head(ctx, dst, t.Shard)
-	switch {
-	case err == nil && strings.EqualFold(info.SHA256, t.SHA256):
-		return outcome{present: true}, nil
-	case err == nil:
-		return outcome{}, fmt.Errorf("target %s: %w (sha256 %.12s, want %.12s)", t.Target, errConflict, info.SHA256, t.SHA256)
-	case !errors.Is(err, shardapi.ErrNotFound):
 		return outcome{}, fmt.Errorf("target %s: %w", t.Target, err)
 	}
 	failed := &sourcesError{}
@@ -77,59 +72,50 @@ func (e executor) copy(ctx context.Context, t event.Task) (outcome, error) {
 		if src == t.Target {
 			continue
 		}
-		n, srcErr, dstErr := e.copyFrom(ctx, src, dst, t)
-		read += n
+		srcAddr, err := e.nodes.Addr(ctx, src)
+		if err != nil {
+			failed.failures = append(failed.failures, sourceFailure{node: src, err: err})
+			continue
+		}
+		created, err := e.shards.Pull(ctx, dst, t.Shard, srcAddr, t.SHA256, t.Bytes)
 		switch {
-		case srcErr == nil && dstErr == nil:
-			return outcome{source: src, copied: n, read: read}, nil
+		case err == nil && !created:
+			return outcome{present: true, read: read}, nil
+		case err == nil:
+			read += t.Bytes
+			return outcome{source: src, copied: t.Bytes, read: read}, nil
 		case ctx.Err() != nil:
 			return outcome{read: read}, fmt.Errorf("copy from %s: %w", src, ctx.Err())
-		case srcErr == nil:
-			return outcome{read: read}, fmt.Errorf("target %s: %w", t.Target, dstErr)
+		case errors.Is(err, shardapi.ErrSourceCorrupt):
+			read += t.Bytes
+			err = e.confirmCorrupt(ctx, srcAddr, t.Shard, t.SHA256, err)
+		case errors.Is(err, shardapi.ErrSource):
+		case errors.Is(err, shardapi.ErrConflict):
+			return outcome{read: read}, fmt.Errorf("target %s: %w: %w", t.Target, errConflict, err)
+		default:
+			return outcome{read: read}, fmt.Errorf("target %s: %w", t.Target, err)
 		}
-		failed.failures = append(failed.failures, sourceFailure{node: src, err: srcErr})
+		failed.failures = append(failed.failures, sourceFailure{node: src, err: err})
 	}
 	return outcome{read: read}, failed
 }
 
-// copyFrom streams the shard from src into dst without buffering it, hashing
-// what it reads. It returns the bytes read and says whose fault a failure was:
-// srcErr when the source could not serve matching bytes (the upload is then
-// cut short, so the target keeps nothing), dstErr when the target refused or
-// could not be reached.
-func (e executor) copyFrom(ctx context.Context, src, dst string, t event.Task) (n int64, srcErr, dstErr error) {
-	srcAddr, err := e.nodes.Addr(ctx, src)
-	if err != nil {
-		return 0, err, nil
+// confirmCorrupt asks the source at addr to verify shard id, which should
+// hash to sha, after the bytes it sent failed that check downstream (cause).
+// The source re-reads its copy and, if the damage is on its disk,
+// quarantines and reports it (the planner then rebuilds or re-homes it). The
+// result wraps errCorrupt (a permanent failure of that source) unless the
+// source verifies a copy with that very checksum: then the bytes were
+// damaged on the way and the failure is transient.
+func (e executor) confirmCorrupt(ctx context.Context, addr, id, sha string, cause error) error {
+	info, err := e.shards.Verify(ctx, addr, id)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: the bytes hash to another checksum: %w (the source's own check: %w)", errCorrupt, cause, err)
+	case !strings.EqualFold(info.SHA256, sha):
+		return fmt.Errorf("%w: the source holds sha256 %.12s, want %.12s: %w", errCorrupt, info.SHA256, sha, cause)
 	}
-	body, info, err := e.shards.Get(ctx, srcAddr, t.Shard)
-	if err != nil {
-		return 0, err, nil
-	}
-	defer body.Close()
-	if info.SHA256 != "" && !strings.EqualFold(info.SHA256, t.SHA256) {
-		return 0, fmt.Errorf("%w: source holds sha256 %.12s, want %.12s", errCorrupt, info.SHA256, t.SHA256), nil
-	}
-	if info.Size > 0 && info.Size != t.Bytes {
-		return 0, fmt.Errorf("%w: source holds %d bytes, want %d", errCorrupt, info.Size, t.Bytes), nil
-	}
-	v := newVerifier(body, t.Bytes, t.SHA256)
-	var upload io.Reader = v
-	if t.Bytes == 0 {
-		// An empty body must go out as NoBody to keep Content-Length: 0.
-		if _, err := v.Read(nil); !errors.Is(err, io.EOF) {
-			return 0, err, nil
-		}
-		upload = http.NoBody
-	}
-	err = e.shards.Put(ctx, dst, t.Shard, t.SHA256, t.Bytes, upload)
-	if v.err != nil {
-		return v.n, v.err, nil
-	}
-	if err != nil {
-		return v.n, nil, err
-	}
-	return v.n, nil, nil
+	return fmt.Errorf("bytes damaged in transit (the source verified its copy): %w", cause)
 }
 
 // delete removes the task's shard from its target; an absent shard is success.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -279,16 +281,35 @@ func (f *fencedReader) fence() {
 
 // rebuild makes every piece of t.Rebuild present on its target, verified.
 // It reads K pieces of the stripe from their holders in parallel (least busy
-// first; a holder that fails or serves bytes not matching the piece's SHA256
-// is replaced by another while enough remain), reconstructs only the pieces
-// that are missing from their targets, and uploads them in parallel, each
-// target verifying the checksum before it keeps anything. It is idempotent:
-// a target already holding its piece with that checksum counts as done
-// without a write. The result says, piece by piece, what happened; the error
-// is nil when every piece is on its target, else a *rebuildError. t must have
-// passed decodeTask. Safe for concurrent use.
+// first; a holder that fails is replaced by another while enough remain),
+// reconstructs only the pieces that are missing from their targets, and
+// uploads them in parallel, each target verifying the checksum before it
+// keeps anything. The pieces read are not hashed on the way: a corrupt one
+// makes the reconstructed pieces wrong (every input byte weighs on every
+// output byte of an MDS code), which their targets refuse; then the pieces
+// read are hashed, each holder of a bad one is asked to verify its copy
+// (confirmCorrupt: it quarantines and reports the damage), and the stripe is
+// rebuilt once more, verifying every piece as it is read and replacing bad
+// ones. It is idempotent: a target already holding its piece with that
+// checksum counts as done without a write. The result says, piece by piece,
+// what happened; the error is nil when every piece is on its target, else a
+// *rebuildError. t must have passed decodeTask. Safe for concurrent use.
 func (e executor) rebuild(ctx context.Context, t event.Task) (rebuilt, error) {
-	out := rebuilt{pieces: make([]pieceResult, len(t.Rebuild))}
+	out, suspect := e.rebuildPass(ctx, t, false)
+	if suspect {
+		read := out.read
+		out, _ = e.rebuildPass(ctx, t, true)
+		out.read += read
+	}
+	return out, out.err(t)
+}
+
+// rebuildPass is one attempt of rebuild, hashing the pieces it reads as they
+// arrive when verify is set. Without verify, suspect reports that a target
+// refused a reconstructed piece's checksum: the inputs were hashed and their
+// bad holders told (blame), and the pass must be run again with verify.
+func (e executor) rebuildPass(ctx context.Context, t event.Task, verify bool) (out rebuilt, suspect bool) {
+	out = rebuilt{pieces: make([]pieceResult, len(t.Rebuild))}
 	addrs := e.probeTargets(ctx, t.Rebuild, out.pieces)
 	var todo []int
 	for i, p := range out.pieces {
@@ -297,13 +318,13 @@ func (e executor) rebuild(ctx context.Context, t event.Task) (rebuilt, error) {
 		}
 	}
 	if len(todo) == 0 {
-		return out, out.err(t)
+		return out, false
 	}
-	failAll := func(err error) (rebuilt, error) {
+	failAll := func(err error) (rebuilt, bool) {
 		for _, i := range todo {
 			out.pieces[i].err = err
 		}
-		return out, out.err(t)
+		return out, false
 	}
 	codec, err := e.codecs.get(t.K, t.M)
 	if err != nil {
@@ -311,6 +332,7 @@ func (e executor) rebuild(ctx context.Context, t event.Task) (rebuilt, error) {
 	}
 	size := int(t.Stripe[0].Size)
 	pieces := make([][]byte, t.K+t.M)
+	var inputs []int // indices of the pieces read
 	defer func() {
 		for _, p := range pieces {
 			e.bufs.put(p)
@@ -318,10 +340,15 @@ func (e executor) rebuild(ctx context.Context, t event.Task) (rebuilt, error) {
 	}()
 	if size > 0 { // reedsolomon needs bytes; empty pieces are rebuilt as empty
 		var srcs []string
-		out.read, srcs, err = e.gather(ctx, t, pieces)
+		out.read, srcs, err = e.gather(ctx, t, pieces, verify)
 		out.sources = srcs
 		if err != nil {
 			return failAll(err)
+		}
+		for i, p := range pieces {
+			if p != nil {
+				inputs = append(inputs, i)
+			}
 		}
 		want := make([]bool, t.K+t.M)
 		for _, i := range todo {
@@ -351,7 +378,34 @@ func (e executor) rebuild(ctx context.Context, t event.Task) (rebuilt, error) {
 		})
 	}
 	wg.Wait()
-	return out, out.err(t)
+	if verify {
+		return out, false
+	}
+	for _, i := range todo {
+		if errors.Is(out.pieces[i].err, shardapi.ErrChecksum) {
+			e.blame(ctx, t, pieces, inputs)
+			return out, true
+		}
+	}
+	return out, false
+}
+
+// blame hashes the pieces read (indices inputs of pieces) and has the holder
+// of each one that does not match its checksum verify its copy (see
+// confirmCorrupt), so that damage on its disk is quarantined and reported
+// and the next pass reads that piece from elsewhere. Holders that cannot be
+// reached are left to the next pass.
+func (e executor) blame(ctx context.Context, t event.Task, pieces [][]byte, inputs []int) {
+	for _, i := range inputs {
+		p := t.Stripe[i]
+		sum := sha256.Sum256(pieces[i][:p.Size])
+		if strings.EqualFold(hex.EncodeToString(sum[:]), p.SHA256) {
+			continue
+		}
+		if addr, err := e.nodes.Addr(ctx, p.Node); err == nil {
+			_ = e.confirmCorrupt(ctx, addr, p.Shard, p.SHA256, errCorrupt)
+		}
+	}
 }
 
 // probeTargets resolves each piece's target and asks it, in parallel,
@@ -385,12 +439,12 @@ func (e executor) probeTargets(ctx context.Context, rebuild []event.Piece, res [
 }
 
 // gather fills pieces (len K+M) with K pieces of the stripe, each read in
-// full and verified against its SHA256, reading from K holders at a time in
+// full (and verified against its SHA256 when verify is set), reading from K holders at a time in
 // readOrder and replacing each one that fails by the next. It returns the
 // bytes read (failed reads included) and the holders read from. The buffers
 // it leaves in pieces come from e.bufs, also on error; the caller hands them
 // back. The error is a *stripeError when fewer than K pieces could be read.
-func (e executor) gather(ctx context.Context, t event.Task, pieces [][]byte) (read int64, sources []string, err error) {
+func (e executor) gather(ctx context.Context, t event.Task, pieces [][]byte, verify bool) (read int64, sources []string, err error) {
 	order := readOrder(t.Stripe, t.Sources, e.load.busy)
 	size := int(t.Stripe[0].Size)
 	type result struct {
@@ -407,7 +461,7 @@ func (e executor) gather(ctx context.Context, t event.Task, pieces [][]byte) (re
 		inFlight++
 		buf := e.bufs.get(size)
 		go func() {
-			n, err := e.readPiece(ctx, t.Stripe[idx], buf)
+			n, err := e.readPiece(ctx, t.Stripe[idx], buf, verify)
 			results <- result{idx: idx, buf: buf, n: n, err: err}
 		}()
 	}
@@ -439,9 +493,11 @@ func (e executor) gather(ctx context.Context, t event.Task, pieces [][]byte) (re
 }
 
 // readPiece reads piece p in full from its holder into buf (len p.Size),
-// verifying it against p.SHA256, and returns the bytes read. A holder
-// announcing or serving other bytes yields an error wrapping errCorrupt.
-func (e executor) readPiece(ctx context.Context, p event.Piece, buf []byte) (int64, error) {
+// verifying it against p.SHA256 when verify is set, and returns the bytes
+// read. A holder announcing other bytes yields an error wrapping errCorrupt,
+// and so does one serving other bytes (when verified) unless it then
+// verifies its copy clean (confirmCorrupt).
+func (e executor) readPiece(ctx context.Context, p event.Piece, buf []byte, verify bool) (int64, error) {
 	defer e.load.start(p.Node)()
 	addr, err := e.nodes.Addr(ctx, p.Node)
 	if err != nil {
@@ -458,8 +514,18 @@ func (e executor) readPiece(ctx context.Context, p event.Piece, buf []byte) (int
 	if info.Size > 0 && info.Size != p.Size {
 		return 0, fmt.Errorf("%w: holder has %d bytes, want %d", errCorrupt, info.Size, p.Size)
 	}
+	if !verify {
+		n, err := io.ReadFull(body, buf)
+		if err != nil {
+			return int64(n), fmt.Errorf("read piece %s: %w", p.Shard, err)
+		}
+		return int64(n), nil
+	}
 	v := newVerifier(body, p.Size, p.SHA256)
 	if _, err := io.ReadFull(v, buf); err != nil {
+		if errors.Is(err, errCorrupt) { // the holder sent its disk's bytes unverified: have it check them
+			err = e.confirmCorrupt(ctx, addr, p.Shard, p.SHA256, err)
+		}
 		return v.n, err
 	}
 	return v.n, nil

@@ -271,6 +271,15 @@ func TestRebuildSkipsCorruptPiecesAndReadsAnother(t *testing.T) {
 			t.Fatalf("failed events %+v", f)
 		}
 	}
+	// The rotted piece was found out and quarantined on its holder (it is
+	// rebuilt from there like any lost piece); the other bytes under b's id
+	// are intact, merely not the piece.
+	if got := c.read(holders[2], a.id(2)); got != nil {
+		t.Fatalf("%s still serves the rotted piece (%d bytes)", holders[2], len(got))
+	}
+	if got := c.read(holders[0], b.id(0)); got == nil {
+		t.Fatalf("%s lost the consistent shard it held", holders[0])
+	}
 	c.waitQueueEmpty()
 }
 

@@ -105,8 +105,8 @@ func doneHeaders(t *testing.T, nc *nats.Conn) func(task string) nats.Header {
 
 // TestCopySpanContinuesTheTaskMessagesTrace publishes a task inside a
 // planner-like span: the mover's copy span is its child (consumer, messaging
-// and repair attributes), the storage GET and PUT are spans of the same trace
-// under it, and the done event carries the copy span's context.
+// and repair attributes), the target's pull and the source's GET are spans
+// of the same trace under it, and the done event carries the copy span's context.
 func TestCopySpanContinuesTheTaskMessagesTrace(t *testing.T) {
 	c, rec, tp := tracedCluster(t)
 	c.mover(mover.Config{ID: "m1", TracerProvider: tp})
@@ -140,27 +140,34 @@ func TestCopySpanContinuesTheTaskMessagesTrace(t *testing.T) {
 		t.Errorf("copy span kind %s, want consumer", cp.SpanKind())
 	}
 
-	// Storage spans: children (through the client spans) of the copy span.
+	// Storage spans: the target's pull is a child (through a client span) of
+	// the copy span, and the source's GET a child (through the target's
+	// client span) of the pull.
 	byID := map[trace.SpanID]sdktrace.ReadOnlySpan{}
-	bustest.Eventually(t, timeout, "storage GET and PUT spans", func() bool {
-		var get, put bool
+	var pull, get sdktrace.ReadOnlySpan
+	bustest.Eventually(t, timeout, "storage pull and GET spans", func() bool {
 		for _, s := range rec.Ended() {
 			byID[s.SpanContext().SpanID()] = s
 			if s.SpanKind() == trace.SpanKindServer && s.SpanContext().TraceID() == cp.SpanContext().TraceID() {
-				get = get || s.Name() == "GET /v1/shards/{id}"
-				put = put || s.Name() == "PUT /v1/shards/{id}"
+				switch s.Name() {
+				case "POST /v1/shards/{id}/pull":
+					pull = s
+				case "GET /v1/shards/{id}":
+					get = s
+				}
 			}
 		}
-		return get && put
+		return pull != nil && get != nil
 	})
-	for _, s := range rec.Ended() {
-		if s.SpanKind() != trace.SpanKindServer || s.SpanContext().TraceID() != cp.SpanContext().TraceID() {
-			continue
-		}
+	under := func(s sdktrace.ReadOnlySpan, parent trace.SpanID) bool {
 		client := byID[s.Parent().SpanID()]
-		if client == nil || client.SpanKind() != trace.SpanKindClient || client.Parent().SpanID() != cp.SpanContext().SpanID() {
-			t.Errorf("storage span %s is not under a client span of the copy span", s.Name())
-		}
+		return client != nil && client.SpanKind() == trace.SpanKindClient && client.Parent().SpanID() == parent
+	}
+	if !under(pull, cp.SpanContext().SpanID()) {
+		t.Errorf("storage span %s is not under a client span of the copy span", pull.Name())
+	}
+	if !under(get, pull.SpanContext().SpanID()) {
+		t.Errorf("storage span %s is not under a client span of the target's pull", get.Name())
 	}
 
 	bustest.Eventually(t, timeout, "done event headers", func() bool { return headers("task-1") != nil })

@@ -159,7 +159,7 @@ func (s *Service) rekey(ctx context.Context, m model.Manifest) error {
 				return fmt.Errorf("encode placement: %w", err)
 			}
 			wctx, cancel := context.WithTimeout(ctx, opTimeout)
-			_, err = s.kvPlace.Update(wctx, sh.ID, body, rev)
+			_, err = s.places.Update(wctx, sh.ID, body, rev)
 			cancel()
 			if err == nil {
 				return nil

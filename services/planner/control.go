@@ -1,6 +1,10 @@
 package planner
 
 import (
+	"time"
+
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -135,12 +139,16 @@ func (s *Service) ctlStatus(_ context.Context, data []byte) (any, error) {
 	if err := decodeOptional(data, &req); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.v.clusterStatus()
+	defer func() {
+		s.mu.Unlock()
+		s.m.handling.WithLabelValues("status").Observe(time.Since(start).Seconds())
+	}()
+	st := s.v.ClusterStatus()
 	st.HealPaused = s.pausedLocked()
 	if req.Risk {
-		r := s.v.risk()
+		r := s.v.Risk()
 		st.Risk = &r
 	}
 	return st, nil
@@ -163,14 +171,14 @@ func (s *Service) ctlHealStatus(_ context.Context, data []byte) (any, error) {
 	s.mu.Lock()
 	var p event.Progress
 	if req.Node != "" {
-		r, ok := s.v.nodeIdx[req.Node]
-		if !ok || (!s.v.nodes[r].registered && s.v.nodes[r].shards == 0) {
+		r, ok := s.v.NodeIndex[req.Node]
+		if !ok || (!s.v.Nodes[r].Registered && s.v.Nodes[r].Shards == 0) {
 			s.mu.Unlock()
 			return nil, refuse(control.ErrNotFound, "node %s is not known", req.Node)
 		}
-		p = s.v.nodeProgress(r, now, s.cfg.StallAfter)
+		p = s.v.NodeProgress(r, now, s.cfg.StallAfter)
 	} else {
-		p = s.v.progress(now, s.cfg.StallAfter)
+		p = s.v.Progress(now, s.cfg.StallAfter)
 	}
 	p.Paused = s.pausedLocked()
 	s.mu.Unlock()
@@ -233,7 +241,7 @@ func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cands := s.v.candidates()
+	cands := s.v.Candidates()
 	picks := make([][]int, len(req.Shards))
 	if !req.Layout.Erasure() {
 		shards := make([]placement.Shard, len(req.Shards))
@@ -281,21 +289,21 @@ func (s *Service) ctlAllocate(_ context.Context, data []byte) (any, error) {
 			}
 		}
 	}
-	pending := map[nodeRef]int64{}
+	pending := map[core.NodeRef]int64{}
 	ids := make(map[string]bool, len(req.Shards))
 	reply := control.AllocateReply{Allocations: make([]control.Allocation, len(req.Shards))}
 	for i, sh := range req.Shards {
 		ids[sh.ID] = true
 		a := control.Allocation{Shard: sh.ID, Nodes: make([]control.Endpoint, len(picks[i]))}
 		for k, ni := range picks[i] {
-			n := &s.v.nodes[ni]
-			a.Nodes[k] = control.Endpoint{Node: n.id, Rack: n.rack, Addr: n.addr}
-			pending[nodeRef(ni)] += sh.Size
+			n := &s.v.Nodes[ni]
+			a.Nodes[k] = control.Endpoint{Node: n.ID, Rack: n.Rack, Addr: n.Addr}
+			pending[core.NodeRef(ni)] += sh.Size
 		}
 		reply.Allocations[i] = a
 	}
-	s.v.addAllocation(req.Key, pending, now.Add(s.cfg.AllocationTTL))
-	s.v.allocs[req.Key].shards = ids
+	s.v.AddAllocation(req.Key, pending, now.Add(s.cfg.AllocationTTL))
+	s.v.Allocs[req.Key].Shards = ids
 	return reply, nil
 }
 
@@ -326,7 +334,7 @@ func (s *Service) validateCommit(req control.CommitRequest) error {
 			return fmt.Errorf("%w manifest %q: shard %s has a negative stripe or index", model.ErrInvalid, m.Key, sh.ID)
 		}
 		nodes := req.Nodes[sh.ID]
-		if (len(nodes) == 0 && !l.Erasure()) || len(nodes) > maxHolders {
+		if (len(nodes) == 0 && !l.Erasure()) || len(nodes) > core.MaxHolders {
 			return fmt.Errorf("%w commit %q: shard %s has %d nodes", model.ErrInvalid, m.Key, sh.ID, len(nodes))
 		}
 		if l.Erasure() {
@@ -344,7 +352,7 @@ func (s *Service) validateCommit(req control.CommitRequest) error {
 			if slices.Contains(nodes[:i], n) {
 				return fmt.Errorf("%w commit %q: shard %s names node %s twice", model.ErrInvalid, m.Key, sh.ID, n)
 			}
-			if r, ok := s.v.nodeIdx[n]; !ok || !s.v.nodes[r].registered {
+			if r, ok := s.v.NodeIndex[n]; !ok || !s.v.Nodes[r].Registered {
 				return fmt.Errorf("%w commit %q: shard %s on unknown node %s", model.ErrInvalid, m.Key, sh.ID, n)
 			}
 		}
@@ -448,7 +456,7 @@ func (s *Service) putManifest(ctx context.Context, m model.Manifest, oldRev uint
 
 func (s *Service) releaseAllocation(key string) {
 	s.mu.Lock()
-	s.v.releaseAllocation(key)
+	s.v.ReleaseAllocation(key)
 	s.mu.Unlock()
 }
 
@@ -516,7 +524,7 @@ func (s *Service) createPlacements(ctx context.Context, m model.Manifest, nodes 
 			return fmt.Errorf("encode placement: %w", err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err = s.kvPlace.Create(wctx, sh.ID, body)
+		_, err = s.places.Create(wctx, sh.ID, body)
 		cancel()
 		if err == nil {
 			mu.Lock()
@@ -544,7 +552,7 @@ func (s *Service) deletePlacements(ctx context.Context, shards []string) {
 	_ = parallel(shards, func(id string) error {
 		dctx, cancel := context.WithTimeout(ctx, opTimeout)
 		defer cancel()
-		if err := s.kvPlace.Delete(dctx, id); err != nil {
+		if err := s.places.Delete(dctx, id); err != nil {
 			s.log.Warn("roll back placement", "shard", id, "err", err)
 		}
 		return nil
@@ -603,7 +611,7 @@ func (s *Service) unmapShards(ctx context.Context, ids []string) error {
 				return fmt.Errorf("read placement %s: %w", id, err)
 			}
 			dctx, cancel := context.WithTimeout(ctx, opTimeout)
-			err = s.kvPlace.Delete(dctx, id, jetstream.LastRevision(rev))
+			err = s.places.Delete(dctx, id, jetstream.LastRevision(rev))
 			cancel()
 			if err != nil {
 				if (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)) && try < 10 {
@@ -614,7 +622,7 @@ func (s *Service) unmapShards(ctx context.Context, ids []string) error {
 			s.mu.Lock()
 			var live []string
 			for _, n := range p.Nodes {
-				if r, ok := s.v.nodeIdx[n]; ok && s.v.live(r) {
+				if r, ok := s.v.NodeIndex[n]; ok && s.v.Live(r) {
 					live = append(live, n)
 				}
 			}

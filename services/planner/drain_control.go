@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,7 +41,7 @@ func nodeRequest(data []byte, optional bool) (control.NodeRequest, error) {
 // asRefusal turns a view's answer into the refusal a caller sees: an
 // unknown node is not found, anything else a conflict.
 func asRefusal(err error) error {
-	if errors.Is(err, errUnknownNode) {
+	if errors.Is(err, core.ErrUnknownNode) {
 		return refuse(control.ErrNotFound, "%s", err)
 	}
 	return refuse(control.ErrConflict, "%s", err)
@@ -55,10 +57,10 @@ func (s *Service) ctlDrain(ctx context.Context, data []byte) (any, error) {
 	}
 	now := s.now()
 	s.mu.Lock()
-	r, known := s.v.nodeIdx[req.Node]
-	already := known && s.v.nodes[r].draining
+	r, known := s.v.NodeIndex[req.Node]
+	already := known && s.v.Nodes[r].Draining
 	if !already {
-		err = s.v.drainable(req.Node, s.cfg.MaxFill)
+		err = s.v.Drainable(req.Node, s.cfg.MaxFill)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -74,13 +76,13 @@ func (s *Service) ctlDrain(ctx context.Context, data []byte) (any, error) {
 			return nil, fmt.Errorf("record the drain of %s: %w", req.Node, err)
 		}
 		s.mu.Lock()
-		_, _ = s.v.setDrain(req.Node, true, drainState{since: rec.Since, by: rec.By})
-		n := s.v.nodes[s.v.nodeIdx[req.Node]]
+		_, _ = s.v.SetDrain(req.Node, true, core.DrainState{Since: rec.Since, By: rec.By})
+		n := s.v.Nodes[s.v.NodeIndex[req.Node]]
 		s.mu.Unlock()
-		s.log.Info("drain started", "node", req.Node, "by", req.By, "shards", n.shards, "bytes", n.bytes)
-		ev := &event.Drain{Header: event.Header{TS: now.UTC()}, Node: req.Node, By: req.By, Shards: n.shards, Bytes: n.bytes}
+		s.log.Info("drain started", "node", req.Node, "by", req.By, "shards", n.Shards, "bytes", n.Bytes)
+		ev := &event.Drain{Header: event.Header{TS: now.UTC()}, Node: req.Node, By: req.By, Shards: n.Shards, Bytes: n.Bytes}
 		pctx, cancel = context.WithTimeout(ctx, opTimeout)
-		if err := bus.Publish(pctx, s.js, event.DrainingPrefix+req.Node, ev, "draining-"+req.Node+"-"+strconv.FormatUint(rev, 10)); err != nil {
+		if err := s.pub.Publish(pctx, event.DrainingPrefix+req.Node, ev, "draining-"+req.Node+"-"+strconv.FormatUint(rev, 10)); err != nil {
 			s.log.Warn("publish draining", "node", req.Node, "err", err)
 		}
 		cancel()
@@ -93,7 +95,7 @@ func (s *Service) ctlDrain(ctx context.Context, data []byte) (any, error) {
 func (s *Service) drainReply(node string) (control.DrainReply, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ds, err := s.v.drainStatus(node, s.now())
+	ds, err := s.v.DrainStatus(node, s.now())
 	if err != nil {
 		return control.DrainReply{}, asRefusal(err)
 	}
@@ -129,7 +131,7 @@ func (s *Service) ctlDrainCancel(ctx context.Context, data []byte) (any, error) 
 		return nil, fmt.Errorf("cancel the drain of %s: %w", req.Node, err)
 	}
 	s.mu.Lock()
-	_, _ = s.v.setDrain(req.Node, false, drainState{})
+	_, _ = s.v.SetDrain(req.Node, false, core.DrainState{})
 	s.mu.Unlock()
 	s.log.Info("drain cancelled", "node", req.Node, "by", req.By, "moved_shards", st.Drains[0].ShardsMoved)
 	s.plan()
@@ -146,7 +148,7 @@ func (s *Service) ctlNodeRemove(ctx context.Context, data []byte) (any, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	err = s.v.removable(req.Node)
+	err = s.v.Removable(req.Node)
 	s.mu.Unlock()
 	if err != nil {
 		return nil, asRefusal(err)
@@ -166,7 +168,7 @@ func (s *Service) ctlNodeRemove(ctx context.Context, data []byte) (any, error) {
 		}
 	}
 	s.mu.Lock()
-	s.v.forget(req.Node)
+	s.v.Forget(req.Node)
 	s.mu.Unlock()
 	s.log.Info("node removed", "node", req.Node, "by", req.By)
 	return struct{}{}, nil
@@ -190,18 +192,18 @@ func (s *Service) applyNodeRecord(e jetstream.KeyValueEntry) bool {
 				return false
 			}
 		}
-		if _, err := s.v.ref(node); err != nil {
+		if _, err := s.v.Ref(node); err != nil {
 			s.malformed(bus.BucketControl, err)
 			return false
 		}
-		changed, _ := s.v.setDrain(node, put, drainState{since: rec.Since, by: rec.By})
+		changed, _ := s.v.SetDrain(node, put, core.DrainState{Since: rec.Since, By: rec.By})
 		return changed
 	case strings.HasPrefix(key, control.RemovedKeyPrefix):
 		node := strings.TrimPrefix(key, control.RemovedKeyPrefix)
 		if put {
-			s.v.forget(node)
+			s.v.Forget(node)
 		} else {
-			s.v.unforget(node)
+			s.v.Unforget(node)
 		}
 		return true
 	}
@@ -218,17 +220,17 @@ func (s *Service) announceDrained(ctx context.Context) {
 	}
 	var out []done
 	s.mu.Lock()
-	for i := range s.v.nodes {
-		n := &s.v.nodes[i]
-		if n.draining && !n.drain.announced && n.shards == 0 && n.effState().Live() {
-			out = append(out, done{node: n.id, shards: int64(n.drain.startShards), bytes: n.drain.startBytes, since: n.drain.since.UnixMilli()})
+	for i := range s.v.Nodes {
+		n := &s.v.Nodes[i]
+		if n.Draining && !n.Drain.Announced && n.Shards == 0 && n.EffState().Live() {
+			out = append(out, done{node: n.ID, shards: int64(n.Drain.StartShards), bytes: n.Drain.StartBytes, since: n.Drain.Since.UnixMilli()})
 		}
 	}
 	s.mu.Unlock()
 	for _, d := range out {
 		ev := &event.Drain{Header: event.Header{TS: s.now().UTC()}, Node: d.node, Shards: int(d.shards), Bytes: d.bytes}
 		pctx, cancel := context.WithTimeout(ctx, opTimeout)
-		err := bus.Publish(pctx, s.js, event.DrainedPrefix+d.node, ev, "drained-"+d.node+"-"+strconv.FormatInt(d.since, 10))
+		err := s.pub.Publish(pctx, event.DrainedPrefix+d.node, ev, "drained-"+d.node+"-"+strconv.FormatInt(d.since, 10))
 		cancel()
 		if err != nil {
 			s.log.Warn("publish drained", "node", d.node, "err", err)
@@ -236,8 +238,8 @@ func (s *Service) announceDrained(ctx context.Context) {
 		}
 		s.log.Info("node drained: it holds nothing; `rehome node remove` forgets it", "node", d.node, "shards", d.shards, "bytes", d.bytes)
 		s.mu.Lock()
-		if r, ok := s.v.nodeIdx[d.node]; ok {
-			s.v.nodes[r].drain.announced = true
+		if r, ok := s.v.NodeIndex[d.node]; ok {
+			s.v.Nodes[r].Drain.Announced = true
 		}
 		s.mu.Unlock()
 	}

@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"errors"
 	"log/slog"
@@ -27,12 +29,12 @@ func fuzzService(t testing.TB) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := testView(t, 6, 3)
-	put(t, v, "fz-s0", 100, "storage-1", "storage-2", "storage-3")
-	put(t, v, "fz-s1", 100, "storage-4", "storage-5", "storage-6")
-	putStripe(t, v, "ec", 0, 2, 1, 50, "storage-1", "storage-2", "storage-3")
-	v.rescan()
-	return &Service{cfg: cfg, log: slog.New(slog.DiscardHandler), now: func() time.Time { return t0 },
+	v := core.TestView(t, 6, 3)
+	core.Put(t, v, "fz-s0", 100, "storage-1", "storage-2", "storage-3")
+	core.Put(t, v, "fz-s1", 100, "storage-4", "storage-5", "storage-6")
+	core.PutStripe(t, v, "ec", 0, 2, 1, 50, "storage-1", "storage-2", "storage-3")
+	v.Rescan()
+	return &Service{cfg: cfg, log: slog.New(slog.DiscardHandler), now: func() time.Time { return core.Epoch },
 		reg: prometheus.NewRegistry(), m: newMetrics(prometheus.NewRegistry()), v: v,
 		kick: make(chan struct{}, 1), ctlSem: make(chan struct{}, 1)}
 }
@@ -45,10 +47,10 @@ func FuzzResults(f *testing.F) {
 	f.Add(event.DonePrefix+"storage-4", []byte(`{"v":1,"task":"t","shard":"fz-s0","kind":"copy","target":"storage-4","bytes":100}`))
 	s := fuzzService(f)
 	f.Fuzz(func(t *testing.T, subject string, data []byte) {
-		label, r, err := decodeResult(subject, data)
+		label, r, err := core.DecodeResult(subject, data)
 		if err == nil {
 			s.mu.Lock()
-			err = s.v.checkResult(r)
+			err = s.v.CheckResult(r)
 			s.mu.Unlock()
 		}
 		if err != nil {
@@ -58,21 +60,21 @@ func FuzzResults(f *testing.F) {
 			return
 		}
 		switch {
-		case r.done != nil:
-			d := r.done
-			if d.Validate() != nil || !s.v.knowsNode(d.Target) {
+		case r.Done != nil:
+			d := r.Done
+			if d.Validate() != nil || !s.v.KnowsNode(d.Target) {
 				t.Fatalf("accepted done %+v", d)
 			}
-			if _, ok := s.v.ids.Lookup(d.Shard); !ok && d.Kind != event.KindDelete {
+			if _, ok := s.v.IDs.Lookup(d.Shard); !ok && d.Kind != event.KindDelete {
 				t.Fatalf("accepted done of unknown shard %+v", d)
 			}
-		case r.failed != nil:
-			if r.failed.Validate() != nil {
-				t.Fatalf("accepted failed %+v", r.failed)
+		case r.Failed != nil:
+			if r.Failed.Validate() != nil {
+				t.Fatalf("accepted failed %+v", r.Failed)
 			}
-		case r.corrupt != nil:
-			c := r.corrupt
-			if _, ok := s.v.ids.Lookup(c.Shard); !ok || c.Validate() != nil || !s.v.knowsNode(c.Node) || event.LastToken(subject) != c.Node {
+		case r.Corrupt != nil:
+			c := r.Corrupt
+			if _, ok := s.v.IDs.Lookup(c.Shard); !ok || c.Validate() != nil || !s.v.KnowsNode(c.Node) || event.LastToken(subject) != c.Node {
 				t.Fatalf("accepted corrupt report %+v on %s", c, subject)
 			}
 		default:
@@ -113,7 +115,7 @@ func FuzzControl(f *testing.F) {
 			for i, a := range reply.Allocations {
 				seen := map[string]bool{}
 				for _, ep := range a.Nodes {
-					if seen[ep.Node] || !s.v.knowsNode(ep.Node) {
+					if seen[ep.Node] || !s.v.KnowsNode(ep.Node) {
 						t.Fatalf("allocation %d: %+v", i, a)
 					}
 					seen[ep.Node] = true
@@ -162,7 +164,7 @@ func (e entry) Key() string                     { return e.key }
 func (e entry) Value() []byte                   { return e.value }
 func (e entry) Revision() uint64                { return 1 }
 func (e entry) Operation() jetstream.KeyValueOp { return e.op }
-func (e entry) Created() time.Time              { return t0 }
+func (e entry) Created() time.Time              { return core.Epoch }
 
 // FuzzRecords feeds arbitrary KV records (registrations, verdicts, map
 // entries; puts and deletes) and heartbeats to the planner's view as its
@@ -174,7 +176,7 @@ func FuzzRecords(f *testing.F) {
 	buckets := []string{bus.BucketNodes, bus.BucketLiveness, bus.BucketPlacement, "heartbeat"}
 	f.Fuzz(func(t *testing.T, which int, key string, value []byte, del bool) {
 		s := fuzzService(t)
-		nodes := len(s.v.nodes)
+		nodes := len(s.v.Nodes)
 		bucket := buckets[(which%len(buckets)+len(buckets))%len(buckets)]
 		if bucket == "heartbeat" {
 			s.onHeartbeat(&nats.Msg{Subject: event.HeartbeatPrefix + key, Data: value})
@@ -186,15 +188,15 @@ func FuzzRecords(f *testing.F) {
 			s.apply(bucket, entry{bucket: bucket, key: key, value: value, op: op})
 		}
 		if bucket == bus.BucketLiveness || bucket == "heartbeat" {
-			if len(s.v.nodes) != nodes {
+			if len(s.v.Nodes) != nodes {
 				t.Fatalf("a %s record under %q added a node", bucket, key)
 			}
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		s.v.rescan()
-		_ = s.v.clusterStatus()
-		_ = s.v.round(t0.Add(time.Minute), s.limits())
+		s.v.Rescan()
+		_ = s.v.ClusterStatus()
+		_ = s.v.Round(core.Epoch.Add(time.Minute), s.limits())
 	})
 }
 

@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/shared/event"
@@ -37,6 +39,10 @@ type metrics struct {
 	orphansDeleted   prometheus.Counter
 	orphansAwaiting  prometheus.Gauge
 	orphanSweepsHeld prometheus.Counter
+	// lockHeld is how long the view's mutex is held, by operation; handling
+	// is how long a heartbeat or a status call takes, waiting for it included.
+	lockHeld *prometheus.HistogramVec
+	handling *prometheus.HistogramVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -98,12 +104,19 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		orphanSweepsHeld: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rehome_planner_orphan_sweeps_held_total", Help: "Orphan sweeps of a node that deleted nothing because too large a share of its inventory was unknown to the map."}),
 	}
+	m.lockHeld = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "rehome_planner_lock_held_seconds", Help: "Time the planner's view is locked, by operation: a watch update (verdict, registration, placement) or a planning round.",
+		Buckets: prometheus.ExponentialBuckets(1e-5, 2, 20)}, []string{"op"})
+	m.handling = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "rehome_planner_handling_seconds", Help: "Time to handle a heartbeat or answer a status call, waiting for the view's lock included.",
+		Buckets: prometheus.ExponentialBuckets(1e-5, 2, 20)}, []string{"op"})
+	reg.MustRegister(m.lockHeld, m.handling)
 	reg.MustRegister(m.underReplicated, m.lost, m.bytesRemaining, m.repairedBytes, m.inFlight,
 		m.issued, m.failures, m.stalled, m.malformed, m.shards, m.rescanSeconds,
 		m.acting, m.gaveUp, m.trims, m.rackRelaxed, m.surplus, m.stripes, m.stripesDegraded,
 		m.checks, m.lacking, m.healedInPlace, m.dropped, m.corrupt, m.paused, m.singleCopy,
 		m.orphansDeleted, m.orphansAwaiting, m.orphanSweepsHeld)
-	for _, s := range []string{subjectDone, subjectFailed, subjectCorrupt} {
+	for _, s := range []string{core.SubjectDone, core.SubjectFailed, core.SubjectCorrupt} {
 		for _, r := range event.Reasons {
 			m.malformed.WithLabelValues(s, r)
 		}

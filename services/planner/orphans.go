@@ -1,6 +1,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"errors"
 	"fmt"
@@ -30,72 +32,6 @@ import (
 // orphanPrefix starts the id of every orphan delete task.
 const orphanPrefix = "orphan-"
 
-// orphanVerdict is what findOrphans decided about one node's inventory.
-type orphanVerdict struct {
-	// Delete are the copies to delete: unknown to the map and older than
-	// the grace. Empty when Held.
-	Delete []control.InventoryShard
-	// Young are unknown copies still within the grace (kept, for now).
-	Young int
-	// Undated are unknown copies whose age the node did not report (kept).
-	Undated int
-	// Unknown counts every copy the map does not know; Total the inventory.
-	Unknown, Total int
-	// Held is set when Unknown exceeds maxShare of Total: nothing is deleted.
-	Held bool
-}
-
-// findOrphans decides which of a node's copies are orphans to delete. shards
-// are inventory entries (a filtered subset is fine: known ones are skipped),
-// total is the size of the whole inventory, known reports the ids the view
-// knows (map, copies in flight, allocations), now is the node's clock. A copy
-// is deleted only when known says no and its Written is set and more than
-// grace before now; nothing is deleted when the unknown copies are more than
-// maxShare of total (a wrong view must not wipe a node) or grace is not
-// positive. It is a pure function.
-func findOrphans(shards []control.InventoryShard, total int, known func(id string) bool, now time.Time,
-	grace time.Duration, maxShare float64) orphanVerdict {
-	var v orphanVerdict
-	for _, sh := range shards {
-		if known(sh.ID) {
-			continue
-		}
-		v.Unknown++
-		switch {
-		case sh.Written.IsZero():
-			v.Undated++
-		case grace <= 0 || now.Sub(sh.Written) <= grace:
-			v.Young++
-		default:
-			v.Delete = append(v.Delete, sh)
-		}
-	}
-	v.Total = max(total, len(shards))
-	if !(float64(v.Unknown) <= maxShare*float64(v.Total)) { // NaN holds too
-		v.Held = true
-		v.Delete = nil
-	}
-	return v
-}
-
-// orphanKnown reports whether the view knows shard id: a map entry, a copy
-// or rebuild in flight when it left the map (view.unmapped), or a shard of an
-// allocation not yet committed or expired.
-func (v *view) orphanKnown(id string) bool {
-	if _, ok := v.ids.Lookup(id); ok {
-		return true
-	}
-	if _, ok := v.unmapped[id]; ok {
-		return true
-	}
-	for _, a := range v.allocs {
-		if a.shards[id] {
-			return true
-		}
-	}
-	return false
-}
-
 // orphanState is the orphan collection's bookkeeping (guarded by Service.mu).
 type orphanState struct {
 	running  bool
@@ -119,23 +55,23 @@ func (s *Service) startOrphanSweep(act *acting, now time.Time) {
 	}
 	if !now.Before(og.nextAll) {
 		og.nextAll = now.Add(s.cfg.OrphanScan)
-		for i := range s.v.nodes {
-			if n := &s.v.nodes[i]; n.registered && n.effState() == model.StateUp {
-				n.sweepDue = true
+		for i := range s.v.Nodes {
+			if n := &s.v.Nodes[i]; n.Registered && n.EffState() == model.StateUp {
+				n.SweepDue = true
 			}
 		}
 	}
 	if og.running || s.pausedLocked() {
 		return
 	}
-	for i := range s.v.nodes {
-		n := &s.v.nodes[i]
-		if !n.sweepDue || !n.registered || n.effState() != model.StateUp || n.needReconcile || n.reconciling {
+	for i := range s.v.Nodes {
+		n := &s.v.Nodes[i]
+		if !n.SweepDue || !n.Registered || n.EffState() != model.StateUp || n.NeedReconcile || n.Reconciling {
 			continue
 		}
-		n.sweepDue = false
+		n.SweepDue = false
 		og.running = true
-		id := n.id
+		id := n.ID
 		act.bg.Go(func() {
 			ctx, cancel := context.WithTimeout(act.bgCtx, backgroundCheckTimeout)
 			err := s.sweepOrphans(ctx, id)
@@ -178,7 +114,7 @@ func (s *Service) sweepOrphans(ctx context.Context, node string) error {
 		nodeNow = page.Now
 		s.mu.Lock()
 		for _, sh := range page.Shards {
-			if model.ValidateShardID(sh.ID) == nil && !s.v.orphanKnown(sh.ID) {
+			if model.ValidateShardID(sh.ID) == nil && !s.v.OrphanKnown(sh.ID) {
 				unknown = append(unknown, sh)
 			}
 		}
@@ -195,7 +131,7 @@ func (s *Service) sweepOrphans(ctx context.Context, node string) error {
 		nodeNow = s.now()
 	}
 	s.mu.Lock()
-	v := findOrphans(unknown, total, s.v.orphanKnown, nodeNow, s.cfg.OrphanGrace, s.cfg.OrphanMaxShare)
+	v := core.FindOrphans(unknown, total, s.v.OrphanKnown, nodeNow, s.cfg.OrphanGrace, s.cfg.OrphanMaxShare)
 	if s.orphans.awaiting == nil {
 		s.orphans.awaiting = map[string]int{}
 	}
@@ -242,7 +178,7 @@ func (s *Service) deleteOrphanCopy(ctx context.Context, node string, sh control.
 		return false, nil
 	}
 	s.mu.Lock()
-	known := s.v.orphanKnown(sh.ID)
+	known := s.v.OrphanKnown(sh.ID)
 	s.mu.Unlock()
 	if known {
 		return false, nil

@@ -102,7 +102,7 @@ func (s *Service) updateSwitch(ctx context.Context, e jetstream.KeyValueEntry, o
 	ev := &event.HealSwitched{Paused: st.sw.Paused, By: st.sw.By, Since: st.sw.Since.UTC(), Planner: s.cfg.ID}
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := bus.Publish(pctx, s.js, subject, ev, "heal-switch-"+strconv.FormatUint(st.rev, 10)); err != nil {
+	if err := s.pub.Publish(pctx, subject, ev, "heal-switch-"+strconv.FormatUint(st.rev, 10)); err != nil {
 		s.log.Warn("publish heal switch", "err", err)
 	}
 	return nil

@@ -22,6 +22,8 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"go.opentelemetry.io/otel/trace"
 
 	"context"
@@ -46,6 +48,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/clock"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/listing"
 	"github.com/rehome/rehome/shared/model"
@@ -63,6 +66,9 @@ type Config struct {
 	// takes over at most about LeaseTTL after the acting planner stopped
 	// renewing (at once when it shut down cleanly).
 	LeaseTTL time.Duration
+	// Ticks makes the tickers of the service loop (planning, progress); nil
+	// is the wall clock. Tests pass a clock.Manual to fire ticks one by one.
+	Ticks clock.Source
 	// TickInterval is how often the repair queue is planned (default 250 ms);
 	// a liveness change or a task result plans at once (after PlanDebounce).
 	TickInterval time.Duration
@@ -256,11 +262,13 @@ type Service struct {
 	m      *metrics
 
 	mu    sync.Mutex // guards v and bytes
-	v     *view
+	v     *core.View
 	bytes *rate.Limiter // copy bytes admitted per second (nil: no cap)
 
 	kvNodes, kvLive, kvPlace, kvObjects, kvCtl jetstream.KeyValue
-	tasks                                      jetstream.Stream
+	places                                     mapStore // kvPlace, for writes
+	tasks                                      taskQueue
+	pub                                        publisher
 	lease                                      *lease
 
 	sw      switchState // the heal switch (guarded by mu)
@@ -272,6 +280,7 @@ type Service struct {
 	ctlSem chan struct{} // bounds concurrent mutating control calls
 
 	acting    atomic.Bool   // between startActing and stopActing
+	loaded    atomic.Bool   // the view's initial load is done
 	placeSeen atomic.Uint64 // highest placement revision the view has applied
 	// indexer keeps the listing index while acting (nil while standing by).
 	indexer atomic.Pointer[listing.Indexer]
@@ -298,8 +307,9 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 	s := &Service{
 		cfg: cfg, nc: nc, js: js, log: log.With("planner", cfg.ID), now: now, reg: reg, m: newMetrics(reg),
 		tracer: telemetry.Provider(cfg.TracerProvider).Tracer("github.com/rehome/rehome/services/planner"),
-		v:      newView(now, policy{maxAttempts: cfg.MaxAttempts, retryLater: cfg.RetryLater, autoHeal: cfg.AutoHeal}),
+		v:      core.NewView(now, core.Policy{MaxAttempts: cfg.MaxAttempts, RetryLater: cfg.RetryLater, AutoHeal: cfg.AutoHeal}),
 		kick:   make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
+		pub: jsPublisher{js},
 	}
 	if cfg.MaxBytesPerSec > 0 {
 		burst := int(min(cfg.MaxBytesPerSec, math.MaxInt32))
@@ -336,13 +346,17 @@ func (s *Service) syncLease(ctx context.Context, act *acting) (*acting, error) {
 // Registry returns the planner's own metrics registry.
 func (s *Service) Registry() *prometheus.Registry { return s.reg }
 
+// Loaded reports whether the view's initial load is done: from then on the
+// planner can act (or take over) at once. Safe for concurrent use.
+func (s *Service) Loaded() bool { return s.loaded.Load() }
+
 // Acting reports whether this planner holds the lease and acts now (safe
 // for concurrent use).
 func (s *Service) Acting() bool { return s.acting.Load() }
 
-func (s *Service) limits() limits {
-	return limits{perNodeIn: s.cfg.PerNodeIn, perNodeOut: s.cfg.PerNodeOut, maxInFlight: s.cfg.MaxInFlight,
-		maxFill: s.cfg.MaxFill, bytes: s.bytes, paused: s.sw.sw.Paused}
+func (s *Service) limits() core.Limits {
+	return core.Limits{PerNodeIn: s.cfg.PerNodeIn, PerNodeOut: s.cfg.PerNodeOut, MaxInFlight: s.cfg.MaxInFlight,
+		MaxFill: s.cfg.MaxFill, Bytes: s.bytes, Paused: s.sw.sw.Paused}
 }
 
 // plan asks the loop to plan at once (non-blocking).
@@ -405,7 +419,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 	// Initial values: nothing is planned or answered before all are in.
 	s.mu.Lock()
-	s.v.loading = true
+	s.v.Loading = true
 	s.mu.Unlock()
 	loaded := make([]bool, len(ws))
 	for !allTrue(loaded) {
@@ -430,14 +444,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.seedHeartbeats(ctx)
 	s.mu.Lock()
-	s.v.loading = false
-	s.v.rescan()
-	t := s.v.totals()
-	s.m.rescanSeconds.Set(s.v.rescanDur.Seconds())
+	start := time.Now()
+	s.v.Loading = false
+	s.v.Rescan()
+	s.m.rescanSeconds.Set(time.Since(start).Seconds())
+	t := s.v.Totals()
 	paused := s.sw.sw.Paused
 	s.mu.Unlock()
-	s.log.Info("planner view loaded", "shards", t.shards, "objects", t.objects,
-		"under_replicated", t.underReplicated, "lost", t.lost, "heal_paused", paused)
+	s.loaded.Store(true)
+	s.log.Info("planner view loaded", "shards", t.Shards, "objects", t.Objects,
+		"under_replicated", t.UnderReplicated, "lost", t.Lost, "heal_paused", paused)
 
 	// The lease: its own goroutine renews it or tries to take it, and
 	// signals every change of hands.
@@ -455,9 +471,13 @@ func (s *Service) Run(ctx context.Context) error {
 		s.lease.release()
 	}()
 
-	tick := time.NewTicker(s.cfg.TickInterval)
+	ticks := s.cfg.Ticks
+	if ticks == nil {
+		ticks = clock.Wall
+	}
+	tick := ticks.NewTicker(s.cfg.TickInterval)
 	defer tick.Stop()
-	prog := time.NewTicker(s.cfg.ProgressInterval)
+	prog := ticks.NewTicker(s.cfg.ProgressInterval)
 	defer prog.Stop()
 	soon := time.NewTimer(time.Hour) // debounced planning, or the byte cap's wait
 	soon.Stop()
@@ -503,13 +523,13 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-soon.C:
 			armed = false
 			plan()
-		case <-tick.C:
+		case <-tick.C():
 			// The lease may have lapsed and been taken again between two
 			// changes the lease loop reports: reconcile on every tick too.
 			if act, err = s.syncLease(ctx, act); err == nil {
 				plan()
 			}
-		case <-prog.C:
+		case <-prog.C():
 			if act != nil && s.lease.held(s.now()) {
 				s.publishProgress(ctx)
 			}
@@ -534,7 +554,7 @@ type acting struct {
 	// previous acting planner are still unacknowledged (they come back to
 	// this one after the consumer's AckWait): re-planning those shards would
 	// duplicate copies already made.
-	gateUntil  time.Time
+	gate       core.TakeoverGate
 	gateLogged bool
 	// bg runs the background inventory checks on bgCtx (cancelled with
 	// result handling).
@@ -550,12 +570,12 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 	s.m.acting.Set(1)
 	act := &acting{term: s.lease.term.Load()}
 	s.mu.Lock()
-	s.v.clearFlights()
+	s.v.ClearFlights()
 	// Copies another planner found lacking were known to it alone: check
 	// every live node holding shards again (with AutoHeal).
-	for i := range s.v.nodes {
-		if n := &s.v.nodes[i]; n.registered && n.shards > 0 && n.effState().Live() {
-			s.v.wantReconcile(nodeRef(i))
+	for i := range s.v.Nodes {
+		if n := &s.v.Nodes[i]; n.Registered && n.Shards > 0 && n.EffState().Live() {
+			s.v.WantReconcile(core.NodeRef(i))
 		}
 	}
 	s.mu.Unlock()
@@ -587,7 +607,7 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 			s.log.Error("listing index stopped", "err", err)
 		}
 	}()
-	act.gateUntil = s.now().Add(resultsAckWait + time.Second)
+	act.gate.Close(s.now().Add(resultsAckWait + time.Second))
 	if wait := s.tick(ctx, act); wait > 0 {
 		s.plan()
 	}
@@ -691,6 +711,7 @@ func (s *Service) open(ctx context.Context) error {
 		return fmt.Errorf("open stream %s: %w", bus.StreamTasks, err)
 	}
 	s.tasks = st
+	s.places = s.kvPlace
 	kv, err := s.js.KeyValue(ctx, bus.BucketLease)
 	if err != nil {
 		return fmt.Errorf("open bucket %s: %w", bus.BucketLease, err)
@@ -705,11 +726,15 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	key := e.Key()
 	del := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	start := time.Now()
+	defer func() {
+		s.m.lockHeld.WithLabelValues(bucketOp(bucket)).Observe(time.Since(start).Seconds())
+		s.mu.Unlock()
+	}()
 	switch bucket {
 	case bus.BucketNodes:
 		if del {
-			s.v.removeNode(key)
+			s.v.RemoveNode(key)
 			return true
 		}
 		var n model.Node
@@ -721,23 +746,23 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, fmt.Errorf("node %q: %v", key, err))
 			return false
 		}
-		asked := false
-		if r, ok := s.v.nodeIdx[n.ID]; ok {
-			asked = s.v.nodes[r].needReconcile
+		asked, registered := false, false
+		if r, ok := s.v.NodeIndex[n.ID]; ok {
+			asked, registered = s.v.Nodes[r].NeedReconcile, s.v.Nodes[r].Registered
 		}
-		if err := s.v.setNode(n); err != nil {
+		if err := s.v.SetNode(n); err != nil {
 			s.malformed(bucket, err)
 			return false
 		}
-		r := s.v.nodeIdx[n.ID]
-		if !asked && s.v.nodes[r].needReconcile {
+		r := s.v.NodeIndex[n.ID]
+		if !asked && s.v.Nodes[r].NeedReconcile {
 			s.log.Info("node registered anew while the map lists it: checking its inventory", "node", n.ID, "boot_id", n.BootID)
 			return true
 		}
-		return s.v.needRescan
+		return !registered || s.v.NeedRescan // a node (re)joined: plan
 	case bus.BucketLiveness:
 		if del {
-			return s.v.clearLiveness(key)
+			return s.v.ClearLiveness(key)
 		}
 		var l model.Liveness
 		if err := decodeRecord(e.Value(), &l); err != nil {
@@ -748,13 +773,13 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, err)
 			return false
 		}
-		if !s.v.loading && !s.v.knowsNode(l.Node) {
+		if !s.v.Loading && !s.v.KnowsNode(l.Node) {
 			// A verdict on a node never registered nor in the map (during
 			// the initial load, registrations may come after verdicts).
 			s.malformed(bucket, fmt.Errorf("liveness: %w %s", event.ErrUnknownNode, l.Node))
 			return false
 		}
-		changed, err := s.v.setLiveness(l)
+		changed, err := s.v.SetLiveness(l)
 		if err != nil {
 			s.malformed(bucket, err)
 		}
@@ -765,7 +790,7 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	case bus.BucketPlacement:
 		defer s.placeSeen.Store(max(s.placeSeen.Load(), e.Revision()))
 		if del {
-			return s.v.removePlacement(key) // frees the slots of its tasks, if any
+			return s.v.RemovePlacement(key) // frees the slots of its tasks, if any
 		}
 		var p model.Placement
 		if err := decodeRecord(e.Value(), &p); err != nil {
@@ -776,13 +801,26 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.malformed(bucket, fmt.Errorf("placement %q: %v", key, err))
 			return false
 		}
-		landed, err := s.v.upsertPlacement(p)
+		landed, err := s.v.UpsertPlacement(p)
 		if err != nil {
 			s.malformed(bucket, err)
 		}
 		return landed
 	}
 	return false
+}
+
+// bucketOp names the lock-time series of a watch update of bucket.
+func bucketOp(bucket string) string {
+	switch bucket {
+	case bus.BucketLiveness:
+		return "verdict"
+	case bus.BucketNodes:
+		return "registration"
+	case bus.BucketPlacement:
+		return "placement"
+	}
+	return "control"
 }
 
 // decodeRecord unmarshals a KV record.
@@ -807,13 +845,15 @@ func validLiveness(l model.Liveness, key string) error {
 
 // onHeartbeat records a node's usage (core subscription callback).
 func (s *Service) onHeartbeat(msg *nats.Msg) {
+	start := time.Now()
+	defer func() { s.m.handling.WithLabelValues("heartbeat").Observe(time.Since(start).Seconds()) }()
 	var hb event.Heartbeat
 	err := event.Decode(msg.Data, &hb)
 	if err == nil {
 		err = event.CheckSubjectNode(msg.Subject, hb.Node)
 	}
 	s.mu.Lock()
-	if err == nil && !s.v.loading && !s.v.knowsNode(hb.Node) {
+	if err == nil && !s.v.Loading && !s.v.KnowsNode(hb.Node) {
 		err = fmt.Errorf("%w %s", event.ErrUnknownNode, hb.Node) // registrations come first
 	}
 	if err != nil {
@@ -821,9 +861,9 @@ func (s *Service) onHeartbeat(msg *nats.Msg) {
 		s.malformed(strings.TrimSuffix(event.HeartbeatPrefix, "."), fmt.Errorf("heartbeat on %s: %w", msg.Subject, err))
 		return
 	}
-	s.v.heartbeat(hb.Node, hb.UsedBytes, hb.CapacityBytes, s.now())
-	accepts := s.v.diskCondition(hb.Node, hb.Full, hb.ReadOnly)
-	asked := s.v.bootSeen(hb.Node, hb.BootID)
+	s.v.Heartbeat(hb.Node, hb.UsedBytes, hb.CapacityBytes, s.now())
+	accepts := s.v.DiskCondition(hb.Node, hb.Full, hb.ReadOnly)
+	asked := s.v.BootSeen(hb.Node, hb.BootID)
 	s.mu.Unlock()
 	if accepts {
 		s.log.Info("node accepts new shards again", "node", hb.Node)
@@ -845,9 +885,9 @@ func (s *Service) seedHeartbeats(ctx context.Context) {
 	}
 	s.mu.Lock()
 	var ids []string
-	for i := range s.v.nodes {
-		if s.v.nodes[i].registered && s.v.nodes[i].hbAt.IsZero() {
-			ids = append(ids, s.v.nodes[i].id)
+	for i := range s.v.Nodes {
+		if s.v.Nodes[i].Registered && s.v.Nodes[i].HeartbeatAt.IsZero() {
+			ids = append(ids, s.v.Nodes[i].ID)
 		}
 	}
 	s.mu.Unlock()
@@ -863,10 +903,10 @@ func (s *Service) seedHeartbeats(ctx context.Context) {
 			continue
 		}
 		s.mu.Lock()
-		if r, ok := s.v.nodeIdx[id]; ok && s.v.nodes[r].hbAt.IsZero() {
-			s.v.heartbeat(id, hb.UsedBytes, hb.CapacityBytes, m.Time)
-			s.v.diskCondition(id, hb.Full, hb.ReadOnly)
-			s.v.bootSeen(id, hb.BootID)
+		if r, ok := s.v.NodeIndex[id]; ok && s.v.Nodes[r].HeartbeatAt.IsZero() {
+			s.v.Heartbeat(id, hb.UsedBytes, hb.CapacityBytes, m.Time)
+			s.v.DiskCondition(id, hb.Full, hb.ReadOnly)
+			s.v.BootSeen(id, hb.BootID)
 		}
 		s.mu.Unlock()
 	}

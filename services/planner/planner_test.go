@@ -144,6 +144,30 @@ func (h *harness) startPlanner(cfg planner.Config) (*planner.Service, func()) {
 	return rp.svc, rp.stop
 }
 
+// subscribeDecoded decodes every message on subject into a channel (up to
+// 1024 waiting; more are dropped) until the test ends.
+func subscribeDecoded[T any, P interface {
+	*T
+	event.Payload
+}](tb testing.TB, nc *nats.Conn, subject string) <-chan T {
+	tb.Helper()
+	out := make(chan T, 1024)
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		var v T
+		if event.Decode(m.Data, P(&v)) == nil {
+			select {
+			case out <- v:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = sub.Unsubscribe() })
+	return out
+}
+
 func (h *harness) call(subject string, req, out any) error {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
@@ -462,20 +486,7 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 		}
 	}
 
-	progress := make(chan event.Progress, 1024)
-	sub, err := h.env.NC.Subscribe(event.HealProgress, func(m *nats.Msg) {
-		var p event.Progress
-		if event.Decode(m.Data, &p) == nil {
-			select {
-			case progress <- p:
-			default:
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	progress := subscribeDecoded[event.Progress](t, h.env.NC, event.HealProgress)
 
 	h.setState("storage-1", model.StateDown)
 	bustest.Eventually(t, deadline, "loss seen", func() bool { return h.status().UnderReplicated == lostHere })
@@ -620,17 +631,7 @@ func TestRestartMidRepairIssuesNoDuplicates(t *testing.T) {
 	}
 	h.setState("storage-1", model.StateDown)
 	// No mover yet: the planner fills storage-4's two write slots (PerNodeIn).
-	tasks, err := h.env.JS.Stream(h.ctx, bus.StreamTasks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	queued := func() uint64 {
-		info, err := tasks.Info(h.ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	queued := func() int { return len(h.queuedTasks()) }
 	bustest.Eventually(t, deadline, "two tasks queued", func() bool { return queued() == 2 })
 	stop()
 

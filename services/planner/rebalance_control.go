@@ -30,7 +30,7 @@ func (s *Service) applyRebalanceSwitch(e jetstream.KeyValueEntry) bool {
 	defer s.mu.Unlock()
 	s.rbsw = switchState{sw: sw, rev: e.Revision()}
 	if sw.Paused {
-		s.v.clearMoves()
+		s.v.ClearMoves()
 	}
 	s.log.Info("rebalancing switched", "paused", sw.Paused, "by", sw.By)
 	return true
@@ -43,15 +43,15 @@ func (s *Service) markMovesLocked() {
 	if s.cfg.BalanceBand <= 0 || s.sw.sw.Paused || s.rbsw.sw.Paused {
 		return
 	}
-	budget := max(s.cfg.MaxInFlight/4, 1) - len(s.v.moves)
-	s.v.chooseMoves(s.cfg.BalanceBand, budget)
+	budget := max(s.cfg.MaxInFlight/4, 1) - len(s.v.Moves)
+	s.v.ChooseMoves(s.cfg.BalanceBand, budget)
 }
 
 // ctlRebalanceStatus answers control.CtlRebalanceStatus.
 func (s *Service) ctlRebalanceStatus(context.Context, []byte) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.v.balanceStatus(s.cfg.BalanceBand)
+	st := s.v.BalanceStatus(s.cfg.BalanceBand)
 	st.Paused = s.rbsw.sw.Paused
 	return st, nil
 }

@@ -1,24 +1,20 @@
 package planner
 
 import (
+	"github.com/rehome/rehome/services/planner/core"
+
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rehome/rehome/shared/bus"
 	"github.com/rehome/rehome/shared/event"
-	"github.com/rehome/rehome/shared/model"
 	"github.com/rehome/rehome/shared/telemetry"
 )
-
-// nonFinalRecheck is how soon a task reported failed but not final is
-// checked again (is the mover still retrying it?).
-const nonFinalRecheck = 10 * time.Second
 
 // resultsAckWait is the results consumer's AckWait: how long a result
 // handed to a planner that stopped without answering waits before another
@@ -60,10 +56,10 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 	subj := msg.Subject()
 	ctx, span := telemetry.StartProcess(ctx, s.tracer, "rehome.repair.commit", subj, msg.Headers())
 	defer span.End()
-	label, r, err := decodeResult(subj, msg.Data())
+	label, r, err := core.DecodeResult(subj, msg.Data())
 	if err == nil {
 		s.mu.Lock()
-		err = s.v.checkResult(r)
+		err = s.v.CheckResult(r)
 		s.mu.Unlock()
 	}
 	if err != nil {
@@ -72,12 +68,12 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	switch {
-	case r.done != nil:
-		err = s.onDone(ctx, *r.done)
-	case r.failed != nil:
-		s.onFailed(ctx, *r.failed)
-	case r.corrupt != nil:
-		s.onCorrupt(*r.corrupt)
+	case r.Done != nil:
+		err = s.onDone(ctx, *r.Done)
+	case r.Failed != nil:
+		s.onFailed(ctx, *r.Failed)
+	case r.Corrupt != nil:
+		s.onCorrupt(*r.Corrupt)
 	}
 	if err != nil {
 		s.log.Warn("recording result failed, will retry", "subject", subj, "err", err)
@@ -87,40 +83,26 @@ func (s *Service) onResult(ctx context.Context, msg jetstream.Msg) {
 	_ = msg.Ack()
 }
 
-// onDone records a verified copy in the placement map (compare-and-set; the
-// down holders stay listed). The task leaves the in-flight set when the map
-// watch shows the new holder, so the shard is never planned twice in between.
-// A copy back onto a holder that lacked the shard changes nothing in the map:
-// the holder counts again at once. A copy of a shard no longer in the map is
-// scheduled for deletion.
+// onDone records a verified copy in the placement map (compare-and-set; see
+// core.View.Land and core.AddHolder). The task leaves the in-flight set when
+// the map watch shows the new holder, so the shard is never planned twice in
+// between. A copy of a shard no longer in the map is scheduled for deletion.
 func (s *Service) onDone(ctx context.Context, d event.Done) error {
 	if d.Kind == event.KindDelete {
 		s.endTrim(d.Shard, d.Task)
 		return nil
 	}
 	s.mu.Lock()
-	var (
-		entry *model.Placement
-		rev   uint64
-	)
-	if h, ok := s.v.ids.Lookup(d.Shard); ok {
-		if r, known := s.v.nodeIdx[d.Target]; known && s.v.landedInPlace(h, r, d.Task) {
-			s.v.verifiedCopy(d.Bytes, s.now())
-			s.mu.Unlock()
-			s.m.repairedBytes.Add(float64(d.Bytes))
-			s.m.healedInPlace.Inc()
-			s.log.Debug("copy back in place recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
-			s.plan()
-			return nil
-		}
-		if f := s.v.flights[h]; f != nil && f.task == d.Task && f.entry != nil {
-			e := *f.entry
-			e.Nodes = slices.Clone(e.Nodes)
-			entry, rev = &e, f.rev
-		}
-	}
+	l := s.v.Land(d, s.now())
 	s.mu.Unlock()
-
+	if l.InPlace {
+		s.m.repairedBytes.Add(float64(d.Bytes))
+		s.m.healedInPlace.Inc()
+		s.log.Debug("copy back in place recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
+		s.plan()
+		return nil
+	}
+	entry, rev := l.Entry, l.Rev
 	added := false
 	for try := 0; ; try++ {
 		if entry == nil {
@@ -133,16 +115,16 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 			}
 			entry, rev = &p, r
 		}
-		if slices.Contains(entry.Nodes, d.Target) {
+		next, changed := core.AddHolder(*entry, d.Target)
+		if !changed {
 			break // recorded already (a redelivered result)
 		}
-		entry.Nodes = append(entry.Nodes, d.Target)
-		data, err := json.Marshal(entry)
+		data, err := json.Marshal(next)
 		if err != nil {
 			return fmt.Errorf("encode placement: %w", err)
 		}
 		uctx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err = s.kvPlace.Update(uctx, d.Shard, data, rev)
+		_, err = s.places.Update(uctx, d.Shard, data, rev)
 		cancel()
 		if err == nil {
 			added = true
@@ -157,7 +139,7 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 	if added {
 		s.m.repairedBytes.Add(float64(d.Bytes))
 		s.mu.Lock()
-		s.v.verifiedCopy(d.Bytes, s.now())
+		s.v.Verified(d.Bytes, s.now())
 		s.mu.Unlock()
 		s.log.Debug("copy recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
 	}
@@ -179,13 +161,7 @@ func (s *Service) deleteOrphan(ctx context.Context, shard, node string, bytes in
 // and plans again (its slot is free).
 func (s *Service) endTrim(shard, task string) {
 	s.mu.Lock()
-	ended := false
-	if h, ok := s.v.ids.Lookup(shard); ok {
-		if t := s.v.trims[h]; t != nil && t.task == task {
-			s.v.endTrim(h)
-			ended = true
-		}
-	}
+	ended := s.v.EndTrimTask(shard, task)
 	s.mu.Unlock()
 	if ended {
 		s.plan()
@@ -209,49 +185,16 @@ func (s *Service) onFailed(ctx context.Context, f event.Failed) {
 		}
 		return
 	}
-	now := s.now()
 	s.mu.Lock()
-	h, ok := s.v.ids.Lookup(f.Shard)
-	if !ok {
-		s.mu.Unlock()
-		return
-	}
-	fl := s.v.flights[h]
-	if (fl == nil || fl.task != f.Task) && f.Kind == event.KindRebuild {
-		// The piece named may have landed already: find the task by its stripe.
-		if g := s.v.group(h); g != nil && g.rb != nil && g.rb.task == f.Task {
-			if open := s.v.openPieces(g.rb); len(open) > 0 {
-				fl = s.v.flights[open[0]]
-				h = open[0]
-			}
-		}
-	}
-	if fl == nil || fl.task != f.Task {
-		s.mu.Unlock()
-		return // an older attempt
-	}
-	if !f.Final {
-		fl.deadline = minTime(fl.deadline, now.Add(nonFinalRecheck))
-		s.mu.Unlock()
-		return
-	}
-	gaveUp := s.failedLocked(h, fl, f.Error, now, true)
-	if gaveUp == nil {
-		next := 0
-		if r := s.v.retries[h]; r != nil {
-			next = r.attempt
-		}
-		s.log.Warn("repair failed, re-planning", "kind", f.Kind, "task", f.Task, "shard", f.Shard, "target", f.Target,
-			"err", f.Error, "next_attempt", next)
-	}
+	out := s.v.Fail(f, s.now())
 	s.mu.Unlock()
-	s.reportGaveUp(ctx, gaveUp)
-	s.plan()
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
+	if !out.Ended {
+		return
 	}
-	return a
+	if out.GaveUp == nil {
+		s.log.Warn("repair failed, re-planning", "kind", f.Kind, "task", f.Task, "shard", f.Shard, "target", f.Target,
+			"err", f.Error, "next_attempt", out.NextAttempt)
+	}
+	s.reportGaveUp(ctx, out.GaveUp)
+	s.plan()
 }

@@ -45,7 +45,8 @@ type api struct {
 	node     string
 	token    []byte
 	maxShard int64
-	prio     *priority // serves clients' transfers before repair's (nil: no priority)
+	prio     *priority   // serves clients' transfers before repair's (nil: no priority)
+	source   shardSource // reads shards from other nodes for pulls
 	m        *metrics
 	reg      *prometheus.Registry
 	log      *slog.Logger
@@ -58,6 +59,8 @@ func (a *api) handler() http.Handler {
 	mux.HandleFunc("GET /v1/shards/{id}", a.get)
 	mux.HandleFunc("HEAD /v1/shards/{id}", a.head)
 	mux.HandleFunc("DELETE /v1/shards/{id}", a.delete)
+	mux.HandleFunc("POST /v1/shards/{id}/pull", a.pull)
+	mux.HandleFunc("POST /v1/shards/{id}/verify", a.verify)
 	mux.HandleFunc("GET /v1/shards", a.list)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -126,6 +129,9 @@ func (a *api) guard(next http.Handler) http.Handler {
 				return
 			}
 			if id, ok := strings.CutPrefix(p, "/v1/shards/"); ok {
+				if r.Method == http.MethodPost {
+					id = strings.TrimSuffix(strings.TrimSuffix(id, "/pull"), "/verify")
+				}
 				if err := model.ValidateShardID(id); err != nil {
 					fail(w, http.StatusBadRequest, err.Error())
 					return
@@ -184,9 +190,7 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 	case r.ContentLength < 0:
 		fail(w, http.StatusBadRequest, "missing Content-Length header")
 		return
-	case r.ContentLength > a.maxShard:
-		fail(w, http.StatusRequestEntityTooLarge, "shard of "+strconv.FormatInt(r.ContentLength, 10)+
-			" bytes exceeds the limit of "+strconv.FormatInt(a.maxShard, 10))
+	case a.tooLarge(w, r.ContentLength):
 		return
 	}
 	if _, err := disk.ParseSHA256(sha); err != nil {
@@ -230,6 +234,17 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, shardapi.Info(info))
 }
 
+// tooLarge answers 413 and reports true when a shard of size bytes exceeds
+// the node's limit.
+func (a *api) tooLarge(w http.ResponseWriter, size int64) bool {
+	if size <= a.maxShard {
+		return false
+	}
+	fail(w, http.StatusRequestEntityTooLarge, "shard of "+strconv.FormatInt(size, 10)+
+		" bytes exceeds the limit of "+strconv.FormatInt(a.maxShard, 10))
+	return true
+}
+
 // drain discards a small unread body so the connection can be reused.
 func drain(r *http.Request) {
 	if r.ContentLength <= drainLimit {
@@ -244,6 +259,16 @@ func (a *api) shardHeaders(w http.ResponseWriter, info disk.Info) {
 	h.Set("Content-Type", "application/octet-stream")
 }
 
+// answerShard begins a 200 answer carrying shard info: a write deadline for
+// its size, then its headers. The returned func clears the deadline.
+func (a *api) answerShard(w http.ResponseWriter, info disk.Info) (clear func()) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(transferDeadline(info.Size)))
+	a.shardHeaders(w, info)
+	w.WriteHeader(http.StatusOK)
+	return func() { _ = rc.SetWriteDeadline(time.Time{}) }
+}
+
 func (a *api) head(w http.ResponseWriter, r *http.Request) {
 	info, err := a.store.Stat(r.PathValue("id"))
 	if err != nil {
@@ -256,10 +281,12 @@ func (a *api) head(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	repair := shardapi.IsRepair(r)
-	if !repair {
-		defer a.prio.serve()()
+	if shardapi.IsRepair(r) {
+		a.getRaw(w, r, id)
+		return
 	}
+	start := time.Now()
+	defer a.prio.serve()()
 	rd, info, err := a.store.Get(id)
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {
@@ -269,16 +296,8 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rd.Close()
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Now().Add(transferDeadline(info.Size)))
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
-	a.shardHeaders(w, info)
-	w.WriteHeader(http.StatusOK)
-	var src io.Reader = rd
-	if repair {
-		src = a.prio.repairReader(r.Context(), rd)
-	}
-	n, err := copyOut(w, src)
+	defer a.answerShard(w, info)()
+	n, err := copyOut(&firstByte{w: w, start: start, report: a.prio.observe}, rd)
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {
 		if errors.Is(err, disk.ErrCorrupt) {
@@ -287,6 +306,29 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 			a.log.DebugContext(r.Context(), "get cut short", "shard", id, "sent", n, "err", err)
 		}
 		// The client must see a broken transfer, never bytes that did not verify.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// getRaw serves a repair-class GET: the bytes as they are on disk, unverified
+// here (the reader verifies them and, on a mismatch, asks this node to
+// Verify the shard), through the priority gate, with sendfile where the
+// connection allows it (see sendRaw).
+func (a *api) getRaw(w http.ResponseWriter, r *http.Request, id string) {
+	f, info, err := a.store.OpenRaw(id)
+	if err != nil {
+		if errors.Is(err, disk.ErrCorrupt) {
+			a.log.WarnContext(r.Context(), "shard damaged, quarantined", "shard", id, "err", err)
+		}
+		fail(w, statusOf(err), err.Error())
+		return
+	}
+	defer f.Close()
+	defer a.answerShard(w, info)()
+	n, err := a.sendRaw(r.Context(), w, f, info.Size)
+	a.m.bytesRead.Add(float64(n))
+	if err != nil {
+		a.log.DebugContext(r.Context(), "repair get cut short", "shard", id, "sent", n, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/shardapi"
@@ -39,6 +40,10 @@ type nodeOpts struct {
 	maxShard int64
 	capacity int64
 	files    disk.Files
+	// wrap, when set, wraps the server's listener (to watch its connections).
+	wrap func(net.Listener) net.Listener
+	// tp, when set, serves requests carrying a trace context in spans of it.
+	tp trace.TracerProvider
 }
 
 func startAPI(t testing.TB, o nodeOpts) *testNode {
@@ -61,8 +66,17 @@ func startAPI(t testing.TB, o nodeOpts) *testNode {
 		m:        newMetrics(reg, store, o.capacity),
 		reg:      reg,
 		log:      testLogger(t),
+		source:   shardapi.New(o.token),
 	}
-	srv := httptest.NewServer(a.handler())
+	h := a.handler()
+	if o.tp != nil {
+		h = traced(h, o.tp)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	if o.wrap != nil {
+		srv.Listener = o.wrap(srv.Listener)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return &testNode{addr: strings.TrimPrefix(srv.URL, "http://"), dir: dir, store: store}
 }

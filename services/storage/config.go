@@ -11,6 +11,7 @@ import (
 
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/shardapi"
 )
 
 // Config configures one storage node. Zero values take the defaults noted on
@@ -39,6 +40,10 @@ type Config struct {
 	// files; with a client CA it also requires client certificates (mTLS),
 	// in addition to Token. Nil (the default) serves plain HTTP.
 	TLS *tls.Config
+	// Peers is the client this node reads shards from other nodes with when
+	// asked to pull one (POST /v1/shards/{id}/pull). Nil (the default):
+	// shardapi.New(Token), which speaks HTTPS when $REHOME_TLS_CA is set.
+	Peers *shardapi.Client
 	// HeartbeatInterval is how often a heartbeat is published. Default 1s.
 	HeartbeatInterval time.Duration
 	// MaxShardBytes is the largest shard a PUT may carry. Default 64 MiB.
@@ -66,15 +71,17 @@ type Config struct {
 	// Default 1024.
 	CorruptQueue int
 
-	// RepairPaceBytesPerSec paces the repair streams through this node
-	// (requests marked shardapi.ClassRepair: movers' reads and writes) to
-	// this many bytes per second (reads and writes drawing on one budget) while the
-	// node serves clients (a client shard transfer in flight or ended within
-	// RepairBusyWindow); with no client traffic repair runs unpaced. Repair
-	// streams also yield to client transfers in flight whatever this is.
-	// DefaultConfig sets DefaultRepairPaceBytesPerSec (64 MiB/s); like
-	// ScrubBytesPerSec a zero here is kept: it means no pacing. Positive
-	// values below 1 MiB/s and negative ones are refused.
+	// RepairPaceBytesPerSec is the floor of the adaptive pace of the repair
+	// streams through this node (requests marked shardapi.ClassRepair:
+	// movers' and pulling nodes' reads and writes, one budget) while the node
+	// serves clients (a client shard transfer in flight or ended within
+	// RepairBusyWindow): every 100 ms (or 10 client reads, whichever is
+	// later) the pace is cut by 30% while repair lifts the clients' median
+	// GET latency past twice its idle level and raised by a quarter
+	// otherwise, never below this. With no client traffic repair runs
+	// unpaced. DefaultConfig sets DefaultRepairPaceBytesPerSec
+	// (16 MiB/s); like ScrubBytesPerSec a zero here is kept: it means no
+	// pacing. Positive values below 1 MiB/s and negative ones are refused.
 	RepairPaceBytesPerSec int64
 	// RepairBusyWindow is how long after its last client transfer the node
 	// still paces repair. Default DefaultRepairBusyWindow (500 ms).
@@ -101,8 +108,9 @@ const (
 	DefaultScrubEvery        = 24 * time.Hour
 	DefaultScrubDelay        = time.Minute
 	DefaultCorruptQueue      = 1024
-	// DefaultRepairPaceBytesPerSec is the repair pace while a node serves clients.
-	DefaultRepairPaceBytesPerSec = 64 << 20
+	// DefaultRepairPaceBytesPerSec is the floor of the adaptive repair pace
+	// while a node serves clients.
+	DefaultRepairPaceBytesPerSec = 16 << 20
 )
 
 // DefaultConfig returns a Config with every default filled in; ID, Rack and

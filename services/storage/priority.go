@@ -14,10 +14,6 @@ const (
 	// repairChunk is the most a repair stream moves between two checks of
 	// the priority gate (and the pacing bucket's burst).
 	repairChunk = ioBufSize
-	// maxYield bounds how long a repair stream waits for the node's
-	// foreground transfers to end before it moves one more chunk anyway, so
-	// a steady stream of client requests slows repair down but never stops it.
-	maxYield = 20 * time.Millisecond
 	// DefaultRepairBusyWindow is how long after its last client transfer a
 	// node still counts as serving clients.
 	DefaultRepairBusyWindow = 500 * time.Millisecond
@@ -26,42 +22,48 @@ const (
 // priority serves a node's foreground shard transfers (GET and PUT of a
 // shard without the repair class: clients' reads and writes) ahead of its
 // repair streams (requests marked with shardapi.AsRepair: movers' reads,
-// writes and checks):
-//
-//   - while a foreground transfer is in flight, a repair stream yields before
-//     each chunk (at most repairChunk bytes) until none is, for up to
-//     maxYield per chunk;
-//   - while the node is busy (a foreground transfer in flight or one ended
-//     within the busy window), repair streams are paced to a shared token
-//     bucket of pace bytes per second, reads and writes each counted; with
-//     no client traffic repair runs unpaced.
+// writes and checks): while the node is busy (a foreground transfer in
+// flight or one ended within the busy window), repair streams are paced to a
+// shared token bucket, before each chunk of at most repairChunk bytes, reads
+// and writes each counted; with no client traffic repair runs unpaced. The
+// bucket's rate adapts every paceTick to the clients' GET latency
+// (paceController): cut while repair slows them down, raised while it does
+// not, never below the floor. (An earlier gate also held every repair chunk
+// up to 20 ms while any client transfer was in flight: at a few hundred
+// client reads per second that alone cut repair to an eighth of its rate.)
 //
 // Foreground requests never wait. A nil *priority lets everything through
 // unpaced. Safe for concurrent use.
 type priority struct {
 	mu     sync.Mutex
-	active int           // foreground transfers in flight
-	idle   chan struct{} // closed when active drops to 0 (nil while 0)
-	last   time.Time     // when a foreground transfer last began or ended
+	active int       // foreground transfers in flight
+	last   time.Time // when a foreground transfer last began or ended
 
 	window time.Duration
 	lim    *rate.Limiter // nil: no pacing
 	now    func() time.Time
 
+	ctl      *paceController // sets lim's rate (nil with lim)
+	paceFrom time.Time       // start of the current pacing window
+	paceWin  paceWindow      // what the current window saw so far
+
 	throttled prometheus.Counter
 }
 
-// newPriority returns the gate of a node pacing repair to pace bytes per
-// second while busy (0: only yield, never pace), busy for window after its
-// last client transfer, counting repair's waits in reg.
-func newPriority(pace int64, window time.Duration, reg prometheus.Registerer) *priority {
+// newPriority returns the gate of a node pacing repair while busy at a rate
+// that adapts to its clients' latency, never below floor bytes per second
+// (0: never pace), busy for window after its last client
+// transfer, counting repair's waits in reg.
+func newPriority(floor int64, window time.Duration, reg prometheus.Registerer) *priority {
 	p := &priority{window: window, now: time.Now,
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rehome_storage_repair_throttled_seconds_total",
 			Help: "Time repair streams spent waiting behind client transfers (yielding or paced).",
 		})}
-	if pace > 0 {
-		p.lim = rate.NewLimiter(rate.Limit(pace), repairChunk)
+	if floor > 0 {
+		p.ctl = newPaceController(float64(floor))
+		p.lim = rate.NewLimiter(rate.Limit(p.ctl.rate), repairChunk)
+		p.paceWin.latencies = make([]time.Duration, 0, maxPaceSamples)
 	}
 	if reg != nil {
 		reg.MustRegister(p.throttled)
@@ -75,9 +77,6 @@ func (p *priority) serve() (done func()) {
 		return func() {}
 	}
 	p.mu.Lock()
-	if p.active == 0 {
-		p.idle = make(chan struct{})
-	}
 	p.active++
 	p.last = p.now()
 	p.mu.Unlock()
@@ -86,45 +85,56 @@ func (p *priority) serve() (done func()) {
 		defer p.mu.Unlock()
 		p.active--
 		p.last = p.now()
-		if p.active == 0 {
-			close(p.idle)
-			p.idle = nil
-		}
 	}
 }
 
-// wait holds a repair stream before it moves n (≤ repairChunk) bytes: it
-// yields to foreground transfers in flight, then takes n bytes from the
-// pacing bucket if the node is busy. It returns early with ctx's error.
+// observe records the latency of a client GET (to its first byte) for the
+// pacing controller.
+func (p *priority) observe(d time.Duration) {
+	if p == nil || p.ctl == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.paceWin.latencies) < maxPaceSamples {
+		p.paceWin.latencies = append(p.paceWin.latencies, d)
+	}
+	p.tickLocked()
+}
+
+// tickLocked ends the pacing window once it is paceTick old and has enough
+// client reads to judge by (or none): the controller sets the bucket's rate
+// from it. p.mu must be held.
+func (p *priority) tickLocked() {
+	now := p.now()
+	if p.paceFrom.IsZero() {
+		p.paceFrom = now
+		return
+	}
+	if now.Sub(p.paceFrom) < paceTick || !p.paceWin.ready() {
+		return
+	}
+	p.lim.SetLimitAt(now, rate.Limit(p.ctl.next(p.paceWin)))
+	p.paceFrom = now
+	p.paceWin = paceWindow{latencies: p.paceWin.latencies[:0]}
+}
+
+// wait holds a repair stream before it moves n (≤ repairChunk) bytes: if the
+// node is busy it takes n bytes from the pacing bucket. It returns early
+// with ctx's error.
 func (p *priority) wait(ctx context.Context, n int) error {
-	if p == nil {
+	if p == nil || p.lim == nil {
 		return nil
 	}
 	p.mu.Lock()
-	idle := p.idle
+	p.paceWin.repair = true
+	p.tickLocked()
 	p.mu.Unlock()
-	start := p.now()
-	waited := false
-	defer func() {
-		if waited {
-			p.throttled.Add(p.now().Sub(start).Seconds())
-		}
-	}()
-	if idle != nil {
-		waited = true
-		t := time.NewTimer(maxYield)
-		defer t.Stop()
-		select {
-		case <-idle:
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if p.lim == nil || !p.busy() {
+	if !p.busy() {
 		return nil
 	}
-	waited = true
+	start := p.now()
+	defer func() { p.throttled.Add(p.now().Sub(start).Seconds()) }()
 	return p.lim.WaitN(ctx, min(n, repairChunk))
 }
 
@@ -158,4 +168,22 @@ func (g *gatedReader) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	return g.r.Read(b)
+}
+
+// firstByte passes writes through to w and reports, once, how long after
+// start the first one completed (a client GET's time to first byte).
+type firstByte struct {
+	w      io.Writer
+	start  time.Time
+	report func(time.Duration)
+	done   bool
+}
+
+func (f *firstByte) Write(b []byte) (int, error) {
+	n, err := f.w.Write(b)
+	if !f.done {
+		f.done = true
+		f.report(time.Since(f.start))
+	}
+	return n, err
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/shardapi"
 )
 
 // Service is one running storage node. Create it with New, then call Run once.
@@ -142,7 +143,12 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 		s.invReqs.WithLabelValues(r)
 	}
 	reg.MustRegister(s.invReqs)
+	peers := cfg.Peers
+	if peers == nil {
+		peers = shardapi.New(cfg.Token)
+	}
 	a := &api{
+		source:   peers,
 		store:    store,
 		node:     cfg.ID,
 		token:    []byte(cfg.Token),

@@ -2,7 +2,10 @@
 // the services' request metrics and spans.
 package httpstatus
 
-import "net/http"
+import (
+	"io"
+	"net/http"
+)
 
 // Recorder wraps a ResponseWriter and remembers the first status written
 // through it (200 when the body starts without WriteHeader). Use one per
@@ -40,3 +43,21 @@ func (r *Recorder) Status() int {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *Recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// ReadFrom records an implicit 200, then hands src to the underlying
+// writer's ReadFrom when it has one (net/http's does: it sends an *os.File
+// with sendfile), else copies. Without it, wrapping a ResponseWriter in a
+// Recorder would hide that zero-copy path.
+func (r *Recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.Code == 0 {
+		r.Code = http.StatusOK
+	}
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writerOnly{r.ResponseWriter}, src)
+}
+
+// writerOnly hides every method but Write (so io.Copy cannot loop back
+// into ReadFrom).
+type writerOnly struct{ io.Writer }

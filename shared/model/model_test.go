@@ -11,7 +11,7 @@ import (
 
 func TestShardIDs(t *testing.T) {
 	good := []string{"a", "3f2a-c000001", strings.Repeat("x", 128), "A_b-9"}
-	bad := []string{"", "..", "a/b", "a\\b", "a.b", "a\x00b", strings.Repeat("x", 129), "%2F", "a b"}
+	bad := []string{"", "..", "a/b", "a\\b", "a.b", "a\x00b", strings.Repeat("x", 129), "%2F", "a b", "é", "a\n", "a:b", "[x]", "`"}
 	for _, id := range good {
 		if err := model.ValidateShardID(id); err != nil {
 			t.Errorf("%q refused: %v", id, err)

@@ -11,14 +11,29 @@
 //	HEAD   /v1/shards/{id}   as GET without the body; 404 if absent.
 //	DELETE /v1/shards/{id}   204, or 404 if absent.
 //	GET    /v1/shards        inventory: {"node":..., "shards":[Info...]}
+//	POST   /v1/shards/{id}/pull    body PullRequest: the node fetches the shard from
+//	                         another node (a repair-class GET) into a temp file,
+//	                         hashing once as it writes, fsyncs, checks the checksum,
+//	                         renames, fsyncs the directory, and only then answers
+//	                         201 (or 200 already present with that checksum); 424
+//	                         the source served other bytes than the checksum says
+//	                         (a corrupt source), 502 the source could not be read
+//	                         from, else as PUT.
+//	POST   /v1/shards/{id}/verify    the node re-reads the shard and checks its
+//	                         checksum: 200 Info when it matches, 422 when it did not
+//	                         (the shard is quarantined and reported), 404 if absent.
 //
 // With a token configured every /v1 request needs "Authorization: Bearer <token>" (401).
 // A request carrying "X-Rehome-Class: repair" (see AsRepair) is repair traffic, which
 // a node serves behind its clients' requests; every other request is foreground.
+// A repair-class GET is answered with the bytes as they are on disk, unverified
+// (with sendfile when the node serves plain HTTP): its reader verifies them, and
+// asks the node to verify the shard when they do not match.
 // A node may serve HTTPS, and require client certificates too (see New).
 package shardapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -87,7 +102,20 @@ var (
 	ErrConflict = errors.New("shard exists with another checksum")
 	ErrChecksum = errors.New("checksum mismatch")
 	ErrFull     = errors.New("node full")
+	// ErrSourceCorrupt: a pull's source served bytes that do not match the
+	// checksum (424).
+	ErrSourceCorrupt = errors.New("source served bytes that do not match the checksum")
+	// ErrSource: a pull's source could not be read from (502).
+	ErrSource = errors.New("source could not be read from")
 )
+
+// PullRequest is the body of POST /v1/shards/{id}/pull: where to fetch the
+// shard from and what it must be.
+type PullRequest struct {
+	Source string `json:"source"` // host:port of a node holding the shard
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
 
 // StatusError is a non-success HTTP answer from a storage node.
 type StatusError struct {
@@ -108,6 +136,10 @@ func (e *StatusError) Is(target error) bool {
 		return e.Code == http.StatusUnprocessableEntity
 	case ErrFull:
 		return e.Code == http.StatusInsufficientStorage
+	case ErrSourceCorrupt:
+		return e.Code == http.StatusFailedDependency
+	case ErrSource:
+		return e.Code == http.StatusBadGateway
 	}
 	return false
 }
@@ -124,6 +156,9 @@ func (e *StatusError) Permanent() bool {
 type Client struct {
 	HTTP  *http.Client
 	Token string
+	// Slow serves requests whose answer comes only after a whole transfer
+	// (pulls): HTTP without a response header timeout. Nil: HTTP.
+	Slow *http.Client
 
 	secure bool  // https, else http
 	err    error // why the client cannot work (its TLS files did not load)
@@ -159,7 +194,9 @@ func NewTLS(token string, cfg *tls.Config) *Client {
 		ResponseHeaderTimeout: 30 * time.Second,
 		DisableCompression:    true,
 	}
-	return &Client{HTTP: &http.Client{Transport: Traced(tr)}, Token: token, secure: cfg != nil}
+	slow := tr.Clone()
+	slow.ResponseHeaderTimeout = 0 // a pull answers once the shard is durable; ctx bounds it
+	return &Client{HTTP: &http.Client{Transport: Traced(tr)}, Slow: &http.Client{Transport: Traced(slow)}, Token: token, secure: cfg != nil}
 }
 
 // Traced wraps base so that a request whose context carries a span (a mover's
@@ -183,7 +220,10 @@ func Traced(base *http.Transport) http.RoundTripper {
 // spanName names a client span as HTTP semantic conventions do: method and
 // route template ("PUT /v1/shards/{id}"), the shard id staying out of it.
 func spanName(_ string, r *http.Request) string {
-	if strings.HasPrefix(r.URL.Path, "/v1/shards/") {
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/shards/"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 { // an action on the shard: /pull, /verify
+			return r.Method + " /v1/shards/{id}" + rest[i:]
+		}
 		return r.Method + " /v1/shards/{id}"
 	}
 	return r.Method + " " + r.URL.Path
@@ -246,6 +286,64 @@ func (c *Client) Put(ctx context.Context, addr, id, sha string, size int64, body
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return nil
+}
+
+// Pull has the node at addr fetch shard id from the node at source, which
+// must hold it with checksum sha and size bytes. It blocks until the node has
+// the bytes verified and durable (created true) or already held them with
+// that checksum (created false). Errors match ErrSourceCorrupt when the
+// source's bytes did not match sha, ErrSource when the source could not be
+// read from; any other error is the node's own (ErrConflict, ErrFull, ...).
+// The request is repair traffic when ctx is (AsRepair), and so is the node's
+// read from the source either way.
+func (c *Client) Pull(ctx context.Context, addr, id, source, sha string, size int64) (created bool, err error) {
+	body, err := json.Marshal(PullRequest{Source: source, SHA256: sha, Size: size})
+	if err != nil {
+		return false, fmt.Errorf("pull %s to %s: %w", id, addr, err)
+	}
+	req, err := c.request(ctx, http.MethodPost, addr, "/v1/shards/"+id+"/pull", bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	hc := c.Slow
+	if hc == nil {
+		hc = c.HTTP
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("pull %s to %s: %w", id, addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("pull %s from %s to %s: %w", id, source, addr, statusError(resp))
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == http.StatusCreated, nil
+}
+
+// Verify has the node at addr re-read shard id and check its checksum. It
+// returns what the node holds, verified, or an error matching ErrChecksum
+// when the bytes did not match (the node quarantined and reported the
+// shard), ErrNotFound when the node does not hold it (any more).
+func (c *Client) Verify(ctx context.Context, addr, id string) (Info, error) {
+	var info Info
+	req, err := c.request(ctx, http.MethodPost, addr, "/v1/shards/"+id+"/verify", nil)
+	if err != nil {
+		return info, err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return info, fmt.Errorf("verify %s on %s: %w", id, addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return info, fmt.Errorf("verify %s on %s: %w", id, addr, statusError(resp))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		return info, fmt.Errorf("verify %s on %s: %w", id, addr, err)
+	}
+	return info, nil
 }
 
 // Get opens shard id on addr. The caller reads and closes the body and should

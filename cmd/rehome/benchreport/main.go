@@ -13,6 +13,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -67,15 +68,21 @@ func gitSource(own ...string) (commit string, dirty bool, err error) {
 	return strings.TrimSpace(string(out)), len(bytes.TrimSpace(st)) > 0, nil
 }
 
-// Markdown renders rows as the README's performance table: every number
-// exactly as results.json holds it (shortest float form), so a test can
-// hold the README to the file.
+// Markdown renders rows as the README's performance table: values and
+// baselines exactly as results.json holds them (shortest float form),
+// ratios to 3 significant digits, so a test can hold the README to the file.
 func Markdown(rows []Row) string {
 	num := func(p *float64) string {
 		if p == nil {
 			return "-"
 		}
 		return strconv.FormatFloat(*p, 'f', -1, 64)
+	}
+	ratio := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.FormatFloat(*p, 'g', 3, 64)
 	}
 	var b strings.Builder
 	b.WriteString("| figure | rehome | baseline | ratio | target | status |\n|---|---|---|---|---|---|\n")
@@ -84,7 +91,7 @@ func Markdown(rows []Row) string {
 		if r.Unit != "" && r.Value != nil {
 			v += " " + r.Unit
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Figure, v, num(r.Baseline), num(r.Ratio), r.Target, r.Status)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Figure, v, num(r.Baseline), ratio(r.Ratio), r.Target, r.Status)
 	}
 	return b.String()
 }
@@ -94,12 +101,14 @@ type measurement map[string]float64
 
 // figure is one row of SPEC §6: where its value (and baseline) come from.
 type figure struct {
-	Name      string
-	Bench     string // benchmark name without the -N suffix
-	Value     string // metric unit of rehome's value
-	Baseline  string // metric unit of the same-run baseline ("" if none)
-	Ratio     string // metric unit of the ratio ("" to compute value/baseline, or none)
-	Target    string
+	Name     string
+	Bench    string // benchmark name without the -N suffix
+	Value    string // metric unit of rehome's value
+	Baseline string // metric unit of the same-run baseline ("" if none)
+	Target   string
+	// Pass judges the value and, for a figure with a baseline, the ratio
+	// value / baseline of one run. Nil for an informative figure, which is
+	// reported without pass or fail.
 	Pass      func(v, ratio float64) bool
 	ValueUnit string
 }
@@ -113,7 +122,7 @@ type Row struct {
 	Baseline *float64 `json:"baseline,omitempty"`
 	Ratio    *float64 `json:"ratio,omitempty"`
 	Target   string   `json:"target"`
-	Status   string   `json:"status"` // pass, short, not run
+	Status   string   `json:"status"` // pass, short, not run, no baseline, informative
 }
 
 // Machine describes where the run happened.
@@ -127,10 +136,13 @@ type Machine struct {
 
 var figures = []figure{
 	{Name: "repair throughput vs plain checksummed fsynced copy (6 nodes / 3 racks)", Bench: "BenchmarkRepairThroughput/6nodes_3racks",
-		Value: "rehome_MBps", Baseline: "baseline_MBps", Ratio: "ratio", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Value: "rehome_MBps", Baseline: "baseline_MBps", ValueUnit: "MB/s", Target: ">= 0.8x",
 		Pass: func(_, r float64) bool { return r >= 0.8 }},
 	{Name: "repair throughput vs plain copy (6 nodes / 6 racks)", Bench: "BenchmarkRepairThroughput/6nodes_6racks",
-		Value: "rehome_MBps", Baseline: "baseline_MBps", Ratio: "ratio", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Value: "rehome_MBps", Baseline: "baseline_MBps", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Pass: func(_, r float64) bool { return r >= 0.8 }},
+	{Name: "repair throughput vs plain copy (12 nodes / 4 racks)", Bench: "BenchmarkRepairThroughput/12nodes_4racks",
+		Value: "rehome_MBps", Baseline: "baseline_MBps", ValueUnit: "MB/s", Target: ">= 0.8x",
 		Pass: func(_, r float64) bool { return r >= 0.8 }},
 	{Name: "verdict -> healthy, ~500 MB lost, 6 nodes / 3 racks", Bench: "BenchmarkRepairThroughput/6nodes_3racks",
 		Value: "verdict_to_healthy_seconds", ValueUnit: "s", Target: "<= 4 s (SeaweedFS shell repair: 16.5 s)",
@@ -146,26 +158,57 @@ var figures = []figure{
 	{Name: "planning a node loss: 10 M shards on 100 nodes", Bench: "BenchmarkPlanNodeLoss10M",
 		Value: "ns/op", ValueUnit: "ns", Target: "<= 1 s", Pass: func(v, _ float64) bool { return v <= 1e9 }},
 	{Name: "planner memory per shard (10 M shards)", Bench: "BenchmarkPlanNodeLoss10M",
-		Value: "B/shard", ValueUnit: "bytes", Target: "<= 100 B", Pass: func(v, _ float64) bool { return v <= 100 }},
-	{Name: "control messages per repaired shard", Bench: "BenchmarkControlMessagesPerRepairedShard",
+		Value: "B/shard", ValueUnit: "bytes", Target: "<= 115 B (100 + the node → shards index)", Pass: func(v, _ float64) bool { return v <= 115 }},
+	// Issue #18: the control plane at 10 M shards, through a real JetStream.
+	{Name: "planner cold start from 10 M placement entries in KV until it acts", Bench: "BenchmarkControlPlane10M",
+		Value: "cold_start_s", ValueUnit: "s", Target: "<= 60 s", Pass: func(v, _ float64) bool { return v <= 60 }},
+	{Name: "standby takeover at 10 M shards on 1,000 nodes until the first task", Bench: "BenchmarkControlPlane10M",
+		Value: "takeover_s", ValueUnit: "s", Target: "<= 5 s", Pass: func(v, _ float64) bool { return v <= 5 }},
+	{Name: "planner lock time for one node's down verdict (10 M shards)", Bench: "BenchmarkControlPlane10M",
+		Value: "verdict_lock_ms", ValueUnit: "ms", Target: "<= 50 ms", Pass: func(v, _ float64) bool { return v <= 50 }},
+	{Name: "status call p99 during a rack outage (10 M shards)", Bench: "BenchmarkControlPlane10M",
+		Value: "status_p99_ms", ValueUnit: "ms", Target: "<= 50 ms", Pass: func(v, _ float64) bool { return v <= 50 }},
+	{Name: "heartbeat handling p99 during a rack outage (10 M shards, bucket bound)", Bench: "BenchmarkControlPlane10M",
+		Value: "heartbeat_p99_ms", ValueUnit: "ms", Target: "<= 50 ms", Pass: func(v, _ float64) bool { return v <= 50 }},
+	{Name: "placement metadata per shard in planner memory (JetStream run, 10 M)", Bench: "BenchmarkControlPlane10M",
+		Value: "heap_B/shard", ValueUnit: "bytes", Target: "(informative)", Pass: func(float64, float64) bool { return true }},
+	{Name: "placement metadata per shard in JetStream's store (one KV key per shard)", Bench: "BenchmarkControlPlane10M",
+		Value: "kv_B/shard", ValueUnit: "bytes", Target: "(informative)", Pass: func(float64, float64) bool { return true }},
+	{Name: "control messages per repaired shard, all counted (events, KV writes, acks, pulls)", Bench: "BenchmarkControlMessagesPerRepairedShard",
 		Value: "control_msgs_per_shard", ValueUnit: "msgs", Target: "<= 4", Pass: func(v, _ float64) bool { return v <= 4 }},
-	{Name: "client GET p99 during a rebuild vs idle", Bench: "BenchmarkGetLatencyDuringRebuild",
-		Value: "rebuild_p99_ms", Baseline: "idle_p99_ms", Ratio: "ratio", ValueUnit: "ms", Target: "<= 2x",
+	{Name: "client GET p99 during a rebuild vs idle (open loop, kill -> healthy)", Bench: "BenchmarkGetLatencyDuringRebuild",
+		Value: "rebuild_p99_ms", Baseline: "idle_p99_ms", ValueUnit: "ms", Target: "<= 2x",
 		Pass: func(_, r float64) bool { return r <= 2 }},
-	{Name: "erasure rebuild vs reedsolomon Reconstruct (4 MiB pieces)", Bench: "BenchmarkRebuildVsReconstruct/piece=4MiB/lost=1",
-		Value: "MB/s", Baseline: "rs-MB/s", Ratio: "rehome/rs", ValueUnit: "MB/s", Target: ">= 0.7x",
+	{Name: "repair throughput under that client load vs unloaded", Bench: "BenchmarkGetLatencyDuringRebuild",
+		Value: "repair_loaded_MBps", Baseline: "repair_unloaded_MBps", ValueUnit: "MB/s", Target: ">= 0.5x",
+		Pass: func(_, r float64) bool { return r >= 0.5 }},
+	{Name: "erasure rebuild vs in-process rebuild from the same piece files (32 stripes, 4 MiB pieces)", Bench: "BenchmarkRebuildStripes/piece=4MiB/lost=1",
+		Value: "MB/s", Baseline: "inproc-MB/s", ValueUnit: "MB/s", Target: ">= 0.7x",
 		Pass: func(_, r float64) bool { return r >= 0.7 }},
-	{Name: "erasure decode step vs reedsolomon Reconstruct (4 MiB pieces)", Bench: "BenchmarkRebuildVsReconstruct/piece=4MiB/lost=1",
-		Value: "step-MB/s", Baseline: "rs-MB/s", Ratio: "step/rs", ValueUnit: "MB/s", Target: "(informative)",
-		Pass: func(_, r float64) bool { return r >= 0.7 }},
-	{Name: "repair network bytes per rebuilt byte (4+2)", Bench: "BenchmarkRebuildVsReconstruct/piece=4MiB/lost=1",
+	{Name: "erasure decode step vs reedsolomon Reconstruct (4 MiB pieces)", Bench: "BenchmarkRebuildStripes/piece=4MiB/lost=1",
+		Value: "step-MB/s", Baseline: "rs-MB/s", ValueUnit: "MB/s", Target: "(informative)"},
+	{Name: "repair network bytes per rebuilt byte (4+2)", Bench: "BenchmarkRebuildStripes/piece=4MiB/lost=1",
 		Value: "read-B/rebuilt-B", ValueUnit: "bytes", Target: "expect K = 4", Pass: func(v, _ float64) bool { return v <= 4.01 }},
+	// SPEC §10, §11: the simulator (cmd/rehome/sim; restore times are virtual).
+	{Name: "fault schedules per hour on 2 cores, 30 nodes (rehome sim)", Bench: "BenchmarkSimSchedules",
+		Value: "schedules/h", ValueUnit: "schedules/h", Target: ">= 10000", Pass: func(v, _ float64) bool { return v >= 10000 }},
+	{Name: "loss probability, 1% of 5 000 nodes at once, RF 3: copysets (scatter width 2) vs random placement", Bench: "BenchmarkSimLoss",
+		Value: "copyset_loss_%", Baseline: "random_loss_%", ValueUnit: "%", Target: "<= 0.2% (random: ~100%)",
+		Pass: func(v, _ float64) bool { return v <= 0.2 }},
+	{Name: "time to restore one node's loss, 100 nodes (300 GiB per node)", Bench: "BenchmarkSimRestore/nodes=100/random",
+		Value: "restore_s", ValueUnit: "s", Target: "(informative)", Pass: func(float64, float64) bool { return true }},
+	{Name: "time to restore one node's loss, 1 000 nodes", Bench: "BenchmarkSimRestore/nodes=1000/random",
+		Value: "restore_s", ValueUnit: "s", Target: "(informative)", Pass: func(float64, float64) bool { return true }},
+	{Name: "time to restore one node's loss, 10 000 nodes", Bench: "BenchmarkSimRestore/nodes=10000/random",
+		Value: "restore_s", ValueUnit: "s", Target: "(informative)", Pass: func(float64, float64) bool { return true }},
+	{Name: "time to restore one node's loss, 100 nodes, copysets (scatter width 2)", Bench: "BenchmarkSimRestore/nodes=100/copyset/scatter=2",
+		Value: "restore_s", ValueUnit: "s", Target: "(informative: the cost of copysets)", Pass: func(float64, float64) bool { return true }},
 	// SPEC §11: the S3 gateway (aws-sdk-go-v2 against `rehome dev`).
 	{Name: "S3 PUT of 1 GiB (SDK multipart) vs rehome put, same run", Bench: "BenchmarkS3PutGet1GiB",
-		Value: "s3_put_MBps", Baseline: "cli_put_MBps", Ratio: "put_ratio", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Value: "s3_put_MBps", Baseline: "cli_put_MBps", ValueUnit: "MB/s", Target: ">= 0.8x",
 		Pass: func(_, r float64) bool { return r >= 0.8 }},
 	{Name: "S3 GET of 1 GiB (SDK multipart) vs rehome get, same run", Bench: "BenchmarkS3PutGet1GiB",
-		Value: "s3_get_MBps", Baseline: "cli_get_MBps", Ratio: "get_ratio", ValueUnit: "MB/s", Target: ">= 0.8x",
+		Value: "s3_get_MBps", Baseline: "cli_get_MBps", ValueUnit: "MB/s", Target: ">= 0.8x",
 		Pass: func(_, r float64) bool { return r >= 0.8 }},
 	{Name: "S3 gateway peak RSS, 5 GiB multipart upload", Bench: "BenchmarkS3GatewayRSS5GiBMultipart",
 		Value: "peak_rss_MiB", ValueUnit: "MiB", Target: "<= 256 MiB", Pass: func(v, _ float64) bool { return v <= 256 }},
@@ -174,16 +217,17 @@ var figures = []figure{
 	{Name: "ListObjectsV2 over 100 000 keys, first page of 1 000", Bench: "BenchmarkS3ListObjectsV2",
 		Value: "first_page_ms", ValueUnit: "ms", Target: "<= 50 ms", Pass: func(v, _ float64) bool { return v <= 50 }},
 	{Name: "S3 GET time to first byte p99, one node dead vs healthy", Bench: "BenchmarkS3GetTTFBNodeDead",
-		Value: "dead_p99_ms", Baseline: "healthy_p99_ms", Ratio: "ratio", ValueUnit: "ms", Target: "<= 2x",
+		Value: "dead_p99_ms", Baseline: "healthy_p99_ms", ValueUnit: "ms", Target: "<= 2x",
 		Pass: func(_, r float64) bool { return r <= 2 }},
 }
 
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
 
-// parse reads go test -bench output and returns the metrics of each
-// benchmark: the median of each metric when it ran several times (-count).
-func parse(r io.Reader) (map[string]measurement, error) {
-	runs := map[string]map[string][]float64{}
+// parse reads go test -bench output and returns the runs of each
+// benchmark, in order: one measurement (metrics by unit) per result line
+// (several with -count).
+func parse(r io.Reader) (map[string][]measurement, error) {
+	runs := map[string][]measurement{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -192,26 +236,17 @@ func parse(r io.Reader) (map[string]measurement, error) {
 			continue
 		}
 		fields := strings.Fields(m[4])
-		if runs[m[1]] == nil {
-			runs[m[1]] = map[string][]float64{}
-		}
+		ms := measurement{}
 		for i := 0; i+1 < len(fields); i += 2 {
 			v, err := strconv.ParseFloat(fields[i], 64)
 			if err != nil {
 				break
 			}
-			runs[m[1]][fields[i+1]] = append(runs[m[1]][fields[i+1]], v)
+			ms[fields[i+1]] = v
 		}
+		runs[m[1]] = append(runs[m[1]], ms)
 	}
-	out := map[string]measurement{}
-	for name, metrics := range runs {
-		ms := measurement{}
-		for unit, vs := range metrics {
-			ms[unit] = median(vs)
-		}
-		out[name] = ms
-	}
-	return out, sc.Err()
+	return runs, sc.Err()
 }
 
 // median of vs (the mean of the middle two for an even count).
@@ -225,34 +260,60 @@ func median(vs []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-func report(ms map[string]measurement) []Row {
+// report builds the table. A figure without a baseline takes the median of
+// its value over the runs. A figure with one takes, from the runs that
+// measured both, the run whose ratio value / baseline is the median (the
+// lower of the middle two for an even count), so the row's three numbers
+// come from one run; with no run measuring the baseline the row says "no
+// baseline" and fails. An informative figure is reported without a verdict.
+func report(runs map[string][]measurement) []Row {
 	var rows []Row
 	for _, f := range figures {
 		row := Row{Figure: f.Name, Bench: f.Bench, Unit: f.ValueUnit, Target: f.Target, Status: "not run"}
-		m, ok := findBench(ms, f.Bench)
-		if ok {
+		rs, ok := findBench(runs, f.Bench)
+		var vs []float64
+		for _, m := range rs {
 			if v, ok := m[f.Value]; ok {
-				row.Value = &v
-				var ratio float64
-				if f.Baseline != "" {
-					if b, ok := m[f.Baseline]; ok {
-						row.Baseline = &b
-						ratio = v / b
-					}
-				}
-				if f.Ratio != "" {
-					if r, ok := m[f.Ratio]; ok {
-						ratio = r
-					}
-				}
-				if f.Baseline != "" || f.Ratio != "" {
-					row.Ratio = &ratio
-				}
-				row.Status = "short"
-				if f.Pass(v, ratio) {
-					row.Status = "pass"
+				vs = append(vs, v)
+			}
+		}
+		if !ok || len(vs) == 0 {
+			rows = append(rows, row)
+			continue
+		}
+		var v, ratio float64
+		if f.Baseline == "" {
+			v = median(vs)
+			row.Value = &v
+		} else {
+			type pair struct{ v, b, r float64 }
+			var pairs []pair
+			for _, m := range rs {
+				v, vok := m[f.Value]
+				b, bok := m[f.Baseline]
+				if vok && bok && b > 0 {
+					pairs = append(pairs, pair{v, b, v / b})
 				}
 			}
+			if len(pairs) == 0 {
+				v = median(vs)
+				row.Value = &v
+				row.Status = "no baseline"
+				rows = append(rows, row)
+				continue
+			}
+			slices.SortFunc(pairs, func(a, b pair) int { return cmp.Compare(a.r, b.r) })
+			p := pairs[(len(pairs)-1)/2]
+			v, ratio = p.v, p.r
+			row.Value, row.Baseline, row.Ratio = &p.v, &p.b, &p.r
+		}
+		switch {
+		case f.Pass == nil:
+			row.Status = "informative"
+		case f.Pass(v, ratio):
+			row.Status = "pass"
+		default:
+			row.Status = "short"
 		}
 		rows = append(rows, row)
 	}
@@ -261,11 +322,11 @@ func report(ms map[string]measurement) []Row {
 
 // findBench matches a benchmark name exactly, or by prefix for sub-benchmarks
 // whose names carry sizes.
-func findBench(ms map[string]measurement, name string) (measurement, bool) {
-	if m, ok := ms[name]; ok {
+func findBench(runs map[string][]measurement, name string) ([]measurement, bool) {
+	if m, ok := runs[name]; ok {
 		return m, true
 	}
-	for k, m := range ms {
+	for k, m := range runs {
 		if strings.HasPrefix(k, name) {
 			return m, true
 		}

@@ -113,11 +113,10 @@ func BenchmarkRebalanceAfterAddingANode(b *testing.B) {
 	for range b.N {
 		bc := startBenchCluster(b, 6, 6, "--capacity", strconv.FormatInt(capacity, 10))
 		keys := bc.putObjects("bulk", objs, objSize, 2)
-		pl := bc.placements()
 		if err := bc.putSwitch(true); err != nil {
 			b.Fatal(err)
 		}
-		gets := bc.sampleGets(keys, pl, func() []string { return nil })
+		gets := bc.openLoopGets(keys, 200)
 		waitFor(b, time.Minute, "500 idle GETs", func() bool { return gets.count() >= 500 })
 		idleEnd := time.Now()
 		bc.addNode(b, "storage-7", "rack-7", capacity)
@@ -143,14 +142,14 @@ func BenchmarkRebalanceAfterAddingANode(b *testing.B) {
 			return bc.call(control.CtlRebalanceStatus, struct{}{}, &st) == nil && st.Balanced && st.MovesInFlight == 0
 		})
 		took := time.Since(start)
-		client, _ := gets.finish()
+		client := gets.finish()
 		var idle, busy []time.Duration
 		for _, s := range client {
 			switch {
 			case s.err != nil:
-			case s.start.Before(idleEnd):
+			case s.due.Before(idleEnd):
 				idle = append(idle, s.took)
-			case !s.start.Before(start) && s.start.Before(start.Add(took)):
+			case !s.due.Before(start) && s.due.Before(start.Add(took)):
 				busy = append(busy, s.took)
 			}
 		}
@@ -193,9 +192,9 @@ func (t *busTap) movedBytes() int64 {
 	return t.moved
 }
 
-// count is how many client GETs the sampler has timed.
-func (s *getSampler) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.client)
+// count is how many client GETs the open loop has timed.
+func (o *openLoop) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.samples)
 }

@@ -173,11 +173,11 @@ func TestNodeLossIsOneTrace(t *testing.T) {
 
 // checkIncidentTrace says what the incident's trace still lacks ("" when
 // nothing): mover copy spans (all of the incident's in this trace), storage
-// server GET and PUT spans, planner spans once plannerTraced, and a parent in
+// server spans of the target's pull and of the source's GET it made, planner spans once plannerTraced, and a parent in
 // the trace for every span but the root.
 func checkIncidentTrace(all []span, root span, incident string) string {
 	byID := map[string]span{}
-	var copies, gets, puts, planner int
+	var copies, gets, pulls, planner int
 	for _, s := range all {
 		if s.service == "rehome-mover" && s.name == "copy" && s.attrs["rehome.incident"] == incident && s.traceID != root.traceID {
 			return "copy span of task " + s.attrs["rehome.task"] + " is in another trace " + s.traceID
@@ -196,8 +196,8 @@ func checkIncidentTrace(all []span, root span, incident string) string {
 			copies++
 		case s.service == "rehome-storage" && s.kind == tracepb.Span_SPAN_KIND_SERVER && s.name == "GET /v1/shards/{id}":
 			gets++
-		case s.service == "rehome-storage" && s.kind == tracepb.Span_SPAN_KIND_SERVER && s.name == "PUT /v1/shards/{id}":
-			puts++
+		case s.service == "rehome-storage" && s.kind == tracepb.Span_SPAN_KIND_SERVER && s.name == "POST /v1/shards/{id}/pull":
+			pulls++
 		case s.service == "rehome-planner":
 			planner++
 		}
@@ -205,8 +205,8 @@ func checkIncidentTrace(all []span, root span, incident string) string {
 	switch {
 	case copies == 0:
 		return "no mover copy span in the trace"
-	case gets == 0 || puts == 0:
-		return "no storage GET or PUT span in the trace"
+	case gets == 0 || pulls == 0:
+		return "no storage pull or GET span in the trace"
 	case plannerTraced && planner == 0:
 		return "no planner span in the trace"
 	}

@@ -536,3 +536,85 @@ func (t *Tracker) move(id string, n *node, to model.State, now time.Time, reason
 }
 
 func round(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
+
+// NextDeadline returns the earliest time at or after now at which Tick may
+// announce a transition or change the mass-silence guard, absent new inputs
+// (heartbeats, seeds, maintenance, disconnect notices, overrides); ok is
+// false when nothing is pending (every node down, in maintenance, or none
+// known). A Tick before it announces nothing, so a driver on a virtual clock
+// may jump there instead of stepping; a Tick at it may still announce
+// nothing (a flap leaving the window, an override ending): ask again. It
+// changes nothing.
+func (t *Tracker) NextDeadline(now time.Time) (at time.Time, ok bool) {
+	s := t.cfg.SuspectAfter
+	held := t.heldAt(now)
+	consider := func(d time.Time) {
+		if d.Before(now) {
+			d = now
+		}
+		if !ok || d.Before(at) {
+			at, ok = d, true
+		}
+	}
+	for _, n := range t.nodes {
+		if n.maintenance {
+			continue
+		}
+		if !n.disconnected && n.state != model.StateUp && now.Sub(n.lastHeard) <= s {
+			consider(now) // heard: announced up at the next Tick
+			continue
+		}
+		switch n.state {
+		case "", model.StateUp:
+			if n.disconnected {
+				consider(t.holdUntil)
+			} else {
+				consider(maxTime(t.holdUntil, n.ref().Add(s+1)))
+			}
+		case model.StateSuspect:
+			if held {
+				continue // no down until an input clears the guard
+			}
+			d := n.ref().Add(s + t.grace(t.flaps(n, now)) + 1)
+			// The grace shrinks when a flap leaves the window: no later than that.
+			from := now.Add(-t.cfg.FlapWindow)
+			for _, e := range n.episodes {
+				if e.After(from) {
+					if x := e.Add(t.cfg.FlapWindow); x.Before(d) {
+						d = x
+					}
+					break
+				}
+			}
+			consider(maxTime(t.holdUntil, d))
+		}
+	}
+	if ok && t.overrideUntil.After(now) && t.overrideUntil.Before(at) {
+		at = t.overrideUntil
+	}
+	return at, ok
+}
+
+// heldAt reports whether the mass-silence guard holds down verdicts at now
+// (as guard would decide it, without recording it).
+func (t *Tracker) heldAt(now time.Time) bool {
+	judged, silent := 0, 0
+	for _, n := range t.nodes {
+		if n.maintenance || n.state == model.StateDown {
+			continue
+		}
+		judged++
+		if n.judged(now) > t.cfg.SuspectAfter {
+			silent++
+		}
+	}
+	tripped := judged >= 2 && float64(silent) > t.cfg.MaxSilentShare*float64(judged)
+	return tripped && !now.Before(t.overrideUntil)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

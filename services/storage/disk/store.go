@@ -735,6 +735,22 @@ func (s *Store) open(id string, found Found) (*Reader, Info, error) {
 	return &Reader{s: s, id: id, f: f, fi: fi, found: found, remain: e.size, want: e.sum, h: sha256.New()}, e.info(id), nil
 }
 
+// OpenRaw opens shard id for sending as it is on disk, without verifying
+// its bytes: the returned file is positioned at the first shard byte and
+// holds exactly Info.Size of them after it (the header was checked against
+// the index, as Get does; a damaged header quarantines the shard and yields
+// ErrCorrupt). Whoever receives the bytes must verify them against
+// Info.SHA256, and on a mismatch have the store Verify the shard (which
+// quarantines it if the damage is here). The point is zero copy: an
+// *os.File can go to a socket with sendfile. The caller must Close the file.
+func (s *Store) OpenRaw(id string) (*os.File, Info, error) {
+	rd, info, err := s.open(id, FoundRead)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	return rd.f, info, nil
+}
+
 // quarantine moves the damaged file opened as fi aside and drops id from the
 // index, unless id has since been replaced by another file; then it reports
 // the quarantine (outside the lock).

@@ -1,0 +1,584 @@
+// Package sim is rehome's deterministic simulator (SPEC §10): the real
+// detector tracker (services/detector/liveness) and the real planner core
+// (services/planner/core) drive a modelled cluster (nodes, racks, disks,
+// disk bandwidth, movers, the bus) on a virtual clock, under a fault
+// schedule drawn from a seed. One seed gives one run, replayed exactly;
+// invariants are checked after every step.
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/rehome/rehome/services/detector/liveness"
+	"github.com/rehome/rehome/services/planner/core"
+	"github.com/rehome/rehome/services/planner/placement"
+	"github.com/rehome/rehome/shared/control"
+	"github.com/rehome/rehome/shared/event"
+	"github.com/rehome/rehome/shared/model"
+)
+
+// RF is the redundancy of the simulated shards (3 copies).
+const RF = 3
+
+// Bug is a fault planted in the simulated system itself (tests only): the
+// invariants must catch it.
+type Bug int
+
+const (
+	// NoBug runs the system as it is.
+	NoBug Bug = iota
+	// BugOneRack tells the planner every node sits in one rack, so it
+	// places copies without regard to racks.
+	BugOneRack
+	// BugUnverified makes movers report a copy done without writing it.
+	BugUnverified
+)
+
+// Config shapes a run. Zero fields take Defaults' values.
+type Config struct {
+	Nodes, Racks int
+	// Shards is the number of replicated shards, ShardSize their size.
+	Shards    int
+	ShardSize int64
+	// Bandwidth is one node's disk stream, bytes per second, each way.
+	Bandwidth int64
+	// MaxFaults bounds the faults drawn in Window (from the start).
+	MaxFaults int
+	Window    time.Duration
+	// Bound is how long after the last fault the cluster must be healthy.
+	Bound time.Duration
+	// TaskTimeout is how long a task may go without a result.
+	TaskTimeout time.Duration
+	// Limits are the planner's throttles.
+	Limits core.Limits
+	// Placement is "random" (placement.Allocate) or "copyset" with
+	// Scatter as the scatter width.
+	Placement string
+	Scatter   int
+	// Detector is the liveness tracker's configuration.
+	Detector liveness.Config
+	// Bug plants a bug (tests only).
+	Bug Bug
+	// Trace records every event of the run (Result.Trace).
+	Trace bool
+	// Exposure records, every step, the fewest intact copies any shard has
+	// (Result.Exposed); it costs a pass over the shards per step.
+	Exposure bool
+}
+
+// Defaults returns the configuration of a default run: 30 nodes on 6 racks,
+// 300 shards of 64 MiB, 100 MiB/s disks, up to 6 faults in 10 minutes,
+// healthy within 20 minutes after them, the service's default throttles.
+func Defaults() Config {
+	return Config{Nodes: 30, Racks: 6, Shards: 300, ShardSize: 64 << 20, Bandwidth: 100 << 20,
+		MaxFaults: 6, Window: 10 * time.Minute, Bound: 20 * time.Minute, TaskTimeout: 2 * time.Minute,
+		Limits: core.Limits{PerNodeIn: 2, PerNodeOut: 2, MaxInFlight: 64}, Placement: "random", Scatter: 10,
+		Detector: liveness.DefaultConfig()}
+}
+
+func (c Config) withDefaults() Config {
+	d := Defaults()
+	if c.Nodes <= 0 {
+		c.Nodes = d.Nodes
+	}
+	if c.Racks <= 0 {
+		c.Racks = min(max(3, c.Nodes/5), c.Nodes)
+	}
+	if c.Shards <= 0 {
+		c.Shards = 10 * c.Nodes
+	}
+	if c.ShardSize <= 0 {
+		c.ShardSize = d.ShardSize
+	}
+	if c.Bandwidth <= 0 {
+		c.Bandwidth = d.Bandwidth
+	}
+	if c.MaxFaults <= 0 {
+		c.MaxFaults = d.MaxFaults
+	}
+	if c.Window <= 0 {
+		c.Window = d.Window
+	}
+	if c.Bound <= 0 {
+		c.Bound = d.Bound
+	}
+	if c.TaskTimeout <= 0 {
+		c.TaskTimeout = d.TaskTimeout
+	}
+	if c.Limits.MaxInFlight <= 0 {
+		c.Limits = d.Limits
+	}
+	if c.Placement == "" {
+		c.Placement = d.Placement
+	}
+	if c.Scatter <= 0 {
+		c.Scatter = d.Scatter
+	}
+	if c.Detector.SuspectAfter <= 0 {
+		c.Detector = d.Detector
+	}
+	return c
+}
+
+// Validate rejects a configuration no run can use.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Nodes < RF || c.Nodes > 65000:
+		return fmt.Errorf("sim: --nodes %d: want %d to 65000", c.Nodes, RF)
+	case c.Racks > c.Nodes:
+		return fmt.Errorf("sim: --racks %d: more racks than nodes (%d)", c.Racks, c.Nodes)
+	case c.Placement != "random" && c.Placement != "copyset":
+		return fmt.Errorf("sim: --placement %q: want random or copyset", c.Placement)
+	}
+	return nil
+}
+
+// Violation is an invariant broken at a time of a run.
+type Violation struct {
+	At  time.Duration
+	Msg string
+}
+
+func (v Violation) Error() string { return fmt.Sprintf("at %s: %s", v.At, v.Msg) }
+
+// Result is what one run found.
+type Result struct {
+	Seed     uint64
+	Schedule Schedule
+	// Violation is the first invariant broken (nil: none).
+	Violation *Violation
+	// Lost counts the shards lost to more faults at once than RF-1 (excused).
+	Lost int
+	// Healthy is when every shard was whole again after the last fault
+	// ended (from the start of the run); Ended is when the run stopped.
+	Healthy, Ended time.Duration
+	// Copies and Trims count the tasks done.
+	Copies, Trims int
+	// Steps counts planning rounds.
+	Steps int
+	// Exposed[k] is how long (virtual) some shard had only k intact copies
+	// on running nodes (k < RF; with Config.Exposure).
+	Exposed [RF]time.Duration
+	// FirstDown is when the detector first declared a node down (zero: never).
+	FirstDown time.Duration
+	// Trace is every event, when Config.Trace is set.
+	Trace []string
+}
+
+// transfer is one task a mover holds.
+type transfer struct {
+	task event.Task
+	end  time.Duration
+	dead bool // its mover died: no result will come
+}
+
+// run is one simulation in progress.
+type run struct {
+	cfg       Config
+	w         *world
+	det       *liveness.Tracker
+	pl        *planner
+	epoch     time.Time
+	transfers map[string]*transfer
+	verdicts  map[string]model.State
+	pauses    int
+	res       Result
+	rackOf    []int
+}
+
+// Run replays the schedule of seed (or sched, when not nil: a shrunk one)
+// on a cluster shaped by cfg and returns what it found. It is a pure
+// function of its arguments.
+func Run(cfg Config, seed uint64, sched Schedule) Result {
+	cfg = cfg.withDefaults()
+	if sched == nil {
+		sched = Generate(seed, cfg.Nodes, cfg.Racks, cfg.MaxFaults, cfg.Window)
+	}
+	r, err := newRun(cfg, seed)
+	if err != nil {
+		return Result{Seed: seed, Schedule: sched, Violation: &Violation{Msg: err.Error()}}
+	}
+	r.res.Schedule = sched
+	r.schedule(sched)
+	r.loop(sched.End())
+	return r.res
+}
+
+// newRun builds the cluster of cfg with every shard written (RF copies,
+// placed by the real placement functions) and the detector and planner
+// started.
+func newRun(cfg Config, seed uint64) (*run, error) {
+	r := &run{cfg: cfg, epoch: core.Epoch, transfers: map[string]*transfer{}, verdicts: map[string]model.State{}}
+	r.res.Seed = seed
+	r.w = newWorld(cfg.Nodes, cfg.Racks, cfg.Shards, cfg.ShardSize, cfg.Bandwidth)
+	var nodes []model.Node
+	for _, n := range r.w.nodes {
+		rack := n.rack
+		if cfg.Bug == BugOneRack {
+			rack = "rack-1"
+		}
+		nodes = append(nodes, model.Node{V: 1, ID: n.id, Rack: rack, Addr: "sim", BootID: n.bootID(),
+			CapacityBytes: 1 << 50, Started: r.epoch})
+		r.rackOf = append(r.rackOf, n.rackIdx)
+	}
+	pl, err := newPlanner(r.epoch, nodes, cfg.Limits, cfg.TaskTimeout, cfg.Placement == "copyset")
+	if err != nil {
+		return nil, err
+	}
+	r.pl = pl
+	picks, err := r.place(seed)
+	if err != nil {
+		return nil, err
+	}
+	err = pl.load(len(picks), func(i int) model.Placement {
+		s := r.w.shards[i]
+		ids := make([]string, len(picks[i]))
+		for j, n := range picks[i] {
+			ids[j] = r.w.nodes[n].id
+			r.w.put(int32(i), int32(n), intact)
+		}
+		return model.Placement{V: 1, Shard: s.id, Key: "key-" + s.id, ObjectID: "obj-" + s.id,
+			Size: r.w.size, SHA256: s.sha, Layout: model.Layout{RF: RF}, Nodes: ids}
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The cluster ran before the run: the detector has heard every node.
+	r.det = liveness.New(cfg.Detector, r.epoch)
+	for _, n := range r.w.nodes {
+		r.det.Heard(n.id, n.bootID(), r.epoch)
+	}
+	return r, nil
+}
+
+// bigPlacement is the size (nodes × shards) above which the initial
+// placement is drawn at random (rack-distinct triples from the seed) rather
+// than by placement.Allocate, whose O(nodes) scan per copy suits a client's
+// write of a few shards, not the load of a million.
+const bigPlacement = 50_000_000
+
+// place chooses RF nodes for every shard by the real placement code
+// (Allocate, or NewCopysets and AllocateCopysets) and returns them.
+func (r *run) place(seed uint64) ([][]int, error) {
+	cands := r.pl.candidates()
+	for i := range cands {
+		cands[i].State = model.StateUp
+		cands[i].Rack = r.w.nodes[i].rack
+	}
+	shards := make([]placement.Shard, len(r.w.shards))
+	for i, s := range r.w.shards {
+		shards[i] = placement.Shard{ID: s.id, Size: r.w.size}
+	}
+	var picks [][]int
+	var err error
+	switch {
+	case r.cfg.Placement == "copyset":
+		cs, cerr := placement.NewCopysets(cands, RF, r.cfg.Scatter, seed)
+		if cerr != nil {
+			return nil, cerr
+		}
+		picks, err = placement.AllocateCopysets(cands, cs, shards)
+	case len(cands)*len(shards) > bigPlacement:
+		picks = randomTriples(seed, len(shards), r.rackOf, r.cfg.Racks)
+	default:
+		picks, err = placement.Allocate(cands, RF, shards)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sim: place: %w", err)
+	}
+	return picks, nil
+}
+
+// randomTriples draws, for n shards, RF distinct nodes in distinct racks
+// (racks ≥ RF) from seed.
+func randomTriples(seed uint64, n int, rackOf []int, racks int) [][]int {
+	rng := rand.New(rand.NewPCG(seed, 0x706c616365)) // "place"
+	flat := make([]int, n*RF)
+	out := make([][]int, n)
+	for s := range out {
+		p := flat[s*RF : (s+1)*RF : (s+1)*RF]
+		for k := 0; k < RF; {
+			c := rng.IntN(len(rackOf))
+			ok := true
+			for _, x := range p[:k] {
+				if x == c || racks >= RF && rackOf[x] == rackOf[c] {
+					ok = false
+				}
+			}
+			if ok {
+				p[k] = c
+				k++
+			}
+		}
+		out[s] = p
+	}
+	return out
+}
+
+// t returns the virtual time as a time.Time.
+func (r *run) t() time.Time { return r.epoch.Add(r.w.clock.now) }
+
+// tracef records one event of the trace.
+func (r *run) tracef(format string, args ...any) {
+	if r.cfg.Trace {
+		r.res.Trace = append(r.res.Trace, fmt.Sprintf("%10s ", r.w.clock.now)+fmt.Sprintf(format, args...))
+	}
+}
+
+// violate records the first invariant broken.
+func (r *run) violate(format string, args ...any) {
+	if r.res.Violation == nil {
+		r.res.Violation = &Violation{At: r.w.clock.now, Msg: fmt.Sprintf(format, args...)}
+		r.tracef("VIOLATION %s", r.res.Violation.Msg)
+	}
+}
+
+// tick is the period of heartbeats, detector ticks and planning rounds.
+const tick = time.Second
+
+// loop runs the cluster second by second until it is healthy after the
+// schedule's end, or an invariant breaks, or the bound passes.
+func (r *run) loop(end time.Duration) {
+	deadline := end + r.cfg.Bound
+	for t := time.Duration(0); ; t += tick {
+		r.w.clock.runDue(t)
+		if r.res.Violation != nil {
+			break
+		}
+		r.pl.setNow(r.t())
+		r.beats()
+		r.detect()
+		r.pl.reconcile(r.inventory)
+		e := r.pl.step()
+		r.res.Steps++
+		r.checkStep(e)
+		r.issue(e)
+		if r.res.Violation != nil {
+			break
+		}
+		if r.cfg.Exposure {
+			if k := r.fewest(); k < RF {
+				r.res.Exposed[k] += tick
+			}
+		}
+		if t >= end && r.idle() && r.healthy() {
+			r.res.Healthy = t
+			break
+		}
+		if t > deadline {
+			r.violate("not healthy %s after the last fault: %s", r.cfg.Bound, r.unhealthy())
+			break
+		}
+	}
+	r.res.Ended = r.w.clock.now
+	if r.res.Violation == nil {
+		r.checkMap()
+	}
+}
+
+// beats delivers the heartbeats of every running node the partitions let
+// through, to the detector and to the planner.
+func (r *run) beats() {
+	now := r.t()
+	for _, n := range r.w.nodes {
+		if !n.up || n.cut > 0 {
+			continue
+		}
+		r.det.Heard(n.id, n.bootID(), now)
+		r.pl.heartbeat(n.id, n.bootID(), n.bytes, 1<<50, n.full)
+	}
+}
+
+// detect runs the detector's tick and feeds its verdicts to the planner.
+func (r *run) detect() {
+	for _, tr := range r.det.Tick(r.t()) {
+		r.tracef("verdict %s %s -> %s", tr.Node, tr.From, tr.To)
+		if tr.To == model.StateDown && r.res.FirstDown == 0 {
+			r.res.FirstDown = r.w.clock.now
+		}
+		r.verdict(tr.Node, tr.To)
+	}
+}
+
+func (r *run) verdict(node string, st model.State) {
+	r.verdicts[node] = st
+	if err := r.pl.verdict(node, st); err != nil {
+		r.violate("verdict %s %s: %v", node, st, err)
+	}
+}
+
+// inventory answers an inventory request of node id from its disk.
+func (r *run) inventory(id string) (string, []control.InventoryShard, bool) {
+	i := r.w.nodeIndex(id)
+	if i < 0 || !r.w.nodes[i].up {
+		return "", nil, false
+	}
+	var out []control.InventoryShard
+	for _, s := range r.sortedShards(i) {
+		sh := r.w.shards[s]
+		if c, ok := sh.copyOf(i); ok && c.state != gone {
+			out = append(out, control.InventoryShard{ID: sh.id, Size: r.w.size, SHA256: sh.sha})
+		}
+	}
+	return r.w.nodes[i].bootID(), out, true
+}
+
+// issue hands the round's tasks to movers: each is taken at once and its
+// result comes when the bytes have streamed.
+func (r *run) issue(e core.Effects) {
+	now := r.w.clock.now
+	for _, t := range e.Tasks {
+		r.pl.take(t.Task)
+		tr := &transfer{task: t}
+		r.transfers[t.Task] = tr
+		switch t.Kind {
+		case event.KindDelete:
+			tr.end = now + 10*time.Millisecond
+		default:
+			tr.end = now + tick
+			src, tgt := r.w.nodeIndex(firstOr(t.Sources)), r.w.nodeIndex(t.Target)
+			if src >= 0 && tgt >= 0 {
+				s, g := r.w.nodes[src], r.w.nodes[tgt]
+				start := max(now, s.outFree, g.inFree)
+				bw := r.w.bw
+				if s.slow > 0 || g.slow > 0 {
+					bw /= 10
+				}
+				tr.end = start + time.Duration(float64(t.Bytes)/float64(bw)*float64(time.Second))
+				s.outFree, g.inFree = tr.end, tr.end
+			}
+		}
+		r.tracef("task %s %s %s %v -> %s", t.Task, t.Kind, t.Shard, t.Sources, t.Target)
+		r.w.clock.at(tr.end, func() { r.finish(tr) })
+	}
+}
+
+func firstOr(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// finish is a mover's end of transfer tr: the copy lands verified, or
+// fails, or (its mover dead) nothing is reported and the task times out.
+func (r *run) finish(tr *transfer) {
+	delete(r.transfers, tr.task.Task)
+	if tr.dead {
+		return
+	}
+	t := tr.task
+	s := r.w.index[t.Shard]
+	if t.Kind == event.KindDelete {
+		tgt := r.w.nodeIndex(t.Target)
+		if tgt < 0 || !r.w.nodes[tgt].up {
+			r.pl.fail(t, "node down")
+			return
+		}
+		r.checkDelete(s, tgt)
+		r.w.remove(s, tgt)
+		r.res.Trims++
+		r.tracef("deleted %s from %s", t.Shard, t.Target)
+		if err := r.pl.done(t); err != nil {
+			r.violate("done %s: %v", t.Task, err)
+		}
+		r.checkLoss(s)
+		return
+	}
+	if t.Kind != event.KindCopy {
+		r.pl.fail(t, "the sim models replicated shards only")
+		return
+	}
+	tgt := r.w.nodeIndex(t.Target)
+	if tgt < 0 || !r.w.nodes[tgt].up || r.w.nodes[tgt].full {
+		r.pl.fail(t, "target down or full")
+		return
+	}
+	state := copyState(0)
+	if r.cfg.Bug == BugUnverified {
+		state = unverified // the planted bug: report it without writing
+	} else {
+		for _, id := range t.Sources {
+			src := r.w.nodeIndex(id)
+			if src < 0 || !r.w.nodes[src].up {
+				continue
+			}
+			c, ok := r.w.shards[s].copyOf(src)
+			if !ok || c.state == gone {
+				continue
+			}
+			if c.state == rotten {
+				// The source's read fails its checksum: it quarantines
+				// the copy and reports it; the mover tries the next.
+				r.w.setState(c, src, gone)
+				r.pl.corrupt(t.Shard, id)
+				continue
+			}
+			state = intact
+			break
+		}
+	}
+	if state == 0 {
+		r.pl.fail(t, "no source could serve")
+		return
+	}
+	if state == intact {
+		r.w.put(s, tgt, intact)
+	}
+	r.res.Copies++
+	r.tracef("copied %s to %s", t.Shard, t.Target)
+	if err := r.pl.done(t); err != nil {
+		r.violate("done %s: %v", t.Task, err)
+		return
+	}
+	r.checkListed(s)
+	if r.listedIntact(s, true) >= RF {
+		r.w.shards[s].faults = 0
+	}
+}
+
+// firstActive returns the live transfer with the smallest task id.
+func (r *run) firstActive() (string, bool) {
+	var ids []string
+	for id, tr := range r.transfers {
+		if !tr.dead && tr.task.Kind != event.KindDelete {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return "", false
+	}
+	return slices.Min(ids), true
+}
+
+// shardIDs returns every shard id, in order.
+func (r *run) shardIDs() []string {
+	out := make([]string, len(r.w.shards))
+	for i, s := range r.w.shards {
+		out[i] = s.id
+	}
+	return out
+}
+
+// idle reports whether no mover holds a task.
+func (r *run) idle() bool { return len(r.transfers) == 0 }
+
+// Seeds returns n seeds drawn from base: the seeds `make sim` runs.
+func Seeds(base uint64, n int) []uint64 {
+	rng := rand.New(rand.NewPCG(base, 1))
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = rng.Uint64() >> 1
+	}
+	return out
+}
+
+// RacksOf returns the racks of cfg's cluster (defaults applied).
+func RacksOf(cfg Config) int { return cfg.withDefaults().Racks }
+
+// WindowOf returns the window cfg's faults are drawn in (defaults applied).
+func WindowOf(cfg Config) time.Duration { return cfg.withDefaults().Window }
