@@ -119,6 +119,7 @@ func TestSoak(t *testing.T) {
 	t.Cleanup(func() { sum.report(t) })
 
 	cl := startSoakClient(t, c, set.seed)
+	t.Cleanup(cl.halt) // should the soak fail before it halts the client
 	sum.client = cl
 	inj := &injector{t: t, c: c, pids: pids, sum: sum}
 	start := time.Now()
@@ -168,10 +169,11 @@ type soakObject struct {
 // soakClient writes new objects and reads back acknowledged ones until
 // halted; what it counts is read under mu.
 type soakClient struct {
-	oc   *objects.Client
-	seed uint64
-	stop chan struct{}
-	done chan struct{}
+	oc      *objects.Client
+	seed    uint64
+	stop    chan struct{}
+	halting sync.Once
+	done    chan struct{}
 
 	mu          sync.Mutex
 	acked       map[string]soakObject
@@ -327,8 +329,9 @@ func (cl *soakClient) readOnce(key string) {
 }
 
 // halt stops the client after its current operation and waits for it.
+// Idempotent.
 func (cl *soakClient) halt() {
-	close(cl.stop)
+	cl.halting.Do(func() { close(cl.stop) })
 	<-cl.done
 }
 
