@@ -8,7 +8,7 @@ ARGS    ?=
 SHELL   := bash
 export CGO_ENABLED = 0
 
-.PHONY: build run test lint bench fuzz tidy clean sim
+.PHONY: build run test lint bench fuzz tidy clean sim soak
 
 ## build: static binaries in bin/ (bin/rehome)
 build:
@@ -22,7 +22,20 @@ run: build
 ## test: the whole suite, unit to end-to-end through bin/rehome
 test: build lint
 	@mkdir -p $(BIN)/artifacts
-	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 -timeout 15m $(PKGS)
+	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 -timeout 20m $(PKGS)
+
+## soak: random kills, pauses and full disks against rehome dev for SOAK_FOR while a client writes and verifies (docs/development.md#soak)
+# make soak SOAK_FOR=30m SEED=1234 repeats a run's faults; SOAK_HEAL bounds the heal after them;
+# SOAK_TIMEOUT is go test's -timeout (raise it past SOAK_FOR + SOAK_HEAL + 5m).
+SOAK_FOR     ?= 5m
+SOAK_HEAL    ?= 3m
+SOAK_TIMEOUT ?= 2h
+# SEED only when given (make sim's default of 1 is not the soak's: unset, it draws one)
+SOAK_SEED     = $(if $(filter command line environment,$(origin SEED)),SEED=$(SEED))
+soak: build
+	@mkdir -p $(BIN)/artifacts
+	REHOME_BIN=$(BIN)/rehome REHOME_ARTIFACTS=$(BIN)/artifacts SOAK_FOR=$(SOAK_FOR) SOAK_HEAL=$(SOAK_HEAL) $(SOAK_SEED) \
+	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./cmd/rehome/e2e/
 
 ## sim: SEEDS seeded fault schedules (default 1000) on NODES nodes (30) against the real detector and planner cores (SPEC §10)
 SEEDS ?= 1000

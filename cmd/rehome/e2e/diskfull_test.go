@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -63,21 +64,41 @@ const fillerSlack = 128 << 10
 // measures again, a few times.
 func startFiller(t *testing.T, c *cluster, node, addr string, capacity int64) *filler {
 	t.Helper()
+	f, err := startFillerPart(t, c, node, addr, capacity, fillerPart{id: "filler-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// fillerPart names one of several fillers of a node: the room the others
+// already hold, and the largest shard it may be (0: no limit).
+type fillerPart struct {
+	id          string
+	held, limit int64
+}
+
+// errTooFull: the node has too little room left for a filler.
+var errTooFull = errors.New("too full for a filler")
+
+// startFillerPart is startFiller for one part; it fails with errTooFull
+// when the node has too little room left, and after a few refusals.
+func startFillerPart(t *testing.T, c *cluster, node, addr string, capacity int64, part fillerPart) (*filler, error) {
+	t.Helper()
 	var last error
 	for range 3 {
-		f, err := tryFiller(t, c, node, addr, capacity)
-		if err == nil {
-			return f
+		f, err := tryFiller(t, c, node, addr, capacity, part)
+		if err == nil || errors.Is(err, errTooFull) {
+			return f, err
 		}
 		last = err
 	}
-	t.Fatalf("filler never accepted by %s: %v", node, last)
-	return nil
+	return nil, fmt.Errorf("filler never accepted by %s: %w", node, last)
 }
 
-// tryFiller is one attempt of startFiller; the error is the node's
+// tryFiller is one attempt of startFillerPart; the error is the node's
 // refusal of the filler before its write began.
-func tryFiller(t *testing.T, c *cluster, node, addr string, capacity int64) (*filler, error) {
+func tryFiller(t *testing.T, c *cluster, node, addr string, capacity int64, part fillerPart) (*filler, error) {
 	t.Helper()
 	sc := shardapi.New(c.token())
 	ctx := context.Background()
@@ -89,9 +110,12 @@ func tryFiller(t *testing.T, c *cluster, node, addr string, capacity int64) (*fi
 	for _, s := range inv.Shards {
 		used += s.Size
 	}
-	f := &filler{id: "filler-1", size: capacity - used - fillerSlack, res: make(chan error, 1)}
+	f := &filler{id: part.id, size: capacity - used - part.held - fillerSlack, res: make(chan error, 1)}
+	if part.limit > 0 {
+		f.size = min(f.size, part.limit)
+	}
 	if f.size <= 8<<20 { // above the server's drain limit, a refusal is answered at once
-		t.Fatalf("%s has %d bytes used of %d: too full for the test", node, used, capacity)
+		return nil, fmt.Errorf("%s has %d bytes used and %d held of %d: %w", node, used, part.held, capacity, errTooFull)
 	}
 	pr, pw := io.Pipe()
 	f.body = pw
@@ -244,6 +268,14 @@ func TestNodeFillsMidRebuild(t *testing.T) {
 		return err == nil && statusLineHas(out, full.ID, "") && !statusLineHas(out, full.ID, " full")
 	})
 }
+
+// abort ends the filler's write unfinished: the node drops its temp file
+// and gets back the room the filler held. It does not wait for the node.
+func (f *filler) abort() {
+	f.body.CloseWithError(errFillerAborted)
+}
+
+var errFillerAborted = errors.New("filler aborted: room given back")
 
 // statusLineHas reports whether the table line of node in `cluster status`
 // output contains s.

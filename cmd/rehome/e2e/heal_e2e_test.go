@@ -35,19 +35,25 @@ func (c *cluster) shardCounts(t *testing.T) map[string]int {
 	return out
 }
 
+// nodeAddr returns node id's shard API address from cluster status,
+// polling while status fails (no planner acting for a moment).
 func (c *cluster) nodeAddr(t *testing.T, id string) string {
 	t.Helper()
-	st, err := c.status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range st.Nodes {
-		if n.ID == id {
-			return n.Addr
+	addr := ""
+	bustest.CheckFor(t, 30*time.Second, func() error {
+		st, err := c.status()
+		if err != nil {
+			return err
 		}
-	}
-	t.Fatalf("%s not in cluster status", id)
-	return ""
+		for _, n := range st.Nodes {
+			if n.ID == id {
+				addr = n.Addr
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not in cluster status", id)
+	})
+	return addr
 }
 
 // waitRejoined waits until a restarted node registered again (its HTTP

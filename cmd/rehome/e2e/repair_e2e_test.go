@@ -62,8 +62,9 @@ func (c *cluster) inspectAll(t *testing.T, oc *objects.Client, keys map[string][
 }
 
 // restart starts a process again by hand with the command line rehome dev
-// recorded for it, as an operator would.
-func (c *cluster) restart(t *testing.T, id string) {
+// recorded for it, as an operator would, and returns its pid (processes.json
+// still shows the pid rehome dev started). The test's cleanup stops it.
+func (c *cluster) restart(t *testing.T, id string) int {
 	t.Helper()
 	for _, p := range c.processes() {
 		if p.ID != id {
@@ -80,9 +81,10 @@ func (c *cluster) restart(t *testing.T, id string) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait(); logf.Close() })
-		return
+		return cmd.Process.Pid
 	}
 	t.Fatalf("%s not in processes.json", id)
+	return 0
 }
 
 func (c *cluster) waitHealed(t *testing.T, timeout time.Duration) {
