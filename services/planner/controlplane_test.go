@@ -321,7 +321,7 @@ func histQuantile(tb testing.TB, svc *planner.Service, name, op string, q float6
 // answering during a rack outage with the rack's shards under-replicated.
 func TestControlPlaneScaledDown(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs two planners on a real bus")
+		t.Skip("-short: runs two planners on a real bus")
 	}
 	const shards, nodes, racks = 20000, 50, 5
 	cp := runControlPlane(t, shards, nodes, racks)

@@ -141,7 +141,7 @@ func TestCopysetsBoundScatterWidth(t *testing.T) {
 	}
 }
 
-func TestAllocateCopysetsSkipsGroupsWithADownOrFullNode(t *testing.T) {
+func TestAllocateCopysetsPassesOverGroupsWithADownOrFullNode(t *testing.T) {
 	cands := fleet(9, 3)
 	cs, _ := NewCopysets(cands, 3, 4, 3)
 	cands[0].State = model.StateDown
