@@ -2,17 +2,14 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -301,26 +298,7 @@ func TestFindsSecretsInWorkingDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := embedded.Start(embedded.Config{Port: -1, StoreDir: t.TempDir(), Users: []access.User{admin, operator},
-		SystemUser: "sys", SystemPassword: "sys-secret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(admin.URL(s.ClientURL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := bus.Ensure(ctx, js, bus.Config{}); err != nil {
-		t.Fatal(err)
-	}
+	env := bustest.StartWith(t, embedded.Config{Users: []access.User{admin, operator}, SystemUser: "sys", SystemPassword: "sys-secret"}, admin.URL)
 
 	dir := t.TempDir()
 	t.Chdir(dir)
@@ -341,7 +319,7 @@ func TestFindsSecretsInWorkingDir(t *testing.T) {
 	ls := []string{"ls", "--json", "--timeout", "3s"}
 
 	clearEnv()
-	writeSecrets(operator.URL(s.ClientURL()))
+	writeSecrets(operator.URL(env.URL))
 	if code, err := run(ls); code != 0 {
 		t.Fatalf("ls with ./rehome-data/secrets.env and nothing set: exit %d, %v", code, err)
 	}
@@ -349,7 +327,7 @@ func TestFindsSecretsInWorkingDir(t *testing.T) {
 	clearEnv()
 	wrong := operator
 	wrong.Password = "not-the-password"
-	writeSecrets(wrong.URL(s.ClientURL()))
+	writeSecrets(wrong.URL(env.URL))
 	code, err := run(ls)
 	if code != 1 || err == nil {
 		t.Fatalf("ls with refused credentials: exit %d, %v", code, err)
@@ -362,7 +340,7 @@ func TestFindsSecretsInWorkingDir(t *testing.T) {
 
 	// The shell's variable wins over the file, and the error says so.
 	clearEnv()
-	t.Setenv(bus.EnvURL, s.ClientURL())
+	t.Setenv(bus.EnvURL, env.URL)
 	code, err = run(ls)
 	if code != 1 || err == nil || !strings.Contains(err.Error(), "$"+bus.EnvURL) || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("ls with a URL lacking credentials in $%s: exit %d, %v", bus.EnvURL, code, err)

@@ -28,27 +28,9 @@ func systemBus(t *testing.T, dir string) (*bustest.Env, string) {
 	t.Helper()
 	pw := make([]byte, 12)
 	_, _ = rand.Read(pw)
-	cfg := embedded.Config{Port: -1, StoreDir: dir, SystemUser: "sys", SystemPassword: "p@ss:/" + hex.EncodeToString(pw)}
-	s, err := embedded.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := bus.Connect(s.ClientURL(), "test", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := bus.Ensure(ctx, js, bus.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	return &bustest.Env{Server: s, URL: s.ClientURL(), NC: nc, JS: js}, cfg.SystemURL(s.ClientURL())
+	cfg := embedded.Config{StoreDir: dir, SystemUser: "sys", SystemPassword: "p@ss:/" + hex.EncodeToString(pw)}
+	env := bustest.StartWith(t, cfg, func(url string) string { return url })
+	return env, cfg.SystemURL(env.URL)
 }
 
 // namedNode plays one storage node on its own connection named after it, as the

@@ -27,12 +27,24 @@ type Env struct {
 // Start runs a server for the test's lifetime; cleanup is registered on t.
 func Start(t testing.TB) *Env {
 	t.Helper()
-	s, err := embedded.Start(embedded.Config{Port: -1, StoreDir: t.TempDir()})
+	return StartWith(t, embedded.Config{}, func(url string) string { return url })
+}
+
+// StartWith is Start with cfg's users and system account, and its StoreDir
+// if set (else a temp dir; the port is always a free one); the test's client connects to connect(the server's
+// client URL), e.g. an admin user's URL, and creates the rehome streams.
+func StartWith(t testing.TB, cfg embedded.Config, connect func(clientURL string) string) *Env {
+	t.Helper()
+	cfg.Port = -1
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = t.TempDir()
+	}
+	s, err := embedded.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := bus.Connect(s.ClientURL(), "test", 5*time.Second)
+	nc, err := bus.Connect(connect(s.ClientURL()), "test", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
