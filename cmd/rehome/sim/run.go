@@ -476,7 +476,7 @@ func (r *run) finish(tr *transfer) {
 	if t.Kind == event.KindDelete {
 		tgt := r.w.nodeIndex(t.Target)
 		if tgt < 0 || !r.w.nodes[tgt].up {
-			r.pl.fail(t, "node down")
+			r.pl.fail(t, event.SideTarget, "node down")
 			return
 		}
 		r.checkDelete(s, tgt)
@@ -490,12 +490,12 @@ func (r *run) finish(tr *transfer) {
 		return
 	}
 	if t.Kind != event.KindCopy {
-		r.pl.fail(t, "the sim models replicated shards only")
+		r.pl.fail(t, "", "the sim models replicated shards only")
 		return
 	}
 	tgt := r.w.nodeIndex(t.Target)
 	if tgt < 0 || !r.w.nodes[tgt].up || r.w.nodes[tgt].full {
-		r.pl.fail(t, "target down or full")
+		r.pl.fail(t, event.SideTarget, "target down or full")
 		return
 	}
 	state := copyState(0)
@@ -523,7 +523,7 @@ func (r *run) finish(tr *transfer) {
 		}
 	}
 	if state == 0 {
-		r.pl.fail(t, "no source could serve")
+		r.pl.fail(t, event.SideSource, "no source could serve")
 		return
 	}
 	if state == intact {
