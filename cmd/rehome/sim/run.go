@@ -188,6 +188,9 @@ type run struct {
 	pauses    int
 	res       Result
 	rackOf    []int
+	// srcFails counts, per shard id, the copies of its current retry round
+	// (since its last attempt 1) that failed for want of a source.
+	srcFails map[string]int
 }
 
 // Run replays the schedule of seed (or sched, when not nil: a shrunk one)
@@ -212,7 +215,8 @@ func Run(cfg Config, seed uint64, sched Schedule) Result {
 // placed by the real placement functions) and the detector and planner
 // started.
 func newRun(cfg Config, seed uint64) (*run, error) {
-	r := &run{cfg: cfg, epoch: core.Epoch, transfers: map[string]*transfer{}, verdicts: map[string]model.State{}}
+	r := &run{cfg: cfg, epoch: core.Epoch, transfers: map[string]*transfer{}, verdicts: map[string]model.State{},
+		srcFails: map[string]int{}}
 	r.res.Seed = seed
 	r.w = newWorld(cfg.Nodes, cfg.Racks, cfg.Shards, cfg.ShardSize, cfg.Bandwidth)
 	var nodes []model.Node
@@ -523,6 +527,8 @@ func (r *run) finish(tr *transfer) {
 		}
 	}
 	if state == 0 {
+		r.srcFails[t.Shard]++
+		r.tracef("task %s failed: no source could serve", t.Task)
 		r.pl.fail(t, event.SideSource, "no source could serve")
 		return
 	}
