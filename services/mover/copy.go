@@ -64,7 +64,7 @@ func newExecutor(shards shardStore, nodes addrBook) executor {
 func (e executor) copy(ctx context.Context, t event.Task) (outcome, error) {
 	dst, err := e.nodes.Addr(ctx, t.Target)
 	if err != nil {
-		return outcome{}, fmt.Errorf("target %s: %w", t.Target, err)
+		return outcome{}, &targetError{node: t.Target, err: err}
 	}
 	failed := &sourcesError{}
 	var read int64
@@ -91,9 +91,9 @@ func (e executor) copy(ctx context.Context, t event.Task) (outcome, error) {
 			err = e.confirmCorrupt(ctx, srcAddr, t.Shard, t.SHA256, err)
 		case errors.Is(err, shardapi.ErrSource):
 		case errors.Is(err, shardapi.ErrConflict):
-			return outcome{read: read}, fmt.Errorf("target %s: %w: %w", t.Target, errConflict, err)
+			return outcome{read: read}, &targetError{node: t.Target, err: fmt.Errorf("%w: %w", errConflict, err)}
 		default:
-			return outcome{read: read}, fmt.Errorf("target %s: %w", t.Target, err)
+			return outcome{read: read}, &targetError{node: t.Target, err: err}
 		}
 		failed.failures = append(failed.failures, sourceFailure{node: src, err: err})
 	}
@@ -122,10 +122,10 @@ func (e executor) confirmCorrupt(ctx context.Context, addr, id, sha string, caus
 func (e executor) delete(ctx context.Context, t event.Task) error {
 	dst, err := e.nodes.Addr(ctx, t.Target)
 	if err != nil {
-		return fmt.Errorf("target %s: %w", t.Target, err)
+		return &targetError{node: t.Target, err: err}
 	}
 	if err := e.shards.Delete(ctx, dst, t.Shard); err != nil {
-		return fmt.Errorf("target %s: %w", t.Target, err)
+		return &targetError{node: t.Target, err: err}
 	}
 	return nil
 }

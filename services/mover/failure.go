@@ -53,6 +53,18 @@ var (
 	errUnknownNode = errors.New("node not registered")
 )
 
+// targetError is a failure of a task's target: unreachable, unknown,
+// refusing the shard (conflict, checksum, full) or failing its write.
+type targetError struct {
+	node string
+	err  error
+}
+
+func (e *targetError) Error() string { return "target " + e.node + ": " + e.err.Error() }
+
+// Unwrap exposes the target's error to errors.Is and errors.As.
+func (e *targetError) Unwrap() error { return e.err }
+
 // sourceFailure is why one source could not supply a shard.
 type sourceFailure struct {
 	node string
@@ -139,6 +151,37 @@ func Classify(err error) Class {
 		return Transient
 	}
 	return Transient
+}
+
+// Side says whose fault an attempt's error was, for event.Failed.Side: a
+// *targetError is the target's, a *sourcesError (no source could supply
+// the shard, also under a stripe that could not be read) the sources'; a
+// rebuild whose pieces failed is blamed on one side only when every failed
+// piece blames it. Anything else (a malformed task, a cancelled attempt,
+// pieces that disagree) is unknown: "". It is a pure function of the error.
+func Side(err error) string {
+	var rb *rebuildError
+	var tg *targetError
+	var srcs *sourcesError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &rb):
+		side := ""
+		for i, f := range rb.failures {
+			s := Side(f.err)
+			if s == "" || i > 0 && s != side {
+				return ""
+			}
+			side = s
+		}
+		return side
+	case errors.As(err, &tg):
+		return event.SideTarget
+	case errors.As(err, &srcs):
+		return event.SideSource
+	}
+	return ""
 }
 
 // Backoff returns the delay before a task delivered attempt times (1-based)

@@ -60,6 +60,49 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// TestSide: the side a Failed event blames is the one the error came from.
+func TestSide(t *testing.T) {
+	netErr := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	status := func(code int) error { return fmt.Errorf("pull x: %w", &shardapi.StatusError{Code: code}) }
+	srcs := func(errs ...error) *sourcesError {
+		s := &sourcesError{}
+		for _, err := range errs {
+			s.failures = append(s.failures, sourceFailure{"a", err})
+		}
+		return s
+	}
+	tgt := func(err error) error { return &targetError{node: "b", err: err} }
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"pull: source sent bad bytes (424)", srcs(fmt.Errorf("%w: bad", errCorrupt)), event.SideSource},
+		{"pull: source unreadable (502)", srcs(status(502)), event.SideSource},
+		{"source not registered", srcs(fmt.Errorf("%w: a", errUnknownNode)), event.SideSource},
+		{"no source but the target", &sourcesError{}, event.SideSource},
+		{"stripe unreadable", &stripeError{got: 1, need: 2, sources: srcs(status(404))}, event.SideSource},
+		{"target full (507)", tgt(status(507)), event.SideTarget},
+		{"target unreachable", tgt(netErr), event.SideTarget},
+		{"target conflict", tgt(errConflict), event.SideTarget},
+		{"target not registered", tgt(errUnknownNode), event.SideTarget},
+		{"target wrapped again", fmt.Errorf("attempt: %w", tgt(status(500))), event.SideTarget},
+		{"rebuild: every piece's target", &rebuildError{failures: []pieceFailure{{err: tgt(netErr)}, {err: tgt(status(507))}}}, event.SideTarget},
+		{"rebuild: stripe unreadable", &rebuildError{failures: []pieceFailure{{err: &stripeError{sources: srcs(netErr)}}}}, event.SideSource},
+		{"rebuild: one target, one stripe", &rebuildError{failures: []pieceFailure{{err: tgt(netErr)}, {err: &stripeError{sources: srcs(netErr)}}}}, ""},
+		{"malformed task", fmt.Errorf("%w: kind", event.ErrMalformed), ""},
+		{"cancelled", fmt.Errorf("copy from a: %w", context.Canceled), ""},
+		{"nil", nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := Side(c.err); got != c.want {
+				t.Fatalf("Side(%v) = %q, want %q", c.err, got, c.want)
+			}
+		})
+	}
+}
+
 func TestBackoffDoublesFromMinToMax(t *testing.T) {
 	min, max := 250*time.Millisecond, 10*time.Second
 	want := []time.Duration{250, 500, 1000, 2000, 4000, 8000, 10000, 10000}

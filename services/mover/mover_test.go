@@ -414,8 +414,8 @@ func TestSourceWithOtherBytesFailsAndLeavesNothing(t *testing.T) {
 	c.publish(copyTask("task-1", "shard-1", want, "storage-b", "storage-a"))
 	bustest.Eventually(t, timeout, "failed event", func() bool { return len(c.failedFor("task-1")) == 1 })
 	f := c.failedFor("task-1")[0]
-	if !f.Final || f.Attempt != 1 || f.Target != "storage-b" || f.Shard != "shard-1" || !strings.Contains(f.Error, "storage-a") {
-		t.Fatalf("failed event = %+v, want a final failure naming storage-a", f)
+	if !f.Final || f.Attempt != 1 || f.Target != "storage-b" || f.Shard != "shard-1" || !strings.Contains(f.Error, "storage-a") || f.Side != event.SideSource {
+		t.Fatalf("failed event = %+v, want a final failure of the source naming storage-a", f)
 	}
 	c.waitQueueEmpty()
 	if got := c.read("storage-b", "shard-1"); got != nil {
@@ -452,8 +452,8 @@ func TestCorruptStreamFromSourceNeverReachesTheTarget(t *testing.T) {
 	c.publish(copyTask("task-1", "shard-1", data, "storage-b", "storage-liar"))
 	bustest.Eventually(t, timeout, "failed event", func() bool { return len(c.failedFor("task-1")) == 1 })
 	f := c.failedFor("task-1")[0]
-	if !f.Final || !strings.Contains(f.Error, "hash") {
-		t.Fatalf("failed event = %+v, want a final checksum failure", f)
+	if !f.Final || !strings.Contains(f.Error, "hash") || f.Side != event.SideSource {
+		t.Fatalf("failed event = %+v, want a final checksum failure of the source", f)
 	}
 	if got := c.read("storage-b", "shard-1"); got != nil {
 		t.Fatalf("storage-b kept %d corrupt bytes", len(got))
@@ -475,8 +475,8 @@ func TestUnreachableTargetIsRetriedThenGivenUp(t *testing.T) {
 	c.publish(copyTask("task-1", "shard-1", data, "storage-gone", "storage-a"))
 	bustest.Eventually(t, timeout, "three failed attempts", func() bool { return len(c.failedFor("task-1")) == 3 })
 	for i, f := range c.failedFor("task-1") {
-		if f.Attempt != i+1 || f.Final != (i == 2) || f.Target != "storage-gone" {
-			t.Fatalf("failed event %d = %+v, want attempt %d, final only on the last", i, f, i+1)
+		if f.Attempt != i+1 || f.Final != (i == 2) || f.Target != "storage-gone" || f.Side != event.SideTarget {
+			t.Fatalf("failed event %d = %+v, want attempt %d of the target, final only on the last", i, f, i+1)
 		}
 	}
 	c.waitQueueEmpty()

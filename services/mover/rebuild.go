@@ -371,7 +371,7 @@ func (e executor) rebuildPass(ctx context.Context, t event.Task, verify bool) (o
 				data = pieces[p.Index][:size]
 			}
 			if err := e.upload(ctx, addrs[i], p, data); err != nil {
-				out.pieces[i].err = fmt.Errorf("target %s: %w", p.Node, err)
+				out.pieces[i].err = &targetError{node: p.Node, err: err}
 				return
 			}
 			out.pieces[i].written = p.Size
@@ -419,7 +419,7 @@ func (e executor) probeTargets(ctx context.Context, rebuild []event.Piece, res [
 		wg.Go(func() {
 			addr, err := e.nodes.Addr(ctx, p.Node)
 			if err != nil {
-				res[i].err = fmt.Errorf("target %s: %w", p.Node, err)
+				res[i].err = &targetError{node: p.Node, err: err}
 				return
 			}
 			addrs[i] = addr
@@ -428,9 +428,9 @@ func (e executor) probeTargets(ctx context.Context, rebuild []event.Piece, res [
 			case err == nil && strings.EqualFold(info.SHA256, p.SHA256):
 				res[i].present = true
 			case err == nil:
-				res[i].err = fmt.Errorf("target %s: %w (sha256 %.12s, want %.12s)", p.Node, errConflict, info.SHA256, p.SHA256)
+				res[i].err = &targetError{node: p.Node, err: fmt.Errorf("%w (sha256 %.12s, want %.12s)", errConflict, info.SHA256, p.SHA256)}
 			case !errors.Is(err, shardapi.ErrNotFound):
-				res[i].err = fmt.Errorf("target %s: %w", p.Node, err)
+				res[i].err = &targetError{node: p.Node, err: err}
 			}
 		})
 	}

@@ -254,7 +254,7 @@ func (s *Service) fail(ctx context.Context, msg jetstream.Msg, t event.Task, att
 	final := class.Final() || attempt >= s.cfg.MaxDeliver
 	f := &event.Failed{
 		Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
-		Error: oneLine(cause), Attempt: attempt, Final: final,
+		Error: oneLine(cause), Attempt: attempt, Final: final, Side: Side(cause),
 	}
 	delay := Backoff(attempt, s.cfg.BackoffMin, s.cfg.BackoffMax)
 	if final && class != TargetFull { // a full target is no fault of the task: nothing to bury

@@ -192,7 +192,7 @@ func (s *Service) onFailed(ctx context.Context, f event.Failed) {
 		return
 	}
 	if out.GaveUp == nil {
-		s.log.Warn("repair failed, re-planning", "kind", f.Kind, "task", f.Task, "shard", f.Shard, "target", f.Target,
+		s.log.Warn("repair failed, re-planning", "kind", f.Kind, "task", f.Task, "shard", f.Shard, "target", f.Target, "side", f.Side,
 			"err", f.Error, "next_attempt", out.NextAttempt)
 	}
 	s.reportGaveUp(ctx, out.GaveUp)

@@ -444,13 +444,30 @@ type Failed struct {
 	// failed MaxAttempts times in a row (Final, Attempt = that count): the
 	// shard is parked and tried again from attempt 1 at RetryAt.
 	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Side says whose fault the attempt's failure was: SideSource (no source
+	// could supply the bytes: down, missing the shard, serving wrong bytes)
+	// or SideTarget (the target unreachable, refusing, full or failing its
+	// write). Empty: unknown (an older mover, or neither side to blame); the
+	// planner then treats it as the target's.
+	Side string `json:"side,omitempty"`
 }
 
+// Sides of a failure (Failed.Side).
+const (
+	SideSource = "source"
+	SideTarget = "target"
+)
+
 // Validate rejects a failure report without a task id, naming no valid shard
-// or target, of an unknown kind, or with a negative attempt.
+// or target, of an unknown kind or side, or with a negative attempt.
 func (f Failed) Validate() error {
 	if f.Task == "" {
 		return errors.New("failed: no task id")
+	}
+	switch f.Side {
+	case "", SideSource, SideTarget:
+	default:
+		return fmt.Errorf("failed: unknown side %q", f.Side)
 	}
 	if err := model.ValidateShardID(f.Shard); err != nil {
 		return err

@@ -49,7 +49,8 @@ func samples() []struct {
 		{event.TaskPrefix + "storage-2", &event.Task{Task: "trim-obj1-s0", Shard: "obj1-s0", Kind: event.KindDelete, Target: "storage-2"}},
 		{event.DonePrefix + "storage-5", &event.Done{Task: "t-obj1-s0-3", Incident: "storage-3-1772373720000", Shard: "obj1-s0", Kind: event.KindCopy, Source: "storage-1", Target: "storage-5", Bytes: 1 << 20, DurationMS: 12}},
 		{event.DonePrefix + "storage-2", &event.Done{Task: "trim-obj1-s0", Shard: "obj1-s0", Kind: event.KindDelete, Target: "storage-2"}},
-		{event.FailedPrefix + "storage-5", &event.Failed{Task: "t-obj1-s0-3", Shard: "obj1-s0", Kind: event.KindCopy, Target: "storage-5", Error: "target storage-5: node full", Attempt: 2}},
+		{event.FailedPrefix + "storage-5", &event.Failed{Task: "t-obj1-s0-3", Shard: "obj1-s0", Kind: event.KindCopy, Target: "storage-5", Error: "target storage-5: node full", Attempt: 2, Side: event.SideTarget}},
+		{event.FailedPrefix + "storage-5", &event.Failed{Task: "t-obj1-s0-3", Shard: "obj1-s0", Kind: event.KindCopy, Target: "storage-5", Error: "no source could supply the shard", Attempt: 1, Side: event.SideSource}},
 		{event.FailedPrefix + "storage-5", &event.Failed{Task: "t-obj1-s0-3", Shard: "obj1-s0", Kind: event.KindCopy, Target: "storage-5", Error: "5 attempts failed", Attempt: 5, Final: true, RetryAt: at}},
 		{event.DeadPrefix + "storage-5", &event.Dead{Task: json.RawMessage(`{"v":1,"task":"t"}`), Size: 18, Subject: event.TaskPrefix + "storage-5", Target: "storage-5", Reason: "permanent: checksum mismatch", Deliveries: 3, StreamSeq: 42}},
 		{event.DeadPrefix + event.DeadUnknownTarget, &event.Dead{Payload: []byte{0xff, 0x00}, Size: 2, Subject: event.TaskPrefix + "x", Target: event.DeadUnknownTarget, Reason: "malformed", Deliveries: 1}},
@@ -106,6 +107,7 @@ func TestSchemasRefuseWhatTheyMustNot(t *testing.T) {
 		{event.TaskPrefix + "storage-5", `{"v":1,"ts":"2026-03-01T14:02:00Z","task":"t","shard":"s","kind":"copy","sources":[],"target":"storage-5","bytes":1,"sha256":"` + sha + `","attempt":1}`},
 		{event.TaskPrefix + "storage-5", `{"v":1,"ts":"2026-03-01T14:02:00Z","task":"t","shard":"../etc","kind":"copy","sources":["a"],"target":"storage-5","bytes":1,"sha256":"` + sha + `","attempt":1}`},
 		{event.TaskPrefix + "storage-5", `{"v":1,"ts":"2026-03-01T14:02:00Z","task":"t","shard":"s","kind":"rebuild","sources":["a"],"target":"storage-5","bytes":1,"sha256":"` + sha + `","attempt":1}`},
+		{event.FailedPrefix + "storage-5", `{"v":1,"ts":"2026-03-01T14:02:00Z","task":"t","shard":"s","kind":"copy","target":"storage-5","error":"x","attempt":1,"final":true,"side":"both"}`},
 		{event.HealProgress, `{"v":1,"ts":"2026-03-01T14:02:00Z","under_replicated":-1}`},
 		{event.HeartbeatPrefix + "storage-1", `[1,2,3]`},
 	}

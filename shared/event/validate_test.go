@@ -68,6 +68,7 @@ func TestValidateRefusesWellFormedButWrongPayloads(t *testing.T) {
 		{"done bad target", func() validating { return &event.Done{} }, `{"task":"t","shard":"s-1","kind":"copy","target":"storage 2"}`},
 		{"failed negative attempt", func() validating { return &event.Failed{} }, `{` + failed + `,"attempt":-3}`},
 		{"failed bad target", func() validating { return &event.Failed{} }, `{"task":"t","shard":"s-1","kind":"copy","target":""}`},
+		{"failed unknown side", func() validating { return &event.Failed{} }, `{` + failed + `,"side":"both"}`},
 		{"failed unknown kind", func() validating { return &event.Failed{} }, `{"task":"t","shard":"s-1","kind":"","target":"storage-2"}`},
 		{"corrupt bad shard", func() validating { return &event.Corrupt{} }, `{"node":"storage-1","shard":"a/b"}`},
 		{"dead negative size", func() validating { return &event.Dead{} }, `{"target":"unknown","reason":"x","size":-1}`},

@@ -18,8 +18,9 @@ import (
 //     checkDelete on every delete a mover carries out);
 //   - once faults stop, healthy within Config.Bound (loop).
 
-// relaxAfter is the attempt from which the planner core may give up the
-// rack rule to avoid targets that failed (core's relaxAfterAttempt).
+// relaxAfter is the attempt, not counting those that failed for want of a
+// source, from which the planner core may give up the rack rule to avoid
+// targets that failed (core's relaxAfterAttempt).
 const relaxAfter = 3
 
 // faulted records that a fault took a copy of shard s.
@@ -124,15 +125,19 @@ func (r *run) checkStep(e core.Effects) {
 		if d.RB != nil {
 			continue
 		}
+		if d.Attempt == 1 { // a new retry round
+			delete(r.srcFails, d.ID)
+		}
 		p, ok := r.pl.entry(d.ID)
 		if !ok {
 			continue
 		}
 		target := int(d.Target)
-		if d.Relaxed && d.Attempt >= relaxAfter {
+		if d.Relaxed && d.Attempt-r.srcFails[d.ID] >= relaxAfter {
 			// The planner's retry policy: a target that keeps failing is
-			// avoided from the third attempt on, even at the rack rule's cost.
-			r.tracef("rack rule relaxed for %s after %d attempts", d.ID, d.Attempt-1)
+			// avoided from the third attempt on, even at the rack rule's
+			// cost; attempts no source could serve do not count.
+			r.tracef("rack rule relaxed for %s after %d attempts (%d for want of a source)", d.ID, d.Attempt-1, r.srcFails[d.ID])
 			continue
 		}
 		if holds(p, cands[target].ID) {

@@ -121,9 +121,9 @@ func (p *planner) step() core.Effects {
 	return p.h.Step()
 }
 
-func (p *planner) take(id string)              { p.h.Take(id) }
-func (p *planner) done(t event.Task) error     { return p.h.Done(t) }
-func (p *planner) fail(t event.Task, c string) { p.h.Fail(t, true, c) }
+func (p *planner) take(id string)                    { p.h.Take(id) }
+func (p *planner) done(t event.Task) error           { return p.h.Done(t) }
+func (p *planner) fail(t event.Task, side, c string) { p.h.FailSide(t, true, side, c) }
 
 // entry returns the map's entry for shard id.
 func (p *planner) entry(id string) (model.Placement, bool) { return p.h.Entry(id) }

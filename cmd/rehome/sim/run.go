@@ -188,6 +188,9 @@ type run struct {
 	pauses    int
 	res       Result
 	rackOf    []int
+	// srcFails counts, per shard id, the copies of its current retry round
+	// (since its last attempt 1) that failed for want of a source.
+	srcFails map[string]int
 }
 
 // Run replays the schedule of seed (or sched, when not nil: a shrunk one)
@@ -212,7 +215,8 @@ func Run(cfg Config, seed uint64, sched Schedule) Result {
 // placed by the real placement functions) and the detector and planner
 // started.
 func newRun(cfg Config, seed uint64) (*run, error) {
-	r := &run{cfg: cfg, epoch: core.Epoch, transfers: map[string]*transfer{}, verdicts: map[string]model.State{}}
+	r := &run{cfg: cfg, epoch: core.Epoch, transfers: map[string]*transfer{}, verdicts: map[string]model.State{},
+		srcFails: map[string]int{}}
 	r.res.Seed = seed
 	r.w = newWorld(cfg.Nodes, cfg.Racks, cfg.Shards, cfg.ShardSize, cfg.Bandwidth)
 	var nodes []model.Node
@@ -476,7 +480,7 @@ func (r *run) finish(tr *transfer) {
 	if t.Kind == event.KindDelete {
 		tgt := r.w.nodeIndex(t.Target)
 		if tgt < 0 || !r.w.nodes[tgt].up {
-			r.pl.fail(t, "node down")
+			r.pl.fail(t, event.SideTarget, "node down")
 			return
 		}
 		r.checkDelete(s, tgt)
@@ -490,12 +494,12 @@ func (r *run) finish(tr *transfer) {
 		return
 	}
 	if t.Kind != event.KindCopy {
-		r.pl.fail(t, "the sim models replicated shards only")
+		r.pl.fail(t, "", "the sim models replicated shards only")
 		return
 	}
 	tgt := r.w.nodeIndex(t.Target)
 	if tgt < 0 || !r.w.nodes[tgt].up || r.w.nodes[tgt].full {
-		r.pl.fail(t, "target down or full")
+		r.pl.fail(t, event.SideTarget, "target down or full")
 		return
 	}
 	state := copyState(0)
@@ -523,7 +527,9 @@ func (r *run) finish(tr *transfer) {
 		}
 	}
 	if state == 0 {
-		r.pl.fail(t, "no source could serve")
+		r.srcFails[t.Shard]++
+		r.tracef("task %s failed: no source could serve", t.Task)
+		r.pl.fail(t, event.SideSource, "no source could serve")
 		return
 	}
 	if state == intact {

@@ -98,3 +98,32 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		t.Logf("bug %d caught: %s", c.bug, out)
 	}
 }
+
+// TestSourceFailuresKeepTheRackRule replays the schedule in which a copy's
+// two sources were both down on 6 nodes in 3 racks (docs/simulation.md,
+// "What the sim found"): its failures are the sources', so the planner
+// never gives up the rack rule for it, and no invariant breaks.
+func TestSourceFailuresKeepTheRackRule(t *testing.T) {
+	cfg := Defaults()
+	cfg.Nodes, cfg.Racks, cfg.Shards = 6, 0, 0 // racks and shards derived, as `rehome sim --nodes 6`
+	cfg.Trace = true
+	const seed = 8236534622307320139
+	res := Run(cfg, seed, Pick(Generate(seed, cfg.Nodes, RacksOf(cfg), cfg.MaxFaults, WindowOf(cfg)), []int{1, 2, 3}))
+	if res.Violation != nil {
+		var b bytes.Buffer
+		WriteFailure(&b, cfg, res, nil, nil)
+		t.Fatal(b.String())
+	}
+	sourceFails := 0
+	for _, line := range res.Trace {
+		if strings.Contains(line, "rack rule relaxed") {
+			t.Errorf("the rack rule was given up: %s", line)
+		}
+		if strings.Contains(line, "no source could serve") {
+			sourceFails++
+		}
+	}
+	if sourceFails < relaxAfter {
+		t.Fatalf("%d copies failed for want of a source, want at least %d: the schedule no longer plays the finding", sourceFails, relaxAfter)
+	}
+}

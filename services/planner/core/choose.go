@@ -143,13 +143,14 @@ func (v *View) decide(h uint32, pc *planCtx) (Decision, bool) {
 	}
 	opt.Exclude = append(opt.Exclude, exclude...)
 	tg, err := placement.ChooseTarget(stay, cands, opt)
-	if len(opt.Exclude) > len(exclude) && (err != nil || (tg.RackRelaxed && r.Attempt < relaxAfterAttempt)) {
+	if len(opt.Exclude) > len(exclude) && (err != nil || (tg.RackRelaxed && !r.relaxable())) {
 		// Avoiding the failed targets would break the rack rule (or leaves
-		// nothing): retry them, until relaxAfterAttempt failures.
+		// nothing): retry them, until relaxAfterAttempt failures not for
+		// want of a source (retry.relaxable).
 		opt.Exclude = exclude
 		if tg2, err2 := placement.ChooseTarget(stay, cands, opt); err2 == nil && (!tg2.RackRelaxed || err != nil) {
 			tg, err = tg2, nil
-		} else if err == nil && tg.RackRelaxed && r.Attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy) {
+		} else if err == nil && tg.RackRelaxed && !r.relaxable() && errors.Is(err2, placement.ErrBusy) {
 			return Decision{}, false // the rack-keeping target is busy: wait for it
 		}
 	}
@@ -169,7 +170,7 @@ func (v *View) decide(h uint32, pc *planCtx) (Decision, bool) {
 			srcs = stay
 		}
 	}
-	src, err := placement.ChooseSource(srcs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[tg.Index].Rack})
+	src, err := chooseSource(r, srcs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[tg.Index].Rack})
 	if err != nil {
 		return Decision{}, false
 	}

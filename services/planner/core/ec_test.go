@@ -426,7 +426,7 @@ func TestECFailedRebuildBacksOffAndAvoidsTarget(t *testing.T) {
 	p := h.plan()
 	d := p.Copies[0]
 	first := d.Target
-	if gaveUp := h.v.failedRebuild(h.v.Flights[d.Shard].RB, h.Now, true); gaveUp {
+	if gaveUp := h.v.failedRebuild(h.v.Flights[d.Shard].RB, h.Now, blameTarget); gaveUp {
 		t.Fatal("parked after one failure")
 	}
 	if tt := h.v.Totals(); tt.InFlight != 0 || h.v.Nodes[first].inTasks != 0 {
@@ -537,7 +537,7 @@ func TestECSeedRestoresRebuildInFlight(t *testing.T) {
 	}
 	// The next task for the stripe takes a fresh serial.
 	g := b.v.Group(d.Shard)
-	b.v.failedRebuild(g.RB, b.Now, false)
+	b.v.failedRebuild(g.RB, b.Now, blameNone)
 	b.advance(time.Minute)
 	if p := b.plan(); len(p.Copies) != 1 || b.v.TaskID(p.Copies[0]) == task.Task {
 		t.Fatalf("after a failure planned %+v (task id %s reused?)", p.Copies, task.Task)

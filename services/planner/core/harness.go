@@ -247,9 +247,15 @@ func (h *Harness) land(d event.Done) error {
 }
 
 // Fail plays a mover's failure report of task t (final: the mover gave the
-// attempt up) and returns what it changed. A final report takes the task
-// off the queue.
+// attempt up) that does not say which side failed, and returns what it
+// changed. A final report takes the task off the queue.
 func (h *Harness) Fail(t event.Task, final bool, cause string) FailOutcome {
+	return h.FailSide(t, final, "", cause)
+}
+
+// FailSide is Fail with the report's side (event.SideSource, SideTarget,
+// "": unknown).
+func (h *Harness) FailSide(t event.Task, final bool, side, cause string) FailOutcome {
 	if final {
 		delete(h.queue, t.Task)
 	}
@@ -260,7 +266,7 @@ func (h *Harness) Fail(t event.Task, final bool, cause string) FailOutcome {
 		return FailOutcome{}
 	}
 	return h.View.Fail(event.Failed{Task: t.Task, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
-		Attempt: t.Attempt, Final: final, Error: cause}, h.Now)
+		Attempt: t.Attempt, Final: final, Error: cause, Side: side}, h.Now)
 }
 
 // Tasks returns the tasks of every Step so far, oldest first, that match

@@ -103,7 +103,7 @@ func (h *planHarness) fail(d Decision) bool {
 		h.t.Fatalf("no flight for %s", d.ID)
 	}
 	h.v.EndFlight(d.Shard)
-	return h.v.failed(d.Shard, f.target, f.attempt, f.serial, h.Now, true)
+	return h.v.failed(d.Shard, f.source, f.target, f.attempt, f.serial, h.Now, blameTarget)
 }
 
 // trimmed plays a trim: the map loses the node, then its delete is done.

@@ -199,7 +199,7 @@ const (
 // window for replacing a disk), with room below its capacity (it held the
 // shard before; its heartbeat's used bytes and the bytes on their way
 // count), below the round's write cap, and not the target of attempts that
-// kept failing (relaxAfterAttempt). A suspect holder, or one at its cap,
+// kept failing (retry.relaxable). A suspect holder, or one at its cap,
 // makes the shard wait; a full or failing one lets it be re-homed.
 func (v *View) inPlaceTarget(h uint32, size int64, pc *planCtx) (NodeRef, inPlaceAnswer) {
 	if v.Record(h).Flags&flagMissing == 0 {
@@ -217,7 +217,7 @@ func (v *View) inPlaceTarget(h uint32, size int64, pc *planCtx) (NodeRef, inPlac
 		default:
 			continue
 		}
-		if rt != nil && rt.Attempt >= relaxAfterAttempt && slices.Contains(rt.avoid, x) {
+		if rt != nil && rt.relaxable() && slices.Contains(rt.avoid, x) {
 			continue
 		}
 		c := &pc.cands[x]
@@ -240,7 +240,7 @@ func (v *View) inPlaceTarget(h uint32, size int64, pc *planCtx) (NodeRef, inPlac
 // read from the least busy live holder (hs: the holders that have it).
 func (v *View) decideInPlace(h uint32, x NodeRef, hs []int, pc *planCtx, id string, salt uint64) (Decision, bool) {
 	cands := pc.cands
-	src, err := placement.ChooseSource(hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[x].Rack})
+	src, err := chooseSource(v.Retries[h], hs, cands, placement.SourceOptions{MaxReads: pc.maxOut, Salt: salt, TargetRack: cands[x].Rack})
 	if err != nil {
 		return Decision{}, false
 	}
@@ -256,6 +256,31 @@ func (v *View) decideInPlace(h uint32, x NodeRef, hs []int, pc *planCtx, id stri
 		Incident: healIncidentPrefix + v.Nodes[x].ID,
 		inPlace:  true,
 	}, true
+}
+
+// chooseSource is placement.ChooseSource over the holders hs, preferring
+// those that were not the first source of an attempt that no source could
+// serve (r.badSrcs; r nil: none failed), then those that failed so longest
+// ago: the sources rotate while attempts fail for want of one.
+func chooseSource(r *retry, hs []int, cands []placement.Candidate, opt placement.SourceOptions) (int, error) {
+	if r != nil {
+		fresh := make([]int, 0, len(hs))
+		for k := range r.badSrcs { // allow the k sources that failed longest ago
+			fresh = fresh[:0]
+			for _, x := range hs {
+				if !slices.Contains(r.badSrcs[k:], NodeRef(x)) {
+					fresh = append(fresh, x)
+				}
+			}
+			if len(fresh) == 0 {
+				continue
+			}
+			if src, err := placement.ChooseSource(fresh, cands, opt); err == nil {
+				return src, nil
+			}
+		}
+	}
+	return placement.ChooseSource(hs, cands, opt)
 }
 
 // fallbackSources lists the live holders in hs other than src, up ones and

@@ -516,7 +516,7 @@ func TestFailedCopyBackLeavesTheNodeLacking(t *testing.T) {
 	if v.Totals().UnderReplicated != 0 {
 		t.Fatal("under-replicated before the failure")
 	}
-	v.FailFlight(h, v.Flights[h], "disk on fire", Epoch, true)
+	v.FailFlight(h, v.Flights[h], "disk on fire", Epoch, blameTarget)
 	if !v.IsMissing(h, v.NodeIndex["storage-1"]) || v.Totals().UnderReplicated != 1 || v.Flights[h] != nil {
 		t.Fatalf("after the failure: marked %v, totals %+v", v.IsMissing(h, v.NodeIndex["storage-1"]), v.Totals())
 	}

@@ -48,7 +48,42 @@ type retry struct {
 	round     int       // 1, then one more each time MaxAttempts failed attempts parked it
 	notBefore time.Time // backoff, or the end of the parking (RetryLater)
 	avoid     []NodeRef // targets that failed
+	srcFails  int       // attempts of this round that failed for want of a source
+	badSrcs   []NodeRef // first sources of those attempts, the latest last: read others first
 	expires   time.Time // forget all this after it (unless a task is in flight)
+}
+
+// relaxable reports whether enough attempts of this round failed, not for
+// want of a source, for the shard to give up the rack rule rather than go
+// back to targets that failed (relaxAfterAttempt). Attempts that no source
+// could serve say nothing about targets and do not count.
+func (r *retry) relaxable() bool { return r.blamed() >= relaxAfterAttempt }
+
+// blamed is the attempt number of the next task not counting the attempts
+// that failed for want of a source.
+func (r *retry) blamed() int { return r.Attempt - r.srcFails }
+
+// blame is whom a failed attempt is held against.
+type blame int
+
+const (
+	// blameNone: no one (the task timed out): the target is not avoided.
+	blameNone blame = iota
+	// blameTarget: the target failed, or the report does not say which side
+	// did (an older mover): the next attempt avoids the target.
+	blameTarget
+	// blameSource: no source could supply the shard: the next attempt reads
+	// from another source first; the target is not avoided and the attempt
+	// does not count toward relaxing the rack rule.
+	blameSource
+)
+
+// blameOf maps a mover's failure report's side onto blame.
+func blameOf(side string) blame {
+	if side == event.SideSource {
+		return blameSource
+	}
+	return blameTarget
 }
 
 // retryMemory is how long a shard's failures are remembered without news.
@@ -220,19 +255,21 @@ func (v *View) retryOf(h uint32) *retry {
 }
 
 // failed records a failed attempt (attempt, with task serial) at copying
-// shard h to target. The next attempt waits a backoff and, when avoid is
-// set, avoids that target. When attempt was the pol.maxAttempts-th of its
+// shard h from source to target, held against b. The next attempt waits a
+// backoff and, for blameTarget, avoids that target; for blameSource it
+// reads from another source than source first and does not count toward
+// relaxing the rack rule. When attempt was the pol.maxAttempts-th of its
 // round the shard is parked instead: nothing is tried for pol.retryLater,
-// then a new round starts at attempt 1 with no target avoided. gaveUp
+// then a new round starts at attempt 1 with nothing avoided. gaveUp
 // reports the parking (the caller says so on rehome.repair.failed).
-func (v *View) failed(h uint32, target NodeRef, attempt, serial int, now time.Time, avoid bool) (gaveUp bool) {
+func (v *View) failed(h uint32, source, target NodeRef, attempt, serial int, now time.Time, b blame) (gaveUp bool) {
 	r := v.retryOf(h)
 	r.serial = max(r.serial, serial)
 	next := max(r.Attempt, attempt+1)
 	if next > v.pol.MaxAttempts {
 		r.round++
 		r.Attempt = 1
-		r.avoid = nil
+		r.avoid, r.srcFails, r.badSrcs = nil, 0, nil
 		r.notBefore = now.Add(v.pol.RetryLater)
 		r.expires = r.notBefore.Add(retryMemory)
 		return true
@@ -240,8 +277,14 @@ func (v *View) failed(h uint32, target NodeRef, attempt, serial int, now time.Ti
 	r.Attempt = next
 	r.notBefore = now.Add(backoff(next))
 	r.expires = now.Add(retryMemory)
-	if avoid && !slices.Contains(r.avoid, target) {
-		r.avoid = append(r.avoid, target)
+	switch b {
+	case blameTarget:
+		if !slices.Contains(r.avoid, target) {
+			r.avoid = append(r.avoid, target)
+		}
+	case blameSource:
+		r.srcFails++
+		r.badSrcs = append(slices.DeleteFunc(r.badSrcs, func(x NodeRef) bool { return x == source }), source)
 	}
 	return false
 }
@@ -297,7 +340,7 @@ func (v *View) Reserve(p Plan, now time.Time, timeout time.Duration) {
 // FailFlight ends flight f of shard h as a failed attempt; for
 // a piece of a rebuild, every piece of its task still open. When it was the
 // last attempt of its round it returns the report to publish.
-func (v *View) FailFlight(h uint32, f *Flight, cause string, now time.Time, avoid bool) *event.Failed {
+func (v *View) FailFlight(h uint32, f *Flight, cause string, now time.Time, b blame) *event.Failed {
 	// A copy back in place that failed leaves its target lacking the shard
 	// (a planner that took over knows it only from the task).
 	type back struct {
@@ -325,12 +368,12 @@ func (v *View) FailFlight(h uint32, f *Flight, cause string, now time.Time, avoi
 		if pieces := v.OpenPieces(f.RB); len(pieces) > 0 {
 			h = pieces[0]
 		}
-		if !v.failedRebuild(f.RB, now, avoid) {
+		if !v.failedRebuild(f.RB, now, b) {
 			return nil
 		}
 	} else {
 		v.EndFlight(h)
-		if !v.failed(h, f.target, f.attempt, f.serial, now, avoid) {
+		if !v.failed(h, f.source, f.target, f.attempt, f.serial, now, b) {
 			return nil
 		}
 	}

@@ -52,6 +52,7 @@ func (v *View) decideRebuild(h uint32, pc *planCtx) (Decision, bool) {
 		missing []uint32
 		live    []readChoice
 		attempt = 1
+		blamed  = 1 // attempt, not counting failures for want of a source
 		serial  int
 		avoid   []int
 	)
@@ -74,6 +75,7 @@ func (v *View) decideRebuild(h uint32, pc *planCtx) (Decision, bool) {
 					return Decision{}, false
 				}
 				attempt = max(attempt, r.Attempt)
+				blamed = max(blamed, r.blamed())
 				serial = max(serial, r.serial)
 				for _, a := range r.avoid {
 					if !slices.Contains(avoid, int(a)) {
@@ -157,7 +159,7 @@ func (v *View) decideRebuild(h uint32, pc *planCtx) (Decision, bool) {
 		opt := placement.RebuildOptions{M: g.m, Size: size, MaxTasks: pc.maxIn, MaxFill: pc.lim.MaxFill,
 			Salt: placement.Salt(firstID), Exclude: avoid}
 		ftgs, err := placement.ChooseRebuildTargets(len(fresh), holders, racks, cands, opt)
-		if len(avoid) > 0 && (err != nil || found(ftgs) < len(fresh) || (relaxed(ftgs) && attempt < relaxAfterAttempt)) {
+		if len(avoid) > 0 && (err != nil || found(ftgs) < len(fresh) || (relaxed(ftgs) && blamed < relaxAfterAttempt)) {
 			// Avoiding the failed targets leaves a piece without one or breaks
 			// the rack rule: retry them, until relaxAfterAttempt failures.
 			opt.Exclude = nil
@@ -165,7 +167,7 @@ func (v *View) decideRebuild(h uint32, pc *planCtx) (Decision, bool) {
 			switch {
 			case err2 == nil && (err != nil || found(tgs2) > found(ftgs) || (found(tgs2) == found(ftgs) && relaxed(ftgs) && !relaxed(tgs2))):
 				ftgs, err = tgs2, nil
-			case err == nil && relaxed(ftgs) && attempt < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy):
+			case err == nil && relaxed(ftgs) && blamed < relaxAfterAttempt && errors.Is(err2, placement.ErrBusy):
 				return Decision{}, false // the rack-keeping target is busy: wait for it
 			}
 		}
@@ -380,13 +382,13 @@ func (v *View) seedRebuild(t event.Task, seq uint64, deadline time.Time) bool {
 }
 
 // failedRebuild records a failed attempt of rebuild rb (see failed): every
-// piece still open leaves flight and backs off, avoiding its target when
-// avoid is set. gaveUp reports that the attempt was the last of its round.
-func (v *View) failedRebuild(rb *rebuildFlight, now time.Time, avoid bool) (gaveUp bool) {
+// piece still open leaves flight and backs off, held against b.
+// gaveUp reports that the attempt was the last of its round.
+func (v *View) failedRebuild(rb *rebuildFlight, now time.Time, b blame) (gaveUp bool) {
 	for _, p := range v.OpenPieces(rb) {
 		f := v.Flights[p]
 		v.EndFlight(p)
-		if v.failed(p, f.target, f.attempt, f.serial, now, avoid) {
+		if v.failed(p, f.source, f.target, f.attempt, f.serial, now, b) {
 			gaveUp = true
 		}
 	}

@@ -86,8 +86,9 @@ type FailOutcome struct {
 }
 
 // Fail records a failure report f of a copy or rebuild task at now. A final
-// one ends the task in flight it names and re-plans the shard with backoff,
-// avoiding that target (or parks it); a non-final one (the mover retries)
+// one ends the task in flight it names and re-plans the shard with backoff
+// (or parks it), avoiding that target unless the report blames the source
+// (f.Side: then another source is read first); a non-final one (the mover retries)
 // keeps it in flight and has it checked again within NonFinalRecheck. Reports
 // of older attempts change nothing.
 func (v *View) Fail(f event.Failed, now time.Time) FailOutcome {
@@ -114,7 +115,7 @@ func (v *View) Fail(f event.Failed, now time.Time) FailOutcome {
 		}
 		return FailOutcome{}
 	}
-	out := FailOutcome{Ended: true, GaveUp: v.FailFlight(h, fl, f.Error, now, true)}
+	out := FailOutcome{Ended: true, GaveUp: v.FailFlight(h, fl, f.Error, now, blameOf(f.Side))}
 	if r := v.Retries[h]; r != nil {
 		out.NextAttempt = r.Attempt
 	}
@@ -184,7 +185,7 @@ func (v *View) ResolveExpired(e Expired, queued bool, now time.Time, timeout tim
 		}
 		return ExpiryOutcome{Extended: true}
 	}
-	return ExpiryOutcome{TimedOut: true, GaveUp: v.FailFlight(e.Shard, f, "no result within the task timeout", now, false)}
+	return ExpiryOutcome{TimedOut: true, GaveUp: v.FailFlight(e.Shard, f, "no result within the task timeout", now, blameNone)}
 }
 
 // Subject labels of the results consumer's messages in

@@ -253,7 +253,7 @@ func TestFailedTargetIsAvoidedWithBackoff(t *testing.T) {
 	first := ds[0].Target
 	v.Reserve(Plan{Copies: ds}, Epoch, time.Minute)
 	v.EndFlight(ds[0].Shard)
-	v.failed(ds[0].Shard, first, ds[0].Attempt, ds[0].Attempt, Epoch, true)
+	v.failed(ds[0].Shard, ds[0].Sources[0], first, ds[0].Attempt, ds[0].Attempt, Epoch, blameTarget)
 	if again := planOf(v, Epoch.Add(500*time.Millisecond), defaultLimits); len(again) != 0 {
 		t.Fatal("re-planned within the backoff")
 	}
@@ -273,7 +273,7 @@ func TestFailedOnlyTargetIsRetried(t *testing.T) {
 	ds := planOf(v, Epoch, defaultLimits)
 	v.Reserve(Plan{Copies: ds}, Epoch, time.Minute)
 	v.EndFlight(ds[0].Shard)
-	v.failed(ds[0].Shard, ds[0].Target, 1, 1, Epoch, true)
+	v.failed(ds[0].Shard, ds[0].Sources[0], ds[0].Target, 1, 1, Epoch, blameTarget)
 	again := planOf(v, Epoch.Add(time.Minute), defaultLimits)
 	if len(again) != 1 || v.Nodes[again[0].Target].ID != "storage-4" {
 		t.Fatalf("the only possible target must be tried again: %+v", again)
@@ -295,7 +295,7 @@ func TestFailedTargetKeepsRackRuleUntilItFailsAgain(t *testing.T) {
 		targets = append(targets, v.Nodes[ds[0].Target].ID)
 		v.Reserve(Plan{Copies: ds}, now, time.Minute)
 		v.EndFlight(ds[0].Shard)
-		v.failed(ds[0].Shard, ds[0].Target, ds[0].Attempt, ds[0].Attempt, now, true)
+		v.failed(ds[0].Shard, ds[0].Sources[0], ds[0].Target, ds[0].Attempt, ds[0].Attempt, now, blameTarget)
 	}
 	if targets[0] != "storage-4" || targets[1] != "storage-4" || targets[2] == "storage-4" {
 		t.Fatalf("targets over three attempts %v: want storage-4 twice (rack rule), then another", targets)
