@@ -277,6 +277,9 @@ func plannerCmd(g *globals) *cobra.Command {
 		Short: "run the planner (placement map, repair plans)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
 			return g.runService(cmd.Context(), cfg.ID, &f, func(env *serviceEnv) (service, error) {
 				return planner.New(cfg, env.nc, env.js, env.log, time.Now)
 			})

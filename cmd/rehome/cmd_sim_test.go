@@ -54,3 +54,17 @@ func TestSimRefusesBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestPlannerRefusesBadPlacementBeforeConnecting: a bad --placement or
+// --scatter-width is a one-line error at once, with no bus to wait for.
+func TestPlannerRefusesBadPlacementBeforeConnecting(t *testing.T) {
+	for args, want := range map[string]string{
+		"--placement spread": `placement "spread"`,
+		"--scatter-width -1": "ScatterWidth is negative",
+	} {
+		_, err := runRoot(append([]string{"planner", "--nats", "nats://127.0.0.1:1"}, strings.Fields(args)...)...)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("planner %s: error %v, want one line naming %q", args, err, want)
+		}
+	}
+}

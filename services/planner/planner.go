@@ -191,6 +191,13 @@ func defaultID() string {
 }
 
 // withDefaults fills zero fields and rejects negative ones.
+// Validate reports the first invalid field of c (zero fields take their
+// defaults), so a command can refuse bad flags before it connects.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 func (c Config) withDefaults() (Config, error) {
 	d := DefaultConfig()
 	if c.ID == "" {
