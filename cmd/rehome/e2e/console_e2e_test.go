@@ -17,6 +17,7 @@ import (
 
 	"github.com/rehome/rehome/cmd/rehome/devcluster"
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/testtool"
 )
 
 // chromium finds a Chromium to drive: $REHOME_CHROMIUM, then Debian's.
@@ -71,7 +72,7 @@ const readPage = `(() => {
 func TestConsoleShowsAKilledNodeHealing(t *testing.T) {
 	exe := chromium()
 	if exe == "" {
-		t.Skip("no Chromium installed (apt-get install chromium, or set REHOME_CHROMIUM): the console's browser test needs one")
+		testtool.Missing(t, "no Chromium installed (apt-get install chromium, or set REHOME_CHROMIUM): the console's browser test needs one")
 	}
 	c := startDev(t, "--nodes", "6", "--racks", "3", "--grace", "2s", "--suspect-after", "1s", "--heartbeat", "250ms")
 	waitHealthy(t, c, 6)
