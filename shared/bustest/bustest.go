@@ -78,6 +78,13 @@ func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() boo
 // was last seen.
 func CheckFor(t testing.TB, timeout time.Duration, check func() error) {
 	t.Helper()
+	CheckEvery(t, timeout, 20*time.Millisecond, check)
+}
+
+// CheckEvery is CheckFor polling every interval (a check that runs a
+// command or walks many objects polls less often).
+func CheckEvery(t testing.TB, timeout, interval time.Duration, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
@@ -87,7 +94,7 @@ func CheckFor(t testing.TB, timeout time.Duration, check func() error) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s: %v", timeout, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 

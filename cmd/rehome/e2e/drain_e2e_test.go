@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehome/rehome/shared/bustest"
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/objects"
 	"github.com/rehome/rehome/shared/shardapi"
@@ -231,6 +232,28 @@ func TestNodeDiesDuringADrain(t *testing.T) {
 			}
 		}
 	}
+	// Dead and fully re-homed, storage-1 may be removed: it leaves status,
+	// and the map stops listing it as a down holder.
+	if out, err := c.rehome("node", "remove", "storage-1"); err != nil {
+		t.Fatalf("node remove storage-1 (dead, re-homed): %v\n%s", err, out)
+	}
+	if st, _ := c.status(); nodeIn(st.Nodes, "storage-1", "") {
+		t.Fatalf("storage-1 still in status after remove: %+v", st.Nodes)
+	}
+	bustest.CheckEvery(t, time.Minute, 200*time.Millisecond, func() error {
+		for key := range w.want {
+			in, err := w.oc.Inspect(ctx, key)
+			if err != nil {
+				return err
+			}
+			for _, sv := range in.Shards {
+				if contains(sv.DownNodes, "storage-1") {
+					return fmt.Errorf("%s shard %s still lists removed storage-1 (down holders %v)", key, sv.ID, sv.DownNodes)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // nodeIn reports whether nodes lists id (in state, unless state is "").

@@ -27,6 +27,7 @@ import (
 	"github.com/rehome/rehome/cmd/rehome/devcluster"
 	"github.com/rehome/rehome/cmd/rehome/envfile"
 	"github.com/rehome/rehome/shared/bus"
+	"github.com/rehome/rehome/shared/bustest"
 	"github.com/rehome/rehome/shared/control"
 	"github.com/rehome/rehome/shared/history"
 	"github.com/rehome/rehome/shared/objects"
@@ -311,13 +312,12 @@ func (c *cluster) tailLines(t *testing.T, extra []string, each func(line []byte)
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
+	bustest.CheckEvery(t, timeout, 100*time.Millisecond, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return errors.New("waiting for: " + what)
+	})
 }
 
 func waitHealthy(t testing.TB, c *cluster, nodes int) control.ClusterStatus {

@@ -255,7 +255,8 @@ func (v *View) staying(h uint32, hs []int) []int {
 }
 
 // Removable says why node id cannot be forgotten now, or nil: it must be
-// drained, or down with no map entry naming it any more.
+// drained, or down with every shard the map lists on it whole without it
+// (re-homed by repair; Forget then drops it from those entries).
 func (v *View) Removable(id string) error {
 	r, ok := v.NodeIndex[id]
 	if !ok || v.removed[id] {
@@ -266,22 +267,51 @@ func (v *View) Removable(id string) error {
 	switch {
 	case n.Shards == 0 && (n.Draining || !live):
 		return nil
+	case !live && v.rehomed(r):
+		return nil // the map still lists it, as a holder every shard can do without
 	case n.Draining:
 		return fmt.Errorf("node %s is still draining: %d shards (%d bytes) are left on it (rehome node drain status %s)", id, n.Shards, n.Bytes, id)
 	case live:
 		return fmt.Errorf("node %s is %s and holds %d shards: drain it first (rehome node drain %s)", id, n.EffState(), n.Shards, id)
 	}
-	return fmt.Errorf("node %s is down and the map still lists it for %d shards: wait until repair re-homes them (rehome heal status)", id, n.Shards)
+	return fmt.Errorf("node %s is down and the map still lists it for %d shards, not all re-homed yet: wait until repair re-homes them (rehome heal status)", id, n.Shards)
+}
+
+// rehomed reports whether every shard listing node r is whole without it.
+func (v *View) rehomed(r NodeRef) bool {
+	for h := range v.shardsOn(r) {
+		if !v.whole(h) {
+			return false
+		}
+	}
+	return true
+}
+
+// markRemoved marks every shard whose entry lists the removed node r as
+// lacking its copy there, so rounds drop r from those entries.
+func (v *View) markRemoved(r NodeRef) {
+	var hs []uint32
+	for h := range v.shardsOn(r) {
+		hs = append(hs, h)
+	}
+	for _, h := range hs {
+		v.MarkMissing(h, r)
+	}
 }
 
 // Forget drops node id for good (rehome node remove): its registration and
-// drain end, and a registration under its id is ignored from now on.
+// drain end, a registration under its id is ignored from now on, and the
+// entries that still list it (a dead node's, re-homed) lose it in the next
+// rounds' drops.
 func (v *View) Forget(id string) {
 	if v.removed == nil {
 		v.removed = map[string]bool{}
 	}
 	v.removed[id] = true
 	v.RemoveNode(id)
+	if r, ok := v.NodeIndex[id]; ok {
+		v.markRemoved(r)
+	}
 	_, _ = v.SetDrain(id, false, DrainState{})
 }
 

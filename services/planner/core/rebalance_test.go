@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/rehome/rehome/shared/model"
@@ -64,6 +65,17 @@ func rebalanceAfterAdd(t *testing.T, shards int, size int64) {
 	if st := h.v.BalanceStatus(band); st.Balanced || minimum <= 0 {
 		t.Fatalf("balanced with an empty node: %+v (minimum %d)", st, minimum)
 	}
+	h.rebalanceIntoBand(band, minimum, ids)
+}
+
+// rebalanceIntoBand plays the rebalancer's rounds (moves chosen, copies
+// land, surplus copies are trimmed) until nothing is left to do, checking
+// after every step that each of ids keeps 3 live copies in 3 racks and that
+// no copy is a repair; it fails unless every node ends within band of the
+// mean having moved at most 1.1 x minimum bytes, each shard held 3 times.
+func (h *planHarness) rebalanceIntoBand(band float64, minimum int64, ids []string) {
+	t := h.t
+	t.Helper()
 	var moved int64
 	for round := 0; round < 500; round++ {
 		h.v.ChooseMoves(band, 8-len(h.v.Moves))
@@ -96,6 +108,60 @@ func rebalanceAfterAdd(t *testing.T, shards int, size int64) {
 		if hs := h.holderIDs(id); len(hs) != 3 {
 			t.Fatalf("%s held by %v at the end", id, hs)
 		}
+	}
+}
+
+// TestRebalanceEvensSurvivorsAfterANewNodeReplacesADeadOne: storage-3 of 7
+// nodes in 7 racks dies and is healed onto the six survivors, which fill
+// up; the operator removes it and storage-8 (a new identity, an empty disk)
+// joins in its rack. The same rebalancer moves the survivors' extra copies
+// onto storage-8 until every fill is within the band.
+func TestRebalanceEvensSurvivorsAfterANewNodeReplacesADeadOne(t *testing.T) {
+	const band, shards, size = 0.05, 350, 2000
+	h := newPlanHarness(t, 7, 7, Limits{PerNodeIn: 4, PerNodeOut: 4, MaxInFlight: 32})
+	var ids []string
+	for i := 0; i < shards; i++ {
+		id := fmt.Sprintf("s%03d", i)
+		ids = append(ids, id)
+		h.put(id, size, fmt.Sprintf("storage-%d", i%7+1), fmt.Sprintf("storage-%d", (i+2)%7+1), fmt.Sprintf("storage-%d", (i+4)%7+1))
+	}
+	capacity := int64(shards*size*3/7) * 2 // half full
+	for i := range h.v.Nodes {
+		h.v.Nodes[i].capacity = capacity
+	}
+	h.state("storage-3", model.StateDown)
+	copies, _ := h.drainUntilDone(func(string) {})
+	if len(copies) != shards*3/7 {
+		t.Fatalf("healed %d copies, want storage-3's %d", len(copies), shards*3/7)
+	}
+	if err := h.v.Removable("storage-3"); err != nil {
+		t.Fatalf("remove after the heal: %v", err)
+	}
+	h.v.Forget("storage-3")
+	for _, d := range h.plan().Drops { // the map stops listing the removed node
+		if err := h.Write(h.entry(d.ID, slices.DeleteFunc(h.holderIDs(d.ID), func(n string) bool { return n == "storage-3" }))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := h.v.Nodes[h.v.NodeIndex["storage-3"]].Shards; n != 0 {
+		t.Fatalf("the map still lists removed storage-3 for %d shards", n)
+	}
+	survivors := h.v.BalanceStatus(band)
+	if !survivors.Balanced || survivors.MeanFill < 0.55 {
+		t.Fatalf("survivors after the heal: %+v, want balanced near 7/6 of half full", survivors)
+	}
+	if err := h.v.SetNode(model.Node{V: 1, ID: "storage-8", Rack: "rack-3", Addr: "127.0.0.1:9008", CapacityBytes: capacity}); err != nil {
+		t.Fatal(err)
+	}
+	h.state("storage-8", model.StateUp)
+	h.v.fresh()
+	minimum := minimumToBand(h, band)
+	if st := h.v.BalanceStatus(band); st.Balanced || minimum <= 0 {
+		t.Fatalf("balanced with an empty node: %+v (minimum %d)", st, minimum)
+	}
+	h.rebalanceIntoBand(band, minimum, ids)
+	if fill := h.v.BalanceStatus(band); fill.MeanFill > 0.51 || fill.MeanFill < 0.49 {
+		t.Fatalf("mean fill %.3f after storage-8 took its share, want back at 0.5", fill.MeanFill)
 	}
 }
 

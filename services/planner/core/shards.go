@@ -166,6 +166,11 @@ func (v *View) UpsertPlacement(p model.Placement) (landed bool, err error) {
 		g = v.enstripe(h, p, sum)
 	}
 	v.noteBucket(h, noBucket, s.bucket)
+	for _, r := range refs {
+		if v.removed[v.Nodes[r].ID] {
+			v.MarkMissing(h, r) // a removed node's listing is dropped
+		}
+	}
 	if f := v.Flights[h]; f != nil && !f.inPlace && v.holds(h, f.target) {
 		v.EndFlight(h)
 		landed = true
