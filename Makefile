@@ -49,10 +49,13 @@ lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## bench: every benchmark, then the SPEC §6 table (bench/results.json); QUICK=1 for a smaller run
+## bench: every benchmark, then the SPEC §6 table (bench/results.json); QUICK=1 for a smaller run;
+## a part: make bench BENCH='DrainVsRepair|RebalanceAfter' OUT=membership (bench/membership-*.*, its rows only)
 # Micro-benchmarks (packages) run BENCHCOUNT times and the report takes medians;
 # experiments (detector timing, everything through `rehome dev`) run once.
 BENCH      ?= .
+OUT_TXT     = $(if $(OUT),$(OUT)-out.txt,out.txt)
+OUT_JSON    = $(if $(OUT),$(OUT)-results.json,results.json)
 BENCHCOUNT ?= $(if $(QUICK),1,5)
 BENCHTIME  ?= $(if $(QUICK),200ms,1s)
 MICRO_PKGS := ./shared/... ./services/storage/... ./services/planner/... ./services/mover/...
@@ -62,8 +65,8 @@ bench: build
 	set -o pipefail; { \
 	  REHOME_BENCH_QUICK=$(QUICK) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCHCOUNT) -benchtime $(BENCHTIME) -timeout 60m $(MICRO_PKGS) && \
 	  REHOME_BIN=$(BIN)/rehome REHOME_BENCH_QUICK=$(QUICK) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 60m $(EXP_PKGS); \
-	} | tee bench/out.txt
-	$(GO) run ./cmd/rehome/benchreport -in bench/out.txt -json bench/results.json
+	} | tee bench/$(OUT_TXT)
+	$(GO) run ./cmd/rehome/benchreport -in bench/$(OUT_TXT) -json bench/$(OUT_JSON) $(if $(OUT),-ran)
 
 ## fuzz: run every fuzz target for FUZZTIME each (make test runs their seed corpora)
 FUZZTIME ?= 30s

@@ -64,8 +64,12 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	// made with ctx belong to the incident's trace.
 	var span trace.Span
 	ctx, span = s.startSpan(ctx, msg, t, attempt)
-	// Its storage requests are repair traffic: nodes serve clients first.
+	// Its storage requests are repair traffic (a rebalancing move's are
+	// background traffic): nodes serve clients first.
 	ctx = shardapi.AsRepair(ctx)
+	if t.Class == event.ClassBackground {
+		ctx = shardapi.WithClass(ctx, shardapi.ClassBackground)
+	}
 
 	stop := s.keepAlive(msg)
 	var out outcome

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -199,7 +200,7 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 	}
 	var body io.Reader = r.Body
 	if shardapi.IsRepair(r) {
-		body = a.prio.repairReader(r.Context(), body)
+		body = a.prio.repairReader(trafficContext(r), body)
 	} else {
 		defer a.prio.serve()()
 	}
@@ -325,12 +326,18 @@ func (a *api) getRaw(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	defer f.Close()
 	defer a.answerShard(w, info)()
-	n, err := a.sendRaw(r.Context(), w, f, info.Size)
+	n, err := a.sendRaw(trafficContext(r), w, f, info.Size)
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {
 		a.log.DebugContext(r.Context(), "repair get cut short", "shard", id, "sent", n, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// trafficContext returns r's context marked with r's traffic class, which
+// the priority gate paces by.
+func trafficContext(r *http.Request) context.Context {
+	return shardapi.WithClass(r.Context(), shardapi.RequestClass(r))
 }
 
 // copyOut streams rd to w with a large pooled buffer.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rehome/rehome/shared/shardapi"
 	"golang.org/x/time/rate"
 )
 
@@ -17,6 +18,10 @@ const (
 	// DefaultRepairBusyWindow is how long after its last client transfer a
 	// node still counts as serving clients.
 	DefaultRepairBusyWindow = 500 * time.Millisecond
+	// backgroundShare is the fraction of the repair floor that background
+	// streams (rebalancing moves: nothing is at risk) get while the node
+	// serves clients; idle, they run unpaced like repair.
+	backgroundShare = 0.25
 )
 
 // priority serves a node's foreground shard transfers (GET and PUT of a
@@ -28,7 +33,8 @@ const (
 // and writes each counted; with no client traffic repair runs unpaced. The
 // bucket's rate adapts every paceTick to the clients' GET latency
 // (paceController): cut while repair slows them down, raised while it does
-// not, never below the floor. (An earlier gate also held every repair chunk
+// not, never below the floor. Background streams (rebalancing) are paced
+// further while busy, to backgroundShare of the floor. (An earlier gate also held every repair chunk
 // up to 20 ms while any client transfer was in flight: at a few hundred
 // client reads per second that alone cut repair to an eighth of its rate.)
 //
@@ -42,6 +48,10 @@ type priority struct {
 	window time.Duration
 	lim    *rate.Limiter // nil: no pacing
 	now    func() time.Time
+
+	// bg paces background streams (rebalancing) further while busy, at
+	// backgroundShare of the floor, after lim (nil with lim).
+	bg *rate.Limiter
 
 	ctl      *paceController // sets lim's rate (nil with lim)
 	paceFrom time.Time       // start of the current pacing window
@@ -63,6 +73,7 @@ func newPriority(floor int64, window time.Duration, reg prometheus.Registerer) *
 	if floor > 0 {
 		p.ctl = newPaceController(float64(floor))
 		p.lim = rate.NewLimiter(rate.Limit(p.ctl.rate), repairChunk)
+		p.bg = rate.NewLimiter(rate.Limit(float64(floor)*backgroundShare), repairChunk)
 		p.paceWin.latencies = make([]time.Duration, 0, maxPaceSamples)
 	}
 	if reg != nil {
@@ -120,8 +131,9 @@ func (p *priority) tickLocked() {
 }
 
 // wait holds a repair stream before it moves n (≤ repairChunk) bytes: if the
-// node is busy it takes n bytes from the pacing bucket. It returns early
-// with ctx's error.
+// node is busy it takes n bytes from the pacing bucket, and a background
+// stream (ctx marked shardapi.ClassBackground) from the background bucket
+// too. It returns early with ctx's error.
 func (p *priority) wait(ctx context.Context, n int) error {
 	if p == nil || p.lim == nil {
 		return nil
@@ -135,7 +147,14 @@ func (p *priority) wait(ctx context.Context, n int) error {
 	}
 	start := p.now()
 	defer func() { p.throttled.Add(p.now().Sub(start).Seconds()) }()
-	return p.lim.WaitN(ctx, min(n, repairChunk))
+	n = min(n, repairChunk)
+	if err := p.lim.WaitN(ctx, n); err != nil {
+		return err
+	}
+	if shardapi.ClassOf(ctx) == shardapi.ClassBackground {
+		return p.bg.WaitN(ctx, n)
+	}
+	return nil
 }
 
 // busy reports whether a foreground transfer is in flight or ended within the window.

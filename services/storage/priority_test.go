@@ -211,3 +211,37 @@ func TestRepairPaceConfig(t *testing.T) {
 		}
 	}
 }
+
+// While the node serves clients a background stream (rebalancing) is
+// charged to the background bucket as well as the repair one, at a quarter
+// of the floor; a repair stream is not; with no clients neither waits.
+func TestBackgroundStreamsArePacedHarderThanRepair(t *testing.T) {
+	const floor = 4 << 20
+	p := newPriority(floor, time.Minute, nil)
+	if got := float64(p.bg.Limit()); got != floor*backgroundShare {
+		t.Fatalf("background rate %.0f, want %.0f", got, floor*backgroundShare)
+	}
+	ctx := context.Background()
+	bg := shardapi.WithClass(ctx, shardapi.ClassBackground)
+	full := p.bg.Tokens()
+	if err := p.wait(bg, 1000); err != nil { // idle: nothing is charged
+		t.Fatal(err)
+	}
+	if p.bg.Tokens() < full {
+		t.Fatalf("background bucket charged on an idle node: %.0f of %.0f tokens left", p.bg.Tokens(), full)
+	}
+	done := p.serve()
+	defer done()
+	if err := p.wait(shardapi.AsRepair(ctx), 1000); err != nil {
+		t.Fatal(err)
+	}
+	if p.bg.Tokens() < full {
+		t.Fatalf("a repair stream was charged to the background bucket: %.0f of %.0f tokens left", p.bg.Tokens(), full)
+	}
+	if err := p.wait(bg, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if left := p.bg.Tokens(); left > full-900 {
+		t.Fatalf("a background stream on a busy node left %.0f of %.0f tokens, want 1000 taken", left, full)
+	}
+}

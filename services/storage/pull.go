@@ -62,7 +62,11 @@ func (a *api) pull(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "shard "+id+" is held with sha256 "+info.SHA256)
 		return
 	}
-	ctx, cancel := context.WithTimeout(shardapi.AsRepair(r.Context()), transferDeadline(req.Size))
+	ctx := shardapi.AsRepair(r.Context())
+	if shardapi.RequestClass(r) == shardapi.ClassBackground {
+		ctx = trafficContext(r)
+	}
+	ctx, cancel := context.WithTimeout(ctx, transferDeadline(req.Size))
 	defer cancel()
 	body, info, err := a.source.Get(ctx, req.Source, id)
 	if err != nil {

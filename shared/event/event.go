@@ -245,6 +245,9 @@ const (
 	KindDelete  = "delete"
 )
 
+// ClassBackground is Task.Class for rebalancing moves.
+const ClassBackground = "background"
+
 // validKind rejects a task kind outside the three above.
 func validKind(what, kind string) error {
 	switch kind {
@@ -293,6 +296,10 @@ type Task struct {
 	Attempt  int      `json:"attempt"`
 	// RackRelaxed is set when no target outside the surviving copies' racks existed.
 	RackRelaxed bool `json:"rack_relaxed,omitempty"`
+	// Class is ClassBackground for work nothing is at risk without
+	// (rebalancing moves), which storage nodes pace hardest while they serve
+	// clients; empty for repair and drains.
+	Class string `json:"class,omitempty"`
 
 	// Rebuild tasks (erasure-coded stripes) only. K and M are the layout;
 	// Stripe lists all K+M pieces of the stripe in index order, Node being a
@@ -383,6 +390,9 @@ func (t Task) Validate() error {
 	}
 	if t.SHA256 != "" && !validSHA256(t.SHA256) {
 		return fmt.Errorf("task %s: sha256 is not 64 hex digits", t.Task)
+	}
+	if t.Class != "" && t.Class != ClassBackground {
+		return fmt.Errorf("task %s: unknown class %q", t.Task, t.Class)
 	}
 	switch t.Kind {
 	case KindCopy:

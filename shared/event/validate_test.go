@@ -60,6 +60,7 @@ func TestValidateRefusesWellFormedButWrongPayloads(t *testing.T) {
 		{"task sha not hex", func() validating { return &event.Task{} },
 			`{"task":"t","shard":"s-1","target":"storage-2","kind":"copy","sources":["storage-1"],"sha256":"` + fmt.Sprintf("%064s", "zz") + `"}`},
 		{"task unknown kind", func() validating { return &event.Task{} }, `{` + task + `,"kind":"move","sources":["storage-1"]}`},
+		{"task unknown class", func() validating { return &event.Task{} }, `{` + task + `,"kind":"copy","sources":["storage-1"],"sha256":"` + strings.Repeat("a", 64) + `","class":"urgent"}`},
 		{"task rebuild negative k", func() validating { return &event.Task{} }, `{` + task + `,"kind":"rebuild","sources":["storage-1"],"k":-1,"m":2}`},
 		{"done negative bytes", func() validating { return &event.Done{} }, `{` + done + `,"bytes":-1}`},
 		{"done negative duration", func() validating { return &event.Done{} }, `{` + done + `,"duration_ms":-1}`},

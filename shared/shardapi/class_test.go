@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,8 +13,9 @@ import (
 )
 
 // TestAsRepairMarksRequests checks that requests made with a context marked
-// by AsRepair (or derived from one) carry the repair class, that others do
-// not, and that the server side recognises both.
+// by AsRepair (or derived from one) carry the repair class, with WithClass
+// the background class, that others do not, and that the server side
+// recognises each.
 func TestAsRepairMarksRequests(t *testing.T) {
 	var (
 		mu      sync.Mutex
@@ -33,14 +35,17 @@ func TestAsRepairMarksRequests(t *testing.T) {
 
 	type key struct{}
 	rctx := context.WithValue(shardapi.AsRepair(context.Background()), key{}, 1)
-	for _, ctx := range []context.Context{context.Background(), rctx} {
+	bctx := shardapi.WithClass(context.Background(), shardapi.ClassBackground)
+	odd := shardapi.WithClass(context.Background(), "urgent") // marks nothing
+	for _, ctx := range []context.Context{context.Background(), rctx, bctx, odd} {
 		if err := c.Delete(ctx, addr, "shard-1"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(classes) != 2 || classes[0] != "" || classes[1] != shardapi.ClassRepair || repair[0] || !repair[1] {
-		t.Fatalf("classes sent = %q, seen as repair = %v; want none then %q", classes, repair, shardapi.ClassRepair)
+	want := []string{"", shardapi.ClassRepair, shardapi.ClassBackground, ""}
+	if len(classes) != 4 || !slices.Equal(classes, want) || !slices.Equal(repair, []bool{false, true, true, false}) {
+		t.Fatalf("classes sent = %q, seen as repair = %v; want %q, the middle two not foreground", classes, repair, want)
 	}
 }

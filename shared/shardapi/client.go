@@ -25,7 +25,9 @@
 //
 // With a token configured every /v1 request needs "Authorization: Bearer <token>" (401).
 // A request carrying "X-Rehome-Class: repair" (see AsRepair) is repair traffic, which
-// a node serves behind its clients' requests; every other request is foreground.
+// a node serves behind its clients' requests, and "X-Rehome-Class: background"
+// (rebalancing, see WithClass) is paced harder still; every other request is
+// foreground.
 // A repair-class GET is answered with the bytes as they are on disk, unverified
 // (with sendfile when the node serves plain HTTP): its reader verifies them, and
 // asks the node to verify the shard when they do not match.
@@ -56,29 +58,52 @@ import (
 // HeaderSHA256 carries a shard's hex SHA-256 on PUT requests and GET/HEAD responses.
 const HeaderSHA256 = "X-Rehome-Sha256"
 
-// HeaderClass carries a request's traffic class; ClassRepair is the only
-// value defined (absent or anything else: foreground, a client's request).
+// HeaderClass carries a request's traffic class: ClassRepair (repair and
+// drains) or ClassBackground (rebalancing: it may wait longest); absent or
+// anything else, foreground (a client's request).
 const (
-	HeaderClass = "X-Rehome-Class"
-	ClassRepair = "repair"
+	HeaderClass     = "X-Rehome-Class"
+	ClassRepair     = "repair"
+	ClassBackground = "background"
 )
 
-// repairKey marks a context whose requests are repair traffic.
-type repairKey struct{}
+// classKey marks a context whose requests carry a traffic class.
+type classKey struct{}
 
 // AsRepair returns ctx marked so that every request a Client makes with it
 // (or a context derived from it) carries HeaderClass: ClassRepair. Storage
 // nodes give such requests lower priority than their clients' requests: a
 // mover marks its repair work with it.
-func AsRepair(ctx context.Context) context.Context {
-	return context.WithValue(ctx, repairKey{}, true)
+func AsRepair(ctx context.Context) context.Context { return WithClass(ctx, ClassRepair) }
+
+// WithClass returns ctx marked with traffic class (ClassRepair or
+// ClassBackground; anything else marks nothing).
+func WithClass(ctx context.Context, class string) context.Context {
+	if class != ClassRepair && class != ClassBackground {
+		return ctx
+	}
+	return context.WithValue(ctx, classKey{}, class)
+}
+
+// ClassOf returns the traffic class ctx is marked with ("" for foreground).
+func ClassOf(ctx context.Context) string {
+	class, _ := ctx.Value(classKey{}).(string)
+	return class
+}
+
+// RequestClass returns the traffic class of r as a storage node receives
+// it: ClassRepair, ClassBackground, or "" (foreground).
+func RequestClass(r *http.Request) string {
+	switch c := strings.ToLower(r.Header.Get(HeaderClass)); c {
+	case ClassRepair, ClassBackground:
+		return c
+	}
+	return ""
 }
 
 // IsRepair reports whether r, as a storage node receives it, is marked as
-// repair traffic.
-func IsRepair(r *http.Request) bool {
-	return strings.EqualFold(r.Header.Get(HeaderClass), ClassRepair)
-}
+// repair or background traffic (anything but a client's request).
+func IsRepair(r *http.Request) bool { return RequestClass(r) != "" }
 
 // EnvToken names the environment variable holding the storage API bearer token.
 const EnvToken = "REHOME_TOKEN"
@@ -254,8 +279,8 @@ func (c *Client) request(ctx context.Context, method, addr, path string, body io
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	if repair, _ := ctx.Value(repairKey{}).(bool); repair {
-		req.Header.Set(HeaderClass, ClassRepair)
+	if class := ClassOf(ctx); class != "" {
+		req.Header.Set(HeaderClass, class)
 	}
 	return req, nil
 }
@@ -294,8 +319,8 @@ func (c *Client) Put(ctx context.Context, addr, id, sha string, size int64, body
 // that checksum (created false). Errors match ErrSourceCorrupt when the
 // source's bytes did not match sha, ErrSource when the source could not be
 // read from; any other error is the node's own (ErrConflict, ErrFull, ...).
-// The request is repair traffic when ctx is (AsRepair), and so is the node's
-// read from the source either way.
+// The request carries ctx's traffic class (AsRepair, WithClass), and so does
+// the node's read from the source (repair when ctx has none).
 func (c *Client) Pull(ctx context.Context, addr, id, source, sha string, size int64) (created bool, err error) {
 	body, err := json.Marshal(PullRequest{Source: source, SHA256: sha, Size: size})
 	if err != nil {

@@ -96,6 +96,9 @@ func Markdown(rows []Row) string {
 	return b.String()
 }
 
+// statusNotRun is the status of a figure the output did not measure.
+const statusNotRun = "not run"
+
 // measurement is one benchmark line: its metrics by unit.
 type measurement map[string]float64
 
@@ -282,7 +285,7 @@ func median(vs []float64) float64 {
 func report(runs map[string][]measurement) []Row {
 	var rows []Row
 	for _, f := range figures {
-		row := Row{Figure: f.Name, Bench: f.Bench, Unit: f.ValueUnit, Target: f.Target, Status: "not run"}
+		row := Row{Figure: f.Name, Bench: f.Bench, Unit: f.ValueUnit, Target: f.Target, Status: statusNotRun}
 		rs, ok := findBench(runs, f.Bench)
 		var vs []float64
 		for _, m := range rs {
@@ -385,6 +388,7 @@ func run() error {
 	in := flag.String("in", "-", "go test -bench output (- for stdin)")
 	jsonOut := flag.String("json", "", "also write the report as JSON here")
 	markdown := flag.Bool("markdown", false, "print the README's markdown table instead of the text table")
+	ran := flag.Bool("ran", false, "only the figures this output measured (a run of some benchmarks, e.g. make bench BENCH=Drain)")
 	flag.Parse()
 	var r io.Reader = os.Stdin
 	if *in != "-" {
@@ -400,6 +404,9 @@ func run() error {
 		return fmt.Errorf("read benchmark output: %w", err)
 	}
 	rows := report(ms)
+	if *ran {
+		rows = slices.DeleteFunc(rows, func(r Row) bool { return r.Status == statusNotRun })
+	}
 	mc := machine()
 	commit, dirty, err := gitSource(*in, *jsonOut)
 	if err != nil {

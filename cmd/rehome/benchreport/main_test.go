@@ -101,3 +101,34 @@ BenchmarkGetLatencyDuringRebuild-2  1  1 ns/op  7 rebuild_p99_ms  0.5 ratio
 		t.Errorf("decode step row = %+v, want informative", r)
 	}
 }
+
+// The membership rows (issue #16) read the drain and rebalance benchmarks'
+// metrics; a drain that saw an under-replicated sample fails, and the GET
+// row needs its idle baseline.
+func TestMembershipRows(t *testing.T) {
+	out := `BenchmarkDrainVsRepair-2  1  65189827141 ns/op  85.18 drain_MBps  503.3 drained_MB  1.257 ratio  67.75 repair_MBps  218.0 status_samples  1 under_replicated_samples
+BenchmarkRebalanceAfterAddingANode-2  1  51963573501 ns/op  4.436 band_pp  1.115 get_p99_ratio  186.3 get_p99_rebalance_ms  234.9 moved_MB  1.212 moved_vs_minimum  4.297 rebalance_seconds
+`
+	ms, err := parse(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"drain of a node holding ~500 MB vs repair of the same bytes (6 nodes / 3 racks)": "pass",
+		"status samples under-replicated during that drain":                               "short",
+		"rebalance after adding 1 node to 6: widest fill deviation from the mean":         "pass",
+		"bytes that rebalance moved vs the least that reaches the band":                   "short",
+		"client GET p99 during that rebalance vs idle (open loop)":                        "no baseline",
+	}
+	for _, r := range report(ms) {
+		if s, ok := want[r.Figure]; ok {
+			if r.Status != s {
+				t.Errorf("%s: %s, want %s", r.Figure, r.Status, s)
+			}
+			delete(want, r.Figure)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("rows missing from the report: %v", want)
+	}
+}

@@ -8,29 +8,31 @@ import (
 	"testing"
 )
 
-// TestREADMEShowsResultsJSON: the README's performance table is
-// bench/results.json's, every number identical (regenerate it with
-// benchreport -markdown after a run).
+// TestREADMEShowsResultsJSON: the README's performance tables are
+// bench/results.json's and bench/membership-results.json's, every number
+// identical (regenerate them with benchreport -markdown after a run).
 func TestREADMEShowsResultsJSON(t *testing.T) {
 	top := filepath.Join("..", "..", "..")
-	b, err := os.ReadFile(filepath.Join(top, "bench", "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("bench/results.json: %v", err)
-	}
-	if len(rep.Figures) == 0 {
-		t.Fatal("bench/results.json has no figures")
-	}
 	readme, err := os.ReadFile(filepath.Join(top, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Markdown(rep.Figures)
-	if !strings.Contains(string(readme), want) {
-		t.Fatalf("README.md lacks bench/results.json's table; paste this (benchreport -markdown):\n%s", want)
+	for _, name := range []string{"results.json", "membership-results.json"} {
+		b, err := os.ReadFile(filepath.Join(top, "bench", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep Report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatalf("bench/%s: %v", name, err)
+		}
+		if len(rep.Figures) == 0 {
+			t.Fatalf("bench/%s has no figures", name)
+		}
+		want := Markdown(rep.Figures)
+		if !strings.Contains(string(readme), want) {
+			t.Fatalf("README.md lacks bench/%s's table; paste this (benchreport -markdown):\n%s", name, want)
+		}
 	}
 }
 

@@ -783,7 +783,11 @@ func (bc *benchCluster) openLoopGets(keys []string, perSec int) *openLoop {
 			for ; !t0.Add(time.Duration(i) * every).After(time.Now()); i++ {
 				due := t0.Add(time.Duration(i) * every)
 				key := keys[rng.IntN(len(keys))]
-				slots <- struct{}{}
+				select { // an overloaded cluster falls behind forever: stop still stops
+				case slots <- struct{}{}:
+				case <-o.stop:
+					return
+				}
 				wg.Go(func() {
 					defer func() { <-slots }()
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -422,11 +422,15 @@ func (v *View) CopyTask(d Decision, p model.Placement) event.Task {
 	for i, r := range d.Sources {
 		sources[i] = v.Nodes[r].ID
 	}
-	return event.Task{
+	t := event.Task{
 		Task: v.TaskID(d), Incident: d.Incident, Shard: d.ID, Kind: event.KindCopy,
 		Sources: sources, Target: v.Nodes[d.Target].ID, Bytes: p.Size, SHA256: p.SHA256,
 		Attempt: d.Attempt, RackRelaxed: d.Relaxed,
 	}
+	if d.Background {
+		t.Class = event.ClassBackground
+	}
+	return t
 }
 
 // ReleaseCopy forgets the reservation of copy decision d whose task taskID

@@ -278,7 +278,7 @@ func (v *View) decideMove(h uint32, mv move, pc *planCtx) (Decision, bool) {
 	}
 	attempt, serial := v.nextTask(h)
 	return Decision{Shard: h, ID: id, Sources: []NodeRef{NodeRef(src)}, Target: mv.to, Bytes: s.size,
-		Attempt: attempt, Serial: serial, Incident: rebalanceIncident}, true
+		Attempt: attempt, Serial: serial, Incident: rebalanceIncident, Background: true}, true
 }
 
 // rebalanceIncident names the tasks of rebalancing moves.

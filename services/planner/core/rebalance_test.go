@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 )
 
@@ -86,6 +87,9 @@ func (h *planHarness) rebalanceIntoBand(band float64, minimum int64, ids []strin
 		for _, d := range p.Copies {
 			if d.Incident != rebalanceIncident {
 				t.Fatalf("copy %s under incident %s: nothing needs repair", d.ID, d.Incident)
+			}
+			if task := h.v.CopyTask(d, h.entry(d.ID, h.holderIDs(d.ID))); task.Class != event.ClassBackground {
+				t.Fatalf("rebalancing task %s has class %q, want %q (paced hardest)", task.Task, task.Class, event.ClassBackground)
 			}
 			moved += d.Bytes
 			h.land(d)

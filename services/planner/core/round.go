@@ -41,8 +41,11 @@ type Decision struct {
 	Margin   int   // copies the shard may still lose (0: one live copy left)
 	Incident string
 	Relaxed  bool
-	RB       *rebuildPlan // set for a rebuild
-	inPlace  bool         // a copy back onto a holder whose disk lacks the shard
+	// Background marks a rebalancing move: nothing is at risk, so its
+	// task asks storage nodes to pace it hardest (event.ClassBackground).
+	Background bool
+	RB         *rebuildPlan // set for a rebuild
+	inPlace    bool         // a copy back onto a holder whose disk lacks the shard
 }
 
 // TrimDecision is one surplus copy the planner wants removed.
