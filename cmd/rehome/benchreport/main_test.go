@@ -42,17 +42,23 @@ BenchmarkS3GatewayRSS5GiBMultipart-2  1  10712996521 ns/op  23.77 idle_rss_MiB  
 BenchmarkS3ListObjectsV2-2  1  95707896280 ns/op  2541.5 all_pages_ms  52.60 delimiter_ms  21.39 first_page_ms  20000 keys  216.2 puts_per_s
 BenchmarkS3GetTTFBNodeDead-2  1  23200238495 ns/op  22.91 dead_p50_ms  49.49 dead_p99_ms  0 errors  23.11 healthy_p50_ms  51.52 healthy_p99_ms  0.9607 ratio
 `
-	ms, err := parse(strings.NewReader(out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{
+	checkStatuses(t, out, map[string]string{
 		"S3 PUT of 1 GiB (SDK multipart) vs rehome put, same run": "short",
 		"S3 GET of 1 GiB (SDK multipart) vs rehome get, same run": "pass",
 		"S3 gateway peak RSS, 5 GiB multipart upload":             "pass",
 		"ListObjectsV2 over 100 000 keys, every page of 1 000":    "short",
 		"ListObjectsV2 over 100 000 keys, first page of 1 000":    "pass",
 		"S3 GET time to first byte p99, one node dead vs healthy": "pass",
+	})
+}
+
+// checkStatuses reports out (benchmark output) and fails unless each figure
+// named in want is in the report with the status want gives it.
+func checkStatuses(t *testing.T, out string, want map[string]string) {
+	t.Helper()
+	ms, err := parse(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, r := range report(ms) {
 		if s, ok := want[r.Figure]; ok {
@@ -109,26 +115,11 @@ func TestMembershipRows(t *testing.T) {
 	out := `BenchmarkDrainVsRepair-2  1  65189827141 ns/op  85.18 drain_MBps  503.3 drained_MB  1.257 ratio  67.75 repair_MBps  218.0 status_samples  1 under_replicated_samples
 BenchmarkRebalanceAfterAddingANode-2  1  51963573501 ns/op  4.436 band_pp  1.115 get_p99_ratio  186.3 get_p99_rebalance_ms  234.9 moved_MB  1.212 moved_vs_minimum  4.297 rebalance_seconds
 `
-	ms, err := parse(strings.NewReader(out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{
+	checkStatuses(t, out, map[string]string{
 		"drain of a node holding ~500 MB vs repair of the same bytes (6 nodes / 3 racks)": "pass",
 		"status samples under-replicated during that drain":                               "short",
 		"rebalance after adding 1 node to 6: widest fill deviation from the mean":         "pass",
 		"bytes that rebalance moved vs the least that reaches the band":                   "short",
 		"client GET p99 during that rebalance vs idle (open loop)":                        "no baseline",
-	}
-	for _, r := range report(ms) {
-		if s, ok := want[r.Figure]; ok {
-			if r.Status != s {
-				t.Errorf("%s: %s, want %s", r.Figure, r.Status, s)
-			}
-			delete(want, r.Figure)
-		}
-	}
-	if len(want) != 0 {
-		t.Errorf("rows missing from the report: %v", want)
-	}
+	})
 }

@@ -25,6 +25,26 @@ func minimumToBand(h *planHarness, band float64) int64 {
 	return int64(math.Max(shed, gain))
 }
 
+// fillEvenly maps shards replicated shards of size bytes round the first
+// nodes nodes (shard i on nodes i+at[0], i+at[1], i+at[2], modulo nodes),
+// gives every node capacity bytes, and returns the shard ids.
+func (h *planHarness) fillEvenly(shards int, size int64, nodes int, at [3]int, capacity int64) []string {
+	var ids []string
+	for i := 0; i < shards; i++ {
+		id := fmt.Sprintf("s%03d", i)
+		ids = append(ids, id)
+		var on []string
+		for _, k := range at {
+			on = append(on, fmt.Sprintf("storage-%d", (i+k)%nodes+1))
+		}
+		h.put(id, size, on...)
+	}
+	for i := range h.v.Nodes {
+		h.v.Nodes[i].capacity = capacity
+	}
+	return ids
+}
+
 // TestRebalanceAfterAddingANode: 6 nodes 60% full in 6 racks, storage-7
 // joins empty in its own rack. The rebalancer moves copies onto it until
 // every fill is within the band, moving at most 1.1 x the minimum bytes,
@@ -45,16 +65,8 @@ func TestRebalanceAfterAddingANode(t *testing.T) {
 func rebalanceAfterAdd(t *testing.T, shards int, size int64) {
 	const band = 0.05
 	h := newPlanHarness(t, 6, 6, Limits{PerNodeIn: 4, PerNodeOut: 4, MaxInFlight: 32})
-	var ids []string
-	for i := 0; i < shards; i++ {
-		id := fmt.Sprintf("s%03d", i)
-		ids = append(ids, id)
-		h.put(id, size, fmt.Sprintf("storage-%d", i%6+1), fmt.Sprintf("storage-%d", (i+1)%6+1), fmt.Sprintf("storage-%d", (i+3)%6+1))
-	}
 	capacity := int64(shards)*size*3/6*10/6 + 1 // 60% full
-	for i := range h.v.Nodes {
-		h.v.Nodes[i].capacity = capacity
-	}
+	ids := h.fillEvenly(shards, size, 6, [3]int{0, 1, 3}, capacity)
 	if st := h.v.BalanceStatus(band); !st.Balanced {
 		t.Fatalf("unbalanced before the join: %+v", st)
 	}
@@ -123,16 +135,8 @@ func (h *planHarness) rebalanceIntoBand(band float64, minimum int64, ids []strin
 func TestRebalanceEvensSurvivorsAfterANewNodeReplacesADeadOne(t *testing.T) {
 	const band, shards, size = 0.05, 350, 2000
 	h := newPlanHarness(t, 7, 7, Limits{PerNodeIn: 4, PerNodeOut: 4, MaxInFlight: 32})
-	var ids []string
-	for i := 0; i < shards; i++ {
-		id := fmt.Sprintf("s%03d", i)
-		ids = append(ids, id)
-		h.put(id, size, fmt.Sprintf("storage-%d", i%7+1), fmt.Sprintf("storage-%d", (i+2)%7+1), fmt.Sprintf("storage-%d", (i+4)%7+1))
-	}
 	capacity := int64(shards*size*3/7) * 2 // half full
-	for i := range h.v.Nodes {
-		h.v.Nodes[i].capacity = capacity
-	}
+	ids := h.fillEvenly(shards, size, 7, [3]int{0, 2, 4}, capacity)
 	h.state("storage-3", model.StateDown)
 	copies, _ := h.drainUntilDone(func(string) {})
 	if len(copies) != shards*3/7 {
