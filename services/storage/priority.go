@@ -34,9 +34,10 @@ const (
 // bucket's rate adapts every paceTick to the clients' GET latency
 // (paceController): cut while repair slows them down, raised while it does
 // not, never below the floor. Background streams (rebalancing) are paced
-// further while busy, to backgroundShare of the floor. (An earlier gate also held every repair chunk
-// up to 20 ms while any client transfer was in flight: at a few hundred
-// client reads per second that alone cut repair to an eighth of its rate.)
+// further while busy, to backgroundShare of the floor. (An earlier gate
+// also held every repair chunk up to 20 ms while any client transfer was in
+// flight: at a few hundred client reads per second that alone cut repair to
+// an eighth of its rate.)
 //
 // Foreground requests never wait. A nil *priority lets everything through
 // unpaced. Safe for concurrent use.
