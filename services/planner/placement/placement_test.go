@@ -169,6 +169,44 @@ func TestChooseTargetTable(t *testing.T) {
 		holders: []int{1, 2},
 		want:    "storage-07",
 	}, {
+		// storage-01 is the emptiest but already writing; storage-04 holds
+		// 1 GiB more of 1 TiB (same 1% band) and is idle; storage-07 idle but
+		// in a fuller band.
+		name: "fill band: an idle node within the band beats the emptiest busy one",
+		cands: func() []Candidate {
+			c := cluster(9, 3)
+			c[0].PendingTasks = 1
+			c[3].UsedBytes = 1 << 30
+			c[6].UsedBytes = 20 << 30
+			return c
+		}(),
+		holders: []int{1, 2},
+		opt:     TargetOptions{FillBand: 0.01},
+		want:    "storage-04",
+	}, {
+		name: "no fill band: the exact fill decides",
+		cands: func() []Candidate {
+			c := cluster(9, 3)
+			c[0].PendingTasks = 1
+			c[3].UsedBytes = 1 << 30
+			c[6].UsedBytes = 20 << 30
+			return c
+		}(),
+		holders: []int{1, 2},
+		want:    "storage-01",
+	}, {
+		name: "fill band: a fuller band still loses to a busy node",
+		cands: func() []Candidate {
+			c := cluster(9, 3)
+			c[0].PendingTasks = 1
+			c[3].UsedBytes = 20 << 30
+			c[6].UsedBytes = 30 << 30
+			return c
+		}(),
+		holders: []int{1, 2},
+		opt:     TargetOptions{FillBand: 0.01},
+		want:    "storage-01",
+	}, {
 		name:    "suspect, maintenance and down are not targets",
 		cands:   six(func(c []Candidate) { c[3].State = model.StateSuspect; c[0].State = model.StateDown; c[5].UsedBytes = 1 }),
 		holders: []int{0, 1, 2},
