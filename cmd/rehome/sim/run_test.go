@@ -32,6 +32,35 @@ func TestSeedsHoldInvariants(t *testing.T) {
 	t.Logf("%d schedules: %d copies, %d shards lost to more failures at once than RF-1", n, copies, lost)
 }
 
+// TestStripeSeedsHoldInvariants runs seeded schedules on 30 nodes holding
+// 4+2 erasure-coded stripes (the planner core rebuilds them): no stripe is
+// lost unless more than 2 of its pieces failed at once, no rebuild puts
+// more than 2 pieces of a stripe in one rack while racks allow, and the
+// other invariants hold.
+func TestStripeSeedsHoldInvariants(t *testing.T) {
+	n := 150
+	if testing.Short() {
+		n = 30
+	}
+	cfg := Defaults()
+	cfg.Layout, cfg.Shards = "ec=4+2", 100
+	lost, copies := 0, 0
+	for _, seed := range Seeds(2, n) {
+		res := Run(cfg, seed, nil)
+		if res.Violation != nil {
+			var b bytes.Buffer
+			WriteFailure(&b, cfg, res, nil, nil)
+			t.Error(b.String())
+		}
+		lost += res.Lost
+		copies += res.Copies
+	}
+	if copies == 0 {
+		t.Fatal("no schedule made the planner rebuild anything")
+	}
+	t.Logf("%d schedules: %d pieces rebuilt or copied, %d stripes lost to more than 2 failures at once", n, copies, lost)
+}
+
 // TestSameSeedSameRun replays seeds twice: the full event traces are equal,
 // and two seeds give two different runs.
 func TestSameSeedSameRun(t *testing.T) {
@@ -60,14 +89,20 @@ func TestSameSeedSameRun(t *testing.T) {
 // command replaying it, and shrinks the schedule to one that still fails.
 func TestPlantedBugsAreCaught(t *testing.T) {
 	for _, c := range []struct {
-		bug  Bug
-		want string
+		bug    Bug
+		layout string
+		want   string
 	}{
-		{BugOneRack, "two copies in"},
-		{BugUnverified, "whose disk never got it"},
+		{BugOneRack, "", "two copies in"},
+		{BugUnverified, "", "whose disk never got it"},
+		{BugOneRack, "ec=4+2", "pieces of its stripe in"},
+		{BugUnverified, "ec=4+2", "map lists"},
 	} {
 		cfg := Defaults()
 		cfg.Bug = c.bug
+		if c.layout != "" {
+			cfg.Layout, cfg.Shards = c.layout, 100
+		}
 		var res Result
 		for _, seed := range Seeds(3, 200) {
 			if res = Run(cfg, seed, nil); res.Violation != nil {
@@ -92,7 +127,8 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		WriteFailure(&b, cfg, res, shrunk, keep)
 		out := b.String()
 		seed := strconv.FormatUint(res.Seed, 10)
-		if !strings.Contains(out, "seed "+seed+":") || !strings.Contains(out, "replay: rehome sim --nodes 30 --seed "+seed+" --keep ") {
+		if !strings.Contains(out, "seed "+seed+":") || !strings.Contains(out, "replay: "+ReplayCommand(cfg, res.Seed, keep)) ||
+			!strings.Contains(out, "replay: rehome sim --nodes 30 ") || c.layout != "" && !strings.Contains(out, " --layout "+c.layout) {
 			t.Errorf("bug %d: report lacks the seed or the replay command:\n%s", c.bug, out)
 		}
 		t.Logf("bug %d caught: %s", c.bug, out)
