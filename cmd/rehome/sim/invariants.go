@@ -264,19 +264,30 @@ func (r *run) checkStripes(e core.Effects, cands []placement.Candidate) {
 }
 
 // checkStripeRacks checks the targets of pieces of one stripe (see
-// checkStripes).
+// checkStripes). A rack's pieces are those with a live holder there that
+// has its copy, a draining holder included (its piece is still there, as
+// the planner counts it). Racks allow M per rack when the racks' room —
+// each rack's live holders and eligible nodes, at most M per rack — adds
+// up to the stripe's K+M pieces.
 func (r *run) checkStripeRacks(pieces, targets []string, cands []placement.Candidate) {
 	u := r.unit(r.w.index[pieces[0]])
 	inRack := map[int]int{}
 	named := map[string]bool{} // every node any piece's entry names: never a target
+	usable := map[int]int{}    // per rack: live holders and eligible nodes
 	for p := u; p < u+int32(r.width); p++ {
 		id := r.w.shards[p].id
 		e, _ := r.pl.entry(id)
 		racks := map[int]bool{}
 		for _, n := range e.Nodes {
-			named[n] = true
 			i := int(r.w.nodeIndex(n))
-			if i < 0 || slices.Contains(pieces, id) || !cands[i].State.Live() || cands[i].Leaving || r.pl.lacks(id, n) {
+			if i < 0 || named[n] {
+				continue
+			}
+			named[n] = true
+			if cands[i].State.Live() {
+				usable[r.rackOf[i]]++
+			}
+			if slices.Contains(pieces, id) || !cands[i].State.Live() || r.pl.lacks(id, n) {
 				continue
 			}
 			racks[r.rackOf[i]] = true
@@ -284,6 +295,28 @@ func (r *run) checkStripeRacks(pieces, targets []string, cands []placement.Candi
 		for k := range racks {
 			inRack[k]++
 		}
+	}
+	// A node with a copy record of a piece (a holder the round's drops
+	// took off the map after the round decided counts, as it did then).
+	for p := u; p < u+int32(r.width); p++ {
+		for _, c := range r.w.shards[p].copies {
+			named[r.w.nodes[c.node].id] = true
+		}
+	}
+	eligible := func(c placement.Candidate) bool {
+		return c.State == model.StateUp && !c.Full && !c.Leaving && !named[c.ID]
+	}
+	for i, c := range cands {
+		if eligible(c) {
+			usable[r.rackOf[i]]++
+		}
+	}
+	room := 0
+	for _, n := range usable {
+		room += min(n, r.lay.M)
+	}
+	if room < r.width {
+		return // racks do not allow M per rack
 	}
 	for k, id := range pieces {
 		e, _ := r.pl.entry(id)
@@ -293,7 +326,7 @@ func (r *run) checkStripeRacks(pieces, targets []string, cands []placement.Candi
 		}
 		if inRack[r.rackOf[tg]] >= r.lay.M {
 			for i, c := range cands {
-				if c.State == model.StateUp && !c.Full && !c.Leaving && inRack[r.rackOf[i]] < r.lay.M && !named[c.ID] && !slices.Contains(targets, c.ID) {
+				if eligible(c) && inRack[r.rackOf[i]] < r.lay.M && !slices.Contains(targets, c.ID) {
 					r.violate("piece %s to %s puts %d pieces of its stripe in %s while %s (%s) could take it",
 						id, targets[k], inRack[r.rackOf[tg]]+1, r.w.nodes[tg].rack, c.ID, r.w.nodes[i].rack)
 					return

@@ -179,6 +179,10 @@ type Result struct {
 	// how long some stripe lacked RF-k of its K+M pieces (k = RF-1: one
 	// piece, RF-2: two).
 	Exposed [RF]time.Duration
+	// TooFewNodes is set when the faults left fewer nodes (neither destroyed
+	// nor draining) than a shard or stripe needs distinct nodes: the run is
+	// not held to the healthy bound.
+	TooFewNodes bool
 	// FirstDown is when the detector first declared a node down (zero: never).
 	FirstDown time.Duration
 	// Trace is every event, when Config.Trace is set.
@@ -433,6 +437,13 @@ func (r *run) loop(end time.Duration) {
 		}
 		if t >= end && r.idle() && r.healthy() {
 			r.res.Healthy = t
+			break
+		}
+		if t > deadline && !r.canHold() {
+			// Too few nodes are left to hold the layout (K+M pieces on
+			// distinct nodes): no planner could heal it.
+			r.res.TooFewNodes = true
+			r.tracef("too few nodes left for %s: not held to the healthy bound", r.lay)
 			break
 		}
 		if t > deadline {
@@ -709,6 +720,19 @@ func (r *run) rebuilt(t event.Task) {
 		r.checkListed(s)
 		r.maybeWhole(s)
 	}
+}
+
+// canHold reports whether enough nodes, neither destroyed nor draining,
+// are left for a shard's RF copies or a stripe's K+M pieces.
+func (r *run) canHold() bool {
+	cands := r.pl.candidates()
+	n := 0
+	for i, nd := range r.w.nodes {
+		if !nd.destroyed && !cands[i].Leaving {
+			n++
+		}
+	}
+	return n >= r.lay.K+r.lay.M+r.lay.RF
 }
 
 // firstActive returns the live transfer with the smallest task id.
