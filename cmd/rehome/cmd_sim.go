@@ -85,6 +85,7 @@ drawn from --seed. --keep i,j replays only those faults of the seed's schedule.`
 	f.IntVar(&cfg.MaxFaults, "max-faults", cfg.MaxFaults, "at most this many faults per schedule")
 	f.StringVar(&cfg.Placement, "placement", cfg.Placement, "initial placement: random or copyset")
 	f.IntVar(&cfg.Scatter, "scatter-width", cfg.Scatter, "copyset scatter width (with --placement copyset)")
+	f.BoolVar(&cfg.BusFaults, "bus-faults", false, "add faults of the bus and the detector: lost heartbeats, duplicated and late mover reports, a detector restart")
 	f.StringVar(&keep, "keep", "", "replay only these faults of the seed's schedule (indexes, from a shrunk failure)")
 	f.BoolVar(&trace, "trace", false, "print every event of each run")
 	f.IntSliceVar(&restore, "restore", nil, "instead of fault schedules: the time to restore one node's loss at these cluster sizes (e.g. 100,1000,10000)")
@@ -105,7 +106,7 @@ func runSims(w io.Writer, cfg sim.Config, seeds []uint64, keep []int) error {
 		g.Go(func() error {
 			var sched sim.Schedule
 			if keep != nil {
-				sched = sim.Pick(sim.Generate(seed, cfg.Nodes, sim.RacksOf(cfg), cfg.MaxFaults, sim.WindowOf(cfg)), keep)
+				sched = sim.Pick(sim.ScheduleOf(cfg, seed), keep)
 			}
 			results[i] = sim.Run(cfg, seed, sched)
 			return nil

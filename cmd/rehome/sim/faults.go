@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rehome/rehome/services/detector/liveness"
 	"github.com/rehome/rehome/shared/model"
 )
 
@@ -113,6 +114,23 @@ func (r *run) apply(f Fault) {
 				r.violate("drain %s: %v", n.id, err)
 			}
 		}
+	case BusLoss:
+		r.busLoss++
+		w.clock.at(now+f.For, func() { r.busLoss-- })
+	case BusDup:
+		r.busDup++
+		w.clock.at(now+f.For, func() { r.busDup-- })
+	case BusDelay:
+		r.busDelay++
+		w.clock.at(now+f.For, func() { r.busDelay-- })
+	case DetectorRestart:
+		r.detStopped++
+		w.clock.at(now+f.For, func() {
+			r.detStopped--
+			if r.detStopped == 0 {
+				r.restartDetector()
+			}
+		})
 	case Pause:
 		r.pauses++
 		r.pl.pause(true)
@@ -121,6 +139,27 @@ func (r *run) apply(f Fault) {
 			r.pl.pause(r.pauses > 0)
 		})
 	}
+}
+
+// restartDetector replaces the detector by a fresh tracker, seeded as the
+// service's start seeds it: every node's last verdict (the liveness bucket)
+// and the time its last heartbeat reached the bus (the heartbeat stream).
+// It judges nobody before its startup hold ends.
+func (r *run) restartDetector() {
+	now := r.t()
+	r.det = liveness.New(r.cfg.Detector, now)
+	for _, n := range r.w.nodes {
+		st, ok := r.verdicts[n.id]
+		if !ok {
+			st = model.StateUp
+		}
+		last, heard := r.lastBeat[n.id]
+		if !heard {
+			last = r.epoch
+		}
+		r.det.Seed(n.id, last, st)
+	}
+	r.tracef("detector restarted")
 }
 
 // destroy stops node i for good, its disk with it.

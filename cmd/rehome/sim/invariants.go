@@ -220,9 +220,10 @@ func (r *run) checkStep(e core.Effects) {
 			continue
 		}
 		// Two copies in one rack: fine only if no rack without a copy had a
-		// node able to take it.
+		// node able to take it (one whose copy is being trimmed cannot: the
+		// planner re-makes nothing there until the delete is done).
 		for i, c := range cands {
-			if c.State == model.StateUp && !c.Full && !c.Leaving && !racks[r.rackOf[i]] && !holds(p, c.ID) {
+			if c.State == model.StateUp && !c.Full && !c.Leaving && !racks[r.rackOf[i]] && !holds(p, c.ID) && !r.pl.trimming(d.ID, c.ID) {
 				r.violate("copy of %s to %s puts two copies in %s while %s (%s) could take it",
 					d.ID, cands[target].ID, r.w.nodes[target].rack, c.ID, r.w.nodes[i].rack)
 				break

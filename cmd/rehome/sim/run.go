@@ -64,6 +64,10 @@ type Config struct {
 	Scatter   int
 	// Detector is the liveness tracker's configuration.
 	Detector liveness.Config
+	// BusFaults adds faults of the bus and the detector to each schedule
+	// (GenerateBus): lost heartbeats, duplicated and late mover reports, a
+	// detector restart.
+	BusFaults bool
 	// Bug plants a bug (tests only).
 	Bug Bug
 	// Trace records every event of the run (Result.Trace).
@@ -215,6 +219,11 @@ type run struct {
 	// K+M pieces: a stripe's pieces are records unit(s)..unit(s)+width-1).
 	lay   model.Layout
 	width int
+	// The bus and detector faults in force (counts of active windows), the
+	// draws they make, and when each node's last heartbeat reached the bus.
+	busLoss, busDup, busDelay, detStopped int
+	rng                                   *rand.Rand
+	lastBeat                              map[string]time.Time
 }
 
 // Run replays the schedule of seed (or sched, when not nil: a shrunk one)
@@ -223,7 +232,7 @@ type run struct {
 func Run(cfg Config, seed uint64, sched Schedule) Result {
 	cfg = cfg.withDefaults()
 	if sched == nil {
-		sched = Generate(seed, cfg.Nodes, cfg.Racks, cfg.MaxFaults, cfg.Window)
+		sched = ScheduleOf(cfg, seed)
 	}
 	r, err := newRun(cfg, seed)
 	if err != nil {
@@ -240,7 +249,7 @@ func Run(cfg Config, seed uint64, sched Schedule) Result {
 // started.
 func newRun(cfg Config, seed uint64) (*run, error) {
 	r := &run{cfg: cfg, epoch: core.Epoch, transfers: map[string]*transfer{}, verdicts: map[string]model.State{},
-		srcFails: map[string]int{}}
+		srcFails: map[string]int{}, rng: rand.New(rand.NewPCG(seed, 0x6d657373)), lastBeat: map[string]time.Time{}} // "mess"
 	r.res.Seed = seed
 	lay, err := model.ParseLayout(cfg.Layout)
 	if err != nil {
@@ -465,13 +474,22 @@ func (r *run) beats() {
 		if !n.up || n.cut > 0 {
 			continue
 		}
-		r.det.Heard(n.id, n.bootID(), now)
+		if r.busLoss > 0 && r.rng.IntN(2) == 0 {
+			continue // lost on the bus: neither detector nor planner gets it
+		}
+		r.lastBeat[n.id] = now
+		if r.detStopped == 0 {
+			r.det.Heard(n.id, n.bootID(), now)
+		}
 		r.pl.heartbeat(n.id, n.bootID(), n.bytes, 1<<50, n.full)
 	}
 }
 
 // detect runs the detector's tick and feeds its verdicts to the planner.
 func (r *run) detect() {
+	if r.detStopped > 0 {
+		return
+	}
 	for _, tr := range r.det.Tick(r.t()) {
 		r.tracef("verdict %s %s -> %s", tr.Node, tr.From, tr.To)
 		if tr.To == model.StateDown && r.res.FirstDown == 0 {
@@ -555,16 +573,18 @@ func (r *run) finish(tr *transfer) {
 	if t.Kind == event.KindDelete {
 		tgt := r.w.nodeIndex(t.Target)
 		if tgt < 0 || !r.w.nodes[tgt].up {
-			r.pl.fail(t, event.SideTarget, "node down")
+			r.failReport(t, event.SideTarget, "node down")
 			return
 		}
 		r.checkDelete(s, tgt)
 		r.w.remove(s, tgt)
 		r.res.Trims++
 		r.tracef("deleted %s from %s", t.Shard, t.Target)
-		if err := r.pl.done(t); err != nil {
-			r.violate("done %s: %v", t.Task, err)
-		}
+		r.report(func() {
+			if err := r.pl.done(t); err != nil {
+				r.violate("done %s: %v", t.Task, err)
+			}
+		})
 		r.checkLoss(s)
 		return
 	}
@@ -573,12 +593,12 @@ func (r *run) finish(tr *transfer) {
 		return
 	}
 	if t.Kind != event.KindCopy {
-		r.pl.fail(t, "", "the sim does not model "+t.Kind)
+		r.failReport(t, "", "the sim does not model "+t.Kind)
 		return
 	}
 	tgt := r.w.nodeIndex(t.Target)
 	if tgt < 0 || !r.w.nodes[tgt].up || r.w.nodes[tgt].full {
-		r.pl.fail(t, event.SideTarget, "target down or full")
+		r.failReport(t, event.SideTarget, "target down or full")
 		return
 	}
 	state := copyState(0)
@@ -608,7 +628,7 @@ func (r *run) finish(tr *transfer) {
 	if state == 0 {
 		r.srcFails[t.Shard]++
 		r.tracef("task %s failed: no source could serve", t.Task)
-		r.pl.fail(t, event.SideSource, "no source could serve")
+		r.failReport(t, event.SideSource, "no source could serve")
 		return
 	}
 	if state == intact {
@@ -616,12 +636,37 @@ func (r *run) finish(tr *transfer) {
 	}
 	r.res.Copies++
 	r.tracef("copied %s to %s", t.Shard, t.Target)
-	if err := r.pl.done(t); err != nil {
-		r.violate("done %s: %v", t.Task, err)
-		return
+	r.report(func() {
+		if err := r.pl.done(t); err != nil {
+			r.violate("done %s: %v", t.Task, err)
+			return
+		}
+		r.checkListed(s)
+		r.maybeWhole(s)
+	})
+}
+
+// report delivers a mover's report to the planner: deliver feeds it and
+// runs the checks that follow. It runs at once, or 1 s to 3 min late while
+// a BusDelay lasts, and once more 5 s later while a BusDup lasts (the bus
+// delivers at least once).
+func (r *run) report(deliver func()) {
+	now := r.w.clock.now
+	if r.busDelay > 0 {
+		d := time.Duration(1+r.rng.IntN(180)) * time.Second
+		r.tracef("report late by %s", d)
+		r.w.clock.at(now+d, deliver)
+	} else {
+		deliver()
 	}
-	r.checkListed(s)
-	r.maybeWhole(s)
+	if r.busDup > 0 {
+		r.w.clock.at(now+5*time.Second, func() { r.tracef("report delivered again"); deliver() })
+	}
+}
+
+// failReport is report of a failure of task t on side.
+func (r *run) failReport(t event.Task, side, cause string) {
+	r.report(func() { r.pl.fail(t, side, cause) })
 }
 
 // rebuildEnd reserves the streams of rebuild task t, which reads one piece
@@ -670,7 +715,7 @@ func (r *run) rebuilt(t event.Task) {
 		rebuilding[p.Shard] = true
 		tgt := r.w.nodeIndex(p.Node)
 		if tgt < 0 || !r.w.nodes[tgt].up || r.w.nodes[tgt].full {
-			r.pl.fail(t, event.SideTarget, "target down or full")
+			r.failReport(t, event.SideTarget, "target down or full")
 			return
 		}
 	}
@@ -699,7 +744,7 @@ func (r *run) rebuilt(t event.Task) {
 	if read < t.K && r.cfg.Bug != BugUnverified {
 		r.srcFails[t.Shard]++
 		r.tracef("task %s failed: %d of %d pieces readable", t.Task, read, t.K)
-		r.pl.fail(t, event.SideSource, "too few pieces readable")
+		r.failReport(t, event.SideSource, "too few pieces readable")
 		return
 	}
 	state := intact
@@ -711,15 +756,17 @@ func (r *run) rebuilt(t event.Task) {
 	}
 	r.res.Copies += len(t.Rebuild)
 	r.tracef("rebuilt %d pieces of %s's stripe", len(t.Rebuild), t.Shard)
-	if err := r.pl.done(t); err != nil {
-		r.violate("done %s: %v", t.Task, err)
-		return
-	}
-	for _, p := range t.Rebuild {
-		s := r.w.index[p.Shard]
-		r.checkListed(s)
-		r.maybeWhole(s)
-	}
+	r.report(func() {
+		if err := r.pl.done(t); err != nil {
+			r.violate("done %s: %v", t.Task, err)
+			return
+		}
+		for _, p := range t.Rebuild {
+			s := r.w.index[p.Shard]
+			r.checkListed(s)
+			r.maybeWhole(s)
+		}
+	})
 }
 
 // canHold reports whether enough nodes, neither destroyed nor draining,
