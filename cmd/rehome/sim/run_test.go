@@ -8,28 +8,40 @@ import (
 	"testing"
 )
 
-// TestSeedsHoldInvariants runs a few hundred seeded schedules on 30 nodes:
-// every invariant holds after every step of each.
-func TestSeedsHoldInvariants(t *testing.T) {
-	n := 300
+// holdSeeds runs n seeds drawn from base on cfg (n/6 with -short), fails t
+// with the report of every run that broke an invariant, and returns the
+// shards (stripes) lost to more failures than they tolerate, the copies
+// made and how many faults of each kind the schedules drew.
+func holdSeeds(t *testing.T, cfg Config, base uint64, n int) (lost, copies int, kinds map[Kind]int) {
+	t.Helper()
 	if testing.Short() {
-		n = 50
+		n /= 6
 	}
-	lost, copies := 0, 0
-	for _, seed := range Seeds(1, n) {
-		res := Run(Defaults(), seed, nil)
+	kinds = map[Kind]int{}
+	for _, seed := range Seeds(base, n) {
+		res := Run(cfg, seed, nil)
 		if res.Violation != nil {
 			var b bytes.Buffer
-			WriteFailure(&b, Defaults(), res, nil, nil)
+			WriteFailure(&b, cfg, res, nil, nil)
 			t.Error(b.String())
 		}
 		lost += res.Lost
 		copies += res.Copies
+		for _, f := range res.Schedule {
+			kinds[f.Kind]++
+		}
 	}
 	if copies == 0 {
 		t.Fatal("no schedule made the planner copy anything")
 	}
-	t.Logf("%d schedules: %d copies, %d shards lost to more failures at once than RF-1", n, copies, lost)
+	return lost, copies, kinds
+}
+
+// TestSeedsHoldInvariants runs a few hundred seeded schedules on 30 nodes:
+// every invariant holds after every step of each.
+func TestSeedsHoldInvariants(t *testing.T) {
+	lost, copies, _ := holdSeeds(t, Defaults(), 1, 300)
+	t.Logf("%d copies, %d shards lost to more failures at once than RF-1", copies, lost)
 }
 
 // TestStripeSeedsHoldInvariants runs seeded schedules on 30 nodes holding
@@ -38,27 +50,10 @@ func TestSeedsHoldInvariants(t *testing.T) {
 // more than 2 pieces of a stripe in one rack while racks allow, and the
 // other invariants hold.
 func TestStripeSeedsHoldInvariants(t *testing.T) {
-	n := 150
-	if testing.Short() {
-		n = 30
-	}
 	cfg := Defaults()
 	cfg.Layout, cfg.Shards = "ec=4+2", 100
-	lost, copies := 0, 0
-	for _, seed := range Seeds(2, n) {
-		res := Run(cfg, seed, nil)
-		if res.Violation != nil {
-			var b bytes.Buffer
-			WriteFailure(&b, cfg, res, nil, nil)
-			t.Error(b.String())
-		}
-		lost += res.Lost
-		copies += res.Copies
-	}
-	if copies == 0 {
-		t.Fatal("no schedule made the planner rebuild anything")
-	}
-	t.Logf("%d schedules: %d pieces rebuilt or copied, %d stripes lost to more than 2 failures at once", n, copies, lost)
+	lost, copies, _ := holdSeeds(t, cfg, 2, 150)
+	t.Logf("%d pieces rebuilt or copied, %d stripes lost to more than 2 failures at once", copies, lost)
 }
 
 // TestBusFaultSeedsHoldInvariants runs seeded schedules with faults of the
@@ -66,27 +61,12 @@ func TestStripeSeedsHoldInvariants(t *testing.T) {
 // reports, detector restarts) on 30 nodes: every invariant holds, and the
 // bus faults did happen.
 func TestBusFaultSeedsHoldInvariants(t *testing.T) {
-	n := 100
-	if testing.Short() {
-		n = 20
-	}
 	cfg := Defaults()
 	cfg.BusFaults = true
-	kinds := map[Kind]int{}
-	for _, seed := range Seeds(4, n) {
-		res := Run(cfg, seed, nil)
-		if res.Violation != nil {
-			var b bytes.Buffer
-			WriteFailure(&b, cfg, res, nil, nil)
-			t.Error(b.String())
-		}
-		for _, f := range res.Schedule {
-			kinds[f.Kind]++
-		}
-	}
+	_, _, kinds := holdSeeds(t, cfg, 4, 100)
 	for k := BusLoss; k < numAllKinds; k++ {
 		if kinds[k] == 0 {
-			t.Errorf("%d schedules drew no %s", n, k)
+			t.Errorf("the schedules drew no %s", k)
 		}
 	}
 }
