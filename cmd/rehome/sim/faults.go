@@ -51,7 +51,9 @@ func (r *run) apply(f Fault) {
 		n.up = false
 		w.clock.at(now+f.For, func() {
 			if f.Kind == Maintenance {
+				// The operator's "off" removes the node's liveness record.
 				r.det.SetMaintenance(n.id, false, r.t())
+				delete(r.verdicts, n.id)
 			}
 			r.restart(n)
 		})
@@ -142,22 +144,22 @@ func (r *run) apply(f Fault) {
 }
 
 // restartDetector replaces the detector by a fresh tracker, seeded as the
-// service's start seeds it: every node's last verdict (the liveness bucket)
-// and the time its last heartbeat reached the bus (the heartbeat stream).
-// It judges nobody before its startup hold ends.
+// service's start seeds it: every node's liveness record (its last verdict,
+// or maintenance; none after the operator took it out of maintenance), and
+// the last heartbeat each node got onto the bus, with its boot id. It
+// judges nobody before its startup hold ends.
 func (r *run) restartDetector() {
 	now := r.t()
 	r.det = liveness.New(r.cfg.Detector, now)
 	for _, n := range r.w.nodes {
-		st, ok := r.verdicts[n.id]
-		if !ok {
-			st = model.StateUp
-		}
 		last, heard := r.lastBeat[n.id]
 		if !heard {
 			last = r.epoch
 		}
-		r.det.Seed(n.id, last, st)
+		if st, ok := r.verdicts[n.id]; ok {
+			r.det.Seed(n.id, last, st)
+		}
+		r.det.Heard(n.id, r.lastBoot[n.id], last)
 	}
 	r.tracef("detector restarted")
 }

@@ -66,12 +66,27 @@ func (r *run) unitIntact(u int32, up bool) (have, want, need int) {
 }
 
 // maybeWhole starts shard s's fault count afresh once its shard or stripe
-// has its full redundancy listed intact on running nodes again.
+// has its full redundancy listed intact on running nodes again and no node
+// the map lists for it still holds a rotten copy: rot nobody found yet is
+// damage the repair did not undo (a returning node's rotten copy may be the
+// one a trim keeps).
 func (r *run) maybeWhole(s int32) {
 	u := r.unit(s)
-	if have, want, _ := r.unitIntact(u, true); have >= want {
-		r.w.shards[u].faults = 0
+	if have, want, _ := r.unitIntact(u, true); have < want {
+		return
 	}
+	for p := u; p < u+int32(r.width); p++ {
+		sh := r.w.shards[p]
+		e, _ := r.pl.entry(sh.id)
+		for _, id := range e.Nodes {
+			if i := r.w.nodeIndex(id); i >= 0 && !r.w.nodes[i].destroyed {
+				if c, ok := sh.copyOf(i); ok && c.state == rotten {
+					return
+				}
+			}
+		}
+	}
+	r.w.shards[u].faults = 0
 }
 
 // listedIntact counts the nodes the map lists for shard s whose disk holds

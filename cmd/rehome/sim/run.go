@@ -224,6 +224,7 @@ type run struct {
 	busLoss, busDup, busDelay, detStopped int
 	rng                                   *rand.Rand
 	lastBeat                              map[string]time.Time
+	lastBoot                              map[string]string
 }
 
 // Run replays the schedule of seed (or sched, when not nil: a shrunk one)
@@ -249,7 +250,8 @@ func Run(cfg Config, seed uint64, sched Schedule) Result {
 // started.
 func newRun(cfg Config, seed uint64) (*run, error) {
 	r := &run{cfg: cfg, epoch: core.Epoch, transfers: map[string]*transfer{}, verdicts: map[string]model.State{},
-		srcFails: map[string]int{}, rng: rand.New(rand.NewPCG(seed, 0x6d657373)), lastBeat: map[string]time.Time{}} // "mess"
+		srcFails: map[string]int{}, rng: rand.New(rand.NewPCG(seed, 0x6d657373)), // "mess"
+		lastBeat: map[string]time.Time{}, lastBoot: map[string]string{}}
 	r.res.Seed = seed
 	lay, err := model.ParseLayout(cfg.Layout)
 	if err != nil {
@@ -477,7 +479,7 @@ func (r *run) beats() {
 		if r.busLoss > 0 && r.rng.IntN(2) == 0 {
 			continue // lost on the bus: neither detector nor planner gets it
 		}
-		r.lastBeat[n.id] = now
+		r.lastBeat[n.id], r.lastBoot[n.id] = now, n.bootID()
 		if r.detStopped == 0 {
 			r.det.Heard(n.id, n.bootID(), now)
 		}
