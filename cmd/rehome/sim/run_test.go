@@ -71,17 +71,23 @@ func TestBusFaultSeedsHoldInvariants(t *testing.T) {
 	}
 }
 
-// TestSameSeedSameRun replays seeds twice: the full event traces are equal,
-// and two seeds give two different runs.
+// TestSameSeedSameRun replays seeds twice (RF 3, with bus faults, and 4+2
+// with bus faults): the full event traces are equal, and two seeds give two
+// different runs.
 func TestSameSeedSameRun(t *testing.T) {
 	cfg := Defaults()
 	cfg.Trace = true
 	bus := cfg
 	bus.BusFaults = true
+	ec := bus
+	ec.Layout, ec.Shards = "ec=4+2", 100
 	var prev []string
-	for i, seed := range Seeds(7, 12) {
+	for i, seed := range Seeds(7, 14) {
 		cfg := cfg
-		if i >= 8 {
+		switch {
+		case i >= 12:
+			cfg = ec
+		case i >= 8:
 			cfg = bus // late reports and lost heartbeats draw from the seed too
 		}
 		a, b := Run(cfg, seed, nil), Run(cfg, seed, nil)
