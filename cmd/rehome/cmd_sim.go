@@ -34,8 +34,9 @@ func simCmd() *cobra.Command {
 off the detector, kills movers and the planner, takes racks and 1% of the
 nodes at once and plays operator actions, all drawn from one seed, against the
 detector's and planner's own decision code. After every step it checks: nothing
-lost unless more copies failed at once than RF-1, never two copies in one rack
-where racks allow, the map lists only verified copies, nothing trimmed below
+lost unless more copies failed at once than RF-1 (more pieces of a stripe than
+M with --layout ec=K+M), never two copies (more than M pieces of a stripe) in
+one rack where racks allow, the map lists only verified copies, nothing trimmed below
 target, healthy within a bound once faults stop. A failure prints its seed, the
 schedule shrunk to the faults that matter, and the command that replays it.
 
@@ -77,12 +78,14 @@ drawn from --seed. --keep i,j replays only those faults of the seed's schedule.`
 	f := cmd.Flags()
 	f.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "storage nodes")
 	f.IntVar(&cfg.Racks, "racks", 0, "racks (default nodes/5, at least 3)")
-	f.IntVar(&cfg.Shards, "shards", 0, "replicated shards, 3 copies each (default 10 per node)")
+	f.IntVar(&cfg.Shards, "shards", 0, "replicated shards, 3 copies each, or erasure-coded stripes (default 10 per node)")
+	f.StringVar(&cfg.Layout, "layout", cfg.Layout, "rf=3 (3 copies per shard) or ec=K+M (stripes of K data and M parity pieces, e.g. ec=4+2)")
 	f.Uint64Var(&seed, "seed", 1, "the seed (with --schedules > 1: the seed the seeds are drawn from)")
 	f.IntVar(&schedules, "schedules", 1, "fault schedules to run")
 	f.IntVar(&cfg.MaxFaults, "max-faults", cfg.MaxFaults, "at most this many faults per schedule")
 	f.StringVar(&cfg.Placement, "placement", cfg.Placement, "initial placement: random or copyset")
 	f.IntVar(&cfg.Scatter, "scatter-width", cfg.Scatter, "copyset scatter width (with --placement copyset)")
+	f.BoolVar(&cfg.BusFaults, "bus-faults", false, "add faults of the bus and the detector: lost heartbeats, duplicated and late mover reports, a detector restart")
 	f.StringVar(&keep, "keep", "", "replay only these faults of the seed's schedule (indexes, from a shrunk failure)")
 	f.BoolVar(&trace, "trace", false, "print every event of each run")
 	f.IntSliceVar(&restore, "restore", nil, "instead of fault schedules: the time to restore one node's loss at these cluster sizes (e.g. 100,1000,10000)")
@@ -103,7 +106,7 @@ func runSims(w io.Writer, cfg sim.Config, seeds []uint64, keep []int) error {
 		g.Go(func() error {
 			var sched sim.Schedule
 			if keep != nil {
-				sched = sim.Pick(sim.Generate(seed, cfg.Nodes, sim.RacksOf(cfg), cfg.MaxFaults, sim.WindowOf(cfg)), keep)
+				sched = sim.Pick(sim.ScheduleOf(cfg, seed), keep)
 			}
 			results[i] = sim.Run(cfg, seed, sched)
 			return nil
@@ -130,7 +133,7 @@ func runSims(w io.Writer, cfg sim.Config, seeds []uint64, keep []int) error {
 		}
 		sim.WriteFailure(w, cfg, res, shrunk, kept)
 	}
-	fmt.Fprintf(w, "%d schedules on %s: %d broke an invariant; %d shards lost to more failures at once than RF-1; %d copies; slowest healthy at %s (virtual); %.0f schedules/hour\n",
+	fmt.Fprintf(w, "%d schedules on %s: %d broke an invariant; %d shards or stripes lost to more failures at once than they tolerate; %d copies; slowest healthy at %s (virtual); %.0f schedules/hour\n",
 		len(seeds), cfg.Flags(), failed, lost, copies, slowest, float64(len(seeds))/took.Hours())
 	if failed > 0 {
 		return fmt.Errorf("sim: %d of %d schedules broke an invariant", failed, len(seeds))

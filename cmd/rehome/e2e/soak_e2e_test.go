@@ -152,9 +152,95 @@ func TestSoak(t *testing.T) {
 
 	sum.final = cl.verifyAll()
 	sum.verified = true
-	if len(sum.final.lost) > 0 || len(sum.final.corrupt) > 0 || len(cl.corrupt) > 0 {
-		t.Fatalf("acknowledged objects not intact: %d lost, %d corrupt at the end, %d corrupt reads during the run",
-			len(sum.final.lost), len(sum.final.corrupt), len(cl.corrupt))
+	if err := sum.final.failure(len(cl.corrupt)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSoakVerifierCatchesPlantedLoss proves the soak's verdict can fail:
+// on a fault-free cluster the soak's client writes a few objects, then,
+// behind the cluster's back, every copy of one acknowledged replicated
+// object is deleted from the nodes' disks, three of the six pieces of an
+// erasure-coded one (more than its 2 parity pieces), and the client's
+// record of a third object no longer matches what the cluster returns
+// (as if its bytes had changed). The final verification reports the first
+// two lost and the third corrupt, verifies the rest, and the soak's
+// verdict is a failure.
+func TestSoakVerifierCatchesPlantedLoss(t *testing.T) {
+	c := startDev(t, "--nodes", "6", "--racks", "3")
+	waitHealthy(t, c, 6)
+	cl := startSoakClient(t, c, 1)
+	t.Cleanup(cl.halt)
+	enough := func() bool {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		rep, ec := 0, 0
+		for _, o := range cl.acked {
+			if o.erasure {
+				ec++
+			} else {
+				rep++
+			}
+		}
+		return rep >= 3 && ec >= 1
+	}
+	waitFor(t, 60*time.Second, "three replicated and one erasure-coded object acknowledged", enough)
+	cl.halt()
+
+	var replicated, erasure, tampered string
+	for _, key := range cl.keys {
+		switch o := cl.acked[key]; {
+		case o.erasure && erasure == "":
+			erasure = key
+		case !o.erasure && o.size > 0 && replicated == "":
+			replicated = key
+		case !o.erasure && tampered == "":
+			tampered = key
+		}
+	}
+	if replicated == "" || erasure == "" || tampered == "" {
+		t.Fatalf("acknowledged %v: want a non-empty replicated object, another one and an erasure-coded one", cl.keys)
+	}
+	oc := c.objects(t)
+	remove := func(key string, views []objects.ShardView) {
+		for _, sv := range views {
+			for _, node := range sv.Nodes {
+				if err := os.Remove(filepath.Join(c.dir, node, "shards", sv.ID[:2], sv.ID)); err != nil {
+					t.Fatalf("plant the loss of %s: %v", key, err)
+				}
+			}
+		}
+	}
+	in, err := oc.Inspect(context.Background(), replicated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remove(replicated, in.Shards) // every copy of every chunk
+	in, err = oc.Inspect(context.Background(), erasure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remove(erasure, in.Shards[:ecLayout.M+1]) // three pieces of its first stripe
+	o := cl.acked[tampered]
+	o.sum[0] ^= 1
+	cl.acked[tampered] = o
+
+	v := cl.verifyAll()
+	t.Logf("planted: %s and %s lost, %s tampered; verdict: %d verified, %d lost, %d corrupt", replicated, erasure, tampered, v.verified, len(v.lost), len(v.corrupt))
+	named := func(list []string, key string) bool {
+		return slices.ContainsFunc(list, func(e string) bool { return strings.Contains(e, "get "+key+":") })
+	}
+	if len(v.lost) != 2 || !named(v.lost, replicated) || !named(v.lost, erasure) {
+		t.Errorf("lost %q: want exactly %s and %s", v.lost, replicated, erasure)
+	}
+	if len(v.corrupt) != 1 || !named(v.corrupt, tampered) {
+		t.Errorf("corrupt %q: want exactly %s", v.corrupt, tampered)
+	}
+	if v.verified != len(cl.keys)-3 {
+		t.Errorf("verified %d of %d acknowledged, want all but the 3 planted", v.verified, len(cl.keys))
+	}
+	if err := v.failure(0); err == nil || !strings.Contains(err.Error(), "2 lost, 1 corrupt") {
+		t.Errorf("the soak's verdict: %v, want a failure naming 2 lost and 1 corrupt", err)
 	}
 }
 
@@ -339,6 +425,16 @@ func (cl *soakClient) halt() {
 type soakVerdict struct {
 	verified      int
 	lost, corrupt []string
+}
+
+// failure is the soak's verdict on v and the corrupt reads seen during the
+// run: nil when every acknowledged object was intact.
+func (v soakVerdict) failure(corruptDuringRun int) error {
+	if len(v.lost) == 0 && len(v.corrupt) == 0 && corruptDuringRun == 0 {
+		return nil
+	}
+	return fmt.Errorf("acknowledged objects not intact: %d lost, %d corrupt at the end, %d corrupt reads during the run",
+		len(v.lost), len(v.corrupt), corruptDuringRun)
 }
 
 // verifyAll reads every acknowledged object (after halt); a failed read is

@@ -27,8 +27,8 @@ func BenchmarkSimSchedules(b *testing.B) {
 
 // BenchmarkSimLoss estimates the probability of losing data when 1% of
 // 5,000 nodes fail at once, RF 3, for random placement and for copysets of
-// scatter width 2 and 10 (SPEC §11), each cluster holding 3,000 shards per
-// node. REHOME_BENCH_QUICK runs fewer trials.
+// scatter width 2 and 10 (SPEC §11), and for 4+2 stripes placed at random,
+// each cluster holding 3,000 shards (pieces) per node. REHOME_BENCH_QUICK runs fewer trials.
 func BenchmarkSimLoss(b *testing.B) {
 	trials := 20000
 	if os.Getenv("REHOME_BENCH_QUICK") != "" {
@@ -58,6 +58,14 @@ func BenchmarkSimLoss(b *testing.B) {
 		b.ReportMetric(100*rc2.Probability, "copyset_loss_%")
 		b.ReportMetric(float64(rc2.Groups), "copysets")
 		b.ReportMetric(100*rc10.Probability, "copyset_s10_loss_%")
+		ec := base
+		ec.Placement, ec.Layout, ec.Sample = "random", "ec=4+2", 20000
+		rec, err := LossProbability(ec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(100*rec.Probability, "ec4+2_loss_%")
+		b.ReportMetric(rec.PerShard*1e6, "ec4+2_per_stripe_ppm")
 	}
 }
 
@@ -98,22 +106,28 @@ func BenchmarkSimRestore(b *testing.B) {
 	}
 }
 
-// BenchmarkSimScenarios plays one rack lost and a second failure during
-// repair on 30 nodes in 6 racks (300 shards of 1 GiB, RF 3), 50 seeds each,
-// random placement and copysets of scatter width 4: the share of runs that
-// lost data, the mean restore time and the mean time some shard spent at
-// RF-1 and RF-2 copies (virtual seconds).
+// BenchmarkSimScenarios plays one rack lost, a second failure during
+// repair, and a rack lost then a node of another rack during its repair, on
+// 30 nodes in 6 racks holding 300 objects of 1 GiB, 50 seeds each: as RF 3
+// shards under random placement and copysets of scatter width 4, and as 4+2
+// stripes (pieces of 256 MiB). It reports the share of runs that lost data,
+// the stripes or shards lost per run, the mean restore time and the mean
+// time some shard spent at RF-1 and RF-2 copies (a stripe one and two
+// pieces short), in virtual seconds.
 func BenchmarkSimScenarios(b *testing.B) {
-	for _, place := range []string{"random", "copyset"} {
-		for _, sc := range []Scenario{OneRack, SecondDuringRepair} {
-			b.Run(fmt.Sprintf("%s/%s", sc, place), func(b *testing.B) {
-				cfg := Config{Nodes: 30, Racks: 6, Shards: 300, ShardSize: 1 << 30, Placement: place, Scatter: 4}
+	for _, lay := range []struct{ name, layout, placement string }{
+		{"random", "rf=3", "random"}, {"copyset", "rf=3", "copyset"}, {"ec4+2", "ec=4+2", "random"},
+	} {
+		for _, sc := range []Scenario{OneRack, SecondDuringRepair, RackThenNode} {
+			b.Run(fmt.Sprintf("%s/%s", sc, lay.name), func(b *testing.B) {
+				cfg := Config{Nodes: 30, Racks: 6, Shards: 300, ShardSize: 1 << 30, Placement: lay.placement, Scatter: 4, Layout: lay.layout}
 				for b.Loop() {
 					res, err := PlayScenario(cfg, sc, Seeds(21, 50))
 					if err != nil {
 						b.Fatal(err)
 					}
 					b.ReportMetric(100*float64(res.LossRuns)/float64(res.Runs), "loss_runs_%")
+					b.ReportMetric(float64(res.LostShards)/float64(res.Runs), "lost/run")
 					b.ReportMetric(res.Restore.Seconds(), "restore_s")
 					b.ReportMetric(res.AtRF1.Seconds(), "at_rf-1_s")
 					b.ReportMetric(res.AtRF2.Seconds(), "at_rf-2_s")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/rehome/rehome/services/planner/placement"
@@ -23,6 +24,10 @@ type LossConfig struct {
 	// AllocateCopysets) with Scatter as the scatter width.
 	Placement string
 	Scatter   int
+	// Layout is "rf=3" (the default) or "ec=K+M": stripes placed by
+	// placement.AllocateStripes (random placement only), lost when more
+	// than M of their pieces fail.
+	Layout string
 	// Sample is how many shards are actually placed; ShardsPerNode sizes
 	// the cluster the estimate is for (Nodes × ShardsPerNode / RF shards).
 	Sample, ShardsPerNode int
@@ -64,10 +69,36 @@ func LossProbability(cfg LossConfig) (LossResult, error) {
 	for i := range shards {
 		shards[i] = placement.Shard{ID: fmt.Sprintf("sh-%07d", i), Size: 64 << 20}
 	}
+	lay := model.Layout{RF: RF}
+	if cfg.Layout != "" {
+		l, err := model.ParseLayout(cfg.Layout)
+		if err != nil || !l.Erasure() && l.RF != RF || l.Erasure() && cfg.Placement != "random" {
+			return LossResult{}, fmt.Errorf("sim: layout %q with %s placement: want rf=%d, or ec=K+M placed at random", cfg.Layout, cfg.Placement, RF)
+		}
+		lay = l
+	}
 	var groups [][]int
 	res := LossResult{ClusterShards: cfg.Nodes * cfg.ShardsPerNode / RF}
-	switch cfg.Placement {
-	case "copyset":
+	tolerate := RF - 1
+	switch {
+	case lay.Erasure():
+		tolerate = lay.M
+		res.ClusterShards = cfg.Nodes * cfg.ShardsPerNode / (lay.K + lay.M)
+		stripes := make([][]placement.Shard, cfg.Sample)
+		for i := range stripes {
+			for p := range lay.K + lay.M {
+				stripes[i] = append(stripes[i], placement.Shard{ID: fmt.Sprintf("sh-%07d-%d", i, p), Size: 16 << 20})
+			}
+		}
+		picks, err := placement.AllocateStripes(cands, lay.K, lay.M, stripes)
+		if err != nil {
+			return res, err
+		}
+		groups = picks
+	}
+	switch {
+	case lay.Erasure():
+	case cfg.Placement == "copyset":
 		cs, err := placement.NewCopysets(cands, RF, cfg.Scatter, cfg.Seed)
 		if err != nil {
 			return res, err
@@ -84,7 +115,7 @@ func LossProbability(cfg LossConfig) (LossResult, error) {
 			return res, fmt.Errorf("sim: %d shards used %d of %d copysets: sample more", cfg.Sample, len(used), len(cs.Sets()))
 		}
 		groups = cs.Sets()
-	case "random":
+	case cfg.Placement == "random":
 		picks, err := placement.Allocate(cands, RF, shards)
 		if err != nil {
 			return res, err
@@ -93,9 +124,11 @@ func LossProbability(cfg LossConfig) (LossResult, error) {
 	default:
 		return res, fmt.Errorf("sim: placement %q: want random or copyset", cfg.Placement)
 	}
-	distinct := map[[RF]int]bool{}
+	distinct := map[string]bool{}
 	for _, g := range groups {
-		distinct[key(g)] = true
+		k := slices.Clone(g)
+		slices.Sort(k)
+		distinct[fmt.Sprint(k)] = true
 	}
 	res.Groups = len(distinct)
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6c6f7373)) // "loss"
@@ -109,7 +142,13 @@ func LossProbability(cfg LossConfig) (LossResult, error) {
 		}
 		n := 0
 		for _, g := range groups {
-			if failed[g[0]] && failed[g[1]] && failed[g[2]] {
+			down := 0
+			for _, x := range g {
+				if failed[x] {
+					down++
+				}
+			}
+			if down > tolerate {
 				n++
 			}
 		}
@@ -120,7 +159,7 @@ func LossProbability(cfg LossConfig) (LossResult, error) {
 	}
 	res.SampleProbability = float64(lossTrials) / float64(cfg.Trials)
 	res.PerShard = float64(hits) / float64(cfg.Trials) / float64(len(groups))
-	if cfg.Placement == "copyset" {
+	if cfg.Placement == "copyset" && !lay.Erasure() {
 		res.Probability = res.SampleProbability
 	} else {
 		res.Probability = 1 - math.Pow(1-res.PerShard, float64(res.ClusterShards))
@@ -183,6 +222,9 @@ const (
 	// SecondDuringRepair: a node stops for good, then another during its
 	// repair.
 	SecondDuringRepair Scenario = "second"
+	// RackThenNode: a rack is lost, then a node of another rack during the
+	// repair (secondAfter later).
+	RackThenNode Scenario = "rack+node"
 )
 
 // ScenarioResult sums the runs of one scenario.
@@ -205,20 +247,29 @@ func PlayScenario(cfg Config, sc Scenario, seeds []uint64) (ScenarioResult, erro
 	for _, seed := range seeds {
 		rng := rand.New(rand.NewPCG(seed, 0x7363656e)) // "scen"
 		f := Fault{At: time.Minute}
+		var then Schedule
 		switch sc {
-		case OneRack:
+		case OneRack, RackThenNode:
 			f.Kind = RackLoss
-			for i := rng.IntN(cfg.Racks); i < cfg.Nodes; i += cfg.Racks {
+			rack := rng.IntN(cfg.Racks)
+			for i := rack; i < cfg.Nodes; i += cfg.Racks {
 				f.Nodes = append(f.Nodes, i)
+			}
+			if sc == RackThenNode {
+				other := rng.IntN(cfg.Nodes)
+				for other%cfg.Racks == rack { // nodes are dealt round-robin on racks
+					other = rng.IntN(cfg.Nodes)
+				}
+				then = Schedule{{At: time.Minute + secondAfter, Kind: CrashStop, Nodes: []int{other}}}
 			}
 		case SecondDuringRepair:
 			f.Kind = SecondFailure
 			p := rng.Perm(cfg.Nodes)
 			f.Nodes = p[:2]
 		default:
-			return out, fmt.Errorf("sim: scenario %q: want rack or second", sc)
+			return out, fmt.Errorf("sim: scenario %q: want rack, second or rack+node", sc)
 		}
-		res := Run(cfg, seed, Schedule{f})
+		res := Run(cfg, seed, append(Schedule{f}, then...))
 		if res.Violation != nil {
 			return out, fmt.Errorf("sim: scenario %s, seed %d: %w", sc, seed, res.Violation)
 		}

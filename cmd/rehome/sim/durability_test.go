@@ -68,6 +68,25 @@ func TestScenarios(t *testing.T) {
 	if second.LossRuns != 0 || second.AtRF2 <= 0 {
 		t.Errorf("second failure during repair: %+v, want no loss and some time at RF-2", second)
 	}
+	// 4+2 stripes: placement.AllocateStripes puts at most M = 2 pieces of a
+	// stripe in a rack (not one per rack), so a rack's loss takes up to two
+	// pieces of a stripe, as do two failures: neither loses data.
+	ec := Config{Nodes: 12, Racks: 6, Shards: 60, ShardSize: 1 << 30, Layout: "ec=4+2"}
+	ecRack, err := PlayScenario(ec, OneRack, Seeds(1, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecSecond, err := PlayScenario(ec, SecondDuringRepair, Seeds(1, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("4+2: rack %+v; second %+v", ecRack, ecSecond)
+	if ecRack.LossRuns != 0 || ecRack.AtRF1+ecRack.AtRF2 <= 0 || ecRack.Restore <= 0 {
+		t.Errorf("4+2, one rack lost: %+v, want no loss, some stripe short of a piece for a while", ecRack)
+	}
+	if ecSecond.LossRuns != 0 || ecSecond.AtRF2 <= 0 {
+		t.Errorf("4+2, second failure during repair: %+v, want no loss and some stripe short of two pieces", ecSecond)
+	}
 	if _, err := PlayScenario(cfg, "flood", Seeds(1, 1)); err == nil {
 		t.Error("unknown scenario: no error")
 	}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rehome/rehome/services/detector/liveness"
 	"github.com/rehome/rehome/shared/model"
 )
 
@@ -50,7 +51,9 @@ func (r *run) apply(f Fault) {
 		n.up = false
 		w.clock.at(now+f.For, func() {
 			if f.Kind == Maintenance {
+				// The operator's "off" removes the node's liveness record.
 				r.det.SetMaintenance(n.id, false, r.t())
+				delete(r.verdicts, n.id)
 			}
 			r.restart(n)
 		})
@@ -113,6 +116,23 @@ func (r *run) apply(f Fault) {
 				r.violate("drain %s: %v", n.id, err)
 			}
 		}
+	case BusLoss:
+		r.busLoss++
+		w.clock.at(now+f.For, func() { r.busLoss-- })
+	case BusDup:
+		r.busDup++
+		w.clock.at(now+f.For, func() { r.busDup-- })
+	case BusDelay:
+		r.busDelay++
+		w.clock.at(now+f.For, func() { r.busDelay-- })
+	case DetectorRestart:
+		r.detStopped++
+		w.clock.at(now+f.For, func() {
+			r.detStopped--
+			if r.detStopped == 0 {
+				r.restartDetector()
+			}
+		})
 	case Pause:
 		r.pauses++
 		r.pl.pause(true)
@@ -121,6 +141,27 @@ func (r *run) apply(f Fault) {
 			r.pl.pause(r.pauses > 0)
 		})
 	}
+}
+
+// restartDetector replaces the detector by a fresh tracker, seeded as the
+// service's start seeds it: every node's liveness record (its last verdict,
+// or maintenance; none after the operator took it out of maintenance), and
+// the last heartbeat each node got onto the bus, with its boot id. It
+// judges nobody before its startup hold ends.
+func (r *run) restartDetector() {
+	now := r.t()
+	r.det = liveness.New(r.cfg.Detector, now)
+	for _, n := range r.w.nodes {
+		last, heard := r.lastBeat[n.id]
+		if !heard {
+			last = r.epoch
+		}
+		if st, ok := r.verdicts[n.id]; ok {
+			r.det.Seed(n.id, last, st)
+		}
+		r.det.Heard(n.id, r.lastBoot[n.id], last)
+	}
+	r.tracef("detector restarted")
 }
 
 // destroy stops node i for good, its disk with it.

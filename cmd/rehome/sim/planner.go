@@ -143,6 +143,17 @@ func (p *planner) lacks(shard, node string) bool {
 	return ok && known && v.IsMissing(h, r)
 }
 
+// trimming reports whether the planner is trimming shard's copy from node
+// (its delete task not done yet): it neither reads nor re-makes the shard
+// there meanwhile.
+func (p *planner) trimming(shard, node string) bool {
+	v := p.h.View
+	h, ok := v.IDs.Lookup(shard)
+	r, known := v.NodeIndex[node]
+	t := v.Trims[h]
+	return ok && known && t != nil && t.Node == r
+}
+
 // failover replaces the acting planner by a fresh one that loads the map
 // (ids, in order) and the detector's verdicts, as a standby taking over
 // does; tasks already queued stay with the movers and report to it.

@@ -22,6 +22,12 @@ func (c Config) Flags() string {
 	if c.MaxFaults != d.MaxFaults {
 		f = append(f, "--max-faults "+strconv.Itoa(c.MaxFaults))
 	}
+	if c.BusFaults {
+		f = append(f, "--bus-faults")
+	}
+	if c.Layout != d.Layout {
+		f = append(f, "--layout "+c.Layout)
+	}
 	if c.Placement != d.Placement {
 		f = append(f, "--placement "+c.Placement, "--scatter-width "+strconv.Itoa(c.Scatter))
 	}

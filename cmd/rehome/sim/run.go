@@ -40,9 +40,13 @@ const (
 // Config shapes a run. Zero fields take Defaults' values.
 type Config struct {
 	Nodes, Racks int
-	// Shards is the number of replicated shards, ShardSize their size.
+	// Shards is the number of replicated shards (or erasure-coded stripes),
+	// ShardSize their size (a stripe's data: its pieces are ShardSize/K).
 	Shards    int
 	ShardSize int64
+	// Layout is "rf=3" (3 copies of each shard) or "ec=K+M" (stripes of K
+	// data and M parity pieces, each piece on its own node).
+	Layout string
 	// Bandwidth is one node's disk stream, bytes per second, each way.
 	Bandwidth int64
 	// MaxFaults bounds the faults drawn in Window (from the start).
@@ -60,6 +64,10 @@ type Config struct {
 	Scatter   int
 	// Detector is the liveness tracker's configuration.
 	Detector liveness.Config
+	// BusFaults adds faults of the bus and the detector to each schedule
+	// (GenerateBus): lost heartbeats, duplicated and late mover reports, a
+	// detector restart.
+	BusFaults bool
 	// Bug plants a bug (tests only).
 	Bug Bug
 	// Trace records every event of the run (Result.Trace).
@@ -75,7 +83,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{Nodes: 30, Racks: 6, Shards: 300, ShardSize: 64 << 20, Bandwidth: 100 << 20,
 		MaxFaults: 6, Window: 10 * time.Minute, Bound: 20 * time.Minute, TaskTimeout: 2 * time.Minute,
-		Limits: core.Limits{PerNodeIn: 2, PerNodeOut: 2, MaxInFlight: 64}, Placement: "random", Scatter: 10,
+		Limits: core.Limits{PerNodeIn: 2, PerNodeOut: 2, MaxInFlight: 64}, Placement: "random", Scatter: 10, Layout: "rf=3",
 		Detector: liveness.DefaultConfig()}
 }
 
@@ -114,6 +122,9 @@ func (c Config) withDefaults() Config {
 	if c.Placement == "" {
 		c.Placement = d.Placement
 	}
+	if c.Layout == "" {
+		c.Layout = d.Layout
+	}
 	if c.Scatter <= 0 {
 		c.Scatter = d.Scatter
 	}
@@ -126,9 +137,15 @@ func (c Config) withDefaults() Config {
 // Validate rejects a configuration no run can use.
 func (c Config) Validate() error {
 	c = c.withDefaults()
+	l, err := model.ParseLayout(c.Layout)
+	if err != nil || !l.Erasure() && l.RF != RF {
+		return fmt.Errorf("sim: --layout %q: want rf=%d or ec=K+M", c.Layout, RF)
+	}
 	switch {
-	case c.Nodes < RF || c.Nodes > 65000:
-		return fmt.Errorf("sim: --nodes %d: want %d to 65000", c.Nodes, RF)
+	case c.Nodes < l.K+l.M+l.RF || c.Nodes > 65000:
+		return fmt.Errorf("sim: --nodes %d: want %d to 65000", c.Nodes, l.K+l.M+l.RF)
+	case l.Erasure() && c.Placement != "random":
+		return fmt.Errorf("sim: --placement %s: erasure-coded stripes are placed at random only", c.Placement)
 	case c.Racks > c.Nodes:
 		return fmt.Errorf("sim: --racks %d: more racks than nodes (%d)", c.Racks, c.Nodes)
 	case c.Placement != "random" && c.Placement != "copyset":
@@ -151,7 +168,8 @@ type Result struct {
 	Schedule Schedule
 	// Violation is the first invariant broken (nil: none).
 	Violation *Violation
-	// Lost counts the shards lost to more faults at once than RF-1 (excused).
+	// Lost counts the shards (stripes) lost to more faults at once than
+	// their redundancy tolerates (excused).
 	Lost int
 	// Healthy is when every shard was whole again after the last fault
 	// ended (from the start of the run); Ended is when the run stopped.
@@ -161,8 +179,14 @@ type Result struct {
 	// Steps counts planning rounds.
 	Steps int
 	// Exposed[k] is how long (virtual) some shard had only k intact copies
-	// on running nodes (k < RF; with Config.Exposure).
+	// on running nodes (k < RF; with Config.Exposure); for a K+M layout,
+	// how long some stripe lacked RF-k of its K+M pieces (k = RF-1: one
+	// piece, RF-2: two).
 	Exposed [RF]time.Duration
+	// TooFewNodes is set when the faults left fewer nodes (neither destroyed
+	// nor draining) than a shard or stripe needs distinct nodes: the run is
+	// not held to the healthy bound.
+	TooFewNodes bool
 	// FirstDown is when the detector first declared a node down (zero: never).
 	FirstDown time.Duration
 	// Trace is every event, when Config.Trace is set.
@@ -191,6 +215,16 @@ type run struct {
 	// srcFails counts, per shard id, the copies of its current retry round
 	// (since its last attempt 1) that failed for want of a source.
 	srcFails map[string]int
+	// lay is the layout; width the records per shard or stripe (1, or
+	// K+M pieces: a stripe's pieces are records unit(s)..unit(s)+width-1).
+	lay   model.Layout
+	width int
+	// The bus and detector faults in force (counts of active windows), the
+	// draws they make, and when each node's last heartbeat reached the bus.
+	busLoss, busDup, busDelay, detStopped int
+	rng                                   *rand.Rand
+	lastBeat                              map[string]time.Time
+	lastBoot                              map[string]string
 }
 
 // Run replays the schedule of seed (or sched, when not nil: a shrunk one)
@@ -199,7 +233,7 @@ type run struct {
 func Run(cfg Config, seed uint64, sched Schedule) Result {
 	cfg = cfg.withDefaults()
 	if sched == nil {
-		sched = Generate(seed, cfg.Nodes, cfg.Racks, cfg.MaxFaults, cfg.Window)
+		sched = ScheduleOf(cfg, seed)
 	}
 	r, err := newRun(cfg, seed)
 	if err != nil {
@@ -216,9 +250,19 @@ func Run(cfg Config, seed uint64, sched Schedule) Result {
 // started.
 func newRun(cfg Config, seed uint64) (*run, error) {
 	r := &run{cfg: cfg, epoch: core.Epoch, transfers: map[string]*transfer{}, verdicts: map[string]model.State{},
-		srcFails: map[string]int{}}
+		srcFails: map[string]int{}, rng: rand.New(rand.NewPCG(seed, 0x6d657373)), // "mess"
+		lastBeat: map[string]time.Time{}, lastBoot: map[string]string{}}
 	r.res.Seed = seed
-	r.w = newWorld(cfg.Nodes, cfg.Racks, cfg.Shards, cfg.ShardSize, cfg.Bandwidth)
+	lay, err := model.ParseLayout(cfg.Layout)
+	if err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	r.lay, r.width = lay, 1
+	size := cfg.ShardSize
+	if lay.Erasure() {
+		r.width, size = lay.K+lay.M, cfg.ShardSize/int64(lay.K)
+	}
+	r.w = newWorld(cfg.Nodes, cfg.Racks, cfg.Shards*r.width, size, cfg.Bandwidth)
 	var nodes []model.Node
 	for _, n := range r.w.nodes {
 		rack := n.rack
@@ -244,6 +288,11 @@ func newRun(cfg Config, seed uint64) (*run, error) {
 		for j, n := range picks[i] {
 			ids[j] = r.w.nodes[n].id
 			r.w.put(int32(i), int32(n), intact)
+		}
+		if r.lay.Erasure() {
+			obj := fmt.Sprintf("obj-%07d", i/r.width)
+			return model.Placement{V: 1, Shard: s.id, Key: "key-" + obj, ObjectID: obj, Index: i % r.width,
+				Size: r.w.size, SHA256: s.sha, Layout: r.lay, Nodes: ids}
 		}
 		return model.Placement{V: 1, Shard: s.id, Key: "key-" + s.id, ObjectID: "obj-" + s.id,
 			Size: r.w.size, SHA256: s.sha, Layout: model.Layout{RF: RF}, Nodes: ids}
@@ -280,6 +329,8 @@ func (r *run) place(seed uint64) ([][]int, error) {
 	var picks [][]int
 	var err error
 	switch {
+	case r.lay.Erasure():
+		return r.placeStripes(seed, cands, shards)
 	case r.cfg.Placement == "copyset":
 		cs, cerr := placement.NewCopysets(cands, RF, r.cfg.Scatter, seed)
 		if cerr != nil {
@@ -287,7 +338,7 @@ func (r *run) place(seed uint64) ([][]int, error) {
 		}
 		picks, err = placement.AllocateCopysets(cands, cs, shards)
 	case len(cands)*len(shards) > bigPlacement:
-		picks = randomTriples(seed, len(shards), r.rackOf, r.cfg.Racks)
+		picks = randomGroups(seed, len(shards), RF, r.rackOf, r.cfg.Racks)
 	default:
 		picks, err = placement.Allocate(cands, RF, shards)
 	}
@@ -297,25 +348,51 @@ func (r *run) place(seed uint64) ([][]int, error) {
 	return picks, nil
 }
 
-// randomTriples draws, for n shards, RF distinct nodes in distinct racks
-// (racks ≥ RF) from seed.
-func randomTriples(seed uint64, n int, rackOf []int, racks int) [][]int {
+// placeStripes places every stripe's pieces by placement.AllocateStripes
+// (or, above bigPlacement, as random rack-distinct groups) and returns the
+// node of each piece record.
+func (r *run) placeStripes(seed uint64, cands []placement.Candidate, shards []placement.Shard) ([][]int, error) {
+	var groups [][]int
+	if len(cands)*len(shards) > bigPlacement {
+		groups = randomGroups(seed, len(shards)/r.width, r.width, r.rackOf, r.cfg.Racks)
+	} else {
+		stripes := make([][]placement.Shard, len(shards)/r.width)
+		for i := range stripes {
+			stripes[i] = shards[i*r.width : (i+1)*r.width]
+		}
+		var err error
+		if groups, err = placement.AllocateStripes(cands, r.lay.K, r.lay.M, stripes); err != nil {
+			return nil, fmt.Errorf("sim: place: %w", err)
+		}
+	}
+	picks := make([][]int, 0, len(shards))
+	for _, g := range groups {
+		for _, n := range g {
+			picks = append(picks, []int{n})
+		}
+	}
+	return picks, nil
+}
+
+// randomGroups draws, for n shards, k distinct nodes in distinct racks
+// (racks ≥ k) from seed.
+func randomGroups(seed uint64, n, k int, rackOf []int, racks int) [][]int {
 	rng := rand.New(rand.NewPCG(seed, 0x706c616365)) // "place"
-	flat := make([]int, n*RF)
+	flat := make([]int, n*k)
 	out := make([][]int, n)
 	for s := range out {
-		p := flat[s*RF : (s+1)*RF : (s+1)*RF]
-		for k := 0; k < RF; {
+		p := flat[s*k : (s+1)*k : (s+1)*k]
+		for j := 0; j < k; {
 			c := rng.IntN(len(rackOf))
 			ok := true
-			for _, x := range p[:k] {
-				if x == c || racks >= RF && rackOf[x] == rackOf[c] {
+			for _, x := range p[:j] {
+				if x == c || racks >= k && rackOf[x] == rackOf[c] {
 					ok = false
 				}
 			}
 			if ok {
-				p[k] = c
-				k++
+				p[j] = c
+				j++
 			}
 		}
 		out[s] = p
@@ -373,6 +450,13 @@ func (r *run) loop(end time.Duration) {
 			r.res.Healthy = t
 			break
 		}
+		if t > deadline && !r.canHold() {
+			// Too few nodes are left to hold the layout (K+M pieces on
+			// distinct nodes): no planner could heal it.
+			r.res.TooFewNodes = true
+			r.tracef("too few nodes left for %s: not held to the healthy bound", r.lay)
+			break
+		}
 		if t > deadline {
 			r.violate("not healthy %s after the last fault: %s", r.cfg.Bound, r.unhealthy())
 			break
@@ -392,13 +476,22 @@ func (r *run) beats() {
 		if !n.up || n.cut > 0 {
 			continue
 		}
-		r.det.Heard(n.id, n.bootID(), now)
+		if r.busLoss > 0 && r.rng.IntN(2) == 0 {
+			continue // lost on the bus: neither detector nor planner gets it
+		}
+		r.lastBeat[n.id], r.lastBoot[n.id] = now, n.bootID()
+		if r.detStopped == 0 {
+			r.det.Heard(n.id, n.bootID(), now)
+		}
 		r.pl.heartbeat(n.id, n.bootID(), n.bytes, 1<<50, n.full)
 	}
 }
 
 // detect runs the detector's tick and feeds its verdicts to the planner.
 func (r *run) detect() {
+	if r.detStopped > 0 {
+		return
+	}
 	for _, tr := range r.det.Tick(r.t()) {
 		r.tracef("verdict %s %s -> %s", tr.Node, tr.From, tr.To)
 		if tr.To == model.StateDown && r.res.FirstDown == 0 {
@@ -442,6 +535,8 @@ func (r *run) issue(e core.Effects) {
 		switch t.Kind {
 		case event.KindDelete:
 			tr.end = now + 10*time.Millisecond
+		case event.KindRebuild:
+			tr.end = r.rebuildEnd(t)
 		default:
 			tr.end = now + tick
 			src, tgt := r.w.nodeIndex(firstOr(t.Sources)), r.w.nodeIndex(t.Target)
@@ -480,26 +575,32 @@ func (r *run) finish(tr *transfer) {
 	if t.Kind == event.KindDelete {
 		tgt := r.w.nodeIndex(t.Target)
 		if tgt < 0 || !r.w.nodes[tgt].up {
-			r.pl.fail(t, event.SideTarget, "node down")
+			r.failReport(t, event.SideTarget, "node down")
 			return
 		}
 		r.checkDelete(s, tgt)
 		r.w.remove(s, tgt)
 		r.res.Trims++
 		r.tracef("deleted %s from %s", t.Shard, t.Target)
-		if err := r.pl.done(t); err != nil {
-			r.violate("done %s: %v", t.Task, err)
-		}
+		r.report(func() {
+			if err := r.pl.done(t); err != nil {
+				r.violate("done %s: %v", t.Task, err)
+			}
+		})
 		r.checkLoss(s)
 		return
 	}
+	if t.Kind == event.KindRebuild {
+		r.rebuilt(t)
+		return
+	}
 	if t.Kind != event.KindCopy {
-		r.pl.fail(t, "", "the sim models replicated shards only")
+		r.failReport(t, "", "the sim does not model "+t.Kind)
 		return
 	}
 	tgt := r.w.nodeIndex(t.Target)
 	if tgt < 0 || !r.w.nodes[tgt].up || r.w.nodes[tgt].full {
-		r.pl.fail(t, event.SideTarget, "target down or full")
+		r.failReport(t, event.SideTarget, "target down or full")
 		return
 	}
 	state := copyState(0)
@@ -529,7 +630,7 @@ func (r *run) finish(tr *transfer) {
 	if state == 0 {
 		r.srcFails[t.Shard]++
 		r.tracef("task %s failed: no source could serve", t.Task)
-		r.pl.fail(t, event.SideSource, "no source could serve")
+		r.failReport(t, event.SideSource, "no source could serve")
 		return
 	}
 	if state == intact {
@@ -537,14 +638,150 @@ func (r *run) finish(tr *transfer) {
 	}
 	r.res.Copies++
 	r.tracef("copied %s to %s", t.Shard, t.Target)
-	if err := r.pl.done(t); err != nil {
-		r.violate("done %s: %v", t.Task, err)
+	r.report(func() {
+		if err := r.pl.done(t); err != nil {
+			r.violate("done %s: %v", t.Task, err)
+			return
+		}
+		r.checkListed(s)
+		r.maybeWhole(s)
+	})
+}
+
+// report delivers a mover's report to the planner: deliver feeds it and
+// runs the checks that follow. It runs at once, or 1 s to 3 min late while
+// a BusDelay lasts, and once more 5 s later while a BusDup lasts (the bus
+// delivers at least once).
+func (r *run) report(deliver func()) {
+	now := r.w.clock.now
+	if r.busDelay > 0 {
+		d := time.Duration(1+r.rng.IntN(180)) * time.Second
+		r.tracef("report late by %s", d)
+		r.w.clock.at(now+d, deliver)
+	} else {
+		deliver()
+	}
+	if r.busDup > 0 {
+		r.w.clock.at(now+5*time.Second, func() { r.tracef("report delivered again"); deliver() })
+	}
+}
+
+// failReport is report of a failure of task t on side.
+func (r *run) failReport(t event.Task, side, cause string) {
+	r.report(func() { r.pl.fail(t, side, cause) })
+}
+
+// rebuildEnd reserves the streams of rebuild task t, which reads one piece
+// from each of its first K sources and writes each rebuilt piece to its
+// target, all at once, and returns when it ends.
+func (r *run) rebuildEnd(t event.Task) time.Duration {
+	var nodes []*simNode
+	start, slow := r.w.clock.now, false
+	for _, id := range t.Sources[:min(len(t.Sources), t.K)] {
+		if i := r.w.nodeIndex(id); i >= 0 {
+			n := r.w.nodes[i]
+			nodes, start, slow = append(nodes, n), max(start, n.outFree), slow || n.slow > 0
+		}
+	}
+	reads := len(nodes)
+	for _, p := range t.Rebuild {
+		if i := r.w.nodeIndex(p.Node); i >= 0 {
+			n := r.w.nodes[i]
+			nodes, start, slow = append(nodes, n), max(start, n.inFree), slow || n.slow > 0
+		}
+	}
+	bw := r.w.bw
+	if slow {
+		bw /= 10
+	}
+	end := start + time.Duration(float64(r.w.size)/float64(bw)*float64(time.Second))
+	for k, n := range nodes {
+		if k < reads {
+			n.outFree = end
+		} else {
+			n.inFree = end
+		}
+	}
+	return end
+}
+
+// rebuilt is a mover's end of rebuild task t: it reads K intact pieces from
+// their holders (a rotten one fails its checksum: the holder quarantines and
+// reports it, the mover reads another), reconstructs the pieces to rebuild
+// and lands each, verified, on its target; or it fails, on the source side
+// with fewer than K pieces readable, on the target side when a target is
+// down or full.
+func (r *run) rebuilt(t event.Task) {
+	rebuilding := map[string]bool{}
+	for _, p := range t.Rebuild {
+		rebuilding[p.Shard] = true
+		tgt := r.w.nodeIndex(p.Node)
+		if tgt < 0 || !r.w.nodes[tgt].up || r.w.nodes[tgt].full {
+			r.failReport(t, event.SideTarget, "target down or full")
+			return
+		}
+	}
+	read := 0
+	for _, p := range t.Stripe {
+		if read == t.K {
+			break
+		}
+		if rebuilding[p.Shard] || p.Node == "" {
+			continue
+		}
+		src, s := r.w.nodeIndex(p.Node), r.w.index[p.Shard]
+		if src < 0 || !r.w.nodes[src].up {
+			continue
+		}
+		c, ok := r.w.shards[s].copyOf(src)
+		switch {
+		case !ok || c.state == gone:
+		case c.state == rotten:
+			r.w.setState(c, src, gone)
+			r.pl.corrupt(p.Shard, p.Node)
+		default:
+			read++
+		}
+	}
+	if read < t.K && r.cfg.Bug != BugUnverified {
+		r.srcFails[t.Shard]++
+		r.tracef("task %s failed: %d of %d pieces readable", t.Task, read, t.K)
+		r.failReport(t, event.SideSource, "too few pieces readable")
 		return
 	}
-	r.checkListed(s)
-	if r.listedIntact(s, true) >= RF {
-		r.w.shards[s].faults = 0
+	state := intact
+	if r.cfg.Bug == BugUnverified {
+		state = unverified
 	}
+	for _, p := range t.Rebuild {
+		r.w.put(r.w.index[p.Shard], r.w.nodeIndex(p.Node), state)
+	}
+	r.res.Copies += len(t.Rebuild)
+	r.tracef("rebuilt %d pieces of %s's stripe", len(t.Rebuild), t.Shard)
+	r.report(func() {
+		if err := r.pl.done(t); err != nil {
+			r.violate("done %s: %v", t.Task, err)
+			return
+		}
+		for _, p := range t.Rebuild {
+			s := r.w.index[p.Shard]
+			r.checkListed(s)
+			r.maybeWhole(s)
+		}
+	})
+}
+
+// canHold reports whether enough nodes, neither destroyed nor draining,
+// are left for a shard's RF copies or a stripe's K+M pieces.
+func (r *run) canHold() bool {
+	cands := r.pl.candidates()
+	n := 0
+	for i, nd := range r.w.nodes {
+		if !nd.destroyed && !cands[i].Leaving {
+			n++
+		}
+	}
+	return n >= r.lay.K+r.lay.M+r.lay.RF
 }
 
 // firstActive returns the live transfer with the smallest task id.

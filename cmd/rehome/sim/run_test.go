@@ -8,37 +8,88 @@ import (
 	"testing"
 )
 
-// TestSeedsHoldInvariants runs a few hundred seeded schedules on 30 nodes:
-// every invariant holds after every step of each.
-func TestSeedsHoldInvariants(t *testing.T) {
-	n := 300
+// holdSeeds runs n seeds drawn from base on cfg (n/6 with -short), fails t
+// with the report of every run that broke an invariant, and returns the
+// shards (stripes) lost to more failures than they tolerate, the copies
+// made and how many faults of each kind the schedules drew.
+func holdSeeds(t *testing.T, cfg Config, base uint64, n int) (lost, copies int, kinds map[Kind]int) {
+	t.Helper()
 	if testing.Short() {
-		n = 50
+		n /= 6
 	}
-	lost, copies := 0, 0
-	for _, seed := range Seeds(1, n) {
-		res := Run(Defaults(), seed, nil)
+	kinds = map[Kind]int{}
+	for _, seed := range Seeds(base, n) {
+		res := Run(cfg, seed, nil)
 		if res.Violation != nil {
 			var b bytes.Buffer
-			WriteFailure(&b, Defaults(), res, nil, nil)
+			WriteFailure(&b, cfg, res, nil, nil)
 			t.Error(b.String())
 		}
 		lost += res.Lost
 		copies += res.Copies
+		for _, f := range res.Schedule {
+			kinds[f.Kind]++
+		}
 	}
 	if copies == 0 {
 		t.Fatal("no schedule made the planner copy anything")
 	}
-	t.Logf("%d schedules: %d copies, %d shards lost to more failures at once than RF-1", n, copies, lost)
+	return lost, copies, kinds
 }
 
-// TestSameSeedSameRun replays seeds twice: the full event traces are equal,
-// and two seeds give two different runs.
+// TestSeedsHoldInvariants runs a few hundred seeded schedules on 30 nodes:
+// every invariant holds after every step of each.
+func TestSeedsHoldInvariants(t *testing.T) {
+	lost, copies, _ := holdSeeds(t, Defaults(), 1, 300)
+	t.Logf("%d copies, %d shards lost to more failures at once than RF-1", copies, lost)
+}
+
+// TestStripeSeedsHoldInvariants runs seeded schedules on 30 nodes holding
+// 4+2 erasure-coded stripes (the planner core rebuilds them): no stripe is
+// lost unless more than 2 of its pieces failed at once, no rebuild puts
+// more than 2 pieces of a stripe in one rack while racks allow, and the
+// other invariants hold.
+func TestStripeSeedsHoldInvariants(t *testing.T) {
+	cfg := Defaults()
+	cfg.Layout, cfg.Shards = "ec=4+2", 100
+	lost, copies, _ := holdSeeds(t, cfg, 2, 150)
+	t.Logf("%d pieces rebuilt or copied, %d stripes lost to more than 2 failures at once", copies, lost)
+}
+
+// TestBusFaultSeedsHoldInvariants runs seeded schedules with faults of the
+// bus and the detector added (lost heartbeats, duplicated and late mover
+// reports, detector restarts) on 30 nodes: every invariant holds, and the
+// bus faults did happen.
+func TestBusFaultSeedsHoldInvariants(t *testing.T) {
+	cfg := Defaults()
+	cfg.BusFaults = true
+	_, _, kinds := holdSeeds(t, cfg, 4, 100)
+	for k := BusLoss; k < numAllKinds; k++ {
+		if kinds[k] == 0 {
+			t.Errorf("the schedules drew no %s", k)
+		}
+	}
+}
+
+// TestSameSeedSameRun replays seeds twice (RF 3, with bus faults, and 4+2
+// with bus faults): the full event traces are equal, and two seeds give two
+// different runs.
 func TestSameSeedSameRun(t *testing.T) {
 	cfg := Defaults()
 	cfg.Trace = true
+	bus := cfg
+	bus.BusFaults = true
+	ec := bus
+	ec.Layout, ec.Shards = "ec=4+2", 100
 	var prev []string
-	for _, seed := range Seeds(7, 8) {
+	for i, seed := range Seeds(7, 14) {
+		cfg := cfg
+		switch {
+		case i >= 12:
+			cfg = ec
+		case i >= 8:
+			cfg = bus // late reports and lost heartbeats draw from the seed too
+		}
 		a, b := Run(cfg, seed, nil), Run(cfg, seed, nil)
 		if len(a.Trace) == 0 || !slices.Equal(a.Trace, b.Trace) {
 			for i := range min(len(a.Trace), len(b.Trace)) {
@@ -60,14 +111,20 @@ func TestSameSeedSameRun(t *testing.T) {
 // command replaying it, and shrinks the schedule to one that still fails.
 func TestPlantedBugsAreCaught(t *testing.T) {
 	for _, c := range []struct {
-		bug  Bug
-		want string
+		bug    Bug
+		layout string
+		want   string
 	}{
-		{BugOneRack, "two copies in"},
-		{BugUnverified, "whose disk never got it"},
+		{BugOneRack, "", "two copies in"},
+		{BugUnverified, "", "whose disk never got it"},
+		{BugOneRack, "ec=4+2", "pieces of its stripe in"},
+		{BugUnverified, "ec=4+2", "map lists"},
 	} {
 		cfg := Defaults()
 		cfg.Bug = c.bug
+		if c.layout != "" {
+			cfg.Layout, cfg.Shards = c.layout, 100
+		}
 		var res Result
 		for _, seed := range Seeds(3, 200) {
 			if res = Run(cfg, seed, nil); res.Violation != nil {
@@ -92,7 +149,8 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		WriteFailure(&b, cfg, res, shrunk, keep)
 		out := b.String()
 		seed := strconv.FormatUint(res.Seed, 10)
-		if !strings.Contains(out, "seed "+seed+":") || !strings.Contains(out, "replay: rehome sim --nodes 30 --seed "+seed+" --keep ") {
+		if !strings.Contains(out, "seed "+seed+":") || !strings.Contains(out, "replay: "+ReplayCommand(cfg, res.Seed, keep)) ||
+			!strings.Contains(out, "replay: rehome sim --nodes 30 ") || c.layout != "" && !strings.Contains(out, " --layout "+c.layout) {
 			t.Errorf("bug %d: report lacks the seed or the replay command:\n%s", c.bug, out)
 		}
 		t.Logf("bug %d caught: %s", c.bug, out)

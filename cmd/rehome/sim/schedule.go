@@ -32,12 +32,23 @@ const (
 	numKinds
 )
 
+// The faults of the bus and of the detector, drawn only with
+// Config.BusFaults (GenerateBus), so that the schedules of the faults above
+// stay what they were for every seed.
+const (
+	BusLoss         Kind = numKinds + iota // for a while, each heartbeat is lost on the bus with probability 1/2
+	BusDup                                 // for a while, every mover's report is delivered twice, the copy 5 s later
+	BusDelay                               // for a while, every mover's report arrives 1 s to 3 min late (past a task's timeout)
+	DetectorRestart                        // the detector stops for a while, then starts afresh, seeded as the service does
+	numAllKinds
+)
+
 var kindNames = [...]string{"crash-stop", "crash-restart", "wipe-disk", "full-disk", "slow-disk", "bit-rot",
 	"partition", "flap", "mover-crash", "planner-failover", "rack-loss", "one-percent", "second-failure",
-	"maintenance", "drain", "pause"}
+	"maintenance", "drain", "pause", "bus-loss", "bus-dup", "bus-delay", "detector-restart"}
 
 func (k Kind) String() string {
-	if k >= 0 && k < numKinds {
+	if k >= 0 && k < numAllKinds {
 		return kindNames[k]
 	}
 	return fmt.Sprintf("kind-%d", int(k))
@@ -144,6 +155,34 @@ func Generate(seed uint64, n, racks, maxFaults int, window time.Duration) Schedu
 		}
 		s = append(s, f)
 	}
+	slices.SortStableFunc(s, func(a, b Fault) int { return int(a.At - b.At) })
+	return s
+}
+
+// GenerateBus draws the bus and detector faults of seed: between 1 and
+// maxFaults/2 (at least 1) inside window, each lasting 5 s to 2 min. It is
+// a pure function of its arguments.
+func GenerateBus(seed uint64, maxFaults int, window time.Duration) Schedule {
+	rng := rand.New(rand.NewPCG(seed, 0x627573)) // "bus"
+	k := 1 + rng.IntN(max(maxFaults/2, 1))
+	s := make(Schedule, 0, k)
+	for range k {
+		s = append(s, Fault{At: time.Duration(rng.Int64N(int64(window))).Truncate(time.Second),
+			Kind: BusLoss + Kind(rng.IntN(int(numAllKinds-BusLoss))), For: time.Duration(5+rng.IntN(116)) * time.Second})
+	}
+	slices.SortStableFunc(s, func(a, b Fault) int { return int(a.At - b.At) })
+	return s
+}
+
+// ScheduleOf returns the fault schedule of seed on cfg's cluster: Generate's,
+// merged by time with GenerateBus's when cfg.BusFaults is set.
+func ScheduleOf(cfg Config, seed uint64) Schedule {
+	cfg = cfg.withDefaults()
+	s := Generate(seed, cfg.Nodes, cfg.Racks, cfg.MaxFaults, cfg.Window)
+	if !cfg.BusFaults {
+		return s
+	}
+	s = append(s, GenerateBus(seed, cfg.MaxFaults, cfg.Window)...)
 	slices.SortStableFunc(s, func(a, b Fault) int { return int(a.At - b.At) })
 	return s
 }

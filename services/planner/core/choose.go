@@ -64,11 +64,20 @@ func (v *View) incident(h uint32) string {
 	return incidentNone
 }
 
+// repairFillBand is the width of the fill bands a repair's targets are
+// ranked by (placement.TargetOptions.FillBand): nodes within one percentage
+// point of fill count as equally filled, and the one writing fewest copies
+// wins. Ranked by exact fill, the emptiest nodes took every repair up to
+// their write slots while most survivors sat idle, so a node's loss took
+// twice the copy time on 1,000 nodes (rehome sim --restore).
+const repairFillBand = 0.01
+
 // decide chooses target and source for shard h, if it needs and can get a
 // copy now. A holder whose disk lacks the shard gets it back when it can
 // (inPlaceTarget); otherwise the target comes first (placement.ChooseTarget:
 // racks without a live copy, room below maxFill, balanced by bytes and
-// writes, never a node the entry lists); the source is then the least busy
+// writes, fills within repairFillBand counted equal, never a node the entry
+// lists); the source is then the least busy
 // live holder that has it, nearest the target's rack.
 func (v *View) decide(h uint32, pc *planCtx) (Decision, bool) {
 	now, lim, cands := pc.now, pc.lim, pc.cands
@@ -128,7 +137,7 @@ func (v *View) decide(h uint32, pc *planCtx) (Decision, bool) {
 			return Decision{}, false
 		}
 	}
-	opt := placement.TargetOptions{Size: s.size, MaxTasks: pc.maxIn, Salt: salt, MaxFill: lim.MaxFill}
+	opt := placement.TargetOptions{Size: s.size, MaxTasks: pc.maxIn, Salt: salt, MaxFill: lim.MaxFill, FillBand: repairFillBand}
 	if v.pol.Copysets {
 		opt.Sticky, opt.Salt = true, survivorSalt(stay, cands)
 	}

@@ -359,6 +359,39 @@ func TestHarnessSourcesSpreadOverSurvivors(t *testing.T) {
 	}
 }
 
+// TestHarnessRepairTargetsSpreadOverIdleNodes: a lost node's shards go to
+// as many different targets as there are idle nodes, even when the nodes'
+// fills differ by a few shards (within repairFillBand): ranked by exact
+// fill, the emptiest nodes took two copies each (their write slots) while
+// others sat idle, and the repair took twice the copy time.
+func TestHarnessRepairTargetsSpreadOverIdleNodes(t *testing.T) {
+	h := newPlanHarness(t, 40, 40, Limits{PerNodeIn: 2, PerNodeOut: 2, MaxInFlight: 1000})
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i < 200; i++ { // other shards: the survivors' fills differ by a few GiB
+		p := r.Perm(39)
+		h.put(fmt.Sprintf("f%03d", i), 1<<30, fmt.Sprintf("storage-%d", p[0]+1), fmt.Sprintf("storage-%d", p[1]+1), fmt.Sprintf("storage-%d", p[2]+1))
+	}
+	for i := 0; i < 20; i++ {
+		p := r.Perm(39)
+		h.put(fmt.Sprintf("s%02d", i), 1<<30, "storage-40", fmt.Sprintf("storage-%d", p[0]+1), fmt.Sprintf("storage-%d", p[1]+1))
+	}
+	for i := 1; i <= 40; i++ { // 10 TiB disks: every node within one fill band
+		h.v.Heartbeat(fmt.Sprintf("storage-%d", i), 0, 10<<40, Epoch)
+	}
+	h.state("storage-40", model.StateDown)
+	p := h.plan()
+	if len(p.Copies) != 20 {
+		t.Fatalf("planned %d of 20", len(p.Copies))
+	}
+	writes := map[string]int{}
+	for _, d := range p.Copies {
+		if writes[h.name(d.Target)]++; writes[h.name(d.Target)] > 1 {
+			t.Fatalf("%s is the target of %d copies while %d of 39 nodes got none: %v",
+				h.name(d.Target), writes[h.name(d.Target)], 39-len(writes), writes)
+		}
+	}
+}
+
 // TestHarnessFailuresBackOffThenPark: failed attempts back off and avoid
 // the failed target; the MaxAttempts-th failure parks the shard for
 // RetryLater, then a new round starts at attempt 1 with fresh task ids.

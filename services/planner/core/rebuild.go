@@ -157,7 +157,7 @@ func (v *View) decideRebuild(h uint32, pc *planCtx) (Decision, bool) {
 	if len(fresh) > 0 {
 		firstID := v.IDs.String(missing[fresh[0]])
 		opt := placement.RebuildOptions{M: g.m, Size: size, MaxTasks: pc.maxIn, MaxFill: pc.lim.MaxFill,
-			Salt: placement.Salt(firstID), Exclude: avoid}
+			Salt: placement.Salt(firstID), Exclude: avoid, FillBand: repairFillBand}
 		ftgs, err := placement.ChooseRebuildTargets(len(fresh), holders, racks, cands, opt)
 		if len(avoid) > 0 && (err != nil || found(ftgs) < len(fresh) || (relaxed(ftgs) && blamed < relaxAfterAttempt)) {
 			// Avoiding the failed targets leaves a piece without one or breaks

@@ -100,6 +100,8 @@ type RebuildOptions struct {
 	Exclude []int
 	// Salt varies tie-breaks per stripe (Salt of its first missing piece).
 	Salt uint64
+	// FillBand is TargetOptions.FillBand for the pieces' targets.
+	FillBand float64
 }
 
 // ChooseRebuildTargets picks one target for each of n missing pieces of an
@@ -119,6 +121,7 @@ type RebuildOptions struct {
 // split the stripe. With no target for any piece, ErrNoTarget.
 func ChooseRebuildTargets(n int, holders []int, rackPieces map[string]int, cands []Candidate, opt RebuildOptions) ([]Target, error) {
 	ts := newTargetScan(holders, opt.Exclude, cands, opt.Salt)
+	ts.rk.band = opt.FillBand
 	inRack := make([]int, ts.nracks)
 	for i, c := range cands {
 		inRack[ts.rackOf[i]] = rackPieces[c.Rack]

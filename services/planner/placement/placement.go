@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 
 	"github.com/rehome/rehome/shared/model"
 )
@@ -139,6 +140,8 @@ type ranker struct {
 	salt  uint64
 	// sticky orders by the salted hash alone (TargetOptions.Sticky).
 	sticky bool
+	// band, when positive, compares fills by band (TargetOptions.FillBand).
+	band float64
 }
 
 func newRanker(cands []Candidate) *ranker {
@@ -149,11 +152,12 @@ func newRanker(cands []Candidate) *ranker {
 	return r
 }
 
-// less orders candidates i and j by fill, then in-flight writes, then a
-// per-shard hash, then id (sticky: by the hash, then id).
+// less orders candidates i and j by fill (by band of fill when r.band is
+// set), then in-flight writes, then a per-shard hash, then id (sticky: by
+// the hash, then id).
 func (r *ranker) less(i, j int) bool {
 	a, b := &r.cands[i], &r.cands[j]
-	if fa, fb := a.Fill(), b.Fill(); fa != fb && !r.sticky {
+	if fa, fb := r.fill(a), r.fill(b); fa != fb && !r.sticky {
 		return fa < fb
 	}
 	if a.PendingTasks != b.PendingTasks && !r.sticky {
@@ -163,6 +167,14 @@ func (r *ranker) less(i, j int) bool {
 		return ha < hb
 	}
 	return a.ID < b.ID
+}
+
+// fill is c's fill, or the number of its fill band when r.band is set.
+func (r *ranker) fill(c *Candidate) float64 {
+	if r.band > 0 {
+		return math.Floor(c.Fill() / r.band)
+	}
+	return c.Fill()
 }
 
 // rackIndex maps every candidate to a dense rack number, racks numbered in
@@ -277,6 +289,12 @@ type TargetOptions struct {
 	MaxFill float64
 	// Salt varies tie-breaks per shard (Salt(shard id)).
 	Salt uint64
+	// FillBand, when positive, ranks nodes whose fills fall in the same band
+	// of this width (0.01: whole percentage points) as equally filled, so
+	// that in-flight writes decide among them: a repair spreads its copies
+	// over idle nodes rather than stacking them on the emptiest disk for a
+	// difference of a few shards (0: the exact fill decides).
+	FillBand float64
 	// Sticky ranks the eligible nodes by a hash of Salt alone, fill and
 	// in-flight writes ignored (room still counts). Under copyset placement,
 	// with Salt = SurvivorSalt(the live holders' ids), every shard that lost
@@ -305,7 +323,7 @@ type Target struct {
 // of relaxing; with none at all, ErrNoTarget.
 func ChooseTarget(holders []int, cands []Candidate, opt TargetOptions) (Target, error) {
 	ts := newTargetScan(holders, opt.Exclude, cands, opt.Salt)
-	ts.rk.sticky = opt.Sticky
+	ts.rk.sticky, ts.rk.band = opt.Sticky, opt.FillBand
 	liveInRack := make([]int, ts.nracks)
 	for _, h := range holders {
 		if h >= 0 && h < len(cands) && cands[h].State.Live() {

@@ -134,6 +134,16 @@ func TestAllocateDoesNotModifyCandidates(t *testing.T) {
 	}
 }
 
+// busyEmptiest is 9 nodes on 3 racks of 1 TiB: storage-01 empty but
+// writing one copy, storage-04 and storage-07 idle holding used4 and used7
+// bytes.
+func busyEmptiest(used4, used7 int64) []Candidate {
+	c := cluster(9, 3)
+	c[0].PendingTasks = 1
+	c[3].UsedBytes, c[6].UsedBytes = used4, used7
+	return c
+}
+
 func TestChooseTargetTable(t *testing.T) {
 	six := func(mod func(c []Candidate)) []Candidate { c := cluster(6, 3); mod(c); return c }
 	tests := []struct {
@@ -168,6 +178,26 @@ func TestChooseTargetTable(t *testing.T) {
 		cands:   func() []Candidate { c := cluster(9, 3); c[0].PendingBytes = 5; c[3].UsedBytes = 3; return c }(),
 		holders: []int{1, 2},
 		want:    "storage-07",
+	}, {
+		// storage-01 is the emptiest but already writing; storage-04 holds
+		// 1 GiB more of 1 TiB (same 1% band) and is idle; storage-07 idle but
+		// in a fuller band.
+		name:    "fill band: an idle node within the band beats the emptiest busy one",
+		cands:   busyEmptiest(1<<30, 20<<30),
+		holders: []int{1, 2},
+		opt:     TargetOptions{FillBand: 0.01},
+		want:    "storage-04",
+	}, {
+		name:    "no fill band: the exact fill decides",
+		cands:   busyEmptiest(1<<30, 20<<30),
+		holders: []int{1, 2},
+		want:    "storage-01",
+	}, {
+		name:    "fill band: a fuller band still loses to a busy node",
+		cands:   busyEmptiest(20<<30, 30<<30),
+		holders: []int{1, 2},
+		opt:     TargetOptions{FillBand: 0.01},
+		want:    "storage-01",
 	}, {
 		name:    "suspect, maintenance and down are not targets",
 		cands:   six(func(c []Candidate) { c[3].State = model.StateSuspect; c[0].State = model.StateDown; c[5].UsedBytes = 1 }),
