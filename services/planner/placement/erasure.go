@@ -14,12 +14,13 @@ import (
 // AllocateStripes places the pieces of new erasure-coded stripes of a k+m
 // layout: stripes[s] lists the pieces of stripe s (at most k+m) and the
 // answer's [s][i] is the candidate index of piece i. The pieces of one stripe
-// go to distinct up nodes with room; a rack gets at most m of them while other
-// racks can take more (when racks are too few, the rack holding fewest of the
-// stripe's pieces first, which spreads them as evenly as possible); among the
-// allowed nodes the least filled wins (fill counts pending bytes, and every
-// choice adds to them, so one call balances many stripes), ties broken by a
-// hash of piece and node ids. cands is not modified.
+// go to distinct up nodes with room, each to a rack holding fewest of the
+// stripe's pieces so far: one per rack where racks are k+m or more (a rack's
+// loss costs one piece), as even as possible otherwise (at most m per rack
+// once there are (k+m)/m racks); among those nodes the least filled wins
+// (fill counts pending bytes, and every choice adds to them, so one call
+// balances many stripes), ties broken by a hash of piece and node ids. cands
+// is not modified.
 //
 // It fails with a model.ErrInvalid error when fewer than k+m nodes are up
 // ("ec 4+2 needs 6 live nodes, 5 are up"), or a stripe has more than k+m
@@ -52,15 +53,15 @@ func AllocateStripes(cands []Candidate, k, m int, stripes [][]Shard) ([][]int, e
 		clear(rackUse)
 		for p, sh := range pieces {
 			rk.salt = hash64(sh.ID)
-			best, bestOver := -1, 0
+			best, bestUse := -1, 0
 			for i := range work {
 				c := &work[i]
 				if c.State != model.StateUp || chosen[i] || !c.fits(sh.Size) {
 					continue
 				}
-				over := max(rackUse[rackOf[i]]-m+1, 0) // 0 while the rack is below m
-				if best < 0 || over < bestOver || (over == bestOver && rk.less(i, best)) {
-					best, bestOver = i, over
+				use := rackUse[rackOf[i]] // the stripe's pieces in i's rack so far
+				if best < 0 || use < bestUse || (use == bestUse && rk.less(i, best)) {
+					best, bestUse = i, use
 				}
 			}
 			if best < 0 {
@@ -110,7 +111,8 @@ type RebuildOptions struct {
 // counts, per rack, the stripe's pieces with a live holder there (a piece once
 // per rack). A target is up, has room below MaxFill, and sits in a rack
 // holding fewer than M pieces counting the targets already chosen; among those
-// the least filled wins, then the one writing fewest copies, then a per-stripe
+// a rack holding fewest pieces first (one per rack where racks allow), then
+// the least filled, then the one writing fewest copies, then a per-stripe
 // hash. When no such node exists the rack rule is relaxed for that piece: the
 // rack holding fewest pieces first, and its Target says so.
 //

@@ -39,6 +39,17 @@ func TestAllocateStripesTable(t *testing.T) {
 		want    []string // when set: the exact nodes, in piece order
 		wantErr string
 	}{{
+		name:  "12 nodes in 6 racks, 4+2: one per rack (a rack's loss costs one piece)",
+		cands: cluster(12, 6),
+		k:     4, m: 2,
+		maxRack: 1,
+	}, {
+		name:  "emptier nodes in a rack already used do not win over an unused rack",
+		// The four emptiest nodes sit two by two in rack-1 and rack-2.
+		cands: withUsed(cluster(12, 6), 1, 2, 90, 91, 92, 93, 3, 4, 94, 95, 96, 97),
+		k:     4, m: 2,
+		maxRack: 1,
+	}, {
 		name:  "8 nodes in 4 racks, 4+2: at most 2 per rack",
 		cands: cluster(8, 4),
 		k:     4, m: 2,
@@ -173,9 +184,10 @@ func TestAllocateStripesProperties(t *testing.T) {
 			for _, n := range rackUse(cs, picks) {
 				most = max(most, n)
 			}
-			// At most m per rack where racks allow; otherwise the most even spread.
-			if most > max(m, level) {
-				t.Fatalf("iter %d stripe %d: a rack holds %d pieces of %d+%d, best possible %d", iter, s, most, k, m, max(m, level))
+			// The most even spread the racks allow (one per rack when
+			// there are k+m racks or more, so never above m where racks allow).
+			if most > level {
+				t.Fatalf("iter %d stripe %d: a rack holds %d pieces of %d+%d, best possible %d", iter, s, most, k, m, level)
 			}
 		}
 	}
@@ -246,6 +258,20 @@ func TestChooseRebuildTargetsTable(t *testing.T) {
 		rackPieces: map[string]int{"rack-1": 2, "rack-2": 2, "rack-3": 1, "rack-4": 1},
 		opt:        RebuildOptions{M: 2, Size: 1},
 		want:       []string{"storage-07", "storage-08"},
+	}, {
+		// 12 nodes in 6 racks, the stripe one piece per rack on 01..06; 01
+		// is down, so rack-1 holds no live piece: its 07 wins over emptier
+		// nodes in racks that hold one.
+		name: "a rack holding fewer of the stripe's pieces first, then the least filled",
+		cands: func() []Candidate {
+			c := withUsed(cluster(12, 6), 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 6)
+			c[0].State = model.StateDown
+			return c
+		}(),
+		n:          1,
+		rackPieces: map[string]int{"rack-2": 1, "rack-3": 1, "rack-4": 1, "rack-5": 1, "rack-6": 1},
+		opt:        RebuildOptions{M: 2, Size: 1},
+		want:       []string{"storage-07"},
 	}, {
 		name:       "no node for one piece: the other is still rebuilt",
 		cands:      eight(func(c []Candidate) { c[0].State, c[1].State = model.StateDown, model.StateDown }),

@@ -379,21 +379,26 @@ func (ts *targetScan) pick(inRack []int, limit int, size int64, maxFill float64,
 		strict := inRack[ts.rackOf[i]] < limit
 		anySeen = true
 		strictSeen = strictSeen || strict
-		if strict && (bestAny < 0 || ts.rk.less(i, bestAny)) {
+		// Among strict nodes, a rack holding fewer of the stripe's pieces
+		// first (replicas: every strict rack holds none), then rk's order.
+		better := func(b int) bool {
+			ri, rb := inRack[ts.rackOf[i]], inRack[ts.rackOf[b]]
+			return ri < rb || (ri == rb && ts.rk.less(i, b))
+		}
+		if strict && (bestAny < 0 || better(bestAny)) {
 			bestAny = i
 		}
 		if maxTasks > 0 && c.PendingTasks >= maxTasks {
 			continue
 		}
-		if strict && (best < 0 || ts.rk.less(i, best)) {
+		if strict && (best < 0 || better(best)) {
 			best = i
 		}
 		if bestRelaxed < 0 {
 			bestRelaxed = i
 			continue
 		}
-		ri, rb := inRack[ts.rackOf[i]], inRack[ts.rackOf[bestRelaxed]]
-		if ri < rb || (ri == rb && ts.rk.less(i, bestRelaxed)) {
+		if better(bestRelaxed) {
 			bestRelaxed = i
 		}
 	}
