@@ -260,7 +260,8 @@ func (h *harness) setState(node string, st model.State) {
 // mover consumes the work queue like the movers' shared consumer, records
 // every task and answers copies and rebuilds through answer (nil: always
 // done), after work (nil: at once), which stands for the time a copy takes.
-// A rebuild done gets one Done per rebuilt piece, as the real movers send.
+// A rebuild done gets one Done per rebuilt piece and each shard of a
+// batched copy is recorded and answered alone, as the real movers do.
 type mover struct {
 	mu     sync.Mutex
 	tasks  []event.Task
@@ -324,39 +325,41 @@ func (h *harness) runMover(mv *mover) (stop func()) {
 				continue
 			}
 			for msg := range batch.Messages() {
-				var t event.Task
-				if err := event.Decode(msg.Data(), &t); err != nil {
+				var queued event.Task
+				if err := event.Decode(msg.Data(), &queued); err != nil {
 					h.t.Errorf("mover got a malformed task: %v", err)
 					_ = msg.Term()
 					continue
 				}
-				mv.mu.Lock()
-				mv.tasks = append(mv.tasks, t)
-				answer, work := mv.answer, mv.work
-				mv.mu.Unlock()
-				if work > 0 {
-					time.Sleep(work) // the copy itself
-				}
-				var f *event.Failed
-				if answer != nil && t.Kind != event.KindDelete {
-					f = answer(t)
-				}
-				switch {
-				case f != nil:
-					err = bus.Publish(ctx, h.env.JS, event.FailedPrefix+t.Target, f, "")
-				case t.Kind == event.KindRebuild:
-					for _, p := range t.Rebuild {
-						err = errors.Join(err, bus.Publish(ctx, h.env.JS, event.DonePrefix+p.Node, &event.Done{
-							Task: t.Task, Incident: t.Incident, Shard: p.Shard, Kind: t.Kind, Target: p.Node,
-							Source: strings.Join(t.Sources[:t.K], ","), Bytes: p.Size, DurationMS: 1}, "done-"+t.Task+"-"+p.Shard))
+				for _, t := range queued.Members() { // each shard of a batch alone, as the movers do
+					mv.mu.Lock()
+					mv.tasks = append(mv.tasks, t)
+					answer, work := mv.answer, mv.work
+					mv.mu.Unlock()
+					if work > 0 {
+						time.Sleep(work) // the copy itself
 					}
-				default:
-					err = bus.Publish(ctx, h.env.JS, event.DonePrefix+t.Target, &event.Done{
-						Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
-						Source: first(t.Sources), Bytes: t.Bytes, DurationMS: 1}, "done-"+t.Task)
-				}
-				if err != nil && ctx.Err() == nil {
-					h.t.Errorf("mover publish: %v", err)
+					var f *event.Failed
+					if answer != nil && t.Kind != event.KindDelete {
+						f = answer(t)
+					}
+					switch {
+					case f != nil:
+						err = bus.Publish(ctx, h.env.JS, event.FailedPrefix+t.Target, f, "")
+					case t.Kind == event.KindRebuild:
+						for _, p := range t.Rebuild {
+							err = errors.Join(err, bus.Publish(ctx, h.env.JS, event.DonePrefix+p.Node, &event.Done{
+								Task: t.Task, Incident: t.Incident, Shard: p.Shard, Kind: t.Kind, Target: p.Node,
+								Source: strings.Join(t.Sources[:t.K], ","), Bytes: p.Size, DurationMS: 1}, "done-"+t.Task+"-"+p.Shard))
+						}
+					default:
+						err = bus.Publish(ctx, h.env.JS, event.DonePrefix+t.Target, &event.Done{
+							Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
+							Source: first(t.Sources), Bytes: t.Bytes, DurationMS: 1}, "done-"+t.Task)
+					}
+					if err != nil && ctx.Err() == nil {
+						h.t.Errorf("mover publish: %v", err)
+					}
 				}
 				_ = msg.Ack()
 			}

@@ -155,8 +155,9 @@ func (v *View) BatchTask(ds []Decision, ps []model.Placement) event.Task {
 	return t
 }
 
-// seedBatch records the shards of a queued batched copy task t as in flight
-// sharing one batch (see SeedFlight); it reports whether any was.
+// seedBatch records the shards of a queued batched copy task t that have
+// not landed yet as in flight, sharing one batch (see SeedFlight); it
+// reports whether any was.
 func (v *View) seedBatch(t event.Task, seq uint64, deadline time.Time) bool {
 	src, err1 := v.Ref(t.Sources[0])
 	tg, err2 := v.Ref(t.Target)
@@ -167,6 +168,12 @@ func (v *View) seedBatch(t event.Task, seq uint64, deadline time.Time) bool {
 	seeded := false
 	for _, m := range t.Members() {
 		if len(m.Sources) == 0 || m.Sources[0] != t.Sources[0] {
+			continue
+		}
+		// A batch never carries a copy back in place, so a map listing
+		// the target means the shard landed: its Done was handled (the
+		// batch stays queued until its last shard is done).
+		if h, ok := v.IDs.Lookup(m.Shard); ok && v.holds(h, tg) {
 			continue
 		}
 		if v.seedCopy(m, seq, deadline, b) {

@@ -209,15 +209,26 @@ func TestBatchSeededAfterTakeover(t *testing.T) {
 		t.Fatalf("want one batch, got %d tasks", len(e.Tasks))
 	}
 	h2 := batchHarness(t, 12, 4<<10, lim)
+	// The first shard landed before the takeover (its Done was handled).
+	ms := e.Tasks[0].Members()
+	landed, _ := h2.Entry(ms[0].Shard)
+	landed, _ = AddHolder(landed, "storage-4")
+	if err := h2.Write(landed); err != nil {
+		t.Fatal(err)
+	}
 	if !h2.View.SeedFlight(e.Tasks[0], 1, h2.Now.Add(time.Hour)) {
 		t.Fatal("queued batch not seeded")
 	}
 	if got := h2.Step(); len(got.Tasks) != 0 {
 		t.Fatalf("the new planner issued %v beside the queued batch (per-node-in 1)", members(got.Tasks))
 	}
-	for _, m := range e.Tasks[0].Members() {
+	for i, m := range ms {
 		hh, _ := h2.View.IDs.Lookup(m.Shard)
-		if f := h2.View.Flights[hh]; f == nil || f.Task != m.Task {
+		f := h2.View.Flights[hh]
+		if i == 0 && f != nil {
+			t.Fatalf("member %s, landed before the takeover, seeded in flight again", m.Shard)
+		}
+		if i > 0 && (f == nil || f.Task != m.Task) {
 			t.Fatalf("member %s not in flight under its task id after the takeover", m.Shard)
 		}
 	}
