@@ -855,7 +855,7 @@ func TestCopysetPlacementKeepsShardsOnFewGroups(t *testing.T) {
 			if tc.maxGroups > 0 {
 				// storage-1 dies: each of its groups' shards goes to one new node.
 				before := h.placements()
-				h.setState("storage-1", model.StateDown)
+				h.setStateSeen("storage-1", model.StateDown) // else "healthy" may come before the verdict
 				mv := &mover{}
 				h.runMover(mv)
 				h.waitHealthy()
