@@ -270,8 +270,10 @@ type busTap struct {
 	doneAt   map[string]time.Time  // shard -> when that copy was reported
 	counting bool
 	counts   map[string]int
-	// Copy tasks issued and not yet answered, and the most there were at once.
-	inFlight map[string]bool
+	// Copy tasks issued and not yet answered (each shard's task id -> the
+	// id of the task message carrying it: a batch counts until its last
+	// shard is answered), and the most task messages there were at once.
+	inFlight map[string]string
 	peak     int
 	moved    int64 // bytes of rebalancing copies verified
 }
@@ -279,7 +281,7 @@ type busTap struct {
 func tapBus(b *testing.B, nc *nats.Conn) *busTap {
 	b.Helper()
 	t := &busTap{down: map[string]time.Time{}, done: map[string]event.Done{}, doneAt: map[string]time.Time{},
-		counts: map[string]int{}, inFlight: map[string]bool{}}
+		counts: map[string]int{}, inFlight: map[string]string{}}
 	for _, subj := range []string{"rehome.>", "$KV.>", "$JS.ACK.>", pullRequestPrefix + ">"} {
 		sub, err := nc.Subscribe(subj, t.observe)
 		if err != nil {
@@ -333,8 +335,10 @@ func (t *busTap) observe(m *nats.Msg) {
 		t.doneAt[done.Shard] = now
 		delete(t.inFlight, done.Task)
 	case isTask:
-		t.inFlight[task.Task] = true
-		t.peak = max(t.peak, len(t.inFlight))
+		for _, m := range task.Members() {
+			t.inFlight[m.Task] = task.Task
+		}
+		t.peak = max(t.peak, t.tasksInFlight())
 	case isFailed:
 		delete(t.inFlight, failed.Task)
 	}
@@ -346,8 +350,17 @@ func (t *busTap) peakCopies() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.peak
-	t.peak = len(t.inFlight)
+	t.peak = t.tasksInFlight()
 	return p
+}
+
+// tasksInFlight counts the task messages with a shard unanswered (t.mu held).
+func (t *busTap) tasksInFlight() int {
+	msgs := map[string]bool{}
+	for _, m := range t.inFlight {
+		msgs[m] = true
+	}
+	return len(msgs)
 }
 
 // pullRequestPrefix is the subject of JetStream pull requests (a consumer
