@@ -73,7 +73,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	var batch []memberResult
 	switch {
 	case t.Kind == event.KindCopy && len(t.Batch) > 0:
-		batch = s.exec.copyBatch(ctx, t)
+		batch = s.exec.copyBatch(ctx, t, s.now, func(m event.Task, r memberResult) error { return s.reportVerified(ctx, m, r) })
 		out, err = batchOutcome(batch)
 	case t.Kind == event.KindCopy:
 		out, err = s.exec.copy(ctx, t)

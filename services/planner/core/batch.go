@@ -8,23 +8,25 @@ import (
 	"github.com/rehome/rehome/shared/model"
 )
 
-// Batching small shards: several copies from one source to one target go
-// out as one task (one message, one acknowledgement, one plan entry) whose
-// shards the target pulls one after another over one connection. Each shard
-// keeps its own flight, task id, attempt and result: it counts only once the
-// target verified it, and a shard that fails is re-planned alone.
+// Batching: several copies from one source to one target go out as one
+// task (one message, one acknowledgement, one plan entry) whose shards the
+// target pulls one after another. Each shard keeps its own flight, task id,
+// attempt and result: it counts only once the target verified it, its Done
+// goes out as soon as it did, and a shard that fails is re-planned alone.
+// Small shards save bus messages; shards of a few MiB save the planner
+// round trip (result, map write, next task) between copies on one slot.
 //
-// Throttles: a batch is one transfer. It takes one in slot of its target,
-// one out slot of its source and one unit of the global limit, however many
-// shards it carries; the byte cap and the target's pending bytes count every
-// shard's bytes. BatchShardMax and BatchBytesMax keep a batch no heavier
-// than one ordinary copy.
+// Throttles: a batch is one transfer (its shards move one at a time). It
+// takes one in slot of its target, one out slot of its source and one unit
+// of the global limit, however many shards it carries; the byte cap and the
+// target's pending bytes count every shard's bytes. BatchBytesMax bounds how
+// long the shards at a batch's end wait behind the first.
 
-// BatchShardMax is the largest shard that joins a batch.
-const BatchShardMax = 256 << 10
+// BatchShardMax is the largest shard that joins a batch (a default chunk is 4 MiB).
+const BatchShardMax = 16 << 20
 
 // BatchBytesMax bounds the bytes of one batch.
-const BatchBytesMax = 4 << 20
+const BatchBytesMax = 64 << 20
 
 // batchFlight is one batched copy task: formed by a planning round, then
 // shared by the flights of its shards while any of them is open.
