@@ -62,9 +62,10 @@ func (pc *planCtx) batchRoom() bool {
 // shards: a target and source that already have a batch with room this
 // round are offered as if that batch took no slot, and a decision that can
 // read from such a batch's source into its target joins it (joined true:
-// no slot, no budget charged). Otherwise the decision starts a batch of its
-// own when slots and budget allow (a round past its budget forms no new
-// batch: fresh reports whether one may).
+// no slot, no budget charged). Otherwise the shard is decided again
+// without that offer and starts a batch of its own, when slots and budget
+// allow (a round past its budget forms no new batch: fresh reports whether
+// one may).
 func (v *View) decideCopy(h uint32, pc *planCtx, fresh bool) (d Decision, joined, ok bool) {
 	size := v.Record(h).size
 	if !pc.batching(size) {
@@ -108,13 +109,24 @@ func (v *View) decideCopy(h uint32, pc *planCtx, fresh bool) (d Decision, joined
 		}
 	}
 	// A batch of its own: the slots must really be free (the offer above
-	// may have hidden a full target or source).
-	src, tg := d.Sources[0], d.Target
-	if !fresh || pc.cands[tg].PendingTasks >= pc.maxIn || pc.cands[src].Reads >= pc.maxOut {
+	// may have hidden a full target or source); if not, choose again
+	// without the offer.
+	if !fresh {
 		return Decision{}, false, false
 	}
+	if src, tg := d.Sources[0], d.Target; len(room) > 0 && (pc.cands[tg].PendingTasks >= pc.maxIn || pc.cands[src].Reads >= pc.maxOut) {
+		// What this finds busy holds only without the offer: keep it out
+		// of the round's memo, which later shards consult with the offer.
+		memo := pc.busy
+		pc.busy = map[uint64]int64{}
+		d, ok = v.decide(h, pc)
+		pc.busy = memo
+		if !ok {
+			return Decision{}, false, false
+		}
+	}
 	if !d.inPlace {
-		d.batch = &batchFlight{src: src, tg: tg, incident: d.Incident, shards: 1, bytes: d.Bytes}
+		d.batch = &batchFlight{src: d.Sources[0], tg: d.Target, incident: d.Incident, shards: 1, bytes: d.Bytes}
 		pc.forming = append(pc.forming, d.batch)
 	}
 	return d, false, true

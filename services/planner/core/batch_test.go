@@ -233,3 +233,21 @@ func TestBatchSeededAfterTakeover(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchDoesNotStarveOtherTargets: a target with a batch forming is
+// offered to later shards as if free, but a shard that cannot join it (no
+// holder is the batch's source) still goes to another target with a free
+// slot in the same round. 6 nodes in 6 racks, storage-1 down, one write
+// slot per node, two shards with no holder in common: both go out at once,
+// whatever targets their ids' hashes favour.
+func TestBatchDoesNotStarveOtherTargets(t *testing.T) {
+	for i := range 40 {
+		h := newPlanHarness(t, 6, 6, Limits{PerNodeIn: 1, PerNodeOut: 8, MaxInFlight: 64, Batch: 4})
+		h.put(fmt.Sprintf("a%03d", i), 4<<10, "storage-1", "storage-2", "storage-3")
+		h.put(fmt.Sprintf("b%03d", i), 4<<10, "storage-1", "storage-5", "storage-6")
+		h.state("storage-1", model.StateDown)
+		if got := members(h.Step().Tasks); len(got) != 2 {
+			t.Fatalf("pair %d: first round planned %v, want both shards (free targets remain for each)", i, got)
+		}
+	}
+}
