@@ -265,6 +265,7 @@ func (h *harness) setState(node string, st model.State) {
 type mover struct {
 	mu     sync.Mutex
 	tasks  []event.Task
+	msgs   int // copy task messages taken (a batch is one)
 	answer func(event.Task) *event.Failed
 	work   time.Duration
 }
@@ -330,6 +331,11 @@ func (h *harness) runMover(mv *mover) (stop func()) {
 					h.t.Errorf("mover got a malformed task: %v", err)
 					_ = msg.Term()
 					continue
+				}
+				if queued.Kind == event.KindCopy {
+					mv.mu.Lock()
+					mv.msgs++
+					mv.mu.Unlock()
 				}
 				for _, t := range queued.Members() { // each shard of a batch alone, as the movers do
 					mv.mu.Lock()
@@ -512,6 +518,12 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 	}
 	if got := len(mv.copies()); got != lostHere {
 		t.Errorf("%d shards copied, want %d", got, lostHere)
+	}
+	mv.mu.Lock()
+	msgs := mv.msgs
+	mv.mu.Unlock()
+	if msgs*4 > lostHere { // one target, a few sources: batches of up to 32
+		t.Errorf("%d copy task messages for %d small shards: they should travel batched", msgs, lostHere)
 	}
 	p := h.heal()
 	if p.UnderReplicated != 0 || p.BytesRemaining != 0 || p.ETASeconds != 0 || p.VerifiedBytes != int64(lostHere)*1000 {
