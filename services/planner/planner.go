@@ -83,9 +83,9 @@ type Config struct {
 	PerNodeOut int
 	// MaxInFlight bounds copies and trims in flight cluster-wide (default 64).
 	MaxInFlight int
-	// Batch is the most small shards (core.BatchShardMax bytes or less) of
-	// one source -> target pair one copy task carries (default 32; 1: one
-	// shard per task). A batch takes one slot of PerNodeIn, PerNodeOut and
+	// Batch is the most shards (core.BatchShardMax bytes or less, at most
+	// core.BatchBytesMax in all) of one source -> target pair one copy task
+	// carries (default 32; 1: one shard per task). A batch takes one slot of PerNodeIn, PerNodeOut and
 	// MaxInFlight; MaxBytesPerSec counts each shard's bytes.
 	Batch int
 	// MaxBytesPerSec caps the bytes of copies admitted per second
