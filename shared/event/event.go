@@ -304,7 +304,7 @@ type Task struct {
 	Stripe  []Piece `json:"stripe,omitempty"`
 	Rebuild []Piece `json:"rebuild,omitempty"`
 
-	// Batch (copy tasks only) lists several small shards copied from the
+	// Batch (copy tasks only) lists several shards copied from the
 	// same first source to Target by one task, each with its own task id,
 	// attempt and checksum: each is verified by the target and reported
 	// (Done or Failed) on its own, under its own task id. Task, Shard,
