@@ -291,6 +291,7 @@ func plannerCmd(g *globals) *cobra.Command {
 	fl.IntVar(&cfg.PerNodeIn, "per-node-in", cfg.PerNodeIn, "concurrent repairs writing to one node")
 	fl.IntVar(&cfg.PerNodeOut, "per-node-out", cfg.PerNodeOut, "concurrent repairs reading from one node")
 	fl.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "concurrent repairs cluster-wide")
+	fl.IntVar(&cfg.Batch, "batch", cfg.Batch, "most shards (16 MiB or less, 64 MiB in all) of one source->target pair per copy task; a batch takes one repair slot (1: no batching)")
 	fl.DurationVar(&cfg.TaskTimeout, "task-timeout", cfg.TaskTimeout, "re-plan a task with no result after this long")
 	fl.DurationVar(&cfg.StallAfter, "stall-after", cfg.StallAfter, "report a stall when nothing was verified for this long while work remains")
 	fl.Int64Var(&cfg.MaxBytesPerSec, "max-bytes-per-sec", cfg.MaxBytesPerSec, "cap on repair bytes per second cluster-wide (0: no cap)")

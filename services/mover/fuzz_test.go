@@ -17,6 +17,9 @@ import (
 // reason the rejection counter knows.
 func FuzzTask(f *testing.F) {
 	f.Add(event.TaskPrefix+"storage-2", []byte(`{"v":1,"task":"t","shard":"s-1","kind":"copy","sources":["storage-1"],"target":"storage-2","bytes":1,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}`))
+	f.Add(event.TaskPrefix+"storage-2", []byte(`{"v":1,"task":"t","shard":"s-1","kind":"copy","sources":["storage-1"],"target":"storage-2","bytes":1,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",`+
+		`"batch":[{"task":"t","shard":"s-1","sources":["storage-1"],"bytes":1,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","attempt":1},`+
+		`{"task":"u","shard":"s-2","sources":["storage-1","storage-3"],"bytes":7,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","attempt":2}]}`))
 	f.Fuzz(func(t *testing.T, subject string, data []byte) {
 		var tk event.Task
 		err := decodeTask(subject, data, &tk)
@@ -39,6 +42,11 @@ func FuzzTask(f *testing.F) {
 		}
 		if tk.Kind == event.KindRebuild && checkStripe(tk) != nil {
 			t.Fatalf("accepted a rebuild whose stripe does not hold: %+v", tk)
+		}
+		for _, m := range tk.Members() { // each shard of a batch is a copy the mover can run
+			if len(tk.Batch) > 0 && (m.Validate() != nil || m.Target != tk.Target || m.Kind != event.KindCopy) {
+				t.Fatalf("accepted a batch with a member that is no valid copy: %+v", m)
+			}
 		}
 	})
 }

@@ -74,12 +74,16 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	stop := s.keepAlive(msg)
 	var out outcome
 	var rb rebuilt
-	switch t.Kind {
-	case event.KindCopy:
+	var batch []memberResult
+	switch {
+	case t.Kind == event.KindCopy && len(t.Batch) > 0:
+		batch = s.exec.copyBatch(ctx, t, s.now, func(m event.Task, r memberResult) error { return s.reportVerified(ctx, m, r) })
+		out, err = batchOutcome(batch)
+	case t.Kind == event.KindCopy:
 		out, err = s.exec.copy(ctx, t)
-	case event.KindRebuild:
+	case t.Kind == event.KindRebuild:
 		rb, err = s.exec.rebuild(ctx, t)
-	case event.KindDelete:
+	case t.Kind == event.KindDelete:
 		err = s.exec.delete(ctx, t)
 	default: // Validate admits no other kind.
 		err = fmt.Errorf("%w: kind %q", event.ErrMalformed, t.Kind)
@@ -90,6 +94,8 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	s.m.read.Add(float64(out.read + rb.read))
 
 	switch {
+	case batch != nil && (err == nil || ctx.Err() == nil):
+		s.finishBatch(ctx, msg, t, batch, attempt, elapsed, log)
 	case t.Kind == event.KindRebuild && (err == nil || ctx.Err() == nil):
 		s.finishRebuild(ctx, msg, t, rb, err, attempt, elapsed, log)
 	case err == nil:
@@ -390,13 +396,15 @@ func (s *Service) retire(ctx context.Context, r *retirement) error {
 		}
 	}
 	if derr == nil && !r.reported {
-		f := &event.Failed{
-			Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
-			Error:   fmt.Sprintf("gave up after %d deliveries without an answer", r.adv.Deliveries),
-			Attempt: int(r.adv.Deliveries), Final: true,
-		}
-		if err := bus.Publish(actx, s.js, event.FailedPrefix+t.Target, f, "failed-"+t.Task+"-final"); err != nil {
-			return fmt.Errorf("final report of %s: %w", t.Task, err)
+		for _, m := range t.Members() { // each shard of a batch
+			f := &event.Failed{
+				Task: m.Task, Incident: m.Incident, Shard: m.Shard, Kind: m.Kind, Target: m.Target,
+				Error:   fmt.Sprintf("gave up after %d deliveries without an answer", r.adv.Deliveries),
+				Attempt: int(r.adv.Deliveries), Final: true,
+			}
+			if err := bus.Publish(actx, s.js, event.FailedPrefix+m.Target, f, "failed-"+m.Task+"-final"); err != nil {
+				return fmt.Errorf("final report of %s: %w", m.Task, err)
+			}
 		}
 		r.reported = true
 		s.m.tasks.WithLabelValues(t.Kind, ResultFailed).Inc()

@@ -211,7 +211,7 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 	s.mu.Unlock()
 
 	if len(p.Copies) > 0 {
-		s.issue(ctx, p.Copies)
+		s.issue(ctx, p.Batches())
 	}
 	for _, t := range p.Trims {
 		s.trim(ctx, t)
@@ -268,18 +268,20 @@ func (s *Service) reportGaveUp(ctx context.Context, f *event.Failed) {
 	}
 }
 
-// issue publishes the tasks of reserved decisions and one plan event per
-// incident (a rebuild counts each piece it writes, on its target).
-func (s *Service) issue(ctx context.Context, ds []core.Decision) {
+// issue publishes the tasks of reserved decisions, grouped as they travel
+// (core.Plan.Batches: one task per group), and one plan event per incident
+// (a rebuild counts each piece it writes, on its target; a batch each shard).
+func (s *Service) issue(ctx context.Context, groups [][]core.Decision) {
 	// One plan span per incident, continuing the trace its down verdict
 	// started; the tasks and the plan event are published inside it.
-	byIncident := map[string][]core.Decision{}
+	byIncident := map[string][][]core.Decision{}
 	var order []string
-	for _, d := range ds {
-		if _, ok := byIncident[d.Incident]; !ok {
-			order = append(order, d.Incident)
+	for _, g := range groups {
+		inc := g[0].Incident
+		if _, ok := byIncident[inc]; !ok {
+			order = append(order, inc)
 		}
-		byIncident[d.Incident] = append(byIncident[d.Incident], d)
+		byIncident[inc] = append(byIncident[inc], g)
 	}
 	for _, inc := range order {
 		s.issueIncident(ctx, inc, byIncident[inc])
@@ -287,33 +289,47 @@ func (s *Service) issue(ctx context.Context, ds []core.Decision) {
 }
 
 // issueIncident publishes the tasks of one incident and its plan event.
-func (s *Service) issueIncident(ctx context.Context, inc string, ds []core.Decision) {
+func (s *Service) issueIncident(ctx context.Context, inc string, groups [][]core.Decision) {
 	ctx, span := s.tracer.Start(telemetry.ContextFromTraceParent(ctx, s.incidentTrace(inc)), "rehome.repair.plan",
 		trace.WithAttributes(attribute.String("rehome.incident", inc)))
 	defer span.End()
 	plan := event.Plan{Incident: inc}
 	targets := map[string]*event.PlanTarget{}
-	for _, d := range ds {
+	for _, g := range groups {
 		var (
 			t  *event.Task
 			ok bool
 		)
-		if d.RB != nil {
+		switch d := g[0]; {
+		case d.RB != nil:
 			t, ok = s.issueRebuild(ctx, d)
-		} else {
+		case len(g) > 1:
+			t, ok = s.issueBatch(ctx, g)
+		default:
 			t, ok = s.issueOne(ctx, d)
 		}
 		if !ok {
 			continue
 		}
-		if t.RackRelaxed {
-			plan.RackRelaxed++
-			s.m.rackRelaxed.Inc()
-		}
 		writes := []event.Piece{{Node: t.Target, Size: t.Bytes}}
-		if t.Kind == event.KindRebuild {
-			writes = t.Rebuild
+		relaxed := 0
+		if t.RackRelaxed {
+			relaxed = 1
 		}
+		switch {
+		case t.Kind == event.KindRebuild:
+			writes = t.Rebuild
+		case len(t.Batch) > 0:
+			writes, relaxed = writes[:0], 0
+			for _, m := range t.Batch {
+				writes = append(writes, event.Piece{Node: t.Target, Size: m.Bytes})
+				if m.RackRelaxed {
+					relaxed++
+				}
+			}
+		}
+		plan.RackRelaxed += relaxed
+		s.m.rackRelaxed.Add(float64(relaxed))
 		for _, w := range writes {
 			plan.Shards++
 			plan.Bytes += w.Size

@@ -83,6 +83,11 @@ type Config struct {
 	PerNodeOut int
 	// MaxInFlight bounds copies and trims in flight cluster-wide (default 64).
 	MaxInFlight int
+	// Batch is the most shards (core.BatchShardMax bytes or less, at most
+	// core.BatchBytesMax in all) of one source -> target pair one copy task
+	// carries (default 32; 1: one shard per task). A batch takes one slot of PerNodeIn, PerNodeOut and
+	// MaxInFlight; MaxBytesPerSec counts each shard's bytes.
+	Batch int
 	// MaxBytesPerSec caps the bytes of copies admitted per second
 	// cluster-wide (default 0: no cap). A shard larger than one second's
 	// worth is admitted whole once the cap allows.
@@ -157,6 +162,7 @@ func DefaultConfig() Config {
 		PerNodeIn:         2,
 		PerNodeOut:        2,
 		MaxInFlight:       64,
+		Batch:             32,
 		MaxFill:           0.9,
 		BalanceBand:       0.05,
 		Placement:         PlacementRandom,
@@ -225,7 +231,7 @@ func (c Config) withDefaults() (Config, error) {
 		def int
 		n   string
 	}{{&c.PerNodeIn, d.PerNodeIn, "PerNodeIn"}, {&c.PerNodeOut, d.PerNodeOut, "PerNodeOut"},
-		{&c.MaxInFlight, d.MaxInFlight, "MaxInFlight"}, {&c.MaxAllocateShards, d.MaxAllocateShards, "MaxAllocateShards"},
+		{&c.MaxInFlight, d.MaxInFlight, "MaxInFlight"}, {&c.Batch, d.Batch, "Batch"}, {&c.MaxAllocateShards, d.MaxAllocateShards, "MaxAllocateShards"},
 		{&c.MaxAttempts, d.MaxAttempts, "MaxAttempts"}, {&c.ScatterWidth, d.ScatterWidth, "ScatterWidth"}}
 	for _, f := range ints {
 		if *f.v < 0 {
@@ -236,6 +242,8 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	switch {
+	case c.Batch > event.MaxBatch:
+		return c, fmt.Errorf("planner config: Batch %d above %d", c.Batch, event.MaxBatch)
 	case c.MaxBytesPerSec < 0:
 		return c, errors.New("planner config: MaxBytesPerSec is negative")
 	case !(c.MaxFill >= 0 && c.MaxFill <= 1): // NaN too
@@ -391,7 +399,7 @@ func (s *Service) Acting() bool { return s.acting.Load() }
 
 func (s *Service) limits() core.Limits {
 	return core.Limits{PerNodeIn: s.cfg.PerNodeIn, PerNodeOut: s.cfg.PerNodeOut, MaxInFlight: s.cfg.MaxInFlight,
-		MaxFill: s.cfg.MaxFill, Bytes: s.bytes, Paused: s.sw.sw.Paused}
+		MaxFill: s.cfg.MaxFill, Bytes: s.bytes, Paused: s.sw.sw.Paused, Batch: s.cfg.Batch}
 }
 
 // plan asks the loop to plan at once (non-blocking).

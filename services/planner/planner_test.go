@@ -260,10 +260,12 @@ func (h *harness) setState(node string, st model.State) {
 // mover consumes the work queue like the movers' shared consumer, records
 // every task and answers copies and rebuilds through answer (nil: always
 // done), after work (nil: at once), which stands for the time a copy takes.
-// A rebuild done gets one Done per rebuilt piece, as the real movers send.
+// A rebuild done gets one Done per rebuilt piece and each shard of a
+// batched copy is recorded and answered alone, as the real movers do.
 type mover struct {
 	mu     sync.Mutex
 	tasks  []event.Task
+	msgs   int // copy task messages taken (a batch is one)
 	answer func(event.Task) *event.Failed
 	work   time.Duration
 }
@@ -324,39 +326,46 @@ func (h *harness) runMover(mv *mover) (stop func()) {
 				continue
 			}
 			for msg := range batch.Messages() {
-				var t event.Task
-				if err := event.Decode(msg.Data(), &t); err != nil {
+				var queued event.Task
+				if err := event.Decode(msg.Data(), &queued); err != nil {
 					h.t.Errorf("mover got a malformed task: %v", err)
 					_ = msg.Term()
 					continue
 				}
-				mv.mu.Lock()
-				mv.tasks = append(mv.tasks, t)
-				answer, work := mv.answer, mv.work
-				mv.mu.Unlock()
-				if work > 0 {
-					time.Sleep(work) // the copy itself
+				if queued.Kind == event.KindCopy {
+					mv.mu.Lock()
+					mv.msgs++
+					mv.mu.Unlock()
 				}
-				var f *event.Failed
-				if answer != nil && t.Kind != event.KindDelete {
-					f = answer(t)
-				}
-				switch {
-				case f != nil:
-					err = bus.Publish(ctx, h.env.JS, event.FailedPrefix+t.Target, f, "")
-				case t.Kind == event.KindRebuild:
-					for _, p := range t.Rebuild {
-						err = errors.Join(err, bus.Publish(ctx, h.env.JS, event.DonePrefix+p.Node, &event.Done{
-							Task: t.Task, Incident: t.Incident, Shard: p.Shard, Kind: t.Kind, Target: p.Node,
-							Source: strings.Join(t.Sources[:t.K], ","), Bytes: p.Size, DurationMS: 1}, "done-"+t.Task+"-"+p.Shard))
+				for _, t := range queued.Members() { // each shard of a batch alone, as the movers do
+					mv.mu.Lock()
+					mv.tasks = append(mv.tasks, t)
+					answer, work := mv.answer, mv.work
+					mv.mu.Unlock()
+					if work > 0 {
+						time.Sleep(work) // the copy itself
 					}
-				default:
-					err = bus.Publish(ctx, h.env.JS, event.DonePrefix+t.Target, &event.Done{
-						Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
-						Source: first(t.Sources), Bytes: t.Bytes, DurationMS: 1}, "done-"+t.Task)
-				}
-				if err != nil && ctx.Err() == nil {
-					h.t.Errorf("mover publish: %v", err)
+					var f *event.Failed
+					if answer != nil && t.Kind != event.KindDelete {
+						f = answer(t)
+					}
+					switch {
+					case f != nil:
+						err = bus.Publish(ctx, h.env.JS, event.FailedPrefix+t.Target, f, "")
+					case t.Kind == event.KindRebuild:
+						for _, p := range t.Rebuild {
+							err = errors.Join(err, bus.Publish(ctx, h.env.JS, event.DonePrefix+p.Node, &event.Done{
+								Task: t.Task, Incident: t.Incident, Shard: p.Shard, Kind: t.Kind, Target: p.Node,
+								Source: strings.Join(t.Sources[:t.K], ","), Bytes: p.Size, DurationMS: 1}, "done-"+t.Task+"-"+p.Shard))
+						}
+					default:
+						err = bus.Publish(ctx, h.env.JS, event.DonePrefix+t.Target, &event.Done{
+							Task: t.Task, Incident: t.Incident, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
+							Source: first(t.Sources), Bytes: t.Bytes, DurationMS: 1}, "done-"+t.Task)
+					}
+					if err != nil && ctx.Err() == nil {
+						h.t.Errorf("mover publish: %v", err)
+					}
 				}
 				_ = msg.Ack()
 			}
@@ -509,6 +518,12 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 	}
 	if got := len(mv.copies()); got != lostHere {
 		t.Errorf("%d shards copied, want %d", got, lostHere)
+	}
+	mv.mu.Lock()
+	msgs := mv.msgs
+	mv.mu.Unlock()
+	if msgs*4 > lostHere { // one target, a few sources: batches of up to 32
+		t.Errorf("%d copy task messages for %d small shards: they should travel batched", msgs, lostHere)
 	}
 	p := h.heal()
 	if p.UnderReplicated != 0 || p.BytesRemaining != 0 || p.ETASeconds != 0 || p.VerifiedBytes != int64(lostHere)*1000 {
@@ -852,7 +867,7 @@ func TestCopysetPlacementKeepsShardsOnFewGroups(t *testing.T) {
 			if tc.maxGroups > 0 {
 				// storage-1 dies: each of its groups' shards goes to one new node.
 				before := h.placements()
-				h.setState("storage-1", model.StateDown)
+				h.setStateSeen("storage-1", model.StateDown) // else "healthy" may come before the verdict
 				mv := &mover{}
 				h.runMover(mv)
 				h.waitHealthy()

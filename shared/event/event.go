@@ -310,6 +310,81 @@ type Task struct {
 	M       int     `json:"m,omitempty"`
 	Stripe  []Piece `json:"stripe,omitempty"`
 	Rebuild []Piece `json:"rebuild,omitempty"`
+
+	// Batch (copy tasks only) lists several shards copied from the
+	// same first source to Target by one task, each with its own task id,
+	// attempt and checksum: each is verified by the target and reported
+	// (Done or Failed) on its own, under its own task id. Task, Shard,
+	// Sources, Bytes, SHA256, Attempt and Incident repeat Batch[0], so a
+	// mover that ignores Batch still copies that first shard correctly.
+	Batch []BatchShard `json:"batch,omitempty"`
+}
+
+// MaxBatch bounds the shards of one batched copy task.
+const MaxBatch = 256
+
+// BatchShard is one shard of a batched copy task.
+type BatchShard struct {
+	Task        string   `json:"task"`
+	Incident    string   `json:"incident,omitempty"`
+	Shard       string   `json:"shard"`
+	Sources     []string `json:"sources"`
+	Bytes       int64    `json:"bytes"`
+	SHA256      string   `json:"sha256"`
+	Attempt     int      `json:"attempt"`
+	RackRelaxed bool     `json:"rack_relaxed,omitempty"`
+}
+
+// Member returns the copy task of batch member b of t: t with b's fields.
+func (t Task) Member(b BatchShard) Task {
+	m := t
+	m.Batch = nil
+	m.Task, m.Incident, m.Shard, m.Sources = b.Task, b.Incident, b.Shard, b.Sources
+	m.Bytes, m.SHA256, m.Attempt, m.RackRelaxed = b.Bytes, b.SHA256, b.Attempt, b.RackRelaxed
+	return m
+}
+
+// Members returns the copy tasks a task stands for: one per batch member,
+// or the task itself when it is not batched.
+func (t Task) Members() []Task {
+	if len(t.Batch) == 0 {
+		return []Task{t}
+	}
+	out := make([]Task, len(t.Batch))
+	for i, b := range t.Batch {
+		out[i] = t.Member(b)
+	}
+	return out
+}
+
+// validateBatch checks a batched copy: a copy, at most MaxBatch members,
+// each a valid copy of a distinct shard with its own task id, the first
+// repeated by the task's own fields.
+func (t Task) validateBatch() error {
+	if t.Kind != KindCopy || len(t.Batch) > MaxBatch {
+		return fmt.Errorf("task %s: a batch must be a copy of at most %d shards", t.Task, MaxBatch)
+	}
+	b0 := t.Batch[0]
+	if b0.Task != t.Task || b0.Shard != t.Shard || b0.Bytes != t.Bytes || !strings.EqualFold(b0.SHA256, t.SHA256) {
+		return fmt.Errorf("task %s: task, shard, bytes and sha256 must repeat the batch's first shard", t.Task)
+	}
+	seen := make(map[string]bool, len(t.Batch))
+	for _, b := range t.Batch {
+		if b.Task == "" || seen[b.Shard] {
+			return fmt.Errorf("task %s: batch member without a task id, or a shard twice", t.Task)
+		}
+		seen[b.Shard] = true
+		if err := model.ValidateShardID(b.Shard); err != nil {
+			return err
+		}
+		if b.Bytes < 0 || b.Attempt < 0 || len(b.Sources) == 0 || !validSHA256(b.SHA256) {
+			return fmt.Errorf("task %s: batch member %s needs sources, sha256 and non-negative bytes", t.Task, b.Shard)
+		}
+		if err := validNodes(b.Sources); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Piece is one piece of an erasure-coded stripe in a rebuild task.
@@ -371,7 +446,7 @@ func (t Task) validateRebuild() error {
 // Validate rejects a task a mover must not run: no id, a bad shard or node
 // id, an unknown kind, negative bytes, attempt or layout, a checksum that is
 // not hex SHA-256, a copy without sources or checksum, or a rebuild whose
-// stripe does not hold together.
+// stripe does not hold together, or a batch that does not (validateBatch).
 func (t Task) Validate() error {
 	if t.Task == "" {
 		return errors.New("task: no id")
@@ -401,6 +476,11 @@ func (t Task) Validate() error {
 		}
 	case KindRebuild:
 		if err := t.validateRebuild(); err != nil {
+			return err
+		}
+	}
+	if len(t.Batch) > 0 {
+		if err := t.validateBatch(); err != nil {
 			return err
 		}
 	}

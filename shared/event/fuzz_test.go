@@ -17,6 +17,9 @@ func FuzzDecode(f *testing.F) {
 		`{"v":1,"ts":"2026-01-01T00:00:00Z","node":"storage-1","rack":"rack-1","addr":"127.0.0.1:1","boot_id":"b","shards":3}`,
 		`{"v":1,"node":"storage-2","state":"down","reason":"silent","silent_ms":33000}`,
 		`{"v":1,"task":"t","shard":"s","kind":"copy","sources":["a"],"target":"b","bytes":1,"sha256":"0000000000000000000000000000000000000000000000000000000000000000"}`,
+		`{"v":1,"task":"t","shard":"s","kind":"copy","sources":["a"],"target":"b","bytes":1,"sha256":"0000000000000000000000000000000000000000000000000000000000000000",` +
+			`"batch":[{"task":"t","shard":"s","sources":["a"],"bytes":1,"sha256":"0000000000000000000000000000000000000000000000000000000000000000","attempt":0},` +
+			`{"task":"u","shard":"r","sources":["a","c"],"bytes":2,"sha256":"0000000000000000000000000000000000000000000000000000000000000000","attempt":1}]}`,
 		`{"v":1,"task":"t","shard":"s-s000000p001","kind":"rebuild","sources":["a"],"target":"x","k":1,"m":1,"stripe":[],"rebuild":[]}`,
 		`{"v":2}`, `{}`, `null`, `[]`, `"x"`, ``, `{"v":1,"node":"../../etc"}`,
 	} {

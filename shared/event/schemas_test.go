@@ -47,6 +47,11 @@ func samples() []struct {
 			Stripe:  []event.Piece{piece(0, "storage-1"), piece(1, ""), piece(2, "storage-3"), piece(3, "storage-4"), piece(4, "storage-5"), piece(5, "")},
 			Rebuild: []event.Piece{piece(1, "storage-6"), piece(5, "storage-2")}}},
 		{event.TaskPrefix + "storage-2", &event.Task{Task: "trim-obj1-s0", Shard: "obj1-s0", Kind: event.KindDelete, Target: "storage-2"}},
+		{event.TaskPrefix + "storage-5", &event.Task{Task: "obj1-s0-storage-5-1", Incident: "storage-3-1772373720000", Shard: "obj1-s0", Kind: event.KindCopy,
+			Sources: []string{"storage-1", "storage-2"}, Target: "storage-5", Bytes: 4096, SHA256: sha, Attempt: 1,
+			Batch: []event.BatchShard{
+				{Task: "obj1-s0-storage-5-1", Incident: "storage-3-1772373720000", Shard: "obj1-s0", Sources: []string{"storage-1", "storage-2"}, Bytes: 4096, SHA256: sha, Attempt: 1},
+				{Task: "obj2-s0-storage-5-2", Shard: "obj2-s0", Sources: []string{"storage-1", "storage-4"}, Bytes: 4096, SHA256: sha, Attempt: 2, RackRelaxed: true}}}},
 		{event.DonePrefix + "storage-5", &event.Done{Task: "t-obj1-s0-3", Incident: "storage-3-1772373720000", Shard: "obj1-s0", Kind: event.KindCopy, Source: "storage-1", Target: "storage-5", Bytes: 1 << 20, DurationMS: 12}},
 		{event.DonePrefix + "storage-2", &event.Done{Task: "trim-obj1-s0", Shard: "obj1-s0", Kind: event.KindDelete, Target: "storage-2"}},
 		{event.FailedPrefix + "storage-5", &event.Failed{Task: "t-obj1-s0-3", Shard: "obj1-s0", Kind: event.KindCopy, Target: "storage-5", Error: "target storage-5: node full", Attempt: 2, Side: event.SideTarget}},

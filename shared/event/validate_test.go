@@ -62,6 +62,11 @@ func TestValidateRefusesWellFormedButWrongPayloads(t *testing.T) {
 		{"task unknown kind", func() validating { return &event.Task{} }, `{` + task + `,"kind":"move","sources":["storage-1"]}`},
 		{"task unknown class", func() validating { return &event.Task{} }, `{` + task + `,"kind":"copy","sources":["storage-1"],"sha256":"` + strings.Repeat("a", 64) + `","class":"urgent"}`},
 		{"task rebuild negative k", func() validating { return &event.Task{} }, `{` + task + `,"kind":"rebuild","sources":["storage-1"],"k":-1,"m":2}`},
+		{"task batch of a delete", func() validating { return &event.Task{} }, batchTask("delete", "t", "s-1", "s-2")},
+		{"task batch first not repeated", func() validating { return &event.Task{} }, batchTask("copy", "t", "s-2", "s-1")},
+		{"task batch shard twice", func() validating { return &event.Task{} }, batchTask("copy", "t", "s-1", "s-1")},
+		{"task batch member without task", func() validating { return &event.Task{} }, batchTask("copy", "t", "s-1", "")},
+		{"task batch member bad shard", func() validating { return &event.Task{} }, batchTask("copy", "t", "s-1", "a/b")},
 		{"done negative bytes", func() validating { return &event.Done{} }, `{` + done + `,"bytes":-1}`},
 		{"done negative duration", func() validating { return &event.Done{} }, `{` + done + `,"duration_ms":-1}`},
 		{"done unknown kind", func() validating { return &event.Done{} }, `{"task":"t","shard":"s-1","kind":"teleport","target":"storage-2"}`},
@@ -138,4 +143,23 @@ func TestReason(t *testing.T) {
 	if err := event.CheckSubjectNode(event.HeartbeatPrefix+"storage-1", "storage-11"); !errors.Is(err, event.ErrMalformed) {
 		t.Fatalf("mismatch: %v, want ErrMalformed", err)
 	}
+}
+
+// batchTask renders a batched task of kind whose own fields name shard
+// s-1, with one member per shard given (member "" has no task id).
+func batchTask(kind, task string, shards ...string) string {
+	sha := fmt.Sprintf("%064d", 0)
+	var members []string
+	for i, sh := range shards {
+		id := fmt.Sprintf("%s-%d", task, i)
+		if i == 0 {
+			id = task
+		}
+		if sh == "" {
+			id, sh = "", "s-9"
+		}
+		members = append(members, `{"task":"`+id+`","shard":"`+sh+`","sources":["storage-1"],"bytes":1,"sha256":"`+sha+`","attempt":1}`)
+	}
+	return `{"v":1,"task":"` + task + `","shard":"s-1","kind":"` + kind + `","sources":["storage-1"],"target":"storage-2","bytes":1,"sha256":"` + sha +
+		`","attempt":1,"batch":[` + strings.Join(members, ",") + `]}`
 }

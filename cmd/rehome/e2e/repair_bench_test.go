@@ -270,8 +270,10 @@ type busTap struct {
 	doneAt   map[string]time.Time  // shard -> when that copy was reported
 	counting bool
 	counts   map[string]int
-	// Copy tasks issued and not yet answered, and the most there were at once.
-	inFlight map[string]bool
+	// Copy tasks issued and not yet answered (each shard's task id -> the
+	// id of the task message carrying it: a batch counts until its last
+	// shard is answered), and the most task messages there were at once.
+	inFlight map[string]string
 	peak     int
 	moved    int64 // bytes of rebalancing copies verified
 }
@@ -279,7 +281,7 @@ type busTap struct {
 func tapBus(b *testing.B, nc *nats.Conn) *busTap {
 	b.Helper()
 	t := &busTap{down: map[string]time.Time{}, done: map[string]event.Done{}, doneAt: map[string]time.Time{},
-		counts: map[string]int{}, inFlight: map[string]bool{}}
+		counts: map[string]int{}, inFlight: map[string]string{}}
 	for _, subj := range []string{"rehome.>", "$KV.>", "$JS.ACK.>", pullRequestPrefix + ">"} {
 		sub, err := nc.Subscribe(subj, t.observe)
 		if err != nil {
@@ -333,8 +335,10 @@ func (t *busTap) observe(m *nats.Msg) {
 		t.doneAt[done.Shard] = now
 		delete(t.inFlight, done.Task)
 	case isTask:
-		t.inFlight[task.Task] = true
-		t.peak = max(t.peak, len(t.inFlight))
+		for _, m := range task.Members() {
+			t.inFlight[m.Task] = task.Task
+		}
+		t.peak = max(t.peak, t.tasksInFlight())
 	case isFailed:
 		delete(t.inFlight, failed.Task)
 	}
@@ -346,8 +350,17 @@ func (t *busTap) peakCopies() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.peak
-	t.peak = len(t.inFlight)
+	t.peak = t.tasksInFlight()
 	return p
+}
+
+// tasksInFlight counts the task messages with a shard unanswered (t.mu held).
+func (t *busTap) tasksInFlight() int {
+	msgs := map[string]bool{}
+	for _, m := range t.inFlight {
+		msgs[m] = true
+	}
+	return len(msgs)
 }
 
 // pullRequestPrefix is the subject of JetStream pull requests (a consumer
@@ -676,15 +689,21 @@ func spread(counts map[string]int, n int) float64 {
 // rehome.ctl.* (the benchmark's own status polls). events_per_shard is the
 // rehome.> part alone (the figure before acks, KV writes and pulls were
 // counted). 1500 objects of 4 KiB (REHOME_BENCH_QUICK: 300;
-// REHOME_BENCH_SMALL_OBJECTS overrides), so that ~750 shards are repaired.
+// REHOME_BENCH_SMALL_OBJECTS overrides), so that ~750 shards are repaired;
+// REHOME_BENCH_BATCH sets the planner's --batch (default: its own default;
+// 1: one shard per task, as before batching).
 func BenchmarkControlMessagesPerRepairedShard(b *testing.B) {
 	count := 1500
 	if benchenv.Quick() {
 		count = 300
 	}
 	count = benchenv.Int("REHOME_BENCH_SMALL_OBJECTS", count)
+	var extra []string
+	if n := benchenv.Int("REHOME_BENCH_BATCH", 0); n > 0 { // the planner's --batch (1: one shard per task)
+		extra = append(extra, "--planner-flag=--batch="+strconv.Itoa(n))
+	}
 	for range b.N {
-		bc := startBenchCluster(b, 6, 3)
+		bc := startBenchCluster(b, 6, 3, extra...)
 		bc.putObjects("small", count, 4<<10, 8)
 		before := bc.placements()
 		victim := bc.fullestOutside(nil)

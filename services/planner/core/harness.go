@@ -33,7 +33,7 @@ type Harness struct {
 	entries map[string]model.Placement
 	revs    map[string]uint64
 	rev     uint64
-	queue   map[string]uint64 // task id -> its sequence, while queued
+	queue   map[string]uint64 // task id (each batch member's) -> its sequence, while queued
 	seq     uint64
 }
 
@@ -119,14 +119,27 @@ func (h *Harness) Queued(id string) bool {
 	return ok
 }
 
-// Take plays a mover taking task id off the work queue: past its deadline
-// it then times out instead of being extended.
-func (h *Harness) Take(id string) { delete(h.queue, id) }
+// Take plays a mover taking task id (a batch member's: its whole batch) off
+// the work queue: past its deadline it then times out instead of being
+// extended.
+func (h *Harness) Take(id string) {
+	seq, ok := h.queue[id]
+	if !ok {
+		return
+	}
+	for k, s := range h.queue {
+		if s == seq {
+			delete(h.queue, k)
+		}
+	}
+}
 
-// publish queues task t.
+// publish queues task t (under each batch member's id).
 func (h *Harness) publish(t event.Task) uint64 {
 	h.seq++
-	h.queue[t.Task] = h.seq
+	for _, m := range t.Members() {
+		h.queue[m.Task] = h.seq
+	}
 	return h.seq
 }
 
@@ -152,8 +165,8 @@ func (h *Harness) Step() Effects {
 	p := v.Round(now, h.Limits)
 	v.Reserve(p, now, h.TaskTimeout)
 	e.Plan = p
-	for _, d := range p.Copies {
-		if d.RB != nil {
+	for _, group := range p.Batches() {
+		if d := group[0]; d.RB != nil {
 			t, ok := v.RebuildTaskOf(d)
 			if !ok {
 				v.ReleaseRebuild(d, v.TaskID(d), false, now)
@@ -163,13 +176,26 @@ func (h *Harness) Step() Effects {
 			e.Tasks = append(e.Tasks, *t)
 			continue
 		}
-		entry, ok := h.entries[d.ID]
-		if !ok {
-			v.ReleaseCopy(d, v.TaskID(d), false, now)
+		var (
+			ds      []Decision
+			entries []model.Placement
+		)
+		for _, d := range group {
+			entry, ok := h.entries[d.ID]
+			if !ok {
+				v.ReleaseCopy(d, v.TaskID(d), false, now)
+				continue
+			}
+			ds, entries = append(ds, d), append(entries, entry)
+		}
+		if len(ds) == 0 {
 			continue
 		}
-		t := v.CopyTask(d, entry)
-		v.CopyQueued(d, t.Task, h.publish(t), h.revs[d.ID], entry)
+		t := v.BatchTask(ds, entries)
+		seq := h.publish(t)
+		for i, d := range ds {
+			v.CopyQueued(d, v.TaskID(d), seq, h.revs[d.ID], entries[i])
+		}
 		e.Tasks = append(e.Tasks, t)
 	}
 	for _, td := range p.Trims {
@@ -206,10 +232,12 @@ func (h *Harness) Step() Effects {
 }
 
 // Done plays a mover's Done for task t: a copy's target (each rebuilt
-// piece's) joins the shard's entry, unless it was a copy back in place; a
-// trim's delete ends the trim. The task leaves the queue.
+// piece's, each batched shard's) joins the shard's entry, unless it was a
+// copy back in place; a trim's delete ends the trim. The task leaves the
+// queue. For a batch member alone (a partly failed batch), pass
+// t.Member(b) after Take.
 func (h *Harness) Done(t event.Task) error {
-	delete(h.queue, t.Task)
+	h.Take(t.Task)
 	switch t.Kind {
 	case event.KindDelete:
 		h.View.EndTrimTask(t.Shard, t.Task)
@@ -222,7 +250,12 @@ func (h *Harness) Done(t event.Task) error {
 		}
 		return nil
 	}
-	return h.land(event.Done{Task: t.Task, Shard: t.Shard, Kind: t.Kind, Target: t.Target, Bytes: t.Bytes})
+	for _, m := range t.Members() {
+		if err := h.land(event.Done{Task: m.Task, Shard: m.Shard, Kind: m.Kind, Target: m.Target, Bytes: m.Bytes}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // land records one verified copy as the service's results handler does.
@@ -254,10 +287,11 @@ func (h *Harness) Fail(t event.Task, final bool, cause string) FailOutcome {
 }
 
 // FailSide is Fail with the report's side (event.SideSource, SideTarget,
-// "": unknown).
+// "": unknown). A batched task fails every member (for one member alone,
+// pass t.Member(b)); the outcome merges theirs.
 func (h *Harness) FailSide(t event.Task, final bool, side, cause string) FailOutcome {
 	if final {
-		delete(h.queue, t.Task)
+		h.Take(t.Task)
 	}
 	if t.Kind == event.KindDelete {
 		if final {
@@ -265,8 +299,17 @@ func (h *Harness) FailSide(t event.Task, final bool, side, cause string) FailOut
 		}
 		return FailOutcome{}
 	}
-	return h.View.Fail(event.Failed{Task: t.Task, Shard: t.Shard, Kind: t.Kind, Target: t.Target,
-		Attempt: t.Attempt, Final: final, Error: cause, Side: side}, h.Now)
+	var out FailOutcome
+	for _, m := range t.Members() {
+		o := h.View.Fail(event.Failed{Task: m.Task, Shard: m.Shard, Kind: m.Kind, Target: m.Target,
+			Attempt: m.Attempt, Final: final, Error: cause, Side: side}, h.Now)
+		out.Ended = out.Ended || o.Ended
+		out.NextAttempt = max(out.NextAttempt, o.NextAttempt)
+		if out.GaveUp == nil {
+			out.GaveUp = o.GaveUp
+		}
+	}
+	return out
 }
 
 // Tasks returns the tasks of every Step so far, oldest first, that match

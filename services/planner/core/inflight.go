@@ -29,6 +29,9 @@ type Flight struct {
 	// inPlace marks a copy back onto a holder whose disk lacks the shard: it
 	// lands when the mover reports it done (the map already lists the target).
 	inPlace bool
+	// batch is the batched task it travels in (nil: a task of its own): its
+	// slots are charged once for all the batch's flights.
+	batch *batchFlight
 }
 
 // trimFlight is a surplus copy being removed: the map no longer lists node
@@ -128,6 +131,16 @@ func (v *View) startFlight(h uint32, f *Flight) {
 		v.EndFlight(h)
 	}
 	v.Flights[h] = f
+	if b := f.batch; b != nil {
+		v.Nodes[f.target].inBytes += f.bytes
+		if b.open == 0 {
+			v.copyFlights++
+			v.Nodes[b.tg].inTasks++
+			v.Nodes[b.src].outTasks++
+		}
+		b.open++
+		return
+	}
 	v.Nodes[f.target].inTasks++
 	v.Nodes[f.target].inBytes += f.bytes
 	if rb := f.RB; rb != nil {
@@ -153,6 +166,16 @@ func (v *View) EndFlight(h uint32) {
 		return
 	}
 	delete(v.Flights, h)
+	if b := f.batch; b != nil {
+		v.Nodes[f.target].inBytes -= f.bytes
+		b.open--
+		if b.open == 0 {
+			v.copyFlights--
+			v.Nodes[b.tg].inTasks--
+			v.Nodes[b.src].outTasks--
+		}
+		return
+	}
 	v.Nodes[f.target].inTasks--
 	v.Nodes[f.target].inBytes -= f.bytes
 	if rb := f.RB; rb != nil {
@@ -196,9 +219,12 @@ func taskSerial(id string, def int) int {
 	return def
 }
 
-// SeedFlight records a queued copy or trim task as in flight; it reports
-// whether it did.
+// SeedFlight records a queued copy or trim task as in flight (each shard of
+// a batched copy, sharing one batch); it reports whether it did.
 func (v *View) SeedFlight(t event.Task, seq uint64, deadline time.Time) bool {
+	if t.Kind == event.KindCopy && len(t.Batch) > 0 && len(t.Sources) > 0 {
+		return v.seedBatch(t, seq, deadline)
+	}
 	h, ok := v.IDs.Lookup(t.Shard)
 	if !ok {
 		v.noteQueuedUnmapped(t) // its result is still to come
@@ -221,6 +247,21 @@ func (v *View) SeedFlight(t event.Task, seq uint64, deadline time.Time) bool {
 	if len(t.Sources) == 0 {
 		return false
 	}
+	return v.seedCopy(t, seq, deadline, nil)
+}
+
+// seedCopy records queued copy task t (a batch member when b is set) as in
+// flight, as SeedFlight does.
+func (v *View) seedCopy(t event.Task, seq uint64, deadline time.Time, b *batchFlight) bool {
+	h, ok := v.IDs.Lookup(t.Shard)
+	if !ok {
+		v.noteQueuedUnmapped(t)
+		return false
+	}
+	tg, err := v.Ref(t.Target)
+	if err != nil {
+		return false
+	}
 	src, err := v.Ref(t.Sources[0])
 	if err != nil {
 		return false
@@ -240,7 +281,7 @@ func (v *View) SeedFlight(t event.Task, seq uint64, deadline time.Time) bool {
 	// it lands when its result comes, not when the map names the target.
 	v.startFlight(h, &Flight{Task: t.Task, target: tg, source: src, bytes: t.Bytes,
 		attempt: max(t.Attempt, 1), serial: serial, Deadline: deadline, Seq: seq, incident: t.Incident,
-		inPlace: v.holds(h, tg)})
+		inPlace: v.holds(h, tg), batch: b})
 	return true
 }
 
@@ -329,7 +370,7 @@ func (v *View) Reserve(p Plan, now time.Time, timeout time.Duration) {
 		v.startFlight(d.Shard, &Flight{
 			Task: v.TaskID(d), target: d.Target, source: d.Sources[0], bytes: d.Bytes,
 			attempt: d.Attempt, serial: d.Serial, Deadline: now.Add(timeout), incident: d.Incident,
-			inPlace: d.inPlace,
+			inPlace: d.inPlace, batch: d.batch,
 		})
 	}
 	for _, t := range p.Trims {

@@ -26,6 +26,9 @@ type Limits struct {
 	Bytes *rate.Limiter
 	// Paused holds every new task and map change back (heal pause).
 	Paused bool
+	// Batch is the most shards one copy task carries (0 or 1: one each);
+	// see batch.go for which shards join and how a batch is throttled.
+	Batch int
 }
 
 // Decision is one copy, or one rebuild of an erasure-coded stripe (rb set),
@@ -46,6 +49,7 @@ type Decision struct {
 	Background bool
 	RB         *rebuildPlan // set for a rebuild
 	inPlace    bool         // a copy back onto a holder whose disk lacks the shard
+	batch      *batchFlight // the batch it travels in (nil: alone)
 }
 
 // TrimDecision is one surplus copy the planner wants removed.
@@ -127,30 +131,42 @@ copies:
 				freeIn += max(pc.maxIn-c.PendingTasks, 0)
 			}
 		}
+		misses := 0 // shards looked at in vain once only batches with room were left
 		for _, h := range v.buckets[b] {
-			if budget == 0 || freeIn <= 0 {
+			fresh := budget > 0 && freeIn > 0
+			if !fresh && (!pc.batchRoom() || misses >= batchScan*lim.Batch) {
 				break
 			}
 			var (
-				d  Decision
-				ok bool
+				d      Decision
+				ok     bool
+				joined bool
 			)
 			mv, moving := v.Moves[h]
+			erasure := v.layouts[v.Record(h).layout].Erasure()
 			switch {
+			case !fresh && (moving && b == moveBucket || erasure):
 			case b == moveBucket && moving:
 				d, ok = v.decideMove(h, mv, &pc)
-			case !v.layouts[v.Record(h).layout].Erasure():
-				d, ok = v.decide(h, &pc)
+			case !erasure:
+				d, joined, ok = v.decideCopy(h, &pc, fresh)
 			case b == moveBucket:
 				d, ok = v.decidePieceMove(h, &pc)
 			default:
 				d, ok = v.decideRebuild(h, &pc)
 			}
 			if !ok {
+				if !fresh {
+					misses++
+				}
 				continue
 			}
 			if lim.Bytes != nil {
 				if wait := admit(lim.Bytes, now, d.Bytes); wait > 0 {
+					if joined {
+						d.batch.shards--
+						d.batch.bytes -= d.Bytes
+					}
 					out.Wait = wait
 					break copies
 				}
@@ -160,6 +176,10 @@ copies:
 				d.Margin, d.Incident = v.liveCount(h)-1, v.drainIncident(h)
 			}
 			out.Copies = append(out.Copies, d)
+			if joined { // travels in a batch already charged
+				cands[d.Target].PendingBytes += d.Bytes
+				continue
+			}
 			budget--
 			if rp := d.RB; rp != nil {
 				pc.planned[rp.Group] = true
@@ -179,7 +199,7 @@ copies:
 			cands[tg].PendingTasks++
 			cands[tg].PendingBytes += d.Bytes
 		}
-		if budget == 0 {
+		if budget == 0 && !pc.batchRoom() {
 			break
 		}
 	}
@@ -274,7 +294,13 @@ type planCtx struct {
 	busy map[uint64]int64
 	// planned holds the stripes a rebuild was planned for this round.
 	planned map[*StripeGroup]bool
+	// forming holds the batches started this round.
+	forming []*batchFlight
 }
+
+// batchScan bounds the shards a round looks at per shard of batch room
+// once only batches with room are left (no slot or budget for new tasks).
+const batchScan = 4
 
 // rackIndex numbers the candidates' racks.
 func rackIndex(cands []placement.Candidate) ([]int, int) {

@@ -44,7 +44,7 @@ func TestAllocateStripesTable(t *testing.T) {
 		k:     4, m: 2,
 		maxRack: 1,
 	}, {
-		name:  "emptier nodes in a rack already used do not win over an unused rack",
+		name: "emptier nodes in a rack already used do not win over an unused rack",
 		// The four emptiest nodes sit two by two in rack-1 and rack-2.
 		cands: withUsed(cluster(12, 6), 1, 2, 90, 91, 92, 93, 3, 4, 94, 95, 96, 97),
 		k:     4, m: 2,
