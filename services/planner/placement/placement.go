@@ -153,12 +153,16 @@ func newRanker(cands []Candidate) *ranker {
 }
 
 // less orders candidates i and j by fill (by band of fill when r.band is
-// set), then in-flight writes, then a per-shard hash, then id (sticky: by
-// the hash, then id).
+// set), then bytes on their way to it (every shard counts, batched or not),
+// then in-flight writes, then a per-shard hash, then id (sticky: by the
+// hash, then id).
 func (r *ranker) less(i, j int) bool {
 	a, b := &r.cands[i], &r.cands[j]
 	if fa, fb := r.fill(a), r.fill(b); fa != fb && !r.sticky {
 		return fa < fb
+	}
+	if a.PendingBytes != b.PendingBytes && !r.sticky {
+		return a.PendingBytes < b.PendingBytes
 	}
 	if a.PendingTasks != b.PendingTasks && !r.sticky {
 		return a.PendingTasks < b.PendingTasks

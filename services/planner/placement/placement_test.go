@@ -188,6 +188,19 @@ func TestChooseTargetTable(t *testing.T) {
 		opt:     TargetOptions{FillBand: 0.01},
 		want:    "storage-04",
 	}, {
+		// storage-01 has one batched task of 64 MiB on its way, storage-04
+		// two tasks of 1 MiB: within the band the bytes queued decide.
+		name: "fill band: bytes on their way count before tasks (a batch is one task)",
+		cands: func() []Candidate {
+			c := busyEmptiest(1<<30, 20<<30)
+			c[0].PendingBytes = 64 << 20
+			c[3].PendingTasks, c[3].PendingBytes = 2, 1<<20
+			return c
+		}(),
+		holders: []int{1, 2},
+		opt:     TargetOptions{FillBand: 0.01},
+		want:    "storage-04",
+	}, {
 		name:    "no fill band: the exact fill decides",
 		cands:   busyEmptiest(1<<30, 20<<30),
 		holders: []int{1, 2},
