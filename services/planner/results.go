@@ -95,11 +95,15 @@ func (s *Service) onDone(ctx context.Context, d event.Done) error {
 	s.mu.Lock()
 	l := s.v.Land(d, s.now())
 	s.mu.Unlock()
-	if l.InPlace {
+	switch {
+	case l.InPlace:
 		s.m.repairedBytes.Add(float64(d.Bytes))
 		s.m.healedInPlace.Inc()
 		s.log.Debug("copy back in place recorded", "shard", d.Shard, "target", d.Target, "bytes", d.Bytes)
 		s.plan()
+		return nil
+	case l.Stale:
+		s.log.Debug("stale copy report ignored", "task", d.Task, "shard", d.Shard, "target", d.Target)
 		return nil
 	}
 	entry, rev := l.Entry, l.Rev

@@ -185,3 +185,28 @@ func TestSourceFailuresKeepTheRackRule(t *testing.T) {
 		t.Fatalf("%d copies failed for want of a source, want at least %d: the schedule no longer plays the finding", sourceFails, relaxAfter)
 	}
 }
+
+// TestLateReportOfATrimmedCopyIsStale replays the schedule in which a
+// copy's report came three minutes late, after the shard had been copied
+// to the same node again and that copy trimmed (docs/simulation.md, "What
+// the sim found"): the late report must not list the node again.
+func TestLateReportOfATrimmedCopyIsStale(t *testing.T) {
+	cfg := Defaults()
+	cfg.Nodes, cfg.Racks, cfg.Shards = 6, 0, 0 // as `rehome sim --nodes 6 --bus-faults`
+	cfg.BusFaults, cfg.Trace = true, true
+	const seed = 7973636165828302864
+	res := Run(cfg, seed, Pick(ScheduleOf(cfg, seed), []int{1, 2}))
+	if res.Violation != nil {
+		var b bytes.Buffer
+		WriteFailure(&b, cfg, res, nil, nil)
+		t.Fatal(b.String())
+	}
+	late, trimmed := false, false
+	for _, line := range res.Trace {
+		late = late || strings.Contains(line, "report late by")
+		trimmed = trimmed || strings.Contains(line, "task trim-sh-0000003-storage-5")
+	}
+	if !late || !trimmed {
+		t.Fatalf("late report %t, trim of sh-0000003 on storage-5 %t: the schedule no longer plays the finding", late, trimmed)
+	}
+}

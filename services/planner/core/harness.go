@@ -261,7 +261,7 @@ func (h *Harness) Done(t event.Task) error {
 // land records one verified copy as the service's results handler does.
 func (h *Harness) land(d event.Done) error {
 	l := h.View.Land(d, h.Now)
-	if l.InPlace {
+	if l.InPlace || l.Stale {
 		return nil
 	}
 	entry, ok := h.entries[d.Shard]

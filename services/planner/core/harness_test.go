@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/rehome/rehome/shared/event"
 	"github.com/rehome/rehome/shared/model"
 )
 
@@ -604,5 +605,39 @@ func TestHarnessTrimmedNodeIsNeitherSourceNorTarget(t *testing.T) {
 	h.v.EndTrim(sh) // the delete is done: now it may receive the copy again
 	if p = h.plan(); len(p.Copies) != 1 || p.Copies[0].Target != victim {
 		t.Fatalf("after the delete planned %+v, want a copy to %s", p.Copies, h.name(victim))
+	}
+}
+
+// TestLandIgnoresALateReportOfATrimmedCopy: a copy's report with no task in
+// flight lands (a planner that took over did not issue it) unless the entry
+// lately lost that holder: a late report of a copy trimmed since is stale
+// and lists nothing; once the holder is listed again, it is forgotten.
+func TestLandIgnoresALateReportOfATrimmedCopy(t *testing.T) {
+	h := newPlanHarness(t, 6, 3, wide)
+	h.put("s0", 10, "storage-1", "storage-2", "storage-3")
+	h.put("s1", 10, "storage-1", "storage-2", "storage-3")
+	report := func(shard, target string) Landing {
+		return h.v.Land(event.Done{Task: shard + "-" + target + "-1", Shard: shard, Kind: event.KindCopy, Target: target, Bytes: 10}, h.Now)
+	}
+	if l := report("s0", "storage-4"); l.Stale || l.InPlace || l.Entry != nil {
+		t.Fatalf("report of an unknown task, nothing removed: %+v, want the entry read and the target added", l)
+	}
+	// s1 went to storage-4 (four holders), then storage-4's copy was trimmed.
+	for _, nodes := range [][]string{{"storage-1", "storage-2", "storage-3", "storage-4"}, {"storage-1", "storage-2", "storage-3"}} {
+		if err := h.Write(h.entry("s1", nodes)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := report("s1", "storage-4"); !l.Stale {
+		t.Fatalf("late report of a copy trimmed since: %+v, want stale", l)
+	}
+	if l := report("s1", "storage-5"); l.Stale {
+		t.Fatalf("report naming a node the entry never lost: %+v, want it landed", l)
+	}
+	if err := h.Write(h.entry("s1", []string{"storage-1", "storage-2", "storage-3", "storage-4"})); err != nil {
+		t.Fatal(err)
+	}
+	if l := report("s1", "storage-4"); l.Stale {
+		t.Fatalf("storage-4 listed again, then a report: %+v, want it landed (already listed)", l)
 	}
 }

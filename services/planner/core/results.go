@@ -16,10 +16,13 @@ const NonFinalRecheck = 10 * time.Second
 
 // Landing is what a mover's Done for a copy or a rebuilt piece asks of the
 // map: nothing (InPlace: a copy back onto a holder that lacked the shard
-// counts at once), or the target added to the shard's entry. Entry and Rev
-// are the entry as read when the task was issued (nil: read it first).
+// counts at once; Stale: a late report of a copy deleted since), or the
+// target added to the shard's entry. Entry and Rev are the entry as read
+// when the task was issued (nil: read it first; a shard the view does not
+// know may have been deleted while its copy ran).
 type Landing struct {
 	InPlace bool
+	Stale   bool
 	Entry   *model.Placement
 	Rev     uint64
 }
@@ -29,6 +32,14 @@ type Landing struct {
 // verified by the caller once its map write succeeded (see Verified). The
 // flight itself ends when the map shows the new holder (UpsertPlacement),
 // so the shard is never planned twice in between.
+//
+// A report of no task in flight is a result a planner that took over did
+// not see issued (it reads the entry and adds the target), or a late or
+// repeated report of an earlier task. Such a report naming a holder the
+// entry lately lost (a trim, a drop) is Stale: the copy it reports was
+// deleted or found missing since, and listing it again would list a copy
+// no disk holds. Stale changes nothing: the shard is level-triggered, and a
+// copy nothing lists is collected as an orphan.
 func (v *View) Land(d event.Done, now time.Time) Landing {
 	h, ok := v.IDs.Lookup(d.Shard)
 	if !ok {
@@ -38,12 +49,19 @@ func (v *View) Land(d event.Done, now time.Time) Landing {
 		v.VerifiedCopy(d.Bytes, now)
 		return Landing{InPlace: true}
 	}
-	if f := v.Flights[h]; f != nil && f.Task == d.Task && f.Entry != nil {
-		e := *f.Entry
-		e.Nodes = slices.Clone(e.Nodes)
-		return Landing{Entry: &e, Rev: f.Rev}
+	f := v.Flights[h]
+	if f == nil || f.Task != d.Task {
+		if r, known := v.NodeIndex[d.Target]; known && v.unlisted.has(h, r) {
+			return Landing{Stale: true}
+		}
+		return Landing{} // the service reads the entry
 	}
-	return Landing{}
+	if f.Entry == nil { // seeded at a takeover
+		return Landing{}
+	}
+	e := *f.Entry
+	e.Nodes = slices.Clone(e.Nodes)
+	return Landing{Entry: &e, Rev: f.Rev}
 }
 
 // AddHolder returns entry p with target added to its holders, and whether

@@ -161,6 +161,16 @@ func (v *View) UpsertPlacement(p model.Placement) (landed bool, err error) {
 	}
 	v.account(h, +1)
 	v.reindex(h, before, refs)
+	for _, r := range before {
+		if !slices.Contains(refs, r) {
+			v.unlisted.note(h, r)
+		}
+	}
+	for _, r := range refs {
+		if !slices.Contains(before, r) {
+			v.unlisted.relisted(h, r)
+		}
+	}
 	var g *StripeGroup
 	if p.Layout.Erasure() {
 		g = v.enstripe(h, p, sum)
@@ -221,6 +231,7 @@ func (v *View) RemovePlacement(id string) bool {
 	g := v.unstripe(h)
 	delete(v.spill, h)
 	delete(v.Retries, h)
+	v.unlisted.forget(h)
 	*s = shard{bucket: noBucket}
 	v.IDs.Remove(h)
 	v.refreshStripe(g)

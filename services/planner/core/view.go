@@ -94,6 +94,8 @@ type View struct {
 	// names whose disk lacks it (an inventory check or a corrupt report
 	// found it): their copies do not count until a copy back lands.
 	lacks map[uint32][]NodeRef
+	// unlisted remembers holders entries lately lost (see Land).
+	unlisted unlisted
 	// unmapped remembers, by shard id, the task of a copy or rebuild that
 	// was in flight when its shard left the map (see noteUnmapped).
 	unmapped map[string]string
