@@ -318,7 +318,10 @@ type Service struct {
 	placeSeen atomic.Uint64 // highest placement revision the view has applied
 	// indexer keeps the listing index while acting (nil while standing by).
 	indexer atomic.Pointer[listing.Indexer]
-	ctlWG   sync.WaitGroup // control calls running on their own goroutines
+	// snap is the latest snapshot the read-only calls answer from
+	// (snapshot.go).
+	snap  atomic.Pointer[viewSnapshot]
+	ctlWG sync.WaitGroup // control calls running on their own goroutines
 }
 
 // New builds a planner on a NATS connection whose streams and buckets exist
@@ -619,6 +622,7 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 		return nil, err
 	}
 	s.acting.Store(true)
+	s.publishSnapshot()
 	subs, err := s.serveControl(ctx)
 	act.subs = subs
 	if err != nil {
@@ -763,6 +767,9 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 	s.mu.Lock()
 	start := time.Now()
 	defer func() {
+		if bucket != bus.BucketPlacement && s.acting.Load() && !s.v.Loading {
+			s.publishSnapshotLocked() // a verdict or a registration: status shows it at once
+		}
 		s.m.lockHeld.WithLabelValues(bucketOp(bucket)).Observe(time.Since(start).Seconds())
 		s.mu.Unlock()
 	}()
