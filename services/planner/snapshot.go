@@ -120,4 +120,3 @@ func (s *Service) ctlRebalanceStatus(context.Context, []byte) (any, error) {
 	st.Paused = sn.balancePaused
 	return st, nil
 }
-
