@@ -349,6 +349,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 		kick: make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
 		pub: jsPublisher{js},
 	}
+	s.v.DeferMerges = true // a verdict sorts its newly short shards without the lock (apply)
 	if cfg.MaxBytesPerSec > 0 {
 		burst := int(min(cfg.MaxBytesPerSec, math.MaxInt32))
 		s.bytes = rate.NewLimiter(rate.Limit(cfg.MaxBytesPerSec), burst)
@@ -761,16 +762,44 @@ func (s *Service) open(ctx context.Context) error {
 
 // apply folds one KV entry into the view; it reports whether to plan at
 // once: a node's liveness changed, or a copy landed and freed its slots.
+// A verdict's (or registration's) newly short shards are sorted into the
+// repair queue in two halves around the sort (core.PendingMerge): the lock
+// is held to decide and to merge, not to sort; both halves count as the
+// entry's lock time.
 func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
+	var (
+		pend *core.PendingMerge
+		held time.Duration
+	)
+	plan := s.applyEntry(bucket, e, &pend, &held)
+	if pend != nil {
+		pend.Sort()
+		s.mu.Lock()
+		start := time.Now()
+		s.v.MergePending(pend)
+		if s.acting.Load() {
+			s.publishSnapshotLocked()
+		}
+		held += time.Since(start)
+		s.mu.Unlock()
+	}
+	s.m.lockHeld.WithLabelValues(bucketOp(bucket)).Observe(held.Seconds())
+	return plan
+}
+
+// applyEntry is apply under the lock: it leaves in *pend what the entry's
+// refresh left to sort (see apply) and in *held the time it held the lock.
+func (s *Service) applyEntry(bucket string, e jetstream.KeyValueEntry, pend **core.PendingMerge, held *time.Duration) bool {
 	key := e.Key()
 	del := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
 	s.mu.Lock()
 	start := time.Now()
 	defer func() {
-		if bucket != bus.BucketPlacement && s.acting.Load() && !s.v.Loading {
+		*pend = s.v.TakePending()
+		if *pend == nil && bucket != bus.BucketPlacement && s.acting.Load() && !s.v.Loading {
 			s.publishSnapshotLocked() // a verdict or a registration: status shows it at once
 		}
-		s.m.lockHeld.WithLabelValues(bucketOp(bucket)).Observe(time.Since(start).Seconds())
+		*held = time.Since(start)
 		s.mu.Unlock()
 	}()
 	switch bucket {
