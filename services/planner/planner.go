@@ -469,8 +469,8 @@ func (s *Service) Run(ctx context.Context) error {
 			err = s.initial(0, e, ok, loaded)
 		case e, ok := <-ws[1].Updates():
 			err = s.initial(1, e, ok, loaded)
-		case e, ok := <-ws[2].Updates():
-			err = s.initial(2, e, ok, loaded)
+		case e, ok := <-ws[placementWatch].Updates():
+			err = s.initialPlacements(e, ok, ws[placementWatch].Updates(), loaded)
 		case e, ok := <-ws[3].Updates():
 			err = s.initial(3, e, ok, loaded)
 		}
@@ -549,8 +549,8 @@ func (s *Service) Run(ctx context.Context) error {
 			err = s.update(bus.BucketNodes, e, ok)
 		case e, ok := <-ws[1].Updates():
 			err = s.update(bus.BucketLiveness, e, ok)
-		case e, ok := <-ws[2].Updates():
-			err = s.update(bus.BucketPlacement, e, ok)
+		case e, ok := <-ws[placementWatch].Updates():
+			err = s.updatePlacements(e, ok, ws[placementWatch].Updates())
 		case e, ok := <-ws[3].Updates():
 			err = s.updateSwitch(ctx, e, ok)
 		case <-leaseChanged:
@@ -701,6 +701,10 @@ func allTrue(b []bool) bool {
 
 var bucketOf = []string{bus.BucketNodes, bus.BucketLiveness, bus.BucketPlacement, bus.BucketControl}
 
+// placementWatch is the placement bucket's index in bucketOf (and in Run's
+// watches): its entries are applied in batches (placements.go).
+const placementWatch = 2
+
 // initial applies one entry of the initial load of watch i.
 func (s *Service) initial(i int, e jetstream.KeyValueEntry, ok bool, loaded []bool) error {
 	if !ok {
@@ -796,7 +800,7 @@ func (s *Service) applyEntry(bucket string, e jetstream.KeyValueEntry, pend **co
 	start := time.Now()
 	defer func() {
 		*pend = s.v.TakePending()
-		if *pend == nil && bucket != bus.BucketPlacement && s.acting.Load() && !s.v.Loading {
+		if *pend == nil && s.acting.Load() && !s.v.Loading {
 			s.publishSnapshotLocked() // a verdict or a registration: status shows it at once
 		}
 		*held = time.Since(start)
@@ -858,25 +862,6 @@ func (s *Service) applyEntry(bucket string, e jetstream.KeyValueEntry, pend **co
 			s.log.Info("node state changed", "node", l.Node, "state", l.State, "since", l.Since)
 		}
 		return changed
-	case bus.BucketPlacement:
-		defer s.placeSeen.Store(max(s.placeSeen.Load(), e.Revision()))
-		if del {
-			return s.v.RemovePlacement(key) // frees the slots of its tasks, if any
-		}
-		var p model.Placement
-		if err := decodeRecord(e.Value(), &p); err != nil {
-			s.malformed(bucket, err)
-			return false
-		}
-		if err := p.Validate(); err != nil || p.Shard != key {
-			s.malformed(bucket, fmt.Errorf("placement %q: %v", key, err))
-			return false
-		}
-		landed, err := s.v.UpsertPlacement(p)
-		if err != nil {
-			s.malformed(bucket, err)
-		}
-		return landed
 	}
 	return false
 }
