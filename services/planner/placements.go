@@ -3,6 +3,7 @@ package planner
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,6 +71,9 @@ func decodePlacement(e jetstream.KeyValueEntry) placementEntry {
 		pe.err = fmt.Errorf("%w record: %w", model.ErrInvalid, err)
 		return pe
 	}
+	// go-json's strings share one copy of the record: the view keeps the
+	// object id of a stripe, so it must not pin the whole record.
+	pe.p.ObjectID = strings.Clone(pe.p.ObjectID)
 	if err := pe.p.Validate(); err != nil || pe.p.Shard != e.Key() {
 		pe.err = fmt.Errorf("placement %q: %v", e.Key(), err)
 	}
