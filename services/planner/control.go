@@ -83,7 +83,9 @@ func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error
 // reply answers a control call (if it asked for an answer).
 func (s *Service) reply(msg *nats.Msg, subject string, out any, err error) {
 	var body []byte
-	if err != nil {
+	if enc, ok := out.(encodedReply); ok && err == nil {
+		body = enc
+	} else if err != nil {
 		var r *refusal
 		if errors.Is(err, model.ErrInvalid) && !errors.As(err, &r) {
 			s.malformed(subject, err)

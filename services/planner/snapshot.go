@@ -2,6 +2,7 @@ package planner
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/rehome/rehome/services/planner/core"
@@ -22,6 +23,26 @@ import (
 type viewSnapshot struct {
 	*core.Snapshot
 	healPaused, balancePaused bool
+
+	// status is the encoded reply of a plain status call, made by the
+	// first such call on this snapshot (a status lists every node: at
+	// 1,000 nodes encoding it costs more than anything else in the call).
+	statusOnce sync.Once
+	status     encodedReply
+	statusErr  error
+}
+
+// encodedReply is a control reply already encoded (reply sends it as is).
+type encodedReply []byte
+
+// statusReply returns the encoded reply of a plain status call.
+func (sn *viewSnapshot) statusReply() (encodedReply, error) {
+	sn.statusOnce.Do(func() {
+		st := sn.Status
+		st.HealPaused = sn.healPaused
+		sn.status, sn.statusErr = control.OKReply(st)
+	})
+	return sn.status, sn.statusErr
 }
 
 // publishSnapshotLocked makes and publishes a snapshot (s.mu held).
@@ -62,14 +83,15 @@ func (s *Service) ctlStatus(_ context.Context, data []byte) (any, error) {
 	start := time.Now()
 	defer func() { s.m.handling.WithLabelValues("status").Observe(time.Since(start).Seconds()) }()
 	sn := s.snapshot()
+	if !req.Risk {
+		return sn.statusReply()
+	}
 	st := sn.Status
 	st.HealPaused = sn.healPaused
-	if req.Risk {
-		s.mu.Lock()
-		r := s.v.Risk()
-		s.mu.Unlock()
-		st.Risk = &r
-	}
+	s.mu.Lock()
+	r := s.v.Risk()
+	s.mu.Unlock()
+	st.Risk = &r
 	return st, nil
 }
 
