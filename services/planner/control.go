@@ -1,8 +1,6 @@
 package planner
 
 import (
-	"time"
-
 	"github.com/rehome/rehome/services/planner/core"
 
 	"context"
@@ -53,6 +51,9 @@ func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error
 	for _, h := range handlers {
 		serve := func(msg *nats.Msg) {
 			out, err := h.fn(ctx, msg.Data)
+			if !h.inline {
+				s.publishSnapshot() // what the call changed, before the caller's next status
+			}
 			s.reply(msg, h.subject, out, err)
 		}
 		sub, err := s.nc.QueueSubscribe(h.subject, queueGroup, func(msg *nats.Msg) {
@@ -82,7 +83,9 @@ func (s *Service) serveControl(ctx context.Context) ([]*nats.Subscription, error
 // reply answers a control call (if it asked for an answer).
 func (s *Service) reply(msg *nats.Msg, subject string, out any, err error) {
 	var body []byte
-	if err != nil {
+	if enc, ok := out.(encodedReply); ok && err == nil {
+		body = enc
+	} else if err != nil {
 		var r *refusal
 		if errors.Is(err, model.ErrInvalid) && !errors.As(err, &r) {
 			s.malformed(subject, err)
@@ -129,61 +132,6 @@ func decodeOptional(data []byte, v any) error {
 		return nil
 	}
 	return decodeRequest(data, v)
-}
-
-// ctlStatus answers CtlStatus (body: an optional StatusRequest): the
-// cluster's nodes and totals, whether repairs are paused, and with Risk what
-// one more node or rack failure would cost (a pass over the whole map).
-func (s *Service) ctlStatus(_ context.Context, data []byte) (any, error) {
-	var req control.StatusRequest
-	if err := decodeOptional(data, &req); err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	s.mu.Lock()
-	defer func() {
-		s.mu.Unlock()
-		s.m.handling.WithLabelValues("status").Observe(time.Since(start).Seconds())
-	}()
-	st := s.v.ClusterStatus()
-	st.HealPaused = s.pausedLocked()
-	if req.Risk {
-		r := s.v.Risk()
-		st.Risk = &r
-	}
-	return st, nil
-}
-
-// ctlHealStatus answers CtlHealStatus (body: an optional
-// HealStatusRequest): the heal's progress, narrowed to one node's in-place
-// heal when Node is set.
-func (s *Service) ctlHealStatus(_ context.Context, data []byte) (any, error) {
-	var req control.HealStatusRequest
-	if err := decodeOptional(data, &req); err != nil {
-		return nil, err
-	}
-	if req.Node != "" {
-		if err := model.ValidateNodeID(req.Node); err != nil {
-			return nil, err
-		}
-	}
-	now := s.now()
-	s.mu.Lock()
-	var p event.Progress
-	if req.Node != "" {
-		r, ok := s.v.NodeIndex[req.Node]
-		if !ok || (!s.v.Nodes[r].Registered && s.v.Nodes[r].Shards == 0) {
-			s.mu.Unlock()
-			return nil, refuse(control.ErrNotFound, "node %s is not known", req.Node)
-		}
-		p = s.v.NodeProgress(r, now, s.cfg.StallAfter)
-	} else {
-		p = s.v.Progress(now, s.cfg.StallAfter)
-	}
-	p.Paused = s.pausedLocked()
-	s.mu.Unlock()
-	p.V, p.TS = model.Version, now.UTC()
-	return p, nil
 }
 
 // validateAllocate checks an allocate request.

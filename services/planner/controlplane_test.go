@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -341,13 +342,16 @@ func TestControlPlaneScaledDown(t *testing.T) {
 
 // BenchmarkControlPlane10M runs the control-plane scenario at 10 M shards
 // on 1,000 nodes in 10 racks through a real embedded JetStream (200 000
-// shards with REHOME_BENCH_QUICK): cold start, takeover to the first task,
+// shards with REHOME_BENCH_QUICK, REHOME_BENCH_SHARDS with it set): cold start, takeover to the first task,
 // the lock time of one down verdict, status and heartbeat p99 during a rack
 // outage, and bytes per shard in planner memory and in the JetStream store.
 func BenchmarkControlPlane10M(b *testing.B) {
 	shards := 10_000_000
 	if os.Getenv("REHOME_BENCH_QUICK") != "" {
 		shards = 200_000
+	}
+	if n, err := strconv.Atoi(os.Getenv("REHOME_BENCH_SHARDS")); err == nil && n > 0 {
+		shards = n // a comparison at another scale
 	}
 	var cp controlPlane
 	for b.Loop() {

@@ -105,15 +105,6 @@ func (s *Service) drainReply(node string) (control.DrainReply, error) {
 	return control.DrainReply{Drains: ds}, nil
 }
 
-// ctlDrainStatus answers control.CtlDrainStatus.
-func (s *Service) ctlDrainStatus(_ context.Context, data []byte) (any, error) {
-	req, err := nodeRequest(data, true)
-	if err != nil {
-		return nil, err
-	}
-	return s.drainReply(req.Node)
-}
-
 // ctlDrainCancel answers control.CtlDrainCancel: the drain record goes, the
 // node takes shards again, and what moved stays where it went.
 func (s *Service) ctlDrainCancel(ctx context.Context, data []byte) (any, error) {

@@ -4,11 +4,15 @@ import (
 	"github.com/rehome/rehome/services/planner/core"
 
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -178,9 +182,16 @@ func FuzzRecords(f *testing.F) {
 		s := fuzzService(t)
 		nodes := len(s.v.Nodes)
 		bucket := buckets[(which%len(buckets)+len(buckets))%len(buckets)]
-		if bucket == "heartbeat" {
+		switch bucket {
+		case "heartbeat":
 			s.onHeartbeat(&nats.Msg{Subject: event.HeartbeatPrefix + key, Data: value})
-		} else {
+		case bus.BucketPlacement:
+			op := jetstream.KeyValuePut
+			if del {
+				op = jetstream.KeyValueDelete
+			}
+			s.applyPlacements([]jetstream.KeyValueEntry{entry{bucket: bucket, key: key, value: value, op: op}})
+		default:
 			op := jetstream.KeyValuePut
 			if del {
 				op = jetstream.KeyValueDelete
@@ -215,6 +226,29 @@ func FuzzConfig(f *testing.F) {
 		if got.PerNodeIn <= 0 || got.PerNodeOut <= 0 || got.MaxInFlight <= 0 || got.TaskTimeout <= 0 || got.MaxAttempts <= 0 ||
 			got.MaxBytesPerSec < 0 || math.IsNaN(got.MaxFill) || got.MaxFill <= 0 || got.MaxFill > 1 || model.ValidateNodeID(got.ID) != nil {
 			t.Fatalf("accepted %+v", got)
+		}
+	})
+}
+
+// FuzzPlacementDecode checks the placement watch's decoder (go-json, for
+// speed) against encoding/json: it never panics, and every record the
+// standard decoder and the entry's checks accept, it accepts with the same
+// value (records of valid UTF-8, as every writer's json.Marshal makes them:
+// on invalid UTF-8 the two may differ, and both keep to a checked entry).
+func FuzzPlacementDecode(f *testing.F) {
+	f.Add([]byte(`{"v":1,"shard":"obj-1-c000000","key":"k","object_id":"obj-1","size":4,"sha256":"`+
+		strings.Repeat("0", 64)+`","layout":{"rf":3},"nodes":["storage-1","storage-2"]}`), "obj-1-c000000")
+	f.Add([]byte(`{"v":1,"shard":"obj-1-s000001p002","key":"k\u00e9","object_id":"obj-1","stripe":1,"index":2,"size":7,"sha256":"`+
+		strings.Repeat("a", 64)+`","layout":{"k":4,"m":2},"nodes":[]}`), "obj-1-s000001p002")
+	f.Add([]byte(`{"v":1,"shard":"x","nodes":null,"Size":3,"SHA256":"`+strings.Repeat("b", 64)+`","layout":{"rf":1}}`), "x")
+	f.Fuzz(func(t *testing.T, value []byte, key string) {
+		got := decodePlacement(entry{bucket: bus.BucketPlacement, key: key, value: value, op: jetstream.KeyValuePut})
+		var want model.Placement
+		if !utf8.Valid(value) || json.Unmarshal(value, &want) != nil || want.Validate() != nil || want.Shard != key {
+			return
+		}
+		if got.err != nil || !reflect.DeepEqual(got.p, want) {
+			t.Fatalf("%q: decoded %+v (%v), encoding/json %+v", value, got.p, got.err, want)
 		}
 	})
 }

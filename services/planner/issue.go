@@ -190,6 +190,7 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 				s.log.Info("waiting for results handed to the previous planner before planning", "pending", n, "until", until)
 			}
 			s.refreshGauges()
+			s.publishSnapshot()
 			return 0
 		}
 	}
@@ -207,6 +208,7 @@ func (s *Service) tick(ctx context.Context, act *acting) time.Duration {
 		s.m.rescanSeconds.Set(time.Since(start).Seconds())
 	}
 	s.v.Reserve(p, now, s.cfg.TaskTimeout)
+	s.publishSnapshotLocked()
 	s.m.lockHeld.WithLabelValues("round").Observe(time.Since(start).Seconds())
 	s.mu.Unlock()
 

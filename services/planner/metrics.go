@@ -105,7 +105,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "rehome_planner_orphan_sweeps_held_total", Help: "Orphan sweeps of a node that deleted nothing because too large a share of its inventory was unknown to the map."}),
 	}
 	m.lockHeld = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "rehome_planner_lock_held_seconds", Help: "Time the planner's view is locked, by operation: a watch update (verdict, registration, placement) or a planning round.",
+		Name: "rehome_planner_lock_held_seconds", Help: "Time the planner's view is locked, by operation: a watch update (verdict or registration: both halves of its queue merge; placement: one batch of entries) or a planning round.",
 		Buckets: prometheus.ExponentialBuckets(1e-5, 2, 20)}, []string{"op"})
 	m.handling = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "rehome_planner_handling_seconds", Help: "Time to handle a heartbeat or answer a status call, waiting for the view's lock included.",

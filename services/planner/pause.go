@@ -78,6 +78,9 @@ func (s *Service) updateSwitch(ctx context.Context, e jetstream.KeyValueEntry, o
 	if e == nil {
 		return nil
 	}
+	if s.acting.Load() {
+		defer s.publishSnapshot()
+	}
 	if s.applyNodeRecord(e) || s.applyRebalanceSwitch(e) {
 		s.plan()
 		return nil

@@ -326,7 +326,10 @@ type Service struct {
 	placeSeen atomic.Uint64 // highest placement revision the view has applied
 	// indexer keeps the listing index while acting (nil while standing by).
 	indexer atomic.Pointer[listing.Indexer]
-	ctlWG   sync.WaitGroup // control calls running on their own goroutines
+	// snap is the latest snapshot the read-only calls answer from
+	// (snapshot.go).
+	snap  atomic.Pointer[viewSnapshot]
+	ctlWG sync.WaitGroup // control calls running on their own goroutines
 }
 
 // New builds a planner on a NATS connection whose streams and buckets exist
@@ -354,6 +357,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, no
 		kick: make(chan struct{}, 1), ctlSem: make(chan struct{}, 16),
 		pub: jsPublisher{js},
 	}
+	s.v.DeferMerges = true // a verdict sorts its newly short shards without the lock (apply)
 	if cfg.MaxBytesPerSec > 0 {
 		burst := int(min(cfg.MaxBytesPerSec, math.MaxInt32))
 		s.bytes = rate.NewLimiter(rate.Limit(cfg.MaxBytesPerSec), burst)
@@ -473,8 +477,8 @@ func (s *Service) Run(ctx context.Context) error {
 			err = s.initial(0, e, ok, loaded)
 		case e, ok := <-ws[1].Updates():
 			err = s.initial(1, e, ok, loaded)
-		case e, ok := <-ws[2].Updates():
-			err = s.initial(2, e, ok, loaded)
+		case e, ok := <-ws[placementWatch].Updates():
+			err = s.initialPlacements(e, ok, ws[placementWatch].Updates(), loaded)
 		case e, ok := <-ws[3].Updates():
 			err = s.initial(3, e, ok, loaded)
 		}
@@ -553,8 +557,8 @@ func (s *Service) Run(ctx context.Context) error {
 			err = s.update(bus.BucketNodes, e, ok)
 		case e, ok := <-ws[1].Updates():
 			err = s.update(bus.BucketLiveness, e, ok)
-		case e, ok := <-ws[2].Updates():
-			err = s.update(bus.BucketPlacement, e, ok)
+		case e, ok := <-ws[placementWatch].Updates():
+			err = s.updatePlacements(e, ok, ws[placementWatch].Updates())
 		case e, ok := <-ws[3].Updates():
 			err = s.updateSwitch(ctx, e, ok)
 		case <-leaseChanged:
@@ -627,6 +631,7 @@ func (s *Service) startActing(ctx context.Context) (*acting, error) {
 		return nil, err
 	}
 	s.acting.Store(true)
+	s.publishSnapshot()
 	subs, err := s.serveControl(ctx)
 	act.subs = subs
 	if err != nil {
@@ -704,6 +709,10 @@ func allTrue(b []bool) bool {
 
 var bucketOf = []string{bus.BucketNodes, bus.BucketLiveness, bus.BucketPlacement, bus.BucketControl}
 
+// placementWatch is the placement bucket's index in bucketOf (and in Run's
+// watches): its entries are applied in batches (placements.go).
+const placementWatch = 2
+
 // initial applies one entry of the initial load of watch i.
 func (s *Service) initial(i int, e jetstream.KeyValueEntry, ok bool, loaded []bool) error {
 	if !ok {
@@ -765,13 +774,44 @@ func (s *Service) open(ctx context.Context) error {
 
 // apply folds one KV entry into the view; it reports whether to plan at
 // once: a node's liveness changed, or a copy landed and freed its slots.
+// A verdict's (or registration's) newly short shards are sorted into the
+// repair queue in two halves around the sort (core.PendingMerge): the lock
+// is held to decide and to merge, not to sort; both halves count as the
+// entry's lock time.
 func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
+	var (
+		pend *core.PendingMerge
+		held time.Duration
+	)
+	plan := s.applyEntry(bucket, e, &pend, &held)
+	if pend != nil {
+		pend.Sort()
+		s.mu.Lock()
+		start := time.Now()
+		s.v.MergePending(pend)
+		if s.acting.Load() {
+			s.publishSnapshotLocked()
+		}
+		held += time.Since(start)
+		s.mu.Unlock()
+	}
+	s.m.lockHeld.WithLabelValues(bucketOp(bucket)).Observe(held.Seconds())
+	return plan
+}
+
+// applyEntry is apply under the lock: it leaves in *pend what the entry's
+// refresh left to sort (see apply) and in *held the time it held the lock.
+func (s *Service) applyEntry(bucket string, e jetstream.KeyValueEntry, pend **core.PendingMerge, held *time.Duration) bool {
 	key := e.Key()
 	del := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
 	s.mu.Lock()
 	start := time.Now()
 	defer func() {
-		s.m.lockHeld.WithLabelValues(bucketOp(bucket)).Observe(time.Since(start).Seconds())
+		*pend = s.v.TakePending()
+		if *pend == nil && s.acting.Load() && !s.v.Loading {
+			s.publishSnapshotLocked() // a verdict or a registration: status shows it at once
+		}
+		*held = time.Since(start)
 		s.mu.Unlock()
 	}()
 	switch bucket {
@@ -830,25 +870,6 @@ func (s *Service) apply(bucket string, e jetstream.KeyValueEntry) bool {
 			s.log.Info("node state changed", "node", l.Node, "state", l.State, "since", l.Since)
 		}
 		return changed
-	case bus.BucketPlacement:
-		defer s.placeSeen.Store(max(s.placeSeen.Load(), e.Revision()))
-		if del {
-			return s.v.RemovePlacement(key) // frees the slots of its tasks, if any
-		}
-		var p model.Placement
-		if err := decodeRecord(e.Value(), &p); err != nil {
-			s.malformed(bucket, err)
-			return false
-		}
-		if err := p.Validate(); err != nil || p.Shard != key {
-			s.malformed(bucket, fmt.Errorf("placement %q: %v", key, err))
-			return false
-		}
-		landed, err := s.v.UpsertPlacement(p)
-		if err != nil {
-			s.malformed(bucket, err)
-		}
-		return landed
 	}
 	return false
 }

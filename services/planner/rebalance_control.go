@@ -1,8 +1,6 @@
 package planner
 
 import (
-	"context"
-
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rehome/rehome/shared/bus"
@@ -45,13 +43,4 @@ func (s *Service) markMovesLocked() {
 	}
 	budget := max(s.cfg.MaxInFlight/4, 1) - len(s.v.Moves)
 	s.v.ChooseMoves(s.cfg.BalanceBand, budget)
-}
-
-// ctlRebalanceStatus answers control.CtlRebalanceStatus.
-func (s *Service) ctlRebalanceStatus(context.Context, []byte) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.v.BalanceStatus(s.cfg.BalanceBand)
-	st.Paused = s.rbsw.sw.Paused
-	return st, nil
 }

@@ -540,13 +540,26 @@ func etaOf(bytes int64, rate float64) float64 {
 // cluster's verified rate.
 func (v *View) NodeProgress(r NodeRef, now time.Time, stallAfter time.Duration) event.Progress {
 	p := v.Progress(now, stallAfter)
+	inFlight := 0
+	for _, f := range v.Flights {
+		if f.target == r {
+			inFlight++
+		}
+	}
+	return v.nodeProgress(r, p, v.MarksOn(r), inFlight)
+}
+
+// nodeProgress is node r's in-place heal given the cluster's progress p,
+// the shards r lacks (marks) and the copies writing to r.
+func (v *View) nodeProgress(r NodeRef, p event.Progress, marks []uint32, inFlight int) event.Progress {
 	n := &v.Nodes[r]
 	out := event.Progress{
 		Node: n.ID, RateBytesPerSec: p.RateBytesPerSec, VerifiedBytes: p.VerifiedBytes, Shards: n.Shards,
+		InFlight: inFlight,
 	}
 	var single int64
 	var stripes map[*StripeGroup]bool
-	for _, h := range v.MarksOn(r) {
+	for _, h := range marks {
 		s := v.Record(h)
 		if s.bucket == 0 {
 			out.Lost++
@@ -568,11 +581,6 @@ func (v *View) NodeProgress(r NodeRef, now time.Time, stallAfter time.Duration) 
 			stripes[g] = true
 		}
 		out.SingleCopy++
-	}
-	for _, f := range v.Flights {
-		if f.target == r {
-			out.InFlight++
-		}
 	}
 	if n.EffState() == model.StateSuspect {
 		out.SuspectNodes = 1

@@ -144,6 +144,7 @@ func (v *View) refreshBatch(hs []uint32) {
 		if s.bucket != noBucket {
 			left[s.bucket] = true
 		}
+		v.unpend(s)
 		v.noteBucket(h, s.bucket, want)
 		s.bucket = want
 		if want == noBucket {
@@ -152,6 +153,10 @@ func (v *View) refreshBatch(hs []uint32) {
 		}
 		if _, ok := v.shortSince[h]; !ok {
 			v.shortSince[h] = now
+		}
+		if v.deferring() {
+			v.deferAdd(h, want)
+			continue
 		}
 		adds[want] = append(adds[want], h)
 	}
@@ -186,6 +191,11 @@ func (v *View) mergeQueue(q, add []uint32) []uint32 {
 	for i, k := range keys {
 		add[i] = k.h
 	}
+	return v.mergeInto(q, add)
+}
+
+// mergeInto merges add (shards not in q, in queue order) into queue q.
+func (v *View) mergeInto(q, add []uint32) []uint32 {
 	if len(q) == 0 || v.queueOrder(q[len(q)-1], add[0]) < 0 {
 		return append(q, add...)
 	}

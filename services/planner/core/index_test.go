@@ -123,20 +123,8 @@ func TestIncrementalQueueMatchesRescan(t *testing.T) {
 		if v.NeedRescan {
 			t.Fatalf("step %d: a rescan is pending", step)
 		}
-		q, s := queueState(v)
-		tot := v.Totals()
+		tot := checkAgainstRescan(t, v, step)
 		sawDegraded = sawDegraded || tot.StripesDegraded > 0
-		if want := countTotals(v); tot != want {
-			t.Fatalf("step %d: running totals %+v, counted %+v", step, tot, want)
-		}
-		v.Rescan()
-		q2, s2 := queueState(v)
-		if !slices.EqualFunc(q, q2, slices.Equal) || !slices.Equal(s, s2) {
-			t.Fatalf("step %d: incremental queues differ from a rescan", step)
-		}
-		if tot2 := v.Totals(); tot2 != tot {
-			t.Fatalf("step %d: totals %+v after a rescan, %+v before", step, tot2, tot)
-		}
 	}
 	if tot := v.Totals(); tot.UnderReplicated == 0 && tot.Lost == 0 || !sawDegraded {
 		t.Fatal("the walk never left a shard short or a stripe degraded: it tested too little")
@@ -144,6 +132,27 @@ func TestIncrementalQueueMatchesRescan(t *testing.T) {
 }
 
 // countTotals counts Totals by walking the queues, shard by shard.
+// checkAgainstRescan fails t (at step) unless the view's running totals
+// equal a count of its queues, and its queues, surplus list and totals equal
+// those of a full rescan (which it does). It returns the totals.
+func checkAgainstRescan(t *testing.T, v *View, step int) totals {
+	t.Helper()
+	q, s := queueState(v)
+	tot := v.Totals()
+	if want := countTotals(v); tot != want {
+		t.Fatalf("step %d: running totals %+v, counted %+v", step, tot, want)
+	}
+	v.Rescan()
+	q2, s2 := queueState(v)
+	if !slices.EqualFunc(q, q2, slices.Equal) || !slices.Equal(s, s2) {
+		t.Fatalf("step %d: incremental queues differ from a rescan", step)
+	}
+	if tot2 := v.Totals(); tot2 != tot {
+		t.Fatalf("step %d: totals %+v after a rescan, %+v before", step, tot2, tot)
+	}
+	return tot
+}
+
 func countTotals(v *View) totals {
 	t := totals{Shards: v.IDs.Len(), Objects: v.objects, InFlight: v.copyFlights + len(v.Trims), Surplus: len(v.surplus),
 		Stripes: v.stripeCount}

@@ -73,6 +73,7 @@ func (v *View) unqueue(h uint32) {
 	if i := v.search(b, h); i < len(b) && b[i] == h {
 		v.buckets[s.bucket] = slices.Delete(b, i, i+1)
 	}
+	v.unpend(s)
 	v.noteBucket(h, s.bucket, noBucket)
 	s.bucket = noBucket
 }
@@ -138,6 +139,7 @@ func (v *View) Rescan() {
 		}
 	}
 	v.surplus = v.surplus[:0]
+	v.pending, v.pendingCount = nil, [numBuckets]int{}
 	sorting := make([][]queued, len(v.buckets))
 	limit := v.IDs.Limit()
 	for h := uint32(0); h < limit; h++ {
@@ -146,6 +148,7 @@ func (v *View) Rescan() {
 		}
 		v.visits++
 		s := v.Record(h)
+		s.Flags &^= flagPending
 		want, surplus := v.wantBucket(h)
 		s.bucket = want
 		v.noteBucket(h, noBucket, want)
@@ -198,6 +201,7 @@ func (v *View) fresh() {
 	if v.NeedRescan && !v.Loading {
 		v.Rescan()
 	}
+	v.flushPending()
 }
 
 // queueTally holds running sums over the repair queue, by bucket, so that

@@ -48,12 +48,12 @@ func (v *View) Totals() totals {
 	t := totals{Shards: v.IDs.Len(), Objects: v.objects, InFlight: v.copyFlights + len(v.Trims), Surplus: len(v.surplus),
 		Stripes: v.stripeCount}
 	for b := 1; b < moveBucket; b++ {
-		t.UnderReplicated += len(v.buckets[b])
+		t.UnderReplicated += len(v.buckets[b]) + v.pendingCount[b]
 		// bucket b: b live copies of a replicated shard, one piece to rebuild
 		t.BytesRemaining += v.qt.sizeCopies[b] - int64(b)*v.qt.size[b] + v.qt.pieceSize[b]
 	}
-	t.moving = len(v.buckets[moveBucket])
-	t.Lost = len(v.buckets[0])
+	t.moving = len(v.buckets[moveBucket]) + v.pendingCount[moveBucket]
+	t.Lost = len(v.buckets[0]) + v.pendingCount[0]
 	t.StripesDegraded = v.qt.degraded
 	return t
 }

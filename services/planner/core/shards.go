@@ -213,6 +213,7 @@ func (v *View) RemovePlacement(id string) bool {
 		return false
 	}
 	s := v.Record(h)
+	v.flushPending() // no stale entry may outlive the handle
 	v.unqueue(h)
 	v.unsurplus(h)
 	delete(v.shortSince, h)

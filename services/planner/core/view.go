@@ -120,6 +120,15 @@ type View struct {
 	qt queueTally
 	// byNode is the node → shards index (see index.go).
 	byNode [][]uint32
+
+	// DeferMerges leaves the shards a node's refresh finds newly short
+	// out of their queues for the caller to sort without its lock (see
+	// merge.go): pending lists them, pendingCount counts them by bucket,
+	// outstanding says a batch is out (TakePending) and not merged back.
+	DeferMerges  bool
+	pending      []pendingAdd
+	pendingCount [numBuckets]int
+	outstanding  bool
 }
 
 // NewView returns an empty view reading time from clock, with the failure
