@@ -72,6 +72,7 @@ func BenchmarkDrainVsRepair(b *testing.B) {
 		bc := startBenchCluster(b, 6, 3)
 		bc.putObjects("bulk", objs, objSize, 2)
 		node := bc.fullestOutside(nil)
+		syscall.Sync() // both runs start with the writes' writeback done
 		drainTook, under, samples := bc.drainTimed(node.ID, 25*time.Millisecond)
 		bc.stop()
 
@@ -79,6 +80,7 @@ func BenchmarkDrainVsRepair(b *testing.B) {
 		rc.putObjects("bulk", objs, objSize, 2)
 		before := rc.placements()
 		victim := rc.fullestOutside(nil)
+		syscall.Sync()
 		in := rc.killAndHeal(victim.ID, before, 25*time.Millisecond)
 		rc.stop()
 

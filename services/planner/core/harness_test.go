@@ -520,8 +520,8 @@ func TestHarnessTrimsAfterReturn(t *testing.T) {
 			}
 		}
 		for n, k := range perNode {
-			if h.v.Nodes[n].outTasks > h.lim.PerNodeOut {
-				t.Fatalf("%s runs %d trims (+%d), out cap %d", h.name(n), h.v.Nodes[n].outTasks, k, h.lim.PerNodeOut)
+			if h.v.Nodes[n].trimTasks > TrimsPerNode || h.v.Nodes[n].outTasks != 0 {
+				t.Fatalf("%s runs %d trims (+%d), cap %d, and %d reads (trims take no read slot)", h.name(n), h.v.Nodes[n].trimTasks, k, TrimsPerNode, h.v.Nodes[n].outTasks)
 			}
 		}
 		if again := h.plan(); len(again.Trims) != 0 && len(p.Trims) > 0 {

@@ -92,13 +92,13 @@ func blameOf(side string) blame {
 // retryMemory is how long a shard's failures are remembered without news.
 const retryMemory = 10 * time.Minute
 
-// startTrim records a surplus removal and charges the node's out slot.
+// startTrim records a surplus removal and charges the node's trim slot.
 func (v *View) startTrim(h uint32, tf *trimFlight) {
 	if v.Trims[h] != nil {
 		v.EndTrim(h)
 	}
 	v.Trims[h] = tf
-	v.Nodes[tf.Node].outTasks++
+	v.Nodes[tf.Node].trimTasks++
 }
 
 // EndTrim forgets a surplus removal and releases its slot.
@@ -108,7 +108,7 @@ func (v *View) EndTrim(h uint32) {
 		return
 	}
 	delete(v.Trims, h)
-	v.Nodes[tf.Node].outTasks--
+	v.Nodes[tf.Node].trimTasks--
 }
 
 // ClearFlights forgets every task in flight (a planner taking over re-reads

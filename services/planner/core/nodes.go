@@ -33,7 +33,8 @@ type node struct {
 	Shards int   // map entries naming the node
 	Bytes  int64 // their bytes
 
-	inTasks, outTasks int   // copies writing to / reading from the node (outTasks counts trims too)
+	inTasks, outTasks int   // copies writing to / reading from the node
+	trimTasks         int   // surplus copies being deleted from it (see TrimsPerNode)
 	inBytes           int64 // bytes of the copies writing to it
 	allocBytes        int64 // bytes allocated to it and not yet committed
 

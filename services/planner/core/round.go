@@ -95,7 +95,7 @@ const maxTrimScan = 4096
 // cap. Then, with what the
 // global limit leaves, surplus copies to trim (one per shard, none while a
 // copy of the shard is in flight, nor while a live holder awaits an
-// inventory check), each taking an out slot of its node. A shard a holder
+// inventory check), each taking a trim slot of its node (TrimsPerNode). A shard a holder
 // lacks goes back onto that holder (see inPlaceTarget); holders lacking a
 // shard that is whole without them are dropped from its entry (drops, not
 // bound by the task limits). While lim.paused it plans nothing. It does not
@@ -231,8 +231,15 @@ func admit(l *rate.Limiter, now time.Time, n int64) time.Duration {
 	return 0
 }
 
+// TrimsPerNode bounds the surplus copies being deleted from one node at
+// once. A delete is a small metadata operation, not a stream: trims have
+// their own slots, so a node's deletes do not hold up the copies read from
+// it (a drained node's copies go as fast as they land elsewhere).
+const TrimsPerNode = 8
+
 // planTrims picks up to budget surplus copies to remove, scanning at most
-// maxTrimScan surplus shards from the cursor on.
+// maxTrimScan surplus shards from the cursor on, at most TrimsPerNode per
+// node in flight.
 func (v *View) planTrims(pc *planCtx, budget int) []TrimDecision {
 	n := len(v.surplus)
 	if n == 0 {
@@ -243,6 +250,7 @@ func (v *View) planTrims(pc *planCtx, budget int) []TrimDecision {
 		v.trimCursor = 0
 	}
 	scan := min(n, maxTrimScan)
+	planned := map[NodeRef]int{} // trims this round, per node
 	for k := 0; k < scan && len(out) < budget; k++ {
 		h := v.surplus[(v.trimCursor+k)%n]
 		if v.Flights[h] != nil || v.Trims[h] != nil || v.reconcilePending(h) {
@@ -271,10 +279,10 @@ func (v *View) planTrims(pc *planCtx, budget int) []TrimDecision {
 		} else {
 			x, err = placement.ChooseSurplus(hs, pc.cands, v.layouts[s.layout].Copies(), placement.Salt(id))
 		}
-		if err != nil || pc.cands[x].Reads >= pc.lim.PerNodeOut {
+		if err != nil || v.Nodes[x].trimTasks+planned[NodeRef(x)] >= TrimsPerNode {
 			continue
 		}
-		pc.cands[x].Reads++
+		planned[NodeRef(x)]++
 		out = append(out, TrimDecision{Shard: h, ID: id, Node: NodeRef(x), bytes: s.size})
 	}
 	v.trimCursor = (v.trimCursor + scan) % n
