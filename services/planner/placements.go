@@ -2,7 +2,9 @@ package planner
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -171,4 +173,20 @@ func (s *Service) updatePlacements(e jetstream.KeyValueEntry, ok bool, ch <-chan
 		return fmt.Errorf("watch %s closed", bus.BucketPlacement)
 	}
 	return nil
+}
+
+// loadGCPercent is the garbage collector's target while the view loads:
+// the heap only grows then (the map's entries, kept), so collecting at the
+// default 100% rescans a growing live heap over and over for little.
+const loadGCPercent = 400
+
+// relaxGCForLoad sets the collector's target to loadGCPercent for the
+// initial load and returns the function that restores it. It leaves an
+// operator's GOGC alone; GOMEMLIMIT, when set, still bounds the heap.
+func relaxGCForLoad() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	prev := debug.SetGCPercent(loadGCPercent)
+	return func() { debug.SetGCPercent(prev) }
 }

@@ -469,6 +469,8 @@ func (s *Service) Run(ctx context.Context) error {
 	s.v.Loading = true
 	s.mu.Unlock()
 	loaded := make([]bool, len(ws))
+	restoreGC := relaxGCForLoad()
+	defer restoreGC() // also when the load ends early (idempotent)
 	for !allTrue(loaded) {
 		select {
 		case <-ctx.Done():
@@ -489,6 +491,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	restoreGC()
 	s.seedHeartbeats(ctx)
 	s.mu.Lock()
 	start := time.Now()

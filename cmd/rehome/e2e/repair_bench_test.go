@@ -85,6 +85,9 @@ type benchCluster struct {
 func startBenchCluster(b *testing.B, nodes, racks int, extra ...string) *benchCluster {
 	b.Helper()
 	args := append([]string{"--nodes", strconv.Itoa(nodes), "--racks", strconv.Itoa(racks), "--movers", strconv.Itoa(benchMovers)}, benchTiming...)
+	if n := benchenv.Int("REHOME_BENCH_BATCH", 0); n > 0 { // the planner's --batch (1: one shard per task)
+		args = append(args, "--planner-flag=--batch="+strconv.Itoa(n))
+	}
 	args = append(args, extra...)
 	c := startDev(b, args...)
 	waitHealthy(b, c, nodes)
@@ -690,20 +693,17 @@ func spread(counts map[string]int, n int) float64 {
 // rehome.> part alone (the figure before acks, KV writes and pulls were
 // counted). 1500 objects of 4 KiB (REHOME_BENCH_QUICK: 300;
 // REHOME_BENCH_SMALL_OBJECTS overrides), so that ~750 shards are repaired;
-// REHOME_BENCH_BATCH sets the planner's --batch (default: its own default;
-// 1: one shard per task, as before batching).
+// REHOME_BENCH_BATCH sets the planner's --batch in this and every bench
+// cluster (default: its own default; 1: one shard per task, as before
+// batching).
 func BenchmarkControlMessagesPerRepairedShard(b *testing.B) {
 	count := 1500
 	if benchenv.Quick() {
 		count = 300
 	}
 	count = benchenv.Int("REHOME_BENCH_SMALL_OBJECTS", count)
-	var extra []string
-	if n := benchenv.Int("REHOME_BENCH_BATCH", 0); n > 0 { // the planner's --batch (1: one shard per task)
-		extra = append(extra, "--planner-flag=--batch="+strconv.Itoa(n))
-	}
 	for range b.N {
-		bc := startBenchCluster(b, 6, 3, extra...)
+		bc := startBenchCluster(b, 6, 3)
 		bc.putObjects("small", count, 4<<10, 8)
 		before := bc.placements()
 		victim := bc.fullestOutside(nil)
