@@ -71,6 +71,7 @@ func gitSource(own ...string) (commit string, dirty bool, err error) {
 // Markdown renders rows as the README's performance table: values and
 // baselines exactly as results.json holds them (shortest float form),
 // ratios to 3 significant digits, so a test can hold the README to the file.
+// Rows the run did not measure are left out (results.json keeps them).
 func Markdown(rows []Row) string {
 	num := func(p *float64) string {
 		if p == nil {
@@ -87,6 +88,9 @@ func Markdown(rows []Row) string {
 	var b strings.Builder
 	b.WriteString("| figure | rehome | baseline | ratio | target | status |\n|---|---|---|---|---|---|\n")
 	for _, r := range rows {
+		if r.Status == statusNotRun {
+			continue
+		}
 		v := num(r.Value)
 		if r.Unit != "" && r.Value != nil {
 			v += " " + r.Unit
