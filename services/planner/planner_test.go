@@ -342,8 +342,11 @@ func (h *harness) runMover(mv *mover) (stop func()) {
 					mv.tasks = append(mv.tasks, t)
 					answer, work := mv.answer, mv.work
 					mv.mu.Unlock()
-					if work > 0 {
-						time.Sleep(work) // the copy itself
+					if work > 0 { // the copy itself takes work (or ends with the test)
+						select {
+						case <-time.After(work):
+						case <-ctx.Done():
+						}
 					}
 					var f *event.Failed
 					if answer != nil && t.Kind != event.KindDelete {

@@ -308,11 +308,18 @@ func TestHarnessRelaxesOnlyWhenNoValidTarget(t *testing.T) {
 	if len(p.Copies) != 1 || p.Copies[0].Relaxed || h2.name(p.Copies[0].Target) != "storage-4" {
 		t.Fatalf("planned %+v: want one copy to storage-4, the other waiting", p.Copies)
 	}
-	// storage-4 goes down: relax at once.
+	// storage-4 goes down: its copy in flight is abandoned, and both
+	// shards relax at once.
+	inFlight := p.Copies[0].ID
 	h2.state("storage-4", model.StateDown)
 	p = h2.plan()
-	if len(p.Copies) != 1 || !p.Copies[0].Relaxed {
-		t.Fatalf("with rack-1 all down planned %+v: want a relaxed copy", p.Copies)
+	if len(p.Copies) != 2 || !p.Copies[0].Relaxed || !p.Copies[1].Relaxed {
+		t.Fatalf("with rack-1 all down planned %+v: want both relaxed, %s's copy to storage-4 abandoned", p.Copies, inFlight)
+	}
+	for _, d := range p.Copies {
+		if d.ID == inFlight && (d.Attempt != 1 || d.Serial != 2) {
+			t.Fatalf("abandoned %s planned again at attempt %d serial %d: want attempt 1 (no failure counted), serial 2 (a new task id)", d.ID, d.Attempt, d.Serial)
+		}
 	}
 }
 

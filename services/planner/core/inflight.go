@@ -427,6 +427,29 @@ func (v *View) FailFlight(h uint32, f *Flight, cause string, now time.Time, b bl
 	}
 }
 
+// abandonFlightsTo ends the copies in flight to node r, which went down: a
+// mover may go on retrying them for minutes, while the shards can be copied
+// to a live target now. No failed attempt is counted (the target's death is
+// no fault of the copy); the task serial is kept, so the next task of the
+// shard has a new id. A late Done of an abandoned copy that did verify
+// still lands (see Land). Rebuilds and copies back in place are left to
+// their results and expiry.
+func (v *View) abandonFlightsTo(r NodeRef) {
+	var hs []uint32
+	for h, f := range v.Flights {
+		if f.target == r && f.RB == nil && !f.inPlace {
+			hs = append(hs, h)
+		}
+	}
+	now := v.clock()
+	for _, h := range hs {
+		serial := v.Flights[h].serial
+		v.EndFlight(h)
+		v.UsedSerial(h, serial, now)
+		v.refresh(h)
+	}
+}
+
 // Expired returns the shards whose copy passed its deadline (one piece per
 // rebuild task), and those whose trim did.
 func (v *View) Expired(now time.Time) (copies, trims []uint32) {

@@ -175,6 +175,9 @@ func (v *View) SetLiveness(l model.Liveness) (bool, error) {
 	if changed {
 		v.noteTransition(r, before)
 		v.refreshNode(r)
+		if nd.EffState() == model.StateDown {
+			v.abandonFlightsTo(r)
+		}
 	}
 	return changed, nil
 }
