@@ -96,8 +96,9 @@ func (w *workload) finish(t *testing.T) {
 	}
 }
 
-// sampleStatus records cluster status every 200 ms until stopped and
-// returns the highest under-replicated count seen, and how many samples.
+// sampleStatus records cluster status every 25 ms (a drain of a few MB
+// takes a few hundred) until stopped and returns the highest
+// under-replicated count seen, and how many samples.
 func (c *cluster) sampleStatus() (stop func() (maxUnder, samples int)) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	var maxUnder, samples int
@@ -111,7 +112,7 @@ func (c *cluster) sampleStatus() (stop func() (maxUnder, samples int)) {
 			select {
 			case <-quit:
 				return
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(25 * time.Millisecond):
 			}
 		}
 	}()
