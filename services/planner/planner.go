@@ -85,7 +85,7 @@ type Config struct {
 	MaxInFlight int
 	// Batch is the most shards (core.BatchShardMax bytes or less, at most
 	// core.BatchBytesMax in all) of one source -> target pair one copy task
-	// carries (default 32; 1: one shard per task). A batch takes one slot of PerNodeIn, PerNodeOut and
+	// carries (default 8; 1: one shard per task). A batch takes one slot of PerNodeIn, PerNodeOut and
 	// MaxInFlight; MaxBytesPerSec counts each shard's bytes.
 	Batch int
 	// MaxBytesPerSec caps the bytes of copies admitted per second
@@ -162,7 +162,7 @@ func DefaultConfig() Config {
 		PerNodeIn:         2,
 		PerNodeOut:        2,
 		MaxInFlight:       64,
-		Batch:             32,
+		Batch:             8,
 		MaxFill:           0.9,
 		BalanceBand:       0.05,
 		Placement:         PlacementRandom,
