@@ -62,11 +62,11 @@ func (a *api) pull(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "shard "+id+" is held with sha256 "+info.SHA256)
 		return
 	}
-	ctx := shardapi.AsRepair(r.Context())
-	if shardapi.RequestClass(r) == shardapi.ClassBackground {
-		ctx = trafficContext(r)
+	class := shardapi.RequestClass(r) // the read from the source keeps it: repair when none
+	if class == "" {
+		class = shardapi.ClassRepair
 	}
-	ctx, cancel := context.WithTimeout(ctx, transferDeadline(req.Size))
+	ctx, cancel := context.WithTimeout(shardapi.WithClass(r.Context(), class), transferDeadline(req.Size))
 	defer cancel()
 	body, info, err := a.source.Get(ctx, req.Source, id)
 	if err != nil {

@@ -161,23 +161,14 @@ func (v *View) UpsertPlacement(p model.Placement) (landed bool, err error) {
 	}
 	v.account(h, +1)
 	v.reindex(h, before, refs)
-	for _, r := range before {
-		if !slices.Contains(refs, r) {
-			v.unlisted.note(h, r)
-		}
-	}
-	for _, r := range refs {
-		if !slices.Contains(before, r) {
-			v.unlisted.relisted(h, r)
-		}
-	}
+	v.unlisted.changed(h, before, refs)
 	var g *StripeGroup
 	if p.Layout.Erasure() {
 		g = v.enstripe(h, p, sum)
 	}
 	v.noteBucket(h, noBucket, s.bucket)
 	for _, r := range refs {
-		if v.removed[v.Nodes[r].ID] {
+		if len(v.removed) > 0 && v.removed[v.Nodes[r].ID] {
 			v.MarkMissing(h, r) // a removed node's listing is dropped
 		}
 	}
