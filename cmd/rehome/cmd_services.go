@@ -234,6 +234,7 @@ func storageCmd(g *globals) *cobra.Command {
 	fl.DurationVar(&cfg.ScrubEvery, "scrub-every", cfg.ScrubEvery, "start a scrub pass this long after the previous one began")
 	fl.DurationVar(&cfg.ScrubDelay, "scrub-delay", cfg.ScrubDelay, "first scrub pass this long after start")
 	fl.Int64Var(&cfg.RepairPaceBytesPerSec, "repair-pace", cfg.RepairPaceBytesPerSec, "lowest repair pace through this node, bytes per second, while it serves clients; the pace adapts to client latency above it (0: never pace)")
+	fl.IntVar(&cfg.RepairNice, "repair-nice", cfg.RepairNice, "CPU priority (nice value, 1-19) of repair and scrub threads: clients get the cores first (0: the process's own)")
 	return cmd
 }
 

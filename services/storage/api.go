@@ -198,15 +198,24 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, shardapi.HeaderSHA256+": "+err.Error())
 		return
 	}
-	var body io.Reader = r.Body
-	if shardapi.IsRepair(r) {
-		body = a.prio.repairReader(trafficContext(r), body)
+	var created bool
+	write := func() (err error) {
+		created, err = a.store.Put(id, sha, r.ContentLength, r.Body)
+		return err
+	}
+	if shardapi.IsRepair(r) { // paced, and at the repair streams' CPU priority
+		write = func() (err error) {
+			return a.prio.run(func() (err error) {
+				created, err = a.store.Put(id, sha, r.ContentLength, a.prio.repairReader(trafficContext(r), r.Body))
+				return err
+			})
+		}
 	} else {
 		defer a.prio.serve()()
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(transferDeadline(r.ContentLength)))
-	created, err := a.store.Put(id, sha, r.ContentLength, body)
+	err := write()
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		code := statusOf(err)
@@ -326,7 +335,11 @@ func (a *api) getRaw(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	defer f.Close()
 	defer a.answerShard(w, info)()
-	n, err := a.sendRaw(trafficContext(r), w, f, info.Size)
+	var n int64
+	err = a.prio.run(func() (err error) {
+		n, err = a.sendRaw(trafficContext(r), w, f, info.Size)
+		return err
+	})
 	a.m.bytesRead.Add(float64(n))
 	if err != nil {
 		a.log.DebugContext(r.Context(), "repair get cut short", "shard", id, "sent", n, "err", err)

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/rehome/rehome/shared/nice"
 	"net"
 	"time"
 
@@ -76,16 +77,22 @@ type Config struct {
 	// movers' and pulling nodes' reads and writes, one budget) while the node
 	// serves clients (a client shard transfer in flight or ended within
 	// RepairBusyWindow): every 100 ms (or 10 client reads, whichever is
-	// later) the pace is cut by 30% while repair lifts the clients' median
-	// GET latency past twice its idle level and raised by a quarter
-	// otherwise, never below this. With no client traffic repair runs
-	// unpaced. DefaultConfig sets DefaultRepairPaceBytesPerSec
+	// later) the pace is cut to 70% of what repair moved while repair lifts
+	// the clients' median GET latency past twice its idle level (and by
+	// 1 ms at least) and raised by a quarter otherwise, never below this.
+	// With no client traffic repair runs unpaced. DefaultConfig sets DefaultRepairPaceBytesPerSec
 	// (16 MiB/s); like ScrubBytesPerSec a zero here is kept: it means no
 	// pacing. Positive values below 1 MiB/s and negative ones are refused.
 	RepairPaceBytesPerSec int64
 	// RepairBusyWindow is how long after its last client transfer the node
 	// still paces repair. Default DefaultRepairBusyWindow (500 ms).
 	RepairBusyWindow time.Duration
+	// RepairNice is the CPU priority (nice value, 1-19) of the threads that
+	// move repair streams and scrub: the kernel gives the node's clients,
+	// and every other process, the cores first, and repair whatever is
+	// idle. DefaultConfig sets DefaultRepairNice (10); a zero here is kept:
+	// it means the process's own priority. Outside 0-19 is refused.
+	RepairNice int
 
 	// TracerProvider receives the spans of shard requests that arrive with a
 	// trace context (a mover's copy); nil (the default) uses otel's global
@@ -111,6 +118,8 @@ const (
 	// DefaultRepairPaceBytesPerSec is the floor of the adaptive repair pace
 	// while a node serves clients.
 	DefaultRepairPaceBytesPerSec = 16 << 20
+	// DefaultRepairNice is the nice value of repair and scrub threads.
+	DefaultRepairNice = 10
 )
 
 // DefaultConfig returns a Config with every default filled in; ID, Rack and
@@ -128,6 +137,7 @@ func DefaultConfig() Config {
 		CorruptQueue:          DefaultCorruptQueue,
 		RepairPaceBytesPerSec: DefaultRepairPaceBytesPerSec,
 		RepairBusyWindow:      DefaultRepairBusyWindow,
+		RepairNice:            DefaultRepairNice,
 	}
 }
 
@@ -163,6 +173,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RepairPaceBytesPerSec < 0 || (c.RepairPaceBytesPerSec > 0 && c.RepairPaceBytesPerSec < 1<<20) {
 		errs = append(errs, fmt.Errorf("storage repair pace: %d bytes/s is below 1 MiB/s (0 turns pacing off)", c.RepairPaceBytesPerSec))
+	}
+	if err := nice.Validate(c.RepairNice); err != nil {
+		errs = append(errs, fmt.Errorf("storage repair nice: %w", err))
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {

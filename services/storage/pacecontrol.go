@@ -25,6 +25,11 @@ const (
 	minPaceSamples = 10
 	// paceCut is what a window of hurt clients multiplies the pace by.
 	paceCut = 0.7
+	// paceMinRise is the least rise over the idle latency that counts as
+	// hurting clients: a node answers a cached read in a fraction of a
+	// millisecond, and twice that is still far below what a client's GET
+	// takes end to end (a lookup on the bus, the network, its checksum).
+	paceMinRise = time.Millisecond
 )
 
 // paceWindow is what a node saw during one pacing window.
@@ -34,6 +39,9 @@ type paceWindow struct {
 	latencies []time.Duration
 	// repair says whether repair streams moved bytes through the node.
 	repair bool
+	// moved is the repair bytes the window let through, over span.
+	moved int64
+	span  time.Duration
 }
 
 // median is the median of the window's latencies (0 with none).
@@ -52,15 +60,27 @@ func (w paceWindow) ready() bool {
 	return len(w.latencies) == 0 || len(w.latencies) >= minPaceSamples
 }
 
+// hurts reports whether latency lat is more than a client can bear next to
+// the idle latency idle: above paceSlack times it, and by paceMinRise at least.
+func hurts(lat, idle time.Duration) bool {
+	return lat > idle+max(time.Duration((paceSlack-1)*float64(idle)), paceMinRise)
+}
+
 // paceController sets the pace of a node's repair streams from its clients'
 // latency, additive-increase multiplicative-decrease style:
 //
 //   - a window with client reads and no repair teaches it the clients'
 //     idle latency (a moving average of the windows' medians);
-//   - a window with both, whose median exceeds paceSlack times the idle
-//     latency, cuts the pace by paceCut (never below floor);
-//   - a window with both within that bound, or without clients, raises the
-//     pace by a quarter (never above paceCeiling).
+//   - a window with both whose median hurts the clients (hurts: paceSlack
+//     times the idle latency, and paceMinRise more at least) cuts the pace
+//     to paceCut of what repair moved in that window, or of the pace if
+//     that is lower (never below floor): starting from a pace repair never
+//     reached, one cut then bites;
+//   - any other window raises the pace by a quarter (never above
+//     paceCeiling), so a node that served clients while nothing was
+//     repaired starts its next repair unpaced and is cut only once its
+//     clients feel it. (The repair streams' own threads run at a lower CPU
+//     priority, so CPU contention alone seldom hurts them: see nice.Run.)
 //
 // Until an idle latency is known the pace only rises. It is a pure function
 // of the windows fed to it; not safe for concurrent use.
@@ -85,10 +105,14 @@ func (c *paceController) next(w paceWindow) float64 {
 		} else {
 			c.idle = time.Duration(float64(c.idle)*(1-paceIdleWeight) + float64(lat)*paceIdleWeight)
 		}
-	case lat > 0 && c.idle > 0 && float64(lat) > paceSlack*float64(c.idle):
-		c.rate = max(c.floor, c.rate*paceCut)
-	default:
-		c.rate = min(paceCeiling, c.rate*1.25)
+	case lat > 0 && c.idle > 0 && hurts(lat, c.idle):
+		cur := c.rate
+		if w.span > 0 {
+			cur = min(cur, float64(w.moved)/w.span.Seconds())
+		}
+		c.rate = max(c.floor, cur*paceCut)
+		return c.rate
 	}
+	c.rate = min(paceCeiling, c.rate*1.25)
 	return c.rate
 }

@@ -16,6 +16,13 @@ func window(repair bool, lat ...float64) paceWindow {
 	return w
 }
 
+// moving is a repair window that moved mb megabytes (10^6) in 100 ms.
+func moving(mb float64, lat ...float64) paceWindow {
+	w := window(true, lat...)
+	w.moved, w.span = int64(mb*1e6), 100*time.Millisecond
+	return w
+}
+
 func TestPaceControllerFollowsClientLatency(t *testing.T) {
 	const floor = 16 << 20
 	start := 4.0 * floor
@@ -26,12 +33,16 @@ func TestPaceControllerFollowsClientLatency(t *testing.T) {
 	}{
 		{"no clients: the pace only rises", []paceWindow{window(true), window(true)}, start * 1.25 * 1.25},
 		{"repair with no idle latency known yet: rises", []paceWindow{window(true, 9, 9, 9)}, start * 1.25},
-		{"idle windows teach, repair within the slack rises", []paceWindow{window(false, 1, 1, 1), window(true, 1.9, 1.2, 1.3)}, start * 1.25},
-		{"repair hurting clients cuts the pace", []paceWindow{window(false, 1, 1, 1), window(true, 3, 3, 3)}, start * paceCut},
-		{"never below the floor", []paceWindow{window(false, 1), window(true, 5), window(true, 5), window(true, 5), window(true, 5), window(true, 5)}, floor},
-		{"a few slow reads do not count", []paceWindow{window(false, 1, 1, 1, 1, 1), window(true, 1, 1, 1, 50, 50)}, start * 1.25},
-		{"the idle latency is a moving average", []paceWindow{window(false, 1), window(false, 6), window(true, 3)}, start * 1.25},
-		{"recovers once clients are fine again", []paceWindow{window(false, 1), window(true, 3), window(true, 1)}, start * paceCut * 1.25},
+		{"idle windows teach and raise, repair within the slack rises", []paceWindow{window(false, 1, 1, 1), window(true, 1.9, 1.2, 1.3)}, start * 1.25 * 1.25},
+		{"repair hurting clients cuts the pace", []paceWindow{window(false, 1, 1, 1), window(true, 3, 3, 3)}, start * 1.25 * paceCut},
+		{"a cut starts from what repair moved when that is below the pace", []paceWindow{window(false, 1, 1, 1), moving(5, 3, 3, 3)}, 50e6 * paceCut},
+		{"a cut never starts above the pace", []paceWindow{window(false, 1, 1, 1), moving(500, 3, 3, 3)}, start * 1.25 * paceCut},
+		{"twice a tiny idle latency is no harm: a rise under paceMinRise", []paceWindow{window(false, 0.2, 0.2, 0.2), window(true, 0.9, 0.9, 0.9)}, start * 1.25 * 1.25},
+		{"but past paceMinRise it is", []paceWindow{window(false, 0.2, 0.2, 0.2), window(true, 1.3, 1.3, 1.3)}, start * 1.25 * paceCut},
+		{"never below the floor", []paceWindow{window(false, 1), window(true, 5), window(true, 5), window(true, 5), window(true, 5), window(true, 5), window(true, 5)}, floor},
+		{"a few slow reads do not count", []paceWindow{window(false, 1, 1, 1, 1, 1), window(true, 1, 1, 1, 50, 50)}, start * 1.25 * 1.25},
+		{"the idle latency is a moving average", []paceWindow{window(false, 1), window(false, 6), window(true, 3)}, start * 1.25 * 1.25 * 1.25},
+		{"recovers once clients are fine again", []paceWindow{window(false, 1), window(true, 3), window(true, 1)}, start * 1.25 * paceCut * 1.25},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newPaceController(floor)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rehome/rehome/shared/nice"
 	"github.com/rehome/rehome/shared/shardapi"
 	"golang.org/x/time/rate"
 )
@@ -54,6 +55,10 @@ type priority struct {
 	// backgroundShare of the floor, after lim (nil with lim).
 	bg *rate.Limiter
 
+	// nice is the CPU priority (nice value) repair streams run at (0: the
+	// process's own).
+	nice int
+
 	ctl      *paceController // sets lim's rate (nil with lim)
 	paceFrom time.Time       // start of the current pacing window
 	paceWin  paceWindow      // what the current window saw so far
@@ -63,10 +68,11 @@ type priority struct {
 
 // newPriority returns the gate of a node pacing repair while busy at a rate
 // that adapts to its clients' latency, never below floor bytes per second
-// (0: never pace), busy for window after its last client
-// transfer, counting repair's waits in reg.
-func newPriority(floor int64, window time.Duration, reg prometheus.Registerer) *priority {
-	p := &priority{window: window, now: time.Now,
+// (0: never pace), busy for window after its last client transfer, running
+// repair streams at nice level niceLevel (0: as the process), counting
+// repair's waits in reg.
+func newPriority(floor int64, window time.Duration, niceLevel int, reg prometheus.Registerer) *priority {
+	p := &priority{window: window, now: time.Now, nice: niceLevel,
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rehome_storage_repair_throttled_seconds_total",
 			Help: "Time repair streams spent waiting behind client transfers (yielding or paced).",
@@ -126,6 +132,7 @@ func (p *priority) tickLocked() {
 	if now.Sub(p.paceFrom) < paceTick || !p.paceWin.ready() {
 		return
 	}
+	p.paceWin.span = now.Sub(p.paceFrom)
 	p.lim.SetLimitAt(now, rate.Limit(p.ctl.next(p.paceWin)))
 	p.paceFrom = now
 	p.paceWin = paceWindow{latencies: p.paceWin.latencies[:0]}
@@ -139,8 +146,10 @@ func (p *priority) wait(ctx context.Context, n int) error {
 	if p == nil || p.lim == nil {
 		return nil
 	}
+	n = min(n, repairChunk)
 	p.mu.Lock()
 	p.paceWin.repair = true
+	p.paceWin.moved += int64(n)
 	p.tickLocked()
 	p.mu.Unlock()
 	if !p.busy() {
@@ -148,7 +157,6 @@ func (p *priority) wait(ctx context.Context, n int) error {
 	}
 	start := p.now()
 	defer func() { p.throttled.Add(p.now().Sub(start).Seconds()) }()
-	n = min(n, repairChunk)
 	if err := p.lim.WaitN(ctx, n); err != nil {
 		return err
 	}
@@ -156,6 +164,16 @@ func (p *priority) wait(ctx context.Context, n int) error {
 		return p.bg.WaitN(ctx, n)
 	}
 	return nil
+}
+
+// run runs the work of one repair stream, fn, at the gate's CPU priority
+// (nice.Run): the kernel serves the node's clients first when both want a
+// core. Blocking; returns fn's error.
+func (p *priority) run(fn func() error) error {
+	if p == nil {
+		return fn()
+	}
+	return nice.Run(p.nice, fn)
 }
 
 // busy reports whether a foreground transfer is in flight or ended within the window.

@@ -79,7 +79,11 @@ func (a *api) pull(w http.ResponseWriter, r *http.Request) {
 			" bytes with sha256 "+info.SHA256+", want "+strconv.FormatInt(req.Size, 10)+" with "+req.SHA256)
 		return
 	}
-	created, err := a.store.Put(id, req.SHA256, req.Size, a.prio.repairReader(ctx, body))
+	var created bool
+	err = a.prio.run(func() (err error) {
+		created, err = a.store.Put(id, req.SHA256, req.Size, a.prio.repairReader(ctx, body))
+		return err
+	})
 	if err != nil {
 		code := statusOf(err)
 		switch {

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rehome/rehome/shared/nice"
 	"log/slog"
 	"net"
 	"net/http"
@@ -153,7 +154,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (*
 		node:     cfg.ID,
 		token:    []byte(cfg.Token),
 		maxShard: cfg.MaxShardBytes,
-		prio:     newPriority(cfg.RepairPaceBytesPerSec, cfg.RepairBusyWindow, reg),
+		prio:     newPriority(cfg.RepairPaceBytesPerSec, cfg.RepairBusyWindow, cfg.RepairNice, reg),
 		m:        s.m,
 		reg:      s.reg,
 		log:      log,
@@ -244,7 +245,9 @@ func (s *Service) Run(ctx context.Context) error {
 	want := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.registrar(regCtx, want) })
-	wg.Go(func() { s.scrub.run(regCtx, s.started) })
+	wg.Go(func() { // the scrub reads and hashes at the repair streams' CPU priority
+		_ = nice.Run(s.cfg.RepairNice, func() error { s.scrub.run(regCtx, s.started); return nil })
+	})
 
 	err = s.heartbeats(ctx, want, serveErr)
 	stopReg()
