@@ -25,8 +25,11 @@ import (
 // BatchShardMax is the largest shard that joins a batch (a default chunk is 4 MiB).
 const BatchShardMax = 16 << 20
 
-// BatchBytesMax bounds the bytes of one batch.
-const BatchBytesMax = 64 << 20
+// BatchBytesMax bounds the bytes of one batch: four default chunks. A batch
+// is one transfer at a time, so the last batches of a repair decide its
+// tail: at 64 MiB (eight chunks) the last ones ran alone for up to a
+// second while the other slots sat idle.
+const BatchBytesMax = 16 << 20
 
 // batchFlight is one batched copy task: formed by a planning round, then
 // shared by the flights of its shards while any of them is open.
