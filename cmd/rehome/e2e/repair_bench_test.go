@@ -89,6 +89,9 @@ func startBenchCluster(b *testing.B, nodes, racks int, extra ...string) *benchCl
 		args = append(args, "--planner-flag=--batch="+strconv.Itoa(n))
 	}
 	args = append(args, extra...)
+	// REHOME_BENCH_DEV_FLAGS: more `rehome dev` flags for every bench
+	// cluster, for A/B runs (e.g. --storage-flag=--repair-nice=0).
+	args = append(args, strings.Fields(os.Getenv("REHOME_BENCH_DEV_FLAGS"))...)
 	c := startDev(b, args...)
 	waitHealthy(b, c, nodes)
 	nc, err := bus.Connect(c.url, "bench-repair", 5*time.Second)
