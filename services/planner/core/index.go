@@ -185,7 +185,7 @@ func (v *View) mergeQueue(q, add []uint32) []uint32 {
 	// the map up twice), as Rescan does.
 	keys := make([]queued, len(add))
 	for i, h := range add {
-		keys[i] = queued{v.shortSince[h], h}
+		keys[i] = v.queuedKey(v.shortSince[h], h)
 	}
 	slices.SortFunc(keys, v.queuedOrder)
 	for i, k := range keys {

@@ -2,6 +2,7 @@ package core
 
 import (
 	"cmp"
+	"encoding/binary"
 	"slices"
 	"strings"
 )
@@ -117,8 +118,25 @@ func (v *View) unsurplus(h uint32) {
 
 // queued is a shard of a repair queue with its sort key, while sorting.
 type queued struct {
-	since int64
-	h     uint32
+	since  int64
+	prefix uint64 // the id's first 8 bytes (idPrefix): decides most ties on since
+	h      uint32
+}
+
+// queuedKey is h's sort key, first seen short at since.
+func (v *View) queuedKey(since int64, h uint32) queued {
+	return queued{since: since, prefix: idPrefix(v.IDs.String(h)), h: h}
+}
+
+// idPrefix is the first 8 bytes of id, big-endian, zero-padded: ids whose
+// prefixes differ compare as their prefixes do, so a sort compares whole
+// ids only when the prefixes are equal. (At 300 k shards short at once, all
+// seen short in the same instant, string comparisons took 2/3 of planning
+// a node loss.)
+func idPrefix(id string) uint64 {
+	var b [8]byte
+	copy(b[:], id)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // Rescan rebuilds every repair queue and the surplus list from the map and
@@ -172,7 +190,7 @@ func (v *View) Rescan() {
 			since = now
 			v.shortSince[h] = now
 		}
-		sorting[want] = append(sorting[want], queued{since, h})
+		sorting[want] = append(sorting[want], v.queuedKey(since, h))
 	}
 	for h := range v.shortSince {
 		if !v.IDs.Valid(h) || v.Record(h).bucket == noBucket {
@@ -256,6 +274,9 @@ func (v *View) tally(h uint32, b uint8, sign int64) {
 // earlier first, then by id (queueOrder's order).
 func (v *View) queuedOrder(a, b queued) int {
 	if c := cmp.Compare(a.since, b.since); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.prefix, b.prefix); c != 0 {
 		return c
 	}
 	return strings.Compare(v.IDs.String(a.h), v.IDs.String(b.h))
