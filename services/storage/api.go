@@ -198,24 +198,21 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, shardapi.HeaderSHA256+": "+err.Error())
 		return
 	}
-	var created bool
-	write := func() (err error) {
-		created, err = a.store.Put(id, sha, r.ContentLength, r.Body)
-		return err
-	}
+	var body io.Reader = r.Body
+	run := func(fn func() error) error { return fn() }
 	if shardapi.IsRepair(r) { // paced, and at the repair streams' CPU priority
-		write = func() (err error) {
-			return a.prio.run(func() (err error) {
-				created, err = a.store.Put(id, sha, r.ContentLength, a.prio.repairReader(trafficContext(r), r.Body))
-				return err
-			})
-		}
+		body = a.prio.repairReader(trafficContext(r), body)
+		run = a.prio.run
 	} else {
 		defer a.prio.serve()()
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(transferDeadline(r.ContentLength)))
-	err := write()
+	var created bool
+	err := run(func() (err error) {
+		created, err = a.store.Put(id, sha, r.ContentLength, body)
+		return err
+	})
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		code := statusOf(err)
