@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/rehome/rehome/shared/nice"
 	"net"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/rehome/rehome/services/storage/disk"
 	"github.com/rehome/rehome/shared/model"
+	"github.com/rehome/rehome/shared/nice"
 	"github.com/rehome/rehome/shared/shardapi"
 )
 
@@ -80,9 +80,10 @@ type Config struct {
 	// later) the pace is cut to 70% of what repair moved while repair lifts
 	// the clients' median GET latency past twice its idle level (and by
 	// 1 ms at least) and raised by a quarter otherwise, never below this.
-	// With no client traffic repair runs unpaced. DefaultConfig sets DefaultRepairPaceBytesPerSec
-	// (16 MiB/s); like ScrubBytesPerSec a zero here is kept: it means no
-	// pacing. Positive values below 1 MiB/s and negative ones are refused.
+	// With no client traffic repair runs unpaced. DefaultConfig sets
+	// DefaultRepairPaceBytesPerSec (16 MiB/s); like ScrubBytesPerSec a zero
+	// here is kept: it means no pacing. Positive values below 1 MiB/s and
+	// negative ones are refused.
 	RepairPaceBytesPerSec int64
 	// RepairBusyWindow is how long after its last client transfer the node
 	// still paces repair. Default DefaultRepairBusyWindow (500 ms).
