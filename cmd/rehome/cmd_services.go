@@ -201,6 +201,9 @@ func storageCmd(g *globals) *cobra.Command {
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv(shardapi.EnvToken)
 			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
 			tlsCfg, err := tf.config()
 			if err != nil {
 				return err

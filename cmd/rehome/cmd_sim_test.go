@@ -68,3 +68,20 @@ func TestPlannerRefusesBadPlacementBeforeConnecting(t *testing.T) {
 		}
 	}
 }
+
+// TestStorageRefusesBadFlagsBeforeConnecting: a --repair-nice or
+// --repair-pace out of range is a one-line error at once, with no bus to
+// wait for.
+func TestStorageRefusesBadFlagsBeforeConnecting(t *testing.T) {
+	for args, want := range map[string]string{
+		"--repair-nice 25": "nice level 25",
+		"--repair-nice -1": "nice level -1",
+		"--repair-pace 5":  "below 1 MiB/s",
+	} {
+		base := []string{"storage", "--nats", "nats://127.0.0.1:1", "--id", "s", "--rack", "r", "--dir", t.TempDir()}
+		_, err := runRoot(append(base, strings.Fields(args)...)...)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("storage %s: error %v, want one line naming %q", args, err, want)
+		}
+	}
+}

@@ -142,6 +142,13 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate reports every invalid field of c (zero fields take their
+// defaults), so a command can refuse bad flags before it connects.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults fills zero fields with their defaults and checks the rest.
 func (c Config) withDefaults() (Config, error) {
 	d := DefaultConfig()
